@@ -1,0 +1,1 @@
+"""Parameter-free array operations shared by several layers."""

@@ -1,0 +1,68 @@
+"""Sliding windows over NHWC images: the gather behind im2col and the scatter behind col2im.
+
+Both convolution and max pooling look at every ``KH x KW`` window of a (padded) image. The gather
+is a zero-copy strided view; the scatter adds window-shaped gradients back into an image with
+``KH*KW`` vectorised strided additions, one per kernel offset (no per-pixel Python loops).
+"""
+from __future__ import annotations
+
+from ..backend import array_module
+
+
+def output_size(size: int, kernel: int, stride: int, padding: int = 0) -> int:
+    """Number of window positions along one axis (floor mode, as PyTorch)."""
+    out = (size + 2 * padding - kernel) // stride + 1
+    if out < 1:
+        raise ValueError(
+            f"a kernel of {kernel} with stride {stride} and padding {padding} does not fit "
+            f"an input of size {size}"
+        )
+    return out
+
+
+def pad_hw(x, padding: int):
+    """Zero-pad the two spatial axes of ``x``: ``(N, H, W, C) -> (N, H+2p, W+2p, C)``."""
+    if padding == 0:
+        return x
+    xp = array_module(x)
+    return xp.pad(x, ((0, 0), (padding, padding), (padding, padding), (0, 0)))
+
+
+def unpad_hw(x, padding: int):
+    """Inverse of :func:`pad_hw` (a view)."""
+    if padding == 0:
+        return x
+    return x[:, padding:-padding, padding:-padding, :]
+
+
+def windows(x, kh: int, kw: int, stride: int):
+    """Strided view of every window: ``(N, H, W, C) -> (N, Ho, Wo, KH, KW, C)``, no copy.
+
+    ``view[n, i, j, a, b, c] == x[n, i*stride + a, j*stride + b, c]``.
+    """
+    xp = array_module(x)
+    n, h, w, c = x.shape
+    ho, wo = output_size(h, kh, stride), output_size(w, kw, stride)
+    s_n, s_h, s_w, s_c = x.strides
+    return xp.lib.stride_tricks.as_strided(
+        x, shape=(n, ho, wo, kh, kw, c), strides=(s_n, s_h * stride, s_w * stride, s_h, s_w, s_c)
+    )
+
+
+def add_windows(dwin, image_shape: tuple[int, int, int, int], stride: int):
+    """Adjoint of :func:`windows`: sum window gradients back into an image.
+
+    Args:
+        dwin: ``(N, Ho, Wo, KH, KW, C)`` gradient with respect to each window entry.
+        image_shape: ``(N, H, W, C)`` of the image the windows were taken from.
+    Returns:
+        ``(N, H, W, C)`` gradient with respect to the image.
+    """
+    xp = array_module(dwin)
+    _, ho, wo, kh, kw, _ = dwin.shape
+    dx = xp.zeros(image_shape, dtype=dwin.dtype)
+    h_span, w_span = stride * (ho - 1) + 1, stride * (wo - 1) + 1
+    for a in range(kh):
+        for b in range(kw):
+            dx[:, a:a + h_span:stride, b:b + w_span:stride, :] += dwin[:, :, :, a, b, :]
+    return dx

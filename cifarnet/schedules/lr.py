@@ -1,0 +1,90 @@
+"""Learning-rate schedules, evaluated per optimizer step, each with optional linear warm-up.
+
+A schedule is a callable ``step -> lr`` for ``step = 0, 1, ..., total_steps - 1``. With
+``warmup_steps = w > 0`` the first ``w`` steps ramp linearly, ``lr = base_lr * (step + 1) / w``,
+and the schedule proper then runs over the remaining ``total_steps - w`` steps.
+"""
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+from ..registry import Registry
+
+LR_SCHEDULES = Registry("learning-rate schedule")
+
+
+class LRSchedule:
+    """Base class: warm-up handling; subclasses give :meth:`after_warmup`."""
+
+    def __init__(self, base_lr: float, total_steps: int, warmup_steps: int = 0):
+        if base_lr < 0 or total_steps < 1 or not 0 <= warmup_steps <= total_steps:
+            raise ValueError(f"need base_lr >= 0, total_steps >= 1 and 0 <= warmup_steps <= total_steps; "
+                             f"got {base_lr}, {total_steps}, {warmup_steps}")
+        self.base_lr, self.total_steps, self.warmup_steps = float(base_lr), int(total_steps), int(warmup_steps)
+
+    def progress(self, step: int) -> float:
+        """Fraction of the post-warm-up phase done at ``step``, in [0, 1]."""
+        span = max(self.total_steps - self.warmup_steps, 1)
+        return min(max((step - self.warmup_steps) / span, 0.0), 1.0)
+
+    def __call__(self, step: int) -> float:
+        if step < self.warmup_steps:
+            return self.base_lr * (step + 1) / self.warmup_steps
+        return self.after_warmup(step)
+
+    def after_warmup(self, step: int) -> float:
+        raise NotImplementedError
+
+
+@LR_SCHEDULES.register("constant")
+class ConstantLR(LRSchedule):
+    """``base_lr`` throughout."""
+
+    def after_warmup(self, step: int) -> float:
+        return self.base_lr
+
+
+@LR_SCHEDULES.register("step")
+class StepLR(LRSchedule):
+    """Multiply by ``gamma`` at each milestone: ``base_lr * gamma ** (milestones <= step)``.
+
+    Milestones are absolute step numbers (the runner converts epochs to steps).
+    """
+
+    def __init__(self, base_lr: float, total_steps: int, milestones: Sequence[int] = (), gamma: float = 0.1,
+                 warmup_steps: int = 0):
+        super().__init__(base_lr, total_steps, warmup_steps)
+        self.milestones, self.gamma = sorted(int(m) for m in milestones), float(gamma)
+
+    def after_warmup(self, step: int) -> float:
+        return self.base_lr * self.gamma ** sum(step >= m for m in self.milestones)
+
+
+@LR_SCHEDULES.register("cosine")
+class CosineLR(LRSchedule):
+    """Half a cosine from ``base_lr`` down to ``min_lr`` over the post-warm-up steps."""
+
+    def __init__(self, base_lr: float, total_steps: int, min_lr: float = 0.0, warmup_steps: int = 0):
+        super().__init__(base_lr, total_steps, warmup_steps)
+        self.min_lr = float(min_lr)
+
+    def after_warmup(self, step: int) -> float:
+        return self.min_lr + (self.base_lr - self.min_lr) * 0.5 * (1.0 + math.cos(math.pi * self.progress(step)))
+
+
+@LR_SCHEDULES.register("linear")
+class LinearLR(LRSchedule):
+    """Straight line from ``base_lr`` to ``end_lr`` over the post-warm-up steps."""
+
+    def __init__(self, base_lr: float, total_steps: int, end_lr: float = 0.0, warmup_steps: int = 0):
+        super().__init__(base_lr, total_steps, warmup_steps)
+        self.end_lr = float(end_lr)
+
+    def after_warmup(self, step: int) -> float:
+        return self.base_lr + (self.end_lr - self.base_lr) * self.progress(step)
+
+
+def make_lr_schedule(name: str, base_lr: float, total_steps: int, **options) -> LRSchedule:
+    """Build the schedule registered as ``name`` (constant, step, cosine, linear)."""
+    return LR_SCHEDULES.get(name)(base_lr, total_steps, **options)

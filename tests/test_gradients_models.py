@@ -1,0 +1,44 @@
+"""Whole-model gradient checks: a tiny ResNet and SimpleCNN, in float64 (issue 2, point 2)."""
+import numpy as np
+
+from cifarnet.layers import Dropout
+from cifarnet.models import build_model, model_description
+
+from .gradcheck import check_layer
+
+KINKED = 1e-5
+
+
+def replay_dropout(model, seed=11):
+    """Return a callable that reseeds every dropout layer, so each forward draws the same mask."""
+    drops = [layer for layer in _walk(model) if isinstance(layer, Dropout)]
+
+    def reset():
+        for i, layer in enumerate(drops):
+            layer.rng = np.random.default_rng(seed + i)
+    return reset
+
+
+def _walk(layer):
+    yield layer
+    for child in layer.children().values():
+        yield from _walk(child)
+
+
+def test_tiny_resnet_gradients(backend, rng):
+    desc = {"arch": "resnet", "depth": 8, "widths": [4, 8, 16], "dropout": 0.2, "num_classes": 5}
+    model = build_model(desc, input_shape=(8, 8, 3), seed=0, dtype=np.float64).to(backend)
+    x = backend.asarray(rng.standard_normal((3, 8, 8, 3)))
+    errors = check_layer(model, x, max_probes=6, before_forward=replay_dropout(model))
+    assert len(errors) == len(list(model.named_parameters())) + 1
+    worst = max(errors, key=errors.get)
+    assert errors[worst] <= KINKED, f"{worst}: {errors[worst]:.2e}"
+
+
+def test_simplecnn_gradients(backend, rng):
+    model = build_model(model_description("simplecnn"), input_shape=(8, 8, 3), seed=0,
+                        dtype=np.float64).to(backend)
+    x = backend.asarray(rng.standard_normal((4, 8, 8, 3)))
+    errors = check_layer(model, x, max_probes=12, before_forward=replay_dropout(model))
+    worst = max(errors, key=errors.get)
+    assert errors[worst] <= KINKED, f"{worst}: {errors[worst]:.2e}"

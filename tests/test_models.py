@@ -1,0 +1,125 @@
+"""Model building from plain data, parameter counts, summary, seeding, state dicts (issue 2)."""
+from pathlib import Path
+
+import numpy as np
+import pytest
+from omegaconf import OmegaConf
+
+from cifarnet.backend import to_numpy
+from cifarnet.layers import LAYERS, BasicBlock
+from cifarnet.models import MODELS, ModelSpecError, build_model, model_description, summary
+
+CONF = Path(__file__).resolve().parents[1] / "conf" / "model"
+
+
+def test_simplecnn_parameter_count_and_shapes():
+    model = build_model(model_description("simplecnn"))
+    # conv 3*3*3*8+8, bn 2*8, linear 1800*128+128, bn 2*128, linear 128*10+10
+    assert model.num_parameters() == 224 + 16 + 230_528 + 256 + 1_290 == 232_314
+    assert model["linear1"].in_features == 1800          # inferred, never written by hand
+    assert model.output_shape((32, 32, 3)) == (10,)
+
+
+def test_resnet32_parameter_count_and_layout():
+    model = build_model(model_description("resnet32"))
+    assert model.num_parameters() == 466_906
+    blocks = [l for l in model.layers.values() if isinstance(l, BasicBlock)]
+    assert len(blocks) == 15
+    assert [b.stride for b in blocks].count(2) == 2 and sum(b.projection for b in blocks) == 2
+    assert model.output_shape((32, 32, 3)) == (10,)
+
+
+@pytest.mark.parametrize("depth, count", [(20, 272_474), (44, 661_338), (56, 855_770), (110, 1_730_714)])
+def test_resnet_family(depth, count):
+    model = build_model(model_description(f"resnet{depth}"))
+    assert model.num_parameters() == count
+    assert sum(isinstance(l, BasicBlock) for l in model.layers.values()) == 3 * (depth - 2) // 6
+
+
+def test_summary_prints_shapes_and_totals():
+    text = summary(build_model(model_description("simplecnn")), (32, 32, 3))
+    assert "(N, 15, 15, 8)" in text and "(N, 1800)" in text and "230,528" in text
+    assert "trainable parameters: 232,314" in text
+    text = summary(build_model(model_description("resnet32")), (32, 32, 3))
+    assert "(N, 8, 8, 64)" in text and "trainable parameters: 466,906" in text
+
+
+def test_same_seed_same_weights_other_seed_other_weights():
+    a, b, c = (build_model(model_description("resnet20"), seed=s).state_dict() for s in (3, 3, 4))
+    assert a.keys() == b.keys() == c.keys()
+    assert all(np.array_equal(a[k], b[k]) for k in a)
+    assert any(not np.array_equal(a[k], c[k]) for k in a if k.endswith(".W"))
+
+
+def test_new_network_from_plain_data_alone():
+    desc = {"layers": [
+        {"type": "conv", "out_channels": 6, "kernel_size": 5, "stride": 1, "padding": 2, "name": "c1"},
+        {"type": "relu"}, {"type": "maxpool", "kernel_size": 2},
+        {"type": "conv", "out_channels": 12, "kernel_size": 3},
+        {"type": "batchnorm"}, {"type": "relu"}, {"type": "global_avg_pool"},
+        {"type": "linear", "out_features": 7}]}
+    model = build_model(desc, input_shape=(16, 12, 3))
+    assert list(model.layers)[:3] == ["c1", "relu1", "maxpool1"]
+    assert model["linear1"].in_features == 12
+    assert model.forward(np.zeros((2, 16, 12, 3), np.float32)).shape == (2, 7)
+
+
+@pytest.mark.parametrize("name", ["simplecnn", "resnet32"])
+def test_conf_model_yaml_matches_builtin_description(name):
+    from_yaml = OmegaConf.to_container(OmegaConf.load(CONF / f"{name}.yaml"))
+    assert from_yaml == model_description(name)
+
+
+def test_bad_descriptions_fail_clearly():
+    with pytest.raises(ModelSpecError, match="unknown layer type 'convv'; known: .*conv"):
+        build_model({"layers": [{"type": "convv", "out_channels": 3}]})
+    with pytest.raises(ModelSpecError, match=r"layer 0 \(conv1, type conv\).*kernal_size"):
+        build_model({"layers": [{"type": "conv", "out_channels": 3, "kernal_size": 3}]})
+    with pytest.raises(ModelSpecError, match="flatten or global_avg_pool"):
+        build_model({"layers": [{"type": "linear", "out_features": 3}]})
+    with pytest.raises(ModelSpecError, match="6n\\+2"):
+        build_model({"arch": "resnet", "depth": 30})
+    with pytest.raises(ModelSpecError, match="does not fit"):
+        build_model({"layers": [{"type": "conv", "out_channels": 3, "kernel_size": 5}]}, input_shape=(3, 3, 1))
+    with pytest.raises(ModelSpecError, match="known: resnet, sequential"):
+        build_model({"arch": "vgg"})
+    with pytest.raises(KeyError, match="known: resnet110, resnet20"):
+        model_description("resnet18")
+
+
+def test_registries_reject_duplicates():
+    with pytest.raises(ValueError, match="already registered"):
+        LAYERS.register("conv")(object)
+    assert "simplecnn" in MODELS and "resnet32" in MODELS
+
+
+def test_state_dict_round_trip_and_mismatch_errors(backend):
+    src = build_model(model_description("simplecnn"), seed=1).to(backend)
+    dst = build_model(model_description("simplecnn"), seed=2).to(backend)
+    state = src.state_dict()
+    assert "batchnorm1.running_mean" in state and "conv1.W" in state
+    dst.load_state_dict(state)
+    x = backend.asarray(np.random.default_rng(0).standard_normal((2, 32, 32, 3)).astype(np.float32))
+    src.eval(), dst.eval()
+    np.testing.assert_array_equal(to_numpy(src.forward(x)), to_numpy(dst.forward(x)))
+    assert type(dst["conv1"].params["W"]) is type(x)            # stayed on its backend
+
+    other = build_model(model_description("simplecnn", num_classes=5))
+    with pytest.raises(ValueError, match=r"'linear2.W'.*\(128, 5\).*\(128, 10\)"):
+        other.load_state_dict(state)
+    with pytest.raises(KeyError, match="stem_conv.W"):
+        build_model(model_description("resnet20")).load_state_dict(state)
+
+
+def test_train_eval_mode_reaches_nested_layers():
+    model = build_model({"arch": "resnet", "depth": 8, "widths": [2, 2, 2]}, input_shape=(8, 8, 3))
+    model.eval()
+    assert all(not layer.training for layer in _walk(model))
+    model.train()
+    assert all(layer.training for layer in _walk(model))
+
+
+def _walk(layer):
+    yield layer
+    for child in layer.children().values():
+        yield from _walk(child)

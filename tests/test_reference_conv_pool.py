@@ -1,0 +1,60 @@
+"""The vectorised conv and max-pool against slow loop references (issue 2, point 3)."""
+import numpy as np
+import pytest
+
+from cifarnet.backend import to_numpy
+from cifarnet.layers import Conv2d, MaxPool2d
+
+from .reference import conv2d_backward_loops, conv2d_loops, maxpool_backward_loops, maxpool_loops
+
+
+@pytest.mark.parametrize("shape, c_out, k, stride, padding", [
+    ((2, 7, 7, 3), 4, 3, 1, 1), ((2, 9, 8, 3), 5, 3, 2, 1), ((3, 5, 5, 4), 2, 1, 1, 0),
+    ((1, 8, 8, 2), 3, 1, 2, 0), ((2, 10, 10, 2), 3, 5, 3, 2),
+])
+def test_conv_matches_loops(backend, rng, shape, c_out, k, stride, padding):
+    layer = Conv2d(shape[-1], c_out, k, stride, padding, rng=rng).astype(np.float64)
+    layer.params["b"] = rng.standard_normal(c_out)
+    layer.to(backend)
+    x = rng.standard_normal(shape)
+    out = layer.forward(backend.asarray(x))
+    W, b = to_numpy(layer.params["W"]), to_numpy(layer.params["b"])
+    np.testing.assert_allclose(to_numpy(out), conv2d_loops(x, W, b, stride, padding), rtol=1e-10, atol=1e-12)
+
+    dout = rng.standard_normal(out.shape)
+    dx = layer.backward(backend.asarray(dout))
+    ref_dx, ref_dW, ref_db = conv2d_backward_loops(x, W, dout, stride, padding)
+    np.testing.assert_allclose(to_numpy(dx), ref_dx, rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(to_numpy(layer.grads["W"]), ref_dW, rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(to_numpy(layer.grads["b"]), ref_db, rtol=1e-10, atol=1e-12)
+
+
+def test_conv_float32_matches_loops(backend, rng):
+    layer = Conv2d(3, 8, 3, 1, 1, rng=rng).to(backend)
+    x = rng.standard_normal((4, 6, 6, 3)).astype(np.float32)
+    out = layer.forward(backend.asarray(x))
+    assert out.dtype == np.float32
+    ref = conv2d_loops(x.astype(np.float64), to_numpy(layer.params["W"]).astype(np.float64),
+                       to_numpy(layer.params["b"]), 1, 1)
+    np.testing.assert_allclose(to_numpy(out), ref, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("shape, k, stride", [((2, 6, 6, 3), 2, 2), ((2, 7, 9, 2), 3, 2), ((1, 5, 5, 4), 2, 1),
+                                              ((2, 31, 31, 2), 2, 2)])
+def test_maxpool_matches_loops(backend, rng, shape, k, stride):
+    x = rng.standard_normal(shape)
+    layer = MaxPool2d(k, stride)
+    out = layer.forward(backend.asarray(x))
+    ref, _ = maxpool_loops(x, k, stride)
+    np.testing.assert_array_equal(to_numpy(out), ref)
+    dout = rng.standard_normal(out.shape)
+    np.testing.assert_allclose(to_numpy(layer.backward(backend.asarray(dout))),
+                               maxpool_backward_loops(x, dout, k, stride), rtol=0, atol=1e-14)
+
+
+def test_maxpool_ties_route_to_first_maximum(backend):
+    x = np.zeros((1, 2, 2, 1))                    # four equal maxima in one window
+    layer = MaxPool2d(2)
+    layer.forward(backend.asarray(x))
+    dx = to_numpy(layer.backward(backend.asarray(np.ones((1, 1, 1, 1)))))
+    assert dx[0, :, :, 0].tolist() == [[1.0, 0.0], [0.0, 0.0]]
