@@ -1,0 +1,127 @@
+"""Batches on the chosen backend, prepared in a background thread while the model computes.
+
+The order of an epoch is a pure function of ``(seed, epoch)`` and each batch's augmentation of
+``(seed, epoch, batch index)``, so a run resumed at batch k of epoch e sees exactly the batches
+an uninterrupted run would have seen.
+"""
+from __future__ import annotations
+
+import queue
+import threading
+from typing import Any, Iterator
+
+import numpy as np
+
+from ..backend import NUMPY, Backend
+from .augment import Augmentation
+from .dataset import Split
+from .normalize import Normalization
+
+
+class BatchLoader:
+    """Iterate over ``(x, y)`` batches of a split.
+
+    Args:
+        split: uint8 images and labels on the host.
+        batch_size: images per batch.
+        normalization: per-channel statistics applied while converting to ``dtype``.
+        backend: where batches are delivered (NumPy or CuPy).
+        augmentation: applied to training batches; None for evaluation.
+        shuffle: draw a new order each epoch from ``(seed, epoch)``; False keeps file order.
+        drop_last: drop the final incomplete batch (training); False covers every image (evaluation).
+        prefetch: batches prepared ahead in a background thread (0: prepare inline).
+    Yields:
+        x ``(B, H, W, C)`` ``dtype`` and y ``(B,)`` int64, both on ``backend``.
+    """
+
+    def __init__(self, split: Split, batch_size: int, normalization: Normalization, *,
+                 backend: Backend = NUMPY, augmentation: Augmentation | None = None, shuffle: bool = False,
+                 drop_last: bool = False, seed: int = 0, prefetch: int = 2, dtype: Any = np.float32):
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        if drop_last and batch_size > len(split):
+            raise ValueError(f"batch_size {batch_size} exceeds the {len(split)} images of the split with drop_last")
+        self.split, self.batch_size, self.normalization = split, batch_size, normalization
+        self.backend, self.augmentation, self.shuffle = backend, augmentation, shuffle
+        self.drop_last, self.seed, self.prefetch, self.dtype = drop_last, seed, prefetch, dtype
+
+    def __len__(self) -> int:
+        n, b = len(self.split), self.batch_size
+        return n // b if self.drop_last else -(-n // b)
+
+    @property
+    def num_images(self) -> int:
+        """Images delivered per epoch."""
+        return len(self) * self.batch_size if self.drop_last else len(self.split)
+
+    def order(self, epoch: int) -> np.ndarray:
+        """Indices of the split in the order epoch ``epoch`` visits them."""
+        if not self.shuffle:
+            return np.arange(len(self.split))
+        return np.random.default_rng([self.seed, epoch]).permutation(len(self.split))
+
+    def batch(self, epoch: int, index: int, order: np.ndarray | None = None):
+        """Batch ``index`` of epoch ``epoch``, prepared in the calling thread."""
+        order = self.order(epoch) if order is None else order
+        idx = np.sort(order[index * self.batch_size:(index + 1) * self.batch_size])
+        images, labels = self.split.images[idx], self.split.labels[idx]         # B, H, W, C uint8
+        if self.augmentation is not None:
+            images = self.augmentation(images, np.random.default_rng([self.seed, epoch, index, 0xA09]))
+        x = self.normalization(self.backend.asarray(images), self.dtype)
+        return x, self.backend.asarray(labels)
+
+    def epoch(self, epoch: int, start_batch: int = 0) -> Iterator[tuple[Any, Any]]:
+        """Batches ``start_batch, ..., len(self) - 1`` of epoch ``epoch``."""
+        if not 0 <= start_batch <= len(self):
+            raise ValueError(f"start_batch must be in [0, {len(self)}], got {start_batch}")
+        order = self.order(epoch)
+        indices = range(start_batch, len(self))
+        if self.prefetch <= 0:
+            for i in indices:
+                yield self.batch(epoch, i, order)
+            return
+        yield from _prefetched((self.batch(epoch, i, order) for i in indices), self.prefetch)
+
+    __call__ = epoch
+
+
+_DONE = object()
+
+
+def _prefetched(items: Iterator[Any], depth: int) -> Iterator[Any]:
+    """Run ``items`` in a background thread, ``depth`` ahead; errors resurface in the consumer."""
+    q: queue.Queue = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def produce() -> None:
+        try:
+            for item in items:
+                while not stop.is_set():
+                    try:
+                        q.put((item, None), timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set():
+                    return
+            q.put((_DONE, None))
+        except BaseException as err:  # noqa: BLE001 - handed to the consumer
+            q.put((_DONE, err))
+
+    worker = threading.Thread(target=produce, name="cifarnet-batches", daemon=True)
+    worker.start()
+    try:
+        while True:
+            item, err = q.get()
+            if item is _DONE:
+                if err is not None:
+                    raise err
+                return
+            yield item
+    finally:
+        stop.set()
+        while worker.is_alive():
+            try:
+                q.get_nowait()
+            except queue.Empty:
+                worker.join(timeout=0.05)
