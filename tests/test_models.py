@@ -1,16 +1,10 @@
 """Model building from plain data, parameter counts, summary, seeding, state dicts (issue 2)."""
-from pathlib import Path
-
 import numpy as np
 import pytest
-from omegaconf import OmegaConf
 
 from cifarnet.backend import to_numpy
 from cifarnet.layers import LAYERS, BasicBlock
 from cifarnet.models import MODELS, ModelSpecError, build_model, model_description, summary
-
-CONF = Path(__file__).resolve().parents[1] / "conf" / "model"
-
 
 def test_simplecnn_parameter_count_and_shapes():
     model = build_model(model_description("simplecnn"))
@@ -62,12 +56,6 @@ def test_new_network_from_plain_data_alone():
     assert list(model.layers)[:3] == ["c1", "relu1", "maxpool1"]
     assert model["linear1"].in_features == 12
     assert model.forward(np.zeros((2, 16, 12, 3), np.float32)).shape == (2, 7)
-
-
-@pytest.mark.parametrize("name", ["simplecnn", "resnet32"])
-def test_conf_model_yaml_matches_builtin_description(name):
-    from_yaml = OmegaConf.to_container(OmegaConf.load(CONF / f"{name}.yaml"))
-    assert from_yaml == model_description(name)
 
 
 def test_bad_descriptions_fail_clearly():
@@ -123,3 +111,13 @@ def _walk(layer):
     yield layer
     for child in layer.children().values():
         yield from _walk(child)
+
+
+def test_description_wide_dropout_and_num_classes_reach_the_layers():
+    from cifarnet.layers import Dropout
+
+    model = build_model(model_description("simplecnn", dropout=0.2, num_classes=3))
+    assert [l.rate for l in model.layers.values() if isinstance(l, Dropout)] == [0.2]
+    assert model.output_shape((32, 32, 3)) == (3,)
+    resnet = build_model({"arch": "resnet", "depth": 8, "widths": [2, 2, 2], "dropout": 0.4, "num_classes": 4})
+    assert resnet["dropout"].rate == 0.4 and resnet.output_shape((32, 32, 3)) == (4,)

@@ -33,11 +33,26 @@ class ModelSpecError(ValueError):
 
 @ARCHITECTURES.register("sequential")
 def sequential_specs(description: Mapping[str, Any]) -> list[dict[str, Any]]:
-    """The ``layers`` list of a sequential description, as plain dicts."""
+    """The ``layers`` list of a sequential description, as plain dicts.
+
+    Two description-wide settings reach into the list: ``dropout`` is the rate of every dropout
+    layer that does not set its own, and ``num_classes`` (when given) sets the width of the last
+    linear layer, so ``model.dropout=0.3`` or a 2-class dataset need no edit of the list.
+    """
     layers = description.get("layers")
     if not layers:
         raise ModelSpecError("a sequential model description needs a non-empty 'layers' list")
-    return [dict(spec) for spec in layers]
+    specs = [dict(spec) for spec in layers]
+    if description.get("dropout") is not None:
+        for spec in specs:
+            if spec.get("type") == "dropout":
+                spec.setdefault("rate", float(description["dropout"]))
+    if description.get("num_classes") is not None:
+        linear = [spec for spec in specs if spec.get("type") == "linear"]
+        if not linear:
+            raise ModelSpecError("num_classes needs a linear layer to size")
+        linear[-1]["out_features"] = int(description["num_classes"])
+    return specs
 
 
 def build_layers(specs: Sequence[Mapping[str, Any]], input_shape: Sequence[int],

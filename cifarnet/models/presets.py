@@ -19,6 +19,8 @@ def simplecnn(dropout: float = 0.5, num_classes: int = 10) -> dict[str, Any]:
     return {
         "arch": "sequential",
         "name": "simplecnn",
+        "dropout": dropout,
+        "num_classes": num_classes,
         "layers": [
             {"type": "conv", "out_channels": 8, "kernel_size": 3, "padding": 0},
             {"type": "batchnorm"},
@@ -28,8 +30,8 @@ def simplecnn(dropout: float = 0.5, num_classes: int = 10) -> dict[str, Any]:
             {"type": "linear", "out_features": 128},
             {"type": "batchnorm"},
             {"type": "relu"},
-            {"type": "dropout", "rate": dropout},
-            {"type": "linear", "out_features": num_classes},
+            {"type": "dropout"},
+            {"type": "linear", "out_features": 10},
         ],
     }
 

@@ -1,0 +1,4 @@
+"""``python -m cifarnet ...``: see :mod:`cifarnet.cli.app`."""
+from .cli.app import main
+
+main()

@@ -1,0 +1,182 @@
+"""Checkpoints: one ``.npz`` file, no pickle, written atomically, verified on load.
+
+Layout of the archive (every entry a plain numeric or unicode array):
+
+* ``model/<dotted name>``            parameters and batch-norm buffers (``model.state_dict()``)
+* ``optim/<param name>/<state key>`` optimizer state (momentum, Adam moments)
+* ``__meta__``                        JSON text: model description, normalisation statistics, class
+                                      names, epoch, step, position in the epoch, best metric,
+                                      backend, dtype, cifarnet version, RNG states, optimizer
+                                      hyper-parameters, the run's config and metric history
+* ``__checksum__``                    SHA-256 over every other entry's name, dtype, shape and bytes
+
+Files are written to a temporary name in the target directory, flushed to disk and renamed, so a
+crash leaves either the old file or the complete new one, never a partial file under the final
+name. Loading uses ``allow_pickle=False`` and recomputes the checksum.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from . import __version__
+from .layers import Dropout
+
+FORMAT_VERSION = 1
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint that cannot be written or read; the message names the file and the cause."""
+
+
+@dataclass
+class Checkpoint:
+    """What a checkpoint holds, on the host.
+
+    Attributes:
+        model_state: dotted name -> array, for ``model.load_state_dict``.
+        optimizer_state: as ``Optimizer.state_dict()`` returns it (without hyper-parameters'
+            defaults: those are in ``meta["optimizer"]``).
+        meta: the JSON metadata.
+        path: where it was read from.
+    """
+
+    model_state: dict[str, np.ndarray]
+    optimizer_state: dict[str, Any] | None
+    meta: dict[str, Any]
+    path: Path | None = None
+
+
+def _digest(arrays: dict[str, np.ndarray]) -> str:
+    h = hashlib.sha256()
+    for key in sorted(arrays):
+        a = np.ascontiguousarray(arrays[key])
+        h.update(f"{key}|{a.dtype.str}|{a.shape}|".encode())
+        h.update(a.tobytes())
+    return h.hexdigest()
+
+
+def pack(model_state: dict[str, np.ndarray], optimizer_state: dict[str, Any] | None,
+         meta: dict[str, Any]) -> dict[str, np.ndarray]:
+    """The archive's entries (see the module docstring), checksum included."""
+    arrays: dict[str, np.ndarray] = {f"model/{k}": np.asarray(v) for k, v in model_state.items()}
+    meta = dict(meta, format_version=FORMAT_VERSION, cifarnet_version=__version__)
+    if optimizer_state is not None:
+        for name, state in optimizer_state["state"].items():
+            for key, value in state.items():
+                arrays[f"optim/{name}/{key}"] = np.asarray(value)
+        meta["optimizer_steps"] = int(optimizer_state["steps"])
+        meta["optimizer_hyperparameters"] = optimizer_state["hyperparameters"]
+    arrays["__meta__"] = np.array(json.dumps(meta, sort_keys=True))
+    arrays["__checksum__"] = np.array(_digest(arrays))
+    return arrays
+
+
+def write_atomic(path: str | Path, arrays: dict[str, np.ndarray]) -> Path:
+    """Write ``arrays`` as an uncompressed ``.npz`` at ``path``, atomically.
+
+    Raises:
+        CheckpointError: the directory cannot be created or written (read-only, disk full, ...);
+            any previous file at ``path`` is left untouched and no temporary file remains.
+    """
+    path = Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as err:
+        raise CheckpointError(f"cannot write checkpoint {path}: {err.strerror or err}") from None
+    try:
+        with os.fdopen(fd, "wb") as f:
+            np.savez(f, **arrays)
+            f.flush()
+            os.fsync(f.fileno())
+        _before_rename(tmp, path)
+        os.replace(tmp, path)
+    except BaseException as err:
+        Path(tmp).unlink(missing_ok=True)
+        if isinstance(err, OSError):
+            raise CheckpointError(f"cannot write checkpoint {path}: {err.strerror or err}; "
+                                  "the previous checkpoint is unchanged") from None
+        raise
+    return path
+
+
+def _before_rename(tmp: str, final: Path) -> None:
+    """Hook between writing the temporary file and renaming it (fault-injection tests patch it)."""
+
+
+def save(path: str | Path, model_state: dict[str, np.ndarray], optimizer_state: dict[str, Any] | None,
+         meta: dict[str, Any]) -> Path:
+    """Pack and atomically write a checkpoint; returns its path."""
+    return write_atomic(path, pack(model_state, optimizer_state, meta))
+
+
+def load(path: str | Path) -> Checkpoint:
+    """Read and verify a checkpoint.
+
+    Raises:
+        CheckpointError: missing, truncated, not an ``.npz``, holding pickled objects, missing its
+            metadata, or failing its checksum; the message names the file and the cause.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {path} not found")
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            arrays = {key: npz[key] for key in npz.files}
+    except ValueError as err:
+        if "pickle" in str(err):
+            raise CheckpointError(f"checkpoint {path} holds pickled objects; refusing to load it "
+                                  "(cifarnet checkpoints never contain pickles)") from None
+        raise CheckpointError(f"checkpoint {path} is unreadable: {err}") from None
+    except (OSError, EOFError, zipfile.BadZipFile, KeyError) as err:
+        raise CheckpointError(f"checkpoint {path} is unreadable (truncated or corrupt?): "
+                              f"{type(err).__name__}: {err}") from None
+    if "__meta__" not in arrays or "__checksum__" not in arrays:
+        raise CheckpointError(f"{path} is not a cifarnet checkpoint (no metadata or checksum entry)")
+    stored = str(arrays.pop("__checksum__"))
+    actual = _digest(arrays)
+    if stored != actual:
+        raise CheckpointError(f"checkpoint {path} failed its checksum: stored {stored[:16]}..., "
+                              f"contents hash to {actual[:16]}...; the file was altered or damaged")
+    meta = json.loads(str(arrays.pop("__meta__")))
+    model_state = {k[len("model/"):]: v for k, v in arrays.items() if k.startswith("model/")}
+    optimizer_state = None
+    if "optimizer_hyperparameters" in meta:
+        state: dict[str, dict[str, np.ndarray]] = {}
+        for key, value in arrays.items():
+            if key.startswith("optim/"):
+                name, _, slot = key[len("optim/"):].rpartition("/")
+                state.setdefault(name, {})[slot] = value
+        optimizer_state = {"steps": meta["optimizer_steps"], "hyperparameters": meta["optimizer_hyperparameters"],
+                           "state": state}
+    return Checkpoint(model_state, optimizer_state, meta, path)
+
+
+def rng_states(model) -> dict[str, Any]:
+    """JSON-ready states of every dropout generator in ``model``, by layer path."""
+    return {name: layer.rng.bit_generator.state for name, layer in _dropouts(model)}
+
+
+def restore_rng_states(model, states: dict[str, Any]) -> None:
+    """Put back what :func:`rng_states` returned."""
+    layers = dict(_dropouts(model))
+    if set(layers) != set(states):
+        raise CheckpointError(f"dropout layers differ: model has {sorted(layers)}, checkpoint has {sorted(states)}")
+    for name, state in states.items():
+        layers[name].rng.bit_generator.state = state
+
+
+def _dropouts(layer, prefix: str = ""):
+    if isinstance(layer, Dropout):
+        yield prefix.rstrip(".") or "dropout", layer
+    for name, child in layer.children().items():
+        yield from _dropouts(child, prefix + name + ".")

@@ -1,0 +1,1 @@
+"""The command line: Hydra composes the config, :mod:`cifarnet.experiment` does the work."""

@@ -1,0 +1,108 @@
+"""``python -m cifarnet``: the Hydra entry point, a thin layer over :mod:`cifarnet.experiment`.
+
+It composes the config, turns it into a plain dict, works out which keys the user set on the
+command line, and calls :func:`~cifarnet.experiment.train` or
+:func:`~cifarnet.experiment.evaluate_checkpoint`. Expected failures end as one line and exit 1;
+interruptions exit 130 (SIGINT) or 143 (SIGTERM).
+"""
+from __future__ import annotations
+
+import logging
+import os
+import shlex
+from pathlib import Path
+
+from .. import checkpoint as ckpt
+from ..experiment import (ConfigError, evaluate_checkpoint, find_resume_checkpoint, format_eval_report,
+                          merge_with_checkpoint, train)
+from . import schema
+from .errors import report_and_exit
+from .sweep import write_summary
+
+log = logging.getLogger("cifarnet")
+
+
+def config_dir() -> str:
+    """The ``conf/`` directory: inside the installed package (wheel) or beside it (source tree)."""
+    package = Path(__file__).resolve().parents[1]
+    for candidate in (package / "conf", package.parent / "conf"):
+        if (candidate / "config.yaml").is_file():
+            return str(candidate)
+    raise FileNotFoundError(f"cifarnet's configs (conf/config.yaml) not found in {package} or its parent")
+
+
+def explicit_keys(task_overrides) -> list[str]:
+    """Config keys the user set on the command line (``hydra.*`` excluded)."""
+    keys = []
+    for override in task_overrides:
+        key = override.split("=", 1)[0].lstrip("+~")
+        if key and not key.startswith("hydra"):
+            keys.append(key)
+    return keys
+
+
+def task(cfg) -> float:
+    """One Hydra job: train, resume or evaluate; returns the job's best accuracy for sweepers."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+    from omegaconf import OmegaConf
+
+    hc = HydraConfig.get()
+    run_dir = Path(hc.runtime.output_dir)
+    plain = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
+    overrides = list(hc.overrides.task)
+    explicit = explicit_keys(overrides)
+    try:
+        if plain["mode"] == "eval":
+            if not plain["ckpt"]:
+                raise ConfigError("mode=eval needs ckpt=PATH (a checkpoint .npz file)")
+            checkpoint = ckpt.load(plain["ckpt"])
+            merged = merge_with_checkpoint(checkpoint.meta["config"], plain, explicit, source=plain["ckpt"])
+            report = evaluate_checkpoint(merged, checkpoint, run_dir)
+            log.info("%s\nwritten to %s", format_eval_report(report), run_dir / "eval.json")
+            return float(report["accuracy"])
+
+        resume = None
+        if plain["resume"]:
+            resume = find_resume_checkpoint(plain["resume"])
+            plain = merge_with_checkpoint(resume.meta["config"], plain, explicit, source=str(resume.path))
+        others = [o for o in overrides if not o.startswith("resume=")]
+
+        def resume_command(path: Path) -> str:
+            return shlex.join(["python", "-m", "cifarnet", f"resume={path}", *others])
+
+        log.info("run directory %s", run_dir)
+        summary = train(plain, run_dir, resume, resume_command=resume_command)
+        log.info("best %s %.2f%% at epoch %d; checkpoints in %s", summary["metric"], 100 * summary["best_metric"],
+                 summary["best_epoch"], run_dir / "checkpoints")
+        if hc.mode == RunMode.MULTIRUN:
+            _record_sweep_job(run_dir, overrides, summary)
+        return float(summary["best_metric"])
+    except BaseException as err:  # noqa: BLE001 - expected errors become one line, others re-raise
+        report_and_exit(err, emit=log.error)
+        raise
+
+
+def _record_sweep_job(run_dir: Path, overrides: list[str], summary: dict) -> None:
+    import json
+
+    summary = dict(summary, overrides=overrides)
+    (run_dir / "result.json").write_text(json.dumps(summary, indent=2))
+    rows, table = write_summary(run_dir.parent)
+    log.info("sweep summary so far (%d jobs), ranked by accuracy; %s:\n%s", len(rows),
+             run_dir.parent / "sweep_summary.csv", table)
+
+
+def main() -> None:
+    """Console entry point (``cifarnet`` and ``python -m cifarnet``)."""
+    import hydra
+
+    os.environ["HYDRA_FULL_ERROR"] = "1"      # let composition errors reach report_and_exit
+    schema.register()
+    entry = hydra.main(version_base="1.3", config_path=config_dir(), config_name="config")(task)
+    try:
+        entry()
+    except SystemExit:
+        raise
+    except BaseException as err:  # noqa: BLE001
+        report_and_exit(err)

@@ -1,0 +1,150 @@
+"""Typed schemas for the composed config (Hydra structured configs).
+
+Every YAML file under ``conf/`` is validated against these: an unknown key, a misspelt option or a
+wrong type is rejected before any work starts, with a message naming the key. Only the command-line
+layer uses them; the library itself takes plain arguments.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any, List, Optional
+
+from omegaconf import MISSING
+
+
+class Mode(Enum):
+    train = "train"
+    eval = "eval"
+
+
+class PadMode(Enum):
+    zero = "zero"
+    reflect = "reflect"
+
+
+class NormalizationChoice(Enum):
+    dataset = "dataset"     # mean/std of the training split
+    cifar10 = "cifar10"     # the standard CIFAR-10 constants
+
+
+class NonFinite(Enum):
+    stop = "stop"
+    skip = "skip"
+
+
+@dataclass
+class ModelConfig:
+    """A model description (see cifarnet.models.builder); unset fields are left out."""
+
+    name: str = MISSING
+    arch: str = "sequential"
+    layers: Optional[List[Any]] = None
+    depth: Optional[int] = None
+    widths: Optional[List[int]] = None
+    dropout: Optional[float] = None
+    num_classes: Optional[int] = None
+    bn_momentum: Optional[float] = None
+
+
+@dataclass
+class SGDConfig:
+    name: str = "sgd"
+    lr: float = 0.01
+    momentum: float = 0.9
+    nesterov: bool = False
+    weight_decay: float = 0.0
+    decay_norm_and_bias: bool = True
+
+
+@dataclass
+class AdamConfig:
+    name: str = "adam"
+    lr: float = 0.001
+    beta1: float = 0.9
+    beta2: float = 0.999
+    eps: float = 1e-8
+    weight_decay: float = 0.0
+    decay_norm_and_bias: bool = True
+
+
+@dataclass
+class ScheduleConfig:
+    """Learning-rate schedule; epochs may be fractional and are converted to steps."""
+
+    name: str = "constant"
+    warmup_epochs: float = 0.0
+    milestones: List[float] = field(default_factory=list)   # step: epochs at which lr *= gamma
+    gamma: float = 0.1                                      # step
+    min_lr: float = 0.0                                     # cosine
+    end_lr: float = 0.0                                     # linear
+
+
+@dataclass
+class AugmentConfig:
+    enabled: bool = True
+    crop_padding: int = 4
+    pad_mode: PadMode = PadMode.zero
+    flip: bool = True
+
+
+@dataclass
+class DataConfig:
+    source: str = MISSING                    # cifar10 | synthetic | image_folder
+    root: str = "data"                       # cifar10, image_folder
+    download: bool = True                    # cifar10
+    train_size: int = 5000                   # synthetic
+    test_size: int = 1000                    # synthetic
+    data_seed: int = 0                       # synthetic
+    noise: float = 20.0                      # synthetic
+    image_size: int = 32                     # synthetic, image_folder
+    batch_size: int = 64
+    eval_batch_size: int = 500
+    val_size: int = 0
+    normalization: NormalizationChoice = NormalizationChoice.dataset
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    prefetch: int = 2
+
+
+@dataclass
+class BackendConfig:
+    name: str = "numpy"
+    dtype: str = "float32"
+
+
+@dataclass
+class TrainerConfig:
+    epochs: int = 20
+    label_smoothing: float = 0.0
+    dropout_schedule: str = "none"           # none | linear | cosine
+    dropout_final: float = 0.0
+    keep_last: int = 2
+    progress: bool = True
+    nonfinite: NonFinite = NonFinite.stop
+
+
+@dataclass
+class Config:
+    model: ModelConfig = MISSING
+    optimizer: Any = MISSING
+    data: DataConfig = MISSING
+    backend: BackendConfig = MISSING
+    schedule: ScheduleConfig = MISSING
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    mode: Mode = Mode.train
+    seed: int = 0
+    ckpt: Optional[str] = None
+    resume: Optional[str] = None
+
+
+def register() -> None:
+    """Put the schemas in Hydra's ConfigStore under the names the YAML defaults lists use."""
+    from hydra.core.config_store import ConfigStore
+
+    cs = ConfigStore.instance()
+    cs.store(name="cifarnet_schema", node=Config)
+    cs.store(group="optimizer", name="sgd_schema", node=SGDConfig)
+    cs.store(group="optimizer", name="adam_schema", node=AdamConfig)
+    cs.store(group="data", name="data_schema", node=DataConfig)
+    cs.store(group="backend", name="backend_schema", node=BackendConfig)
+    cs.store(group="schedule", name="schedule_schema", node=ScheduleConfig)

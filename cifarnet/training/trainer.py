@@ -1,0 +1,296 @@
+"""The training loop: epochs of steps, evaluation, metrics, checkpoints, interruption.
+
+Everything it needs is passed in as plain objects (model, optimizer, schedules, loaders, a run
+directory), so it runs the same from the command line, a test or a notebook.
+"""
+from __future__ import annotations
+
+import csv
+import logging
+import math
+import os
+import signal
+import threading
+import time
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from .. import checkpoint as ckpt
+from ..backend import array_module
+from ..layers import Dropout
+from ..losses import SoftmaxCrossEntropy
+from ..progress import ProgressBar
+from ..schedules import set_dropout_rate
+from .evaluate import evaluate
+
+log = logging.getLogger(__name__)
+
+METRIC_FIELDS = ["epoch", "step", "train_loss", "train_acc", "val_loss", "val_acc", "test_loss", "test_acc",
+                 "lr", "dropout", "epoch_seconds", "images_per_second", "skipped_batches"]
+
+
+class NonFiniteError(RuntimeError):
+    """A NaN or Inf loss or gradient; the message gives epoch, step and the tensor."""
+
+
+class TrainingInterrupted(RuntimeError):
+    """SIGINT or SIGTERM arrived; a resumable checkpoint was written first.
+
+    Attributes: ``signum`` (the signal), ``checkpoint`` (its path).
+    """
+
+    def __init__(self, signum: int, checkpoint: Path):
+        super().__init__(f"interrupted by {signal.Signals(signum).name}; resumable checkpoint at {checkpoint}")
+        self.signum, self.checkpoint = signum, checkpoint
+
+
+@dataclass
+class TrainerSettings:
+    """Args:
+        epochs: total epochs (a resumed run continues up to this number).
+        label_smoothing: for the training loss.
+        keep_last: epoch checkpoints kept (older ones are deleted; the best is kept separately).
+        progress: draw a progress bar on an interactive terminal.
+        nonfinite: ``"stop"`` raises :class:`NonFiniteError`; ``"skip"`` drops the batch and counts it.
+        handle_signals: turn SIGINT/SIGTERM into a checkpoint and :class:`TrainingInterrupted`.
+    """
+
+    epochs: int
+    label_smoothing: float = 0.0
+    keep_last: int = 2
+    progress: bool = True
+    nonfinite: str = "stop"
+    handle_signals: bool = True
+
+    def __post_init__(self) -> None:
+        if self.epochs < 1 or self.keep_last < 1:
+            raise ValueError(f"epochs and keep_last must be >= 1, got {self.epochs}, {self.keep_last}")
+        if self.nonfinite not in ("stop", "skip"):
+            raise ValueError(f"nonfinite must be 'stop' or 'skip', got {self.nonfinite!r}")
+
+
+@dataclass
+class TrainState:
+    """Where training stands; saved in every checkpoint's metadata.
+
+    ``epoch`` counts completed epochs; ``batch`` is the number of batches of epoch ``epoch`` already
+    done (non-zero only in a mid-epoch checkpoint); ``step`` counts optimizer steps.
+    """
+
+    epoch: int = 0
+    batch: int = 0
+    step: int = 0
+    best_metric: float = -1.0
+    best_epoch: int = 0
+    history: list[dict[str, Any]] = field(default_factory=list)
+    skipped: int = 0
+    partial: dict[str, float] = field(default_factory=dict)   # running sums of an unfinished epoch
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "TrainState":
+        return cls(**{k: d[k] for k in cls.__dataclass_fields__ if k in d})
+
+
+class Trainer:
+    """Train ``model`` with ``optimizer`` over ``train_loader`` for ``settings.epochs`` epochs.
+
+    Args:
+        lr_schedule: step -> learning rate.
+        dropout_schedule: epoch (fractional) -> dropout rate, or None to leave rates alone.
+        eval_loaders: ``{"val": loader, "test": loader}`` (either may be absent); model selection
+            uses ``val`` when present, else ``test``.
+        run_dir: gets ``metrics.csv`` and ``checkpoints/``.
+        meta: static checkpoint metadata (model description, normalisation, class names, backend,
+            dtype, config, ...); the trainer adds its :class:`TrainState` and RNG states.
+        resume_command: path -> the command line that resumes from that checkpoint (for logs).
+    """
+
+    def __init__(self, model, optimizer, lr_schedule: Callable[[int], float],
+                 dropout_schedule: Callable[[float], float] | None, train_loader, eval_loaders: dict[str, Any],
+                 num_classes: int, run_dir: str | Path, settings: TrainerSettings, meta: dict[str, Any],
+                 resume_command: Callable[[Path], str] | None = None):
+        self.model, self.optimizer = model, optimizer
+        self.lr_schedule, self.dropout_schedule = lr_schedule, dropout_schedule
+        self.train_loader, self.eval_loaders = train_loader, eval_loaders
+        self.num_classes, self.settings, self.meta = num_classes, settings, meta
+        self.run_dir = Path(run_dir)
+        self.ckpt_dir = self.run_dir / "checkpoints"
+        self.loss_fn = SoftmaxCrossEntropy(settings.label_smoothing)
+        self.backend_name = meta.get("backend", "numpy")
+        self.resume_command = resume_command or (lambda p: f"python -m cifarnet resume={p}")
+        self.state = TrainState()
+        self._signal: int | None = None
+
+    # -- public -------------------------------------------------------------------------------
+    def fit(self, state: TrainState | None = None) -> TrainState:
+        """Train from ``state`` (a fresh start if None) to the last epoch; returns the final state."""
+        if state is not None:
+            self.state = state
+        with self._signals():
+            while self.state.epoch < self.settings.epochs:
+                self._run_epoch()
+        return self.state
+
+    def checkpoint_meta(self) -> dict[str, Any]:
+        return dict(self.meta, state=asdict(self.state), rng=ckpt.rng_states(self.model))
+
+    def save_checkpoint(self, path: Path) -> Path:
+        return ckpt.save(path, self.model.state_dict(), self.optimizer.state_dict(), self.checkpoint_meta())
+
+    # -- one epoch ----------------------------------------------------------------------------
+    def _run_epoch(self) -> None:
+        st, loader = self.state, self.train_loader
+        epoch = st.epoch                                     # 0-based index of the running epoch
+        steps_per_epoch = len(loader)
+        sums = {"loss": 0.0, "correct": 0.0, "images": 0.0, "seconds": 0.0, **st.partial}
+        bar = ProgressBar(steps_per_epoch, f"epoch {epoch + 1}/{self.settings.epochs}", unit="batch") \
+            if self.settings.progress else None
+        if bar:
+            bar.done = st.batch
+        tick = time.perf_counter()
+        self.model.train()
+        for x, y in loader.epoch(epoch, start_batch=st.batch):
+            lr = self.lr_schedule(st.step)
+            self.optimizer.lr = lr
+            if self.dropout_schedule is not None:
+                set_dropout_rate(self.model, self.dropout_schedule(epoch + st.batch / steps_per_epoch))
+            loss, correct = self._step(x, y, epoch)
+            st.batch += 1
+            if loss is not None:
+                st.step += 1
+                sums["loss"] += loss * len(y)
+                sums["correct"] += correct
+                sums["images"] += len(y)
+            if bar:
+                seen = max(sums["images"], 1)
+                ips = sums["images"] / max(sums["seconds"] + time.perf_counter() - tick, 1e-9)
+                bar.update(1, f"loss {sums['loss'] / seen:.3f} acc {sums['correct'] / seen:.1%} "
+                              f"lr {lr:.3g} {ips:,.0f} img/s")
+            if self._signal is not None:
+                sums["seconds"] += time.perf_counter() - tick
+                self._interrupt(sums)
+        if bar:
+            bar.close()
+        sums["seconds"] += time.perf_counter() - tick
+        self._finish_epoch(sums)
+
+    def _step(self, x, y, epoch: int) -> tuple[float | None, float]:
+        """One optimisation step; returns (loss, correct) or (None, 0) for a skipped batch."""
+        st = self.state
+        logits = self.model.forward(x)
+        loss = float(self.loss_fn.forward(logits, y))
+        bad = None if math.isfinite(loss) else "loss"
+        if bad is None:
+            self.model.backward(self.loss_fn.backward())
+            for name, g in self.model.named_gradients():
+                if not bool(array_module(g).isfinite(g).all()):
+                    bad = f"gradient of {name}"
+                    break
+        if bad is not None:
+            where = f"epoch {epoch + 1}, step {st.step + 1} (batch {st.batch + 1} of the epoch)"
+            if self.settings.nonfinite == "stop":
+                raise NonFiniteError(f"non-finite {bad} at {where} (loss {loss}); training stopped, "
+                                     "earlier checkpoints are untouched. Lower the learning rate or "
+                                     "set trainer.nonfinite=skip to drop such batches.")
+            st.skipped += 1
+            log.warning("skipped batch with non-finite %s at %s", bad, where)
+            return None, 0.0
+        self.optimizer.step(self.model)
+        correct = float((logits.argmax(axis=1) == y).sum())
+        return loss, correct
+
+    def _finish_epoch(self, sums: dict[str, float]) -> None:
+        st = self.state
+        row: dict[str, Any] = {k: "" for k in METRIC_FIELDS}
+        images = max(sums["images"], 1)
+        row.update(epoch=st.epoch + 1, step=st.step, train_loss=sums["loss"] / images,
+                   train_acc=sums["correct"] / images, lr=self.optimizer.lr,
+                   dropout=_dropout_rate(self.model), epoch_seconds=round(sums["seconds"], 3),
+                   images_per_second=round(sums["images"] / max(sums["seconds"], 1e-9), 1),
+                   skipped_batches=st.skipped)
+        for split, loader in self.eval_loaders.items():
+            result = evaluate(self.model, loader, self.num_classes)
+            row[f"{split}_loss"], row[f"{split}_acc"] = result.loss, result.accuracy
+        metric = row["val_acc"] if "val" in self.eval_loaders else row.get("test_acc", "")
+        st.epoch, st.batch, st.skipped, st.partial = st.epoch + 1, 0, 0, {}
+        st.history.append(row)
+        improved = metric != "" and metric > st.best_metric
+        if improved:
+            st.best_metric, st.best_epoch = float(metric), st.epoch
+        self._write_metrics()
+        path = self.save_checkpoint(self.ckpt_dir / f"epoch{st.epoch:03d}_{self.backend_name}.npz")
+        if improved:
+            ckpt.write_atomic(self.ckpt_dir / f"best_{self.backend_name}.npz", _read_all(path))
+        self._prune()
+        evals = "  ".join(f"{s} loss {row[f'{s}_loss']:.4f} acc {row[f'{s}_acc']:.2%}" for s in self.eval_loaders)
+        log.info("epoch %d/%d  train loss %.4f acc %.2f%%  %s  lr %.4g  %.1f s  %.0f img/s%s",
+                 st.epoch, self.settings.epochs, row["train_loss"], 100 * row["train_acc"], evals, row["lr"],
+                 row["epoch_seconds"], row["images_per_second"], "  (best)" if improved else "")
+
+    # -- files --------------------------------------------------------------------------------
+    def _write_metrics(self) -> None:
+        path = self.run_dir / "metrics.csv"
+        tmp = path.with_name(path.name + ".tmp")
+        with open(tmp, "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=METRIC_FIELDS)
+            writer.writeheader()
+            writer.writerows(self.state.history)
+        os.replace(tmp, path)
+
+    def _prune(self) -> None:
+        epochs = sorted(self.ckpt_dir.glob(f"epoch*_{self.backend_name}.npz"))
+        for old in epochs[:-self.settings.keep_last]:
+            old.unlink(missing_ok=True)
+
+    # -- interruption -------------------------------------------------------------------------
+    def _interrupt(self, sums: dict[str, float]) -> None:
+        st = self.state
+        st.partial = {k: sums[k] for k in ("loss", "correct", "images", "seconds")}
+        path = self.save_checkpoint(
+            self.ckpt_dir / f"interrupt_e{st.epoch + 1:03d}_b{st.batch:05d}_{self.backend_name}.npz")
+        signum = self._signal
+        log.warning("%s received: stopped after step %d (epoch %d, batch %d of %d); checkpoint %s",
+                    signal.Signals(signum).name, st.step, st.epoch + 1, st.batch, len(self.train_loader), path)
+        log.warning("resume with: %s", self.resume_command(path))
+        raise TrainingInterrupted(signum, path)
+
+    @contextmanager
+    def _signals(self):
+        """While training: the first SIGINT/SIGTERM asks for a clean stop after the current step,
+        a second SIGINT aborts at once. The previous handlers are restored afterwards."""
+        if not self.settings.handle_signals or threading.current_thread() is not threading.main_thread():
+            yield
+            return
+        previous = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+
+        def handler(signum, frame):
+            if self._signal is not None and signum == signal.SIGINT:
+                raise KeyboardInterrupt          # second Ctrl-C: abort now; files are written atomically
+            self._signal = signum
+
+        try:
+            for s in previous:
+                signal.signal(s, handler)
+            yield
+        finally:
+            for s, h in previous.items():
+                signal.signal(s, h)
+
+
+def _dropout_rate(model) -> float | str:
+    stack = [model]
+    while stack:
+        layer = stack.pop()
+        if isinstance(layer, Dropout):
+            return layer.rate
+        stack.extend(layer.children().values())
+    return ""
+
+
+def _read_all(path: Path) -> dict[str, np.ndarray]:
+    with np.load(path, allow_pickle=False) as npz:
+        return {k: npz[k] for k in npz.files}

@@ -1,0 +1,35 @@
+"""Packaging: the wheel carries every package and the configs; an installed cifarnet trains (issue 4)."""
+import subprocess
+import sys
+import tomllib
+import venv
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_pyproject_lists_every_package():
+    listed = set(tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
+    found = {".".join(p.parent.relative_to(ROOT).parts) for p in (ROOT / "cifarnet").rglob("__init__.py")}
+    assert listed == found | {"cifarnet.conf"}
+
+
+def test_wheel_install_finds_its_configs_and_trains(tmp_path):
+    """``pip install .`` into a fresh virtual environment, then train from an unrelated directory."""
+    env_dir = tmp_path / "venv"
+    venv.create(env_dir, with_pip=True)
+    python = env_dir / "bin" / "python"
+    install = subprocess.run([python, "-m", "pip", "install", "--quiet", str(ROOT)], capture_output=True,
+                             text=True, timeout=600)
+    assert install.returncode == 0, install.stderr
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    where = subprocess.run([python, "-c", "import cifarnet, sys; print(cifarnet.__file__)"], cwd=elsewhere,
+                           capture_output=True, text=True)
+    assert str(env_dir) in where.stdout                          # the installed copy, not the source tree
+    done = subprocess.run([env_dir / "bin" / "cifarnet", "data=synthetic", "data.train_size=128",
+                           "data.test_size=32", "trainer.epochs=1"], cwd=elsewhere, capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr
+    runs = list((elsewhere / "outputs").glob("*/*/metrics.csv"))
+    assert len(runs) == 1 and len(runs[0].read_text().splitlines()) == 2
