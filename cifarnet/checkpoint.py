@@ -138,8 +138,8 @@ def load(path: str | Path) -> Checkpoint:
                                   "(cifarnet checkpoints never contain pickles)") from None
         raise CheckpointError(f"checkpoint {path} is unreadable: {err}") from None
     except (OSError, EOFError, zipfile.BadZipFile, KeyError) as err:
-        raise CheckpointError(f"checkpoint {path} is unreadable (truncated or corrupt?): "
-                              f"{type(err).__name__}: {err}") from None
+        raise CheckpointError(f"checkpoint {path} failed its checksum/integrity check (truncated or "
+                              f"damaged): {type(err).__name__}: {err}") from None
     if "__meta__" not in arrays or "__checksum__" not in arrays:
         raise CheckpointError(f"{path} is not a cifarnet checkpoint (no metadata or checksum entry)")
     stored = str(arrays.pop("__checksum__"))
@@ -159,6 +159,15 @@ def load(path: str | Path) -> Checkpoint:
         optimizer_state = {"steps": meta["optimizer_steps"], "hyperparameters": meta["optimizer_hyperparameters"],
                            "state": state}
     return Checkpoint(model_state, optimizer_state, meta, path)
+
+
+def remove_stale_temporaries(folder: str | Path) -> list[Path]:
+    """Delete temporary files a crashed writer left in ``folder``; returns what was removed."""
+    removed = []
+    for tmp in Path(folder).glob(".*.npz.*.tmp"):
+        tmp.unlink(missing_ok=True)
+        removed.append(tmp)
+    return removed
 
 
 def rng_states(model) -> dict[str, Any]:

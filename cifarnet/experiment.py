@@ -120,6 +120,8 @@ def find_resume_checkpoint(target: str | Path) -> ckpt.Checkpoint:
     target = Path(target)
     if target.is_dir():
         folder = target / "checkpoints" if (target / "checkpoints").is_dir() else target
+        for tmp in ckpt.remove_stale_temporaries(folder):
+            log.warning("removed %s, left by an interrupted checkpoint write", tmp)
         candidates = [p for p in folder.glob("*.npz") if not p.name.startswith("best_")]
         if not candidates:
             raise ckpt.CheckpointError(f"no checkpoints found in {folder}")

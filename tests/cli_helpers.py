@@ -18,3 +18,17 @@ def train_tiny(cwd: Path, run_dir: str, *args: str) -> subprocess.CompletedProce
     done = cifarnet(cwd, *TINY, f"hydra.run.dir={run_dir}", *args)
     assert done.returncode == 0, done.stdout + done.stderr
     return done
+
+
+def compose_plain(*overrides: str) -> dict:
+    """The composed config as the command line would hand it to cifarnet.experiment."""
+    from hydra import compose, initialize_config_dir
+    from omegaconf import OmegaConf
+
+    from cifarnet.cli import schema
+    from cifarnet.cli.app import config_dir
+
+    schema.register()
+    with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
+        cfg = compose(config_name="config", overrides=[*TINY, "trainer.progress=false", *overrides])
+    return OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)

@@ -64,3 +64,8 @@ def test_wrong_input_shapes_are_named(rng):
         Linear(5, 2, rng=rng).forward(np.zeros((2, 4), np.float32))
     with pytest.raises(RuntimeError, match="without a preceding forward"):
         ReLU().backward(np.zeros(3))
+
+
+def test_relu_lets_nan_through(backend):
+    out = to_numpy(ReLU().forward(backend.asarray(np.array([np.nan, -1.0, 2.0]))))
+    assert np.isnan(out[0]) and out[1:].tolist() == [0.0, 2.0]

@@ -6,13 +6,15 @@ from .base import Layer
 
 
 class ReLU(Layer):
-    """``out = max(x, 0)``; any shape. The gradient at exactly 0 is taken as 0."""
+    """``out = max(x, 0)``; any shape. The gradient at exactly 0 is taken as 0.
+
+    NaN passes through (as in PyTorch), so bad numbers surface in the loss instead of vanishing.
+    """
 
     def forward(self, x):
         xp = array_module(x)
-        mask = x > 0
-        self._mask = mask
-        return xp.where(mask, x, xp.zeros((), dtype=x.dtype))
+        self._mask = x > 0
+        return xp.maximum(x, xp.zeros((), dtype=x.dtype))
 
     def backward(self, dout):
         mask = self._take_cache("_mask")

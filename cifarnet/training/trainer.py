@@ -130,6 +130,9 @@ class Trainer:
         """Train from ``state`` (a fresh start if None) to the last epoch; returns the final state."""
         if state is not None:
             self.state = state
+        if self.ckpt_dir.is_dir():
+            for tmp in ckpt.remove_stale_temporaries(self.ckpt_dir):
+                log.warning("removed %s, left by an interrupted checkpoint write", tmp)
         with self._signals():
             while self.state.epoch < self.settings.epochs:
                 self._run_epoch()
@@ -181,15 +184,16 @@ class Trainer:
     def _step(self, x, y, epoch: int) -> tuple[float | None, float]:
         """One optimisation step; returns (loss, correct) or (None, 0) for a skipped batch."""
         st = self.state
-        logits = self.model.forward(x)
-        loss = float(self.loss_fn.forward(logits, y))
-        bad = None if math.isfinite(loss) else "loss"
-        if bad is None:
-            self.model.backward(self.loss_fn.backward())
-            for name, g in self.model.named_gradients():
-                if not bool(array_module(g).isfinite(g).all()):
-                    bad = f"gradient of {name}"
-                    break
+        with np.errstate(over="ignore", invalid="ignore"):     # overflow is caught below, by name
+            logits = self.model.forward(x)
+            loss = float(self.loss_fn.forward(logits, y))
+            bad = None if math.isfinite(loss) else "loss"
+            if bad is None:
+                self.model.backward(self.loss_fn.backward())
+                for name, g in self.model.named_gradients():
+                    if not bool(array_module(g).isfinite(g).all()):
+                        bad = f"gradient of {name}"
+                        break
         if bad is not None:
             where = f"epoch {epoch + 1}, step {st.step + 1} (batch {st.batch + 1} of the epoch)"
             if self.settings.nonfinite == "stop":
