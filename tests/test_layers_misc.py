@@ -69,3 +69,13 @@ def test_wrong_input_shapes_are_named(rng):
 def test_relu_lets_nan_through(backend):
     out = to_numpy(ReLU().forward(backend.asarray(np.array([np.nan, -1.0, 2.0]))))
     assert np.isnan(out[0]) and out[1:].tolist() == [0.0, 2.0]
+
+
+def test_first_layer_skips_the_input_gradient_but_not_the_weight_gradient(rng):
+    model = build_model(model_description("simplecnn", dropout=0.0), seed=0)
+    x = rng.standard_normal((4, 32, 32, 3)).astype(np.float32)
+    model.backward(model.forward(x))
+    dW_full = model["conv1"].grads["W"].copy()
+    model.set_input_grad(False)
+    assert model.backward(model.forward(x)) is None
+    np.testing.assert_array_equal(model["conv1"].grads["W"], dW_full)

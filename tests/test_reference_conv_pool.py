@@ -58,3 +58,33 @@ def test_maxpool_ties_route_to_first_maximum(backend):
     layer.forward(backend.asarray(x))
     dx = to_numpy(layer.backward(backend.asarray(np.ones((1, 1, 1, 1)))))
     assert dx[0, :, :, 0].tolist() == [[1.0, 0.0], [0.0, 0.0]]
+
+
+@pytest.mark.parametrize("block", [1, 2, 4])
+@pytest.mark.parametrize("shape, c_out, k, padding", [((2, 8, 8, 3), 4, 3, 1), ((1, 10, 6, 2), 3, 3, 0),
+                                                      ((2, 8, 4, 5), 2, (3, 1), (1))])
+def test_blocked_conv_matches_loops(backend, rng, block, shape, c_out, k, padding):
+    """The blocked fast path (several output pixels per patch) against the loop reference."""
+    layer = Conv2d(shape[-1], c_out, k, 1, padding, rng=rng).astype(np.float64)
+    layer.params["b"] = rng.standard_normal(c_out)
+    layer.block = block
+    layer.to(backend)
+    x = rng.standard_normal(shape)
+    out = layer.forward(backend.asarray(x))
+    assert layer._cache[1] == block or out.shape[1] % block or out.shape[2] % block
+    W, b = to_numpy(layer.params["W"]), to_numpy(layer.params["b"])
+    np.testing.assert_allclose(to_numpy(out), conv2d_loops(x, W, b, 1, padding), rtol=1e-10, atol=1e-12)
+    dout = rng.standard_normal(out.shape)
+    dx = layer.backward(backend.asarray(dout))
+    ref_dx, ref_dW, ref_db = conv2d_backward_loops(x, W, dout, 1, padding)
+    np.testing.assert_allclose(to_numpy(dx), ref_dx, rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(to_numpy(layer.grads["W"]), ref_dW, rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(to_numpy(layer.grads["b"]), ref_db, rtol=1e-10, atol=1e-12)
+
+
+def test_narrow_layers_choose_the_blocked_path(rng):
+    assert Conv2d(16, 16, 3, 1, 1, rng=rng)._block_for(16, 32, 32) == 2
+    assert Conv2d(32, 32, 3, 1, 1, rng=rng)._block_for(32, 16, 16) == 2
+    assert Conv2d(64, 64, 3, 1, 1, rng=rng)._block_for(64, 8, 8) == 1
+    assert Conv2d(16, 32, 3, 2, 1, rng=rng)._block_for(16, 16, 16) == 1
+    assert Conv2d(8, 8, 3, 1, 0, rng=rng)._block_for(8, 15, 15) == 1

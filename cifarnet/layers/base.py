@@ -77,6 +77,15 @@ class Layer:
             child.train(mode)
         return self
 
+    def set_input_grad(self, needed: bool) -> "Layer":
+        """Say whether ``backward`` must return ``dx``. A network's first layer needs none (its input
+        is data), and a convolution saves its most expensive product by skipping it. Layers that
+        can skip it have an ``input_grad`` attribute; containers pass the flag to their first layer.
+        """
+        if hasattr(self, "input_grad"):
+            self.input_grad = needed
+        return self
+
     def eval(self) -> "Layer":
         """Switch to evaluation mode: batch norm uses running statistics, dropout is identity."""
         return self.train(False)

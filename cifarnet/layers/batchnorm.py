@@ -6,6 +6,7 @@ from typing import Any
 import numpy as np
 
 from ..backend import array_module
+from ..ops.channels import channel_sums, rows, tile
 from .base import Layer, Shape
 
 
@@ -13,12 +14,15 @@ class BatchNorm(Layer):
     """Normalise each channel (last axis) over all other axes, then scale and shift.
 
     Works for ``(N, H, W, C)`` images (statistics over N, H, W per channel) and ``(N, C)``
-    features (statistics over N per feature): both are viewed as ``(M, C)``.
+    features (statistics over N per feature).
 
     Training mode normalises with the batch's mean and biased variance and updates the running
     statistics (``running = (1 - momentum) * running + momentum * batch``, the running variance
     using the unbiased batch variance, as PyTorch). Eval mode normalises with the running
     statistics only, so one image's output does not depend on the rest of its batch.
+
+    The arithmetic runs on ``(N*H, W*C)`` row views with per-channel vectors tiled along a row
+    (see :mod:`cifarnet.ops.channels`): the same formulas, with long inner loops.
 
     Shapes:
         x, out: ``(N, ..., C)``;  gamma, beta, running_mean, running_var: ``(C,)``
@@ -45,17 +49,19 @@ class BatchNorm(Layer):
         c = self.num_features
         if x.shape[-1] != c or x.ndim not in (2, 4):
             raise ValueError(f"BatchNorm({c}) expects (N, {c}) or (N, H, W, {c}) input, got {x.shape}")
-        x2 = x.reshape(-1, c)                                  # M, C
-        m = x2.shape[0]
+        x = xp.ascontiguousarray(x)
+        r = rows(x)                                            # R, W*C
+        m = x.size // c                                        # values per channel
+        width = r.shape[1]
         if self.training:
             if m < 2:
                 raise ValueError("BatchNorm in training mode needs more than one value per channel "
                                  f"(got input of shape {x.shape}); use a larger batch or eval()")
-            mean = x2.mean(axis=0)
-            centred = x2 - mean
-            var = (centred * centred).mean(axis=0)
+            mean = channel_sums(r, c) / m                      # C
+            xhat = r - tile(mean, width)                       # centred, R, W*C
+            var = channel_sums(xhat * xhat, c) / m             # C, biased
             invstd = 1.0 / xp.sqrt(var + self.eps)
-            xhat = centred * invstd
+            xhat *= tile(invstd, width)
             mom = self.momentum
             self.buffers["running_mean"] *= 1.0 - mom
             self.buffers["running_mean"] += mom * mean
@@ -63,25 +69,33 @@ class BatchNorm(Layer):
             self.buffers["running_var"] += (mom * m / (m - 1)) * var
         else:
             invstd = 1.0 / xp.sqrt(self.buffers["running_var"] + self.eps)
-            xhat = (x2 - self.buffers["running_mean"]) * invstd
-        out = xhat * self.params["gamma"] + self.params["beta"]
+            xhat = r - tile(self.buffers["running_mean"], width)
+            xhat *= tile(invstd, width)
+        out = xhat * tile(self.params["gamma"], width)
+        out += tile(self.params["beta"], width)
         self._cache = (xhat, invstd, self.training)
         return out.reshape(x.shape)
 
     def backward(self, dout):
+        xp = array_module(dout)
         xhat, invstd, batch_stats = self._take_cache("_cache")
         c = self.num_features
-        d2 = dout.reshape(-1, c)                               # M, C
-        dbeta = d2.sum(axis=0)
-        dgamma = (d2 * xhat).sum(axis=0)
+        d = rows(xp.ascontiguousarray(dout))                   # R, W*C
+        width = d.shape[1]
+        dbeta = channel_sums(d, c)
+        dgamma = channel_sums(d * xhat, c)
         self.grads["beta"], self.grads["gamma"] = dbeta, dgamma
         scale = self.params["gamma"] * invstd                  # C
         if batch_stats:
-            m = d2.shape[0]
-            # d/dx of gamma * (x - mean) / std with mean and std depending on the batch
-            dx = (scale / m) * (m * d2 - dbeta - xhat * dgamma)
+            m = dout.size // c
+            # d/dx of gamma * (x - mean) / std with mean and std depending on the batch:
+            # scale * (dout - dbeta/m - xhat * dgamma/m)
+            dx = xhat * tile(dgamma / m, width)
+            xp.subtract(d, dx, out=dx)
+            dx -= tile(dbeta / m, width)
+            dx *= tile(scale, width)
         else:
-            dx = d2 * scale
+            dx = d * tile(scale, width)
         return dx.reshape(dout.shape)
 
     def extra_repr(self) -> str:

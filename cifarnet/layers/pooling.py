@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from ..backend import array_module
-from ..ops.windows import output_size, windows
+from ..ops.windows import output_size
 from .base import Layer, Shape
 
 
@@ -25,29 +25,43 @@ class MaxPool2d(Layer):
         k, s = self.kernel_size, self.stride
         return (output_size(h, k, s), output_size(w, k, s), c)
 
+    def _offsets(self, x, ho: int, wo: int):
+        """The k*k strided views ``x[:, a::s, b::s]`` (each ``(N, Ho, Wo, C)``), row-major order."""
+        k, s = self.kernel_size, self.stride
+        h_span, w_span = s * (ho - 1) + 1, s * (wo - 1) + 1
+        return [(a, b, x[:, a:a + h_span:s, b:b + w_span:s, :]) for a in range(k) for b in range(k)]
+
     def forward(self, x):
         xp = array_module(x)
-        k = self.kernel_size
-        win = windows(x, k, k, self.stride)                     # N, Ho, Wo, k, k, C (view)
-        n, ho, wo, _, _, c = win.shape
-        flat = win.reshape(n, ho, wo, k * k, c)                 # copy
-        arg = flat.argmax(axis=3)                               # N, Ho, Wo, C
-        out = xp.take_along_axis(flat, arg[:, :, :, None, :], axis=3)[:, :, :, 0, :]
-        self._cache = (arg, x.shape)
+        if x.ndim != 4:
+            raise ValueError(f"MaxPool2d expects (N, H, W, C) input, got {x.shape}")
+        ho, wo, _ = self.output_shape(x.shape[1:])
+        views = self._offsets(x, ho, wo)
+        out = views[0][2].copy()                                # N, Ho, Wo, C
+        arg = xp.zeros(out.shape, dtype=xp.uint8)               # which offset holds the first maximum
+        for index, (_, _, view) in enumerate(views[1:], start=1):
+            greater = view > out                                # strict: earlier offsets win ties
+            xp.maximum(out, view, out=out)
+            xp.putmask(arg, greater, index)
+        self._cache = (x.shape, arg)
         return out
 
     def backward(self, dout):
         xp = array_module(dout)
-        arg, x_shape = self._take_cache("_cache")
+        x_shape, arg = self._take_cache("_cache")
+        n, ho, wo, c = dout.shape
         k, s = self.kernel_size, self.stride
-        _, ho, wo, _ = dout.shape
+        if k == s and x_shape[1] == ho * k and x_shape[2] == wo * k:
+            # windows tile the image exactly: write each offset's share straight into place
+            dx = xp.empty((n, ho, k, wo, k, c), dtype=dout.dtype)
+            for index in range(k * k):
+                a, b = divmod(index, k)
+                xp.multiply(arg == index, dout, out=dx[:, :, a, :, b, :])
+            return dx.reshape(x_shape)
         dx = xp.zeros(x_shape, dtype=dout.dtype)
-        h_span, w_span = s * (ho - 1) + 1, s * (wo - 1) + 1
         zero = xp.zeros((), dtype=dout.dtype)
-        for a in range(k):
-            for b in range(k):
-                routed = xp.where(arg == a * k + b, dout, zero)  # N, Ho, Wo, C
-                dx[:, a:a + h_span:s, b:b + w_span:s, :] += routed
+        for index, (_, _, target) in enumerate(self._offsets(dx, ho, wo)):
+            target += xp.where(arg == index, dout, zero)
         return dx
 
     def extra_repr(self) -> str:

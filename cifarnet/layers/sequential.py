@@ -40,6 +40,11 @@ class Sequential(Layer):
             dout = layer.backward(dout)
         return dout
 
+    def set_input_grad(self, needed: bool) -> "Sequential":
+        if self.layers:
+            next(iter(self.layers.values())).set_input_grad(needed)
+        return self
+
     def __getitem__(self, name: str) -> Layer:
         return self.layers[name]
 

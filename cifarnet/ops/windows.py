@@ -49,6 +49,27 @@ def windows(x, kh: int, kw: int, stride: int):
     )
 
 
+def patches(x, ph: int, pw: int, step: int):
+    """Strided view of ``ph x pw`` patches taken every ``step`` pixels: ``(N, Hb, Wb, PH, PW, C)``.
+
+    With ``step`` equal to the stride this is :func:`windows`; with patches larger than the kernel
+    it serves the blocked convolution (several output pixels per patch).
+    """
+    xp = array_module(x)
+    n, h, w, c = x.shape
+    hb, wb = (h - ph) // step + 1, (w - pw) // step + 1
+    s_n, s_h, s_w, s_c = x.strides
+    return xp.lib.stride_tricks.as_strided(
+        x, shape=(n, hb, wb, ph, pw, c), strides=(s_n, s_h * step, s_w * step, s_h, s_w, s_c))
+
+
+def gather_patches(x, ph: int, pw: int, step: int):
+    """Copy every patch into a column matrix ``(N*Hb*Wb, PH*PW*C)`` (im2col, one copy)."""
+    view = patches(x, ph, pw, step)
+    n, hb, wb = view.shape[:3]
+    return view.reshape(n * hb * wb, -1), (n, hb, wb)
+
+
 def add_windows(dwin, image_shape: tuple[int, int, int, int], stride: int):
     """Adjoint of :func:`windows`: sum window gradients back into an image.
 

@@ -14,6 +14,7 @@ def train_step(model, loss_fn: SoftmaxCrossEntropy, optimizer: Optimizer, x, y) 
         ``(loss, logits)``: the 0-d loss array and the ``(N, K)`` logits, both before the update.
     """
     model.train()
+    model.set_input_grad(False)            # the images need no gradient
     logits = model.forward(x)
     loss = loss_fn.forward(logits, y)
     model.backward(loss_fn.backward())

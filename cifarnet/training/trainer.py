@@ -124,6 +124,7 @@ class Trainer:
         self.resume_command = resume_command or (lambda p: f"python -m cifarnet resume={p}")
         self.state = TrainState()
         self._signal: int | None = None
+        model.set_input_grad(False)            # the images need no gradient
 
     # -- public -------------------------------------------------------------------------------
     def fit(self, state: TrainState | None = None) -> TrainState:

@@ -1,0 +1,257 @@
+"""Training and evaluation speed of the reference models, with PyTorch side by side if installed.
+
+    python -m cifarnet.bench.models                          # SimpleCNN (batch 64) and ResNet-32 (128)
+    python -m cifarnet.bench.models --models resnet32 --rounds 5 --json bench.json
+    python -m cifarnet.bench.models --no-torch --breakdown   # per-layer forward/backward times
+
+For each model it reports the median training-step time (forward, loss, backward, SGD update on
+one fixed random batch, after warm-up), training and evaluation images per second, and the peak
+resident memory of a fresh process doing a few training steps. When ``torch`` is importable the
+same measurements run on equivalent PyTorch models (``cifarnet.bench.torch_reference``),
+alternating with cifarnet's in rounds, and the ratio is printed. ``--breakdown`` adds the time of
+each top-level layer's forward and backward, so the next optimisation is obvious.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from collections import defaultdict
+
+import numpy as np
+
+from ..backend import get_backend
+from ..losses import SoftmaxCrossEntropy
+from ..models import build_model, model_description
+from ..optim import SGD
+from . import machine_description
+
+DEFAULT_BATCH = {"simplecnn": 64}
+EVAL_BATCH = 500
+
+
+def _batch(backend, batch: int, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((batch, 32, 32, 3)).astype(np.float32)
+    return backend.asarray(x), backend.asarray(rng.integers(0, 10, batch))
+
+
+class CifarnetRunner:
+    """One model on one backend, ready to time steps."""
+
+    def __init__(self, name: str, batch: int, backend_name: str = "numpy"):
+        self.backend = get_backend(backend_name)
+        self.model = build_model(model_description(name), seed=0).to(self.backend)
+        self.model.set_input_grad(False)
+        self.loss, self.opt = SoftmaxCrossEntropy(), SGD(lr=0.01, momentum=0.9)
+        self.x, self.y = _batch(self.backend, batch)
+        self.x_eval, _ = _batch(self.backend, EVAL_BATCH, seed=1)
+
+    def step(self) -> float:
+        start = time.perf_counter()
+        self.model.train()
+        logits = self.model.forward(self.x)
+        self.loss.forward(logits, self.y)
+        self.model.backward(self.loss.backward())
+        self.opt.step(self.model)
+        self.backend.synchronize()
+        return time.perf_counter() - start
+
+    def eval_batch(self) -> float:
+        start = time.perf_counter()
+        self.model.eval()
+        self.model.forward(self.x_eval)
+        self.backend.synchronize()
+        return time.perf_counter() - start
+
+
+class TorchRunner:
+    """The equivalent PyTorch model (NCHW), CPU."""
+
+    def __init__(self, name: str, batch: int):
+        import torch
+
+        from .torch_reference import build
+
+        self.torch = torch
+        self.model = build(name)
+        self.opt = torch.optim.SGD(self.model.parameters(), lr=0.01, momentum=0.9)
+        g = torch.Generator().manual_seed(0)
+        self.x = torch.randn(batch, 3, 32, 32, generator=g)
+        self.y = torch.randint(0, 10, (batch,), generator=g)
+        self.x_eval = torch.randn(EVAL_BATCH, 3, 32, 32, generator=g)
+
+    def step(self) -> float:
+        torch = self.torch
+        start = time.perf_counter()
+        self.model.train()
+        self.opt.zero_grad(set_to_none=True)
+        torch.nn.functional.cross_entropy(self.model(self.x), self.y).backward()
+        self.opt.step()
+        return time.perf_counter() - start
+
+    def eval_batch(self) -> float:
+        start = time.perf_counter()
+        self.model.eval()
+        with self.torch.no_grad():
+            self.model(self.x_eval)
+        return time.perf_counter() - start
+
+
+def layer_breakdown(runner: CifarnetRunner, repeats: int = 3) -> list[tuple[str, float, float]]:
+    """Median forward and backward milliseconds of each top-level layer over ``repeats`` steps."""
+    times: dict[tuple[str, str], list[float]] = defaultdict(list)
+    originals = {}
+    for name, layer in runner.model.layers.items():
+        originals[name] = (layer.forward, layer.backward)
+
+        def timed(fn, key):
+            def run(arg):
+                start = time.perf_counter()
+                out = fn(arg)
+                runner.backend.synchronize()
+                times[key].append(time.perf_counter() - start)
+                return out
+            return run
+
+        layer.forward = timed(layer.forward, (name, "fwd"))
+        layer.backward = timed(layer.backward, (name, "bwd"))
+    try:
+        runner.step()
+        times.clear()
+        for _ in range(repeats):
+            runner.step()
+    finally:
+        for name, layer in runner.model.layers.items():
+            layer.forward, layer.backward = originals[name]
+            del layer.__dict__["forward"], layer.__dict__["backward"]
+    return [(name, 1e3 * statistics.median(times[(name, "fwd")]), 1e3 * statistics.median(times[(name, "bwd")]))
+            for name in runner.model.layers]
+
+
+def peak_memory_mb(framework: str, name: str, batch: int, backend: str) -> float:
+    """Peak RSS (MB) of a fresh process that builds the model and runs 3 training steps."""
+    code = ("from cifarnet.bench.models import _child; "
+            f"_child({framework!r}, {name!r}, {batch}, {backend!r})")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600)
+    if done.returncode != 0:
+        raise RuntimeError(done.stderr.strip().splitlines()[-1] if done.stderr.strip() else "memory child failed")
+    return float(done.stdout.strip().splitlines()[-1])
+
+
+def _child(framework: str, name: str, batch: int, backend: str) -> None:
+    runner = TorchRunner(name, batch) if framework == "torch" else CifarnetRunner(name, batch, backend)
+    for _ in range(3):
+        runner.step()
+    print(peak_rss_of_this_process_mb())
+
+
+def peak_rss_of_this_process_mb() -> float:
+    """High-water resident set size of this process (``VmHWM``; ``ru_maxrss`` can carry the value
+    a parent had when it forked), in MB."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def torch_available() -> bool:
+    try:
+        import torch  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def measure(name: str, batch: int, rounds: int, steps: int, eval_batches: int, backend: str, with_torch: bool,
+            breakdown: bool) -> dict:
+    runners = {"cifarnet": CifarnetRunner(name, batch, backend)}
+    if with_torch:
+        runners["torch"] = TorchRunner(name, batch)
+    for r in runners.values():                       # warm-up: first-touch allocations, BLAS threads
+        r.step(), r.step(), r.eval_batch()
+    step_times: dict[str, list[float]] = defaultdict(list)
+    eval_times: dict[str, list[float]] = defaultdict(list)
+    for _ in range(rounds):                          # alternate frameworks so drift hits both alike
+        for key, r in runners.items():
+            step_times[key] += [r.step() for _ in range(steps)]
+            eval_times[key] += [r.eval_batch() for _ in range(eval_batches)]
+    result = {"model": name, "batch": batch, "backend": backend}
+    for key in runners:
+        step = statistics.median(step_times[key])
+        result[key] = {"step_ms": round(1e3 * step, 1), "train_img_per_s": round(batch / step, 1),
+                       "eval_img_per_s": round(EVAL_BATCH / statistics.median(eval_times[key]), 1),
+                       "steps_timed": len(step_times[key]),
+                       "peak_rss_mb": round(peak_memory_mb(key, name, batch, backend), 1)}
+    if breakdown:
+        result["layers"] = [{"layer": n, "fwd_ms": round(f, 2), "bwd_ms": round(b, 2)}
+                            for n, f, b in layer_breakdown(runners["cifarnet"])]
+    return result
+
+
+def print_report(results: list[dict]) -> None:
+    print(f"machine: {machine_description()}")
+    head = f"{'model':<10} {'batch':>5} {'framework':<10} {'step ms':>9} {'train img/s':>12} {'eval img/s':>11} {'peak MB':>8}"
+    print(head)
+    print("-" * len(head))
+    for res in results:
+        for key in ("cifarnet", "torch"):
+            if key in res:
+                r = res[key]
+                print(f"{res['model']:<10} {res['batch']:>5} {key:<10} {r['step_ms']:>9.1f} {r['train_img_per_s']:>12,.0f} "
+                      f"{r['eval_img_per_s']:>11,.0f} {r['peak_rss_mb']:>8,.0f}")
+        if "torch" in res:
+            c, t = res["cifarnet"], res["torch"]
+            print(f"{'':<10} {'':>5} {'ratio':<10} {c['step_ms'] / t['step_ms']:>8.2f}x "
+                  f"{'':>12} {c['eval_img_per_s'] / t['eval_img_per_s']:>10.2f}x "
+                  f"{c['peak_rss_mb'] / t['peak_rss_mb']:>7.2f}x   (cifarnet / PyTorch)")
+    for res in results:
+        if "layers" in res:
+            print(f"\nper-layer time, {res['model']} batch {res['batch']} (median ms):")
+            total_f = sum(l["fwd_ms"] for l in res["layers"])
+            total_b = sum(l["bwd_ms"] for l in res["layers"])
+            print(f"  {'layer':<16} {'forward':>8} {'backward':>9}")
+            for l in res["layers"]:
+                print(f"  {l['layer']:<16} {l['fwd_ms']:>8.2f} {l['bwd_ms']:>9.2f}")
+            print(f"  {'total':<16} {total_f:>8.2f} {total_b:>9.2f}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m cifarnet.bench.models", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--models", nargs="+", default=["simplecnn", "resnet32"])
+    parser.add_argument("--batch", type=int, help="batch size (default: 64 for simplecnn, 128 otherwise)")
+    parser.add_argument("--rounds", type=int, default=3, help="alternating rounds")
+    parser.add_argument("--steps", type=int, default=0, help="training steps per round (default by model)")
+    parser.add_argument("--backend", default="numpy", choices=["numpy", "cupy"])
+    parser.add_argument("--no-torch", action="store_true", help="skip the PyTorch comparison")
+    parser.add_argument("--breakdown", action="store_true", help="per-layer forward/backward times")
+    parser.add_argument("--json", help="also write the results to this file")
+    args = parser.parse_args(argv)
+    with_torch = not args.no_torch and torch_available()
+    if not args.no_torch and not with_torch:
+        print("torch is not importable: measuring cifarnet alone (pip install torch in another venv to compare)")
+    results = []
+    for name in args.models:
+        batch = args.batch or DEFAULT_BATCH.get(name, 128)
+        steps = args.steps or (10 if name == "simplecnn" else 2)
+        eval_batches = 4 if name == "simplecnn" else 1
+        results.append(measure(name, batch, args.rounds, steps, eval_batches, args.backend, with_torch,
+                               args.breakdown))
+    print_report(results)
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"machine": machine_description(), "results": results}, f, indent=2)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,26 @@
+"""The benchmark commands run and report what they promise (timings themselves are not asserted)."""
+import json
+import subprocess
+import sys
+
+
+def test_model_benchmark_runs_and_reports(tmp_path):
+    out = tmp_path / "bench.json"
+    done = subprocess.run([sys.executable, "-m", "cifarnet.bench.models", "--models", "simplecnn", "--rounds", "1",
+                           "--steps", "2", "--no-torch", "--breakdown", "--json", str(out)],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert "simplecnn" in done.stdout and "per-layer time" in done.stdout and "conv1" in done.stdout
+    result = json.loads(out.read_text())["results"][0]
+    assert result["cifarnet"]["step_ms"] > 0 and result["cifarnet"]["peak_rss_mb"] > 10
+    assert [l["layer"] for l in result["layers"]][:2] == ["conv1", "batchnorm1"]
+
+
+def test_data_benchmark_runs_on_synthetic_data(tmp_path):
+    out = tmp_path / "data.json"
+    done = subprocess.run([sys.executable, "-m", "cifarnet.bench.data", "--source", "synthetic", "--repeats", "1",
+                           "--max-batches", "5", "--json", str(out)], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    result = json.loads(out.read_text())
+    assert result["images_per_second_prefetch0"] > 0 and result["images_per_second_prefetch2"] > 0
+    assert "background thread" in done.stdout
