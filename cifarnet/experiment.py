@@ -258,6 +258,12 @@ def train(cfg: dict[str, Any], run_dir: str | Path, resume_from: ckpt.Checkpoint
     trainer = Trainer(model, optimizer, lr_schedule, dropout_schedule, train_loader, eval_loaders,
                       dataset.num_classes, run_dir, settings, meta, resume_command=resume_command)
     state = trainer.fit(state)
+    best_path = run_dir / "checkpoints" / f"best_{backend.name}.npz"
+    if best_path.exists():                     # per-class accuracy and confusion of the best epoch
+        best = ckpt.load(best_path)
+        result = evaluate(restore_model(best, backend, dtype), eval_loaders["test"], dataset.num_classes)
+        _write_json(run_dir / "best_eval.json", {"checkpoint": str(best_path), "epoch": best.meta["state"]["epoch"],
+                                                 "split": "test", **result.to_dict(dataset.class_names)})
     last = state.history[-1]
     summary = {"best_metric": state.best_metric, "best_epoch": state.best_epoch,
                "metric": "val_acc" if "val" in eval_loaders else "test_acc",

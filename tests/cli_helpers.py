@@ -6,7 +6,7 @@ import sys
 from pathlib import Path
 
 TINY = ["data=synthetic", "data.train_size=256", "data.test_size=64", "data.batch_size=32",
-        "data.eval_batch_size=64"]
+        "data.eval_batch_size=64", "plots=false"]
 
 
 def cifarnet(cwd: Path, *args: str, timeout: float = 180, python: str = sys.executable) -> subprocess.CompletedProcess:

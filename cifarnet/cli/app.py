@@ -61,6 +61,8 @@ def task(cfg) -> float:
             report = evaluate_checkpoint(merged, checkpoint, run_dir)
             log.info("%s\nwritten to %s", format_eval_report(report), run_dir / "eval.json")
             return float(report["accuracy"])
+        if plain["mode"] == "predict":
+            return _predict(plain, explicit, run_dir)
 
         resume = None
         if plain["resume"]:
@@ -77,10 +79,33 @@ def task(cfg) -> float:
                  summary["best_epoch"], run_dir / "checkpoints")
         if hc.mode == RunMode.MULTIRUN:
             _record_sweep_job(run_dir, overrides, summary)
+        if plain.get("plots", True):
+            _plot(run_dir, sweep=hc.mode == RunMode.MULTIRUN)
         return float(summary["best_metric"])
     except BaseException as err:  # noqa: BLE001 - expected errors become one line, others re-raise
         report_and_exit(err, emit=log.error)
         raise
+
+
+def _predict(plain: dict, explicit: list[str], run_dir: Path) -> float:
+    from ..backend import get_backend
+    from ..experiment import restore_model
+    from ..predict import find_images, format_rows, predict, write_csv
+
+    if not plain["ckpt"] or not plain["images"]:
+        raise ConfigError("mode=predict needs ckpt=PATH and images=FILE|DIR|GLOB")
+    checkpoint = ckpt.load(plain["ckpt"])
+    if "model" in explicit and checkpoint.meta["model"].get("name") != plain["model"]["name"]:
+        raise ConfigError(f"checkpoint {plain['ckpt']} holds a different architecture (model "
+                          f"{checkpoint.meta['model'].get('name')!r}) than requested (model={plain['model']['name']})")
+    backend = get_backend(plain["backend"]["name"])
+    paths = find_images(plain["images"])
+    rows = predict(restore_model(checkpoint, backend), checkpoint, paths, backend, plain["topk"])
+    run_dir.mkdir(parents=True, exist_ok=True)
+    write_csv(rows, run_dir / "predictions.csv")
+    log.info("top-%d classes for %d images (checkpoint %s):\n%s\nwritten to %s", len(rows[0]["top"]), len(rows),
+             plain["ckpt"], format_rows(rows), run_dir / "predictions.csv")
+    return 0.0
 
 
 def _record_sweep_job(run_dir: Path, overrides: list[str], summary: dict) -> None:
@@ -91,6 +116,20 @@ def _record_sweep_job(run_dir: Path, overrides: list[str], summary: dict) -> Non
     rows, table = write_summary(run_dir.parent)
     log.info("sweep summary so far (%d jobs), ranked by accuracy; %s:\n%s", len(rows),
              run_dir.parent / "sweep_summary.csv", table)
+
+
+def _plot(run_dir: Path, sweep: bool) -> None:
+    """Figures for the run (and the sweep so far); skipped with a note when matplotlib is missing."""
+    from ..plot import PlotError, plot_run, plot_sweep
+
+    try:
+        paths = plot_run(run_dir)
+        if sweep:
+            paths.append(plot_sweep(run_dir.parent))
+    except PlotError as err:
+        log.info("no figures: %s", err)
+        return
+    log.info("figures: %s", ", ".join(p.name for p in paths))
 
 
 def main() -> None:

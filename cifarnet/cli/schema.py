@@ -16,6 +16,7 @@ from omegaconf import MISSING
 class Mode(Enum):
     train = "train"
     eval = "eval"
+    predict = "predict"
 
 
 class PadMode(Enum):
@@ -135,6 +136,9 @@ class Config:
     seed: int = 0
     ckpt: Optional[str] = None
     resume: Optional[str] = None
+    plots: bool = True
+    images: Optional[str] = None     # mode=predict: an image file, a directory or a glob
+    topk: int = 3                    # mode=predict: classes shown per image
 
 
 def register() -> None:

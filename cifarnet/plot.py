@@ -1,0 +1,194 @@
+"""Figures of a run or a sweep, as PNG files beside its metrics (needs matplotlib: ``[plot]``).
+
+    python -m cifarnet.plot outputs/2026-11-26/14-52-40.815433     # one run
+    python -m cifarnet.plot outputs/multirun/2026-11-26/15-00-00.1  # a sweep: all jobs compared
+
+A run gets ``loss.png`` and ``accuracy.png`` (training and test/validation curves against epoch),
+``lr_schedule.png`` (the learning rate at every step), and, from ``best_eval.json``,
+``per_class_accuracy.png`` and ``confusion_matrix.png`` of the best checkpoint. A sweep gets
+``sweep_test_accuracy.png``: every job's test-accuracy curve, labelled by its overrides.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+
+class PlotError(RuntimeError):
+    """Nothing to plot, or matplotlib missing; the message says which."""
+
+
+def _pyplot():
+    try:
+        import matplotlib
+    except ImportError:
+        raise PlotError("plots need matplotlib: pip install 'cifarnet[plot]'") from None
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _integer_ticks():
+    from matplotlib.ticker import MaxNLocator
+
+    return MaxNLocator(integer=True)
+
+
+def read_metrics(run_dir: Path) -> list[dict]:
+    path = Path(run_dir) / "metrics.csv"
+    if not path.is_file():
+        raise PlotError(f"{path} not found: is {run_dir} a cifarnet run directory?")
+    with open(path) as f:
+        return list(csv.DictReader(f))
+
+
+def _column(rows: list[dict], key: str) -> list[float] | None:
+    values = [r.get(key, "") for r in rows]
+    return [float(v) for v in values] if values and all(v != "" for v in values) else None
+
+
+def _curves(plt, rows, keys, ylabel, title, path, percent=False):
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    epochs = [int(r["epoch"]) for r in rows]
+    for key, label in keys:
+        values = _column(rows, key)
+        if values is not None:
+            ax.plot(epochs, [100 * v for v in values] if percent else values, marker="o", ms=3, label=label)
+    ax.set(xlabel="epoch", ylabel=ylabel, title=title)
+    ax.xaxis.set_major_locator(_integer_ticks())
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def _lr_per_step(run_dir: Path, rows: list[dict]) -> tuple[list[int], list[float]]:
+    """The schedule at every step, rebuilt from the run's config; per epoch if that is not possible."""
+    from .experiment import make_lr_schedule_from
+
+    checkpoints = sorted((run_dir / "checkpoints").glob("*.npz"))
+    steps = _column(rows, "step")
+    if checkpoints and steps:
+        with np.load(checkpoints[-1], allow_pickle=False) as npz:
+            cfg = json.loads(str(npz["__meta__"]))["config"]
+        per_epoch = int(steps[0])
+        epochs = cfg["trainer"]["epochs"]
+        schedule = make_lr_schedule_from(cfg["schedule"], cfg["optimizer"]["lr"], epochs, per_epoch)
+        xs = list(range(epochs * per_epoch))
+        return xs, [schedule(s) for s in xs]
+    return [int(r["step"]) for r in rows], _column(rows, "lr") or []
+
+
+def plot_run(run_dir: str | Path) -> list[Path]:
+    """Write the run's figures into ``run_dir``; returns their paths."""
+    plt = _pyplot()
+    run_dir = Path(run_dir)
+    rows = read_metrics(run_dir)
+    if not rows:
+        raise PlotError(f"{run_dir / 'metrics.csv'} has no epochs yet")
+    written = [
+        _curves(plt, rows, [("train_loss", "train"), ("val_loss", "validation"), ("test_loss", "test")],
+                "cross-entropy loss", "Loss", run_dir / "loss.png"),
+        _curves(plt, rows, [("train_acc", "train"), ("val_acc", "validation"), ("test_acc", "test")],
+                "accuracy (%)", "Accuracy", run_dir / "accuracy.png", percent=True),
+    ]
+    xs, lrs = _lr_per_step(run_dir, rows)
+    fig, ax = plt.subplots(figsize=(6.4, 3.6))
+    ax.plot(xs, lrs)
+    ax.set(xlabel="step", ylabel="learning rate", title="Learning-rate schedule")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(run_dir / "lr_schedule.png", dpi=110)
+    plt.close(fig)
+    written.append(run_dir / "lr_schedule.png")
+
+    report_path = run_dir / "best_eval.json"
+    if report_path.is_file():
+        report = json.loads(report_path.read_text())
+        names = report["class_names"]
+        acc = [100 * report["per_class_accuracy"][n] for n in names]
+        fig, ax = plt.subplots(figsize=(6.4, 4.2))
+        ax.bar(names, acc, color="tab:blue")
+        ax.axhline(100 * report["accuracy"], color="tab:red", ls="--", label=f"overall {report['accuracy']:.1%}")
+        ax.set(ylabel="test accuracy (%)", ylim=(0, 100), title=f"Per-class accuracy, best epoch ({report['epoch']})")
+        ax.tick_params(axis="x", rotation=45)
+        ax.legend()
+        fig.tight_layout()
+        fig.savefig(run_dir / "per_class_accuracy.png", dpi=110)
+        plt.close(fig)
+
+        matrix = np.array(report["confusion_matrix"])
+        fig, ax = plt.subplots(figsize=(6.8, 6.0))
+        image = ax.imshow(matrix, cmap="Blues")
+        ax.set_xticks(range(len(names)), names, rotation=45, ha="right")
+        ax.set_yticks(range(len(names)), names)
+        limit = matrix.max() / 2 if matrix.size else 0
+        for (i, j), v in np.ndenumerate(matrix):
+            ax.text(j, i, str(v), ha="center", va="center", fontsize=7, color="white" if v > limit else "black")
+        ax.set(xlabel="predicted class", ylabel="true class", title=f"Confusion matrix, best epoch ({report['epoch']})")
+        fig.colorbar(image, ax=ax, fraction=0.046)
+        fig.tight_layout()
+        fig.savefig(run_dir / "confusion_matrix.png", dpi=110)
+        plt.close(fig)
+        written += [run_dir / "per_class_accuracy.png", run_dir / "confusion_matrix.png"]
+    return written
+
+
+def plot_sweep(sweep_dir: str | Path) -> Path:
+    """One figure comparing every job's test accuracy per epoch, labelled by its overrides."""
+    from .cli.sweep import collect
+
+    plt = _pyplot()
+    sweep_dir = Path(sweep_dir)
+    jobs = sorted((p.parent for p in sweep_dir.glob("*/metrics.csv")), key=lambda p: p.name)
+    if not jobs:
+        raise PlotError(f"no job directories with metrics.csv under {sweep_dir}")
+    labels = {r["job"]: r["overrides"] for r in collect(sweep_dir)}
+    fig, ax = plt.subplots(figsize=(7.2, 4.6))
+    for job in jobs:
+        rows = read_metrics(job)
+        acc = _column(rows, "test_acc")
+        if acc:
+            ax.plot([int(r["epoch"]) for r in rows], [100 * a for a in acc], marker="o", ms=3,
+                    label=f"{job.name}: {labels.get(job.name) or '(no overrides)'}")
+    ax.set(xlabel="epoch", ylabel="test accuracy (%)", title=f"Sweep: {len(jobs)} jobs")
+    ax.xaxis.set_major_locator(_integer_ticks())
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    path = sweep_dir / "sweep_test_accuracy.png"
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    if len(args) != 1 or args[0] in ("-h", "--help"):
+        print(__doc__)
+        return 0 if args and args[0] in ("-h", "--help") else 2
+    target = Path(args[0])
+    try:
+        if (target / "metrics.csv").is_file():
+            paths = plot_run(target)
+        elif list(target.glob("*/metrics.csv")):
+            paths = [plot_sweep(target)]
+        else:
+            raise PlotError(f"{target} holds neither metrics.csv nor job directories with one")
+    except PlotError as err:
+        print(f"cifarnet.plot: error: {err}", file=sys.stderr)
+        return 1
+    for p in paths:
+        print(p)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

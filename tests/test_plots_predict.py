@@ -1,0 +1,77 @@
+"""Figures from a real tiny run and a sweep; predictions on generated PNG files (issue 7)."""
+import csv
+import subprocess
+import sys
+
+import pytest
+
+from .cli_helpers import TINY, cifarnet
+
+pytest.importorskip("matplotlib", reason="plots need matplotlib (the [plot] extra)")
+PIL = pytest.importorskip("PIL.Image", reason="predictions need Pillow (the [images] extra)")
+
+RUN_FIGURES = ["accuracy.png", "confusion_matrix.png", "loss.png", "lr_schedule.png", "per_class_accuracy.png"]
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    cwd = tmp_path_factory.mktemp("plots")
+    done = cifarnet(cwd, *TINY, "trainer.epochs=2", "plots=true", "schedule=cosine", "hydra.run.dir=outputs/run")
+    assert done.returncode == 0, done.stderr
+    return cwd, cwd / "outputs" / "run", done
+
+
+def test_a_run_ends_with_its_figures(run):
+    _, run_dir, done = run
+    for name in RUN_FIGURES:
+        data = (run_dir / name).read_bytes()
+        assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 5000, name
+    assert "figures: loss.png" in done.stdout
+
+
+def test_plot_command_redraws_a_run(run, tmp_path):
+    cwd, run_dir, _ = run
+    for name in RUN_FIGURES:
+        (run_dir / name).unlink()
+    done = subprocess.run([sys.executable, "-m", "cifarnet.plot", str(run_dir)], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert sorted(p.name for p in run_dir.glob("*.png")) == RUN_FIGURES
+    bad = subprocess.run([sys.executable, "-m", "cifarnet.plot", str(tmp_path)], capture_output=True, text=True)
+    assert bad.returncode == 1 and "neither metrics.csv nor job directories" in bad.stderr
+
+
+def test_sweep_comparison_figure(tmp_path):
+    done = cifarnet(tmp_path, "-m", *TINY, "data.train_size=64", "trainer.epochs=2", "optimizer.lr=0.1,0.01",
+                    "plots=true", "hydra.sweep.dir=outputs/sweep")
+    assert done.returncode == 0, done.stderr
+    figure = tmp_path / "outputs" / "sweep" / "sweep_test_accuracy.png"
+    assert figure.read_bytes()[:4] == b"\x89PNG" and figure.stat().st_size > 5000
+
+
+def test_predict_on_png_files(run, tmp_path):
+    cwd, run_dir, _ = run
+    images = tmp_path / "images"
+    images.mkdir()
+    for i, (size, colour) in enumerate([((32, 32), (230, 60, 60)), ((80, 50), (60, 200, 60)), ((20, 20), (9, 9, 9))]):
+        PIL.new("RGB", size, colour).save(images / f"img{i}.png")
+    (images / "notes.txt").write_text("not an image")
+    done = cifarnet(cwd, "mode=predict", f"ckpt={run_dir}/checkpoints/best_numpy.npz", f"images={images}/*",
+                    "topk=4", f"hydra.run.dir={tmp_path}/pred")
+    assert done.returncode == 0, done.stdout + done.stderr
+    with open(tmp_path / "pred" / "predictions.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [r["path"].rsplit("/", 1)[1] for r in rows] == ["img0.png", "img1.png", "img2.png"]
+    for r in rows:
+        probs = [float(r[f"prob_{i}"]) for i in range(1, 5)]
+        assert probs == sorted(probs, reverse=True) and 0 < sum(probs) <= 1.0001
+        assert {r[f"class_{i}"] for i in range(1, 5)} <= {"disk", "square", "ring", "cross", "h_stripes", "v_stripes",
+                                                           "diamond", "triangle", "checker", "diagonal"}
+    assert "img1.png" in done.stdout
+
+
+def test_predict_without_images_is_one_line(run, tmp_path):
+    cwd, run_dir, _ = run
+    done = cifarnet(cwd, "mode=predict", f"ckpt={run_dir}/checkpoints/best_numpy.npz", f"images={tmp_path}/none/*",
+                    f"hydra.run.dir={tmp_path}/pred")
+    errors = [l for l in (done.stdout + done.stderr).splitlines() if "cifarnet: error:" in l]
+    assert done.returncode == 1 and len(errors) == 1 and "no images found" in errors[0]
