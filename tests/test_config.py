@@ -110,7 +110,7 @@ def test_model_yaml_is_the_builtin_description(composer, name):
     (["trainer.epochs=abc"], "Value 'abc' of type 'str' could not be converted to Integer"),
     (["optimizer=adam", "optimizer.momentum=0.9"], "Key 'momentum' not in 'AdamConfig'"),
     (["data.augment.pad_mode=wrap"], "Invalid value 'wrap', expected one of [zero, reflect]"),
-    (["mode=predict"], "Invalid value 'predict', expected one of [train, eval]"),
+    (["mode=serve"], "Invalid value 'serve', expected one of [train, eval, predict]"),
     (["model=resnet18"], "unknown model 'resnet18'; known: resnet110, resnet20, resnet32, resnet44, resnet56, simplecnn"),
     (["optimizer=rmsprop"], "unknown optimizer 'rmsprop'; known: adam, adamw, sgd"),
 ])
