@@ -84,8 +84,8 @@ def read_class_names(path: Path) -> list[str]:
 
 def _how_to_place(root: Path) -> str:
     return (f"Download {URL} (MD5 {ARCHIVE_MD5}) and extract it into {root}, so that "
-            f"{root / FOLDER / 'data_batch_1'} exists; or write the same layout from another copy "
-            "(e.g. python shared/data/cifar10_from_jpeg.py " + str(root) + ").")
+            f"{root / FOLDER / 'data_batch_1'} exists, or write the same layout from another copy of "
+            "CIFAR-10 (see the README's quick start).")
 
 
 def ensure_cifar10(root: str | Path, download_missing: bool = True, url: str = URL,
