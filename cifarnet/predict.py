@@ -65,4 +65,6 @@ def write_csv(rows: list[dict], path: Path) -> None:
 
 def format_rows(rows: list[dict]) -> str:
     width = max(len(r["path"]) for r in rows)
-    return "\n".join(f"{r['path']:<{width}}  " + "  ".join(f"{n} {p:6.1%}" for n, p in r["top"]) for r in rows)
+    name_width = max(len(n) for r in rows for n, _ in r["top"])
+    return "\n".join(f"{r['path']:<{width}}  " + "  ".join(f"{n:<{name_width}} {p:6.1%}" for n, p in r["top"])
+                     for r in rows)
