@@ -88,3 +88,19 @@ def test_narrow_layers_choose_the_blocked_path(rng):
     assert Conv2d(64, 64, 3, 1, 1, rng=rng)._block_for(64, 8, 8) == 1
     assert Conv2d(16, 32, 3, 2, 1, rng=rng)._block_for(16, 16, 16) == 1
     assert Conv2d(8, 8, 3, 1, 0, rng=rng)._block_for(8, 15, 15) == 1
+
+
+@pytest.mark.parametrize("shape, k, stride", [((2, 6, 6, 3), 2, 2), ((1, 7, 5, 2), 3, 2)])
+def test_maxpool_eval_mode_routes_like_training_mode(backend, rng, shape, k, stride):
+    x = np.maximum(rng.standard_normal(shape), 0)                 # many tied zeros, as after ReLU
+    results = []
+    for training in (True, False):
+        layer = MaxPool2d(k, stride).train(training)
+        out = layer.forward(backend.asarray(x))
+        dout = np.arange(np.prod(out.shape), dtype=np.float64).reshape(out.shape) + 1
+        results.append((to_numpy(out), to_numpy(layer.backward(backend.asarray(dout)))))
+    np.testing.assert_array_equal(results[0][0], results[1][0])
+    np.testing.assert_array_equal(results[0][1], results[1][1])
+    out, _ = maxpool_loops(x, k, stride)
+    dout = np.arange(out.size, dtype=np.float64).reshape(out.shape) + 1
+    np.testing.assert_array_equal(results[1][1], maxpool_backward_loops(x, dout, k, stride))

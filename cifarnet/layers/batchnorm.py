@@ -22,7 +22,8 @@ class BatchNorm(Layer):
     statistics only, so one image's output does not depend on the rest of its batch.
 
     The arithmetic runs on ``(N*H, W*C)`` row views with per-channel vectors tiled along a row
-    (see :mod:`cifarnet.ops.channels`): the same formulas, with long inner loops.
+    (see :mod:`cifarnet.ops.channels`): the same formulas, with long inner loops. Training caches
+    the centred input; eval mode scales and shifts in two passes and caches its input.
 
     Shapes:
         x, out: ``(N, ..., C)``;  gamma, beta, running_mean, running_var: ``(C,)``
@@ -53,44 +54,50 @@ class BatchNorm(Layer):
         r = rows(x)                                            # R, W*C
         m = x.size // c                                        # values per channel
         width = r.shape[1]
+        gamma, beta = self.params["gamma"], self.params["beta"]
         if self.training:
             if m < 2:
                 raise ValueError("BatchNorm in training mode needs more than one value per channel "
                                  f"(got input of shape {x.shape}); use a larger batch or eval()")
             mean = channel_sums(r, c) / m                      # C
-            xhat = r - tile(mean, width)                       # centred, R, W*C
-            var = channel_sums(xhat * xhat, c) / m             # C, biased
+            centred = r - tile(mean, width)                    # R, W*C
+            var = _sum_of_squares(centred, c) / m              # C, biased
             invstd = 1.0 / xp.sqrt(var + self.eps)
-            xhat *= tile(invstd, width)
             mom = self.momentum
             self.buffers["running_mean"] *= 1.0 - mom
             self.buffers["running_mean"] += mom * mean
             self.buffers["running_var"] *= 1.0 - mom
             self.buffers["running_var"] += (mom * m / (m - 1)) * var
+            out = centred * tile(gamma * invstd, width)        # = gamma * xhat
+            out += tile(beta, width)
+            self._cache = (centred, invstd, True)
         else:
             invstd = 1.0 / xp.sqrt(self.buffers["running_var"] + self.eps)
-            xhat = r - tile(self.buffers["running_mean"], width)
-            xhat *= tile(invstd, width)
-        out = xhat * tile(self.params["gamma"], width)
-        out += tile(self.params["beta"], width)
-        self._cache = (xhat, invstd, self.training)
+            scale = gamma * invstd
+            out = r * tile(scale, width)                       # two passes: scale, then shift
+            out += tile(beta - self.buffers["running_mean"] * scale, width)
+            self._cache = (r, invstd, False)
         return out.reshape(x.shape)
 
     def backward(self, dout):
         xp = array_module(dout)
-        xhat, invstd, batch_stats = self._take_cache("_cache")
+        saved, invstd, batch_stats = self._take_cache("_cache")
         c = self.num_features
         d = rows(xp.ascontiguousarray(dout))                   # R, W*C
         width = d.shape[1]
+        if batch_stats:
+            centred = saved                                    # x - batch mean
+        else:
+            centred = saved - tile(self.buffers["running_mean"], width)
         dbeta = channel_sums(d, c)
-        dgamma = channel_sums(d * xhat, c)
+        dgamma = _sum_of_products(d, centred, c) * invstd      # sum(dout * xhat)
         self.grads["beta"], self.grads["gamma"] = dbeta, dgamma
         scale = self.params["gamma"] * invstd                  # C
         if batch_stats:
             m = dout.size // c
             # d/dx of gamma * (x - mean) / std with mean and std depending on the batch:
-            # scale * (dout - dbeta/m - xhat * dgamma/m)
-            dx = xhat * tile(dgamma / m, width)
+            # scale * (dout - dbeta/m - xhat * dgamma/m),  xhat = centred * invstd
+            dx = centred * tile(invstd * dgamma / m, width)
             xp.subtract(d, dx, out=dx)
             dx -= tile(dbeta / m, width)
             dx *= tile(scale, width)
@@ -100,3 +107,15 @@ class BatchNorm(Layer):
 
     def extra_repr(self) -> str:
         return f"{self.num_features}, momentum={self.momentum}, eps={self.eps}"
+
+
+def _sum_of_squares(r, channels: int):
+    """Per-channel sum of ``r * r`` for a ``(R, W*C)`` row view, without a temporary array."""
+    xp = array_module(r)
+    return xp.einsum("ij,ij->j", r, r).reshape(-1, channels).sum(axis=0)
+
+
+def _sum_of_products(a, b, channels: int):
+    """Per-channel sum of ``a * b`` for two ``(R, W*C)`` row views, without a temporary array."""
+    xp = array_module(a)
+    return xp.einsum("ij,ij->j", a, b).reshape(-1, channels).sum(axis=0)

@@ -38,18 +38,30 @@ class MaxPool2d(Layer):
         ho, wo, _ = self.output_shape(x.shape[1:])
         views = self._offsets(x, ho, wo)
         out = views[0][2].copy()                                # N, Ho, Wo, C
+        if not self.training:                                   # no backward expected: maxima only
+            for _, _, view in views[1:]:
+                xp.maximum(out, view, out=out)
+            self._cache = (x.shape, None, x, out)
+            return out
         arg = xp.zeros(out.shape, dtype=xp.uint8)               # which offset holds the first maximum
         for index, (_, _, view) in enumerate(views[1:], start=1):
             greater = view > out                                # strict: earlier offsets win ties
             xp.maximum(out, view, out=out)
             xp.putmask(arg, greater, index)
-        self._cache = (x.shape, arg)
+        self._cache = (x.shape, arg, None, None)
         return out
 
     def backward(self, dout):
         xp = array_module(dout)
-        x_shape, arg = self._take_cache("_cache")
+        x_shape, arg, x, out = self._take_cache("_cache")
         n, ho, wo, c = dout.shape
+        if arg is None:                                         # eval-mode forward: find the maxima now
+            arg = xp.zeros(out.shape, dtype=xp.uint8)
+            found = self._offsets(x, ho, wo)[0][2] == out
+            for index, (_, _, view) in enumerate(self._offsets(x, ho, wo)[1:], start=1):
+                hit = (view == out) & ~found
+                xp.putmask(arg, hit, index)
+                found |= hit
         k, s = self.kernel_size, self.stride
         if k == s and x_shape[1] == ho * k and x_shape[2] == wo * k:
             # windows tile the image exactly: write each offset's share straight into place
