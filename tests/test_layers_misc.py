@@ -79,3 +79,15 @@ def test_first_layer_skips_the_input_gradient_but_not_the_weight_gradient(rng):
     model.set_input_grad(False)
     assert model.backward(model.forward(x)) is None
     np.testing.assert_array_equal(model["conv1"].grads["W"], dW_full)
+
+
+def test_relu_backward_is_the_same_in_eval_mode(backend, rng):
+    x = backend.asarray(rng.standard_normal((3, 4)))
+    dout = backend.asarray(rng.standard_normal((3, 4)))
+    grads = []
+    for training in (True, False):
+        layer = ReLU().train(training)
+        layer.forward(x)
+        grads.append(to_numpy(layer.backward(dout)))
+    np.testing.assert_array_equal(grads[0], grads[1])
+    assert (grads[0] == 0).any() and (grads[0] != 0).any()

@@ -13,9 +13,10 @@ class ReLU(Layer):
 
     def forward(self, x):
         xp = array_module(x)
-        self._mask = x > 0
+        # training keeps the mask for backward; eval keeps only a reference to x (one pass less)
+        self._cache = x > 0 if self.training else x
         return xp.maximum(x, xp.zeros((), dtype=x.dtype))
 
     def backward(self, dout):
-        mask = self._take_cache("_mask")
-        return dout * mask
+        saved = self._take_cache("_cache")
+        return dout * (saved if saved.dtype == bool else saved > 0)

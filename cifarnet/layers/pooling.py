@@ -31,45 +31,84 @@ class MaxPool2d(Layer):
         h_span, w_span = s * (ho - 1) + 1, s * (wo - 1) + 1
         return [(a, b, x[:, a:a + h_span:s, b:b + w_span:s, :]) for a in range(k) for b in range(k)]
 
+    def _tiles(self, shape) -> bool:
+        """Whether the windows tile the image exactly (kernel == stride, sizes divisible)."""
+        k = self.kernel_size
+        return self.stride == k and shape[1] % k == 0 and shape[2] % k == 0
+
     def forward(self, x):
-        xp = array_module(x)
         if x.ndim != 4:
             raise ValueError(f"MaxPool2d expects (N, H, W, C) input, got {x.shape}")
+        if self._tiles(x.shape):
+            return self._forward_tiled(x)
+        return self._forward_strided(x)
+
+    def backward(self, dout):
+        cache = self._take_cache("_cache")
+        if cache[0] == "tiled":
+            return self._backward_tiled(dout, *cache[1:])
+        return self._backward_strided(dout, *cache[1:])
+
+    # -- windows that tile the image: reduce along W, then along H, on reshaped views ---------
+    @staticmethod
+    def _reduce(groups, track: bool):
+        """Maximum over axis -2 of ``groups`` (``(..., k, C)``) and, if asked, the first arg-max."""
+        xp = array_module(groups)
+        out = groups[..., 0, :].copy()
+        arg = xp.zeros(out.shape, dtype=xp.uint8) if track else None
+        for j in range(1, groups.shape[-2]):
+            candidate = groups[..., j, :]
+            if track:
+                xp.putmask(arg, candidate > out, j)             # strict: earlier positions win ties
+            xp.maximum(out, candidate, out=out)
+        return out, arg
+
+    def _forward_tiled(self, x):
+        n, h, w, c = x.shape
+        k = self.kernel_size
+        ho, wo = h // k, w // k
+        track = self.training
+        # along W first, then H: ties go to the first maximum in row-major order, as np.argmax
+        wmax, warg = self._reduce(x.reshape(n, h, wo, k, c), track)             # N, H, Wo, C
+        out, harg = self._reduce(wmax.reshape(n, ho, k, wo, c).transpose(0, 1, 3, 2, 4), track)
+        self._cache = ("tiled", x if not track else None, warg, harg)
+        return out                                                              # N, Ho, Wo, C
+
+    def _backward_tiled(self, dout, x, warg, harg):
+        xp = array_module(dout)
+        if warg is None:                          # forward ran in eval mode: find the arg-maxima now
+            self.training, training = True, self.training
+            try:
+                self._forward_tiled(x)
+            finally:
+                self.training = training
+            _, _, warg, harg = self._take_cache("_cache")
+        n, ho, wo, c = dout.shape
+        k = self.kernel_size
+        warg = warg.reshape(n, ho, k, wo, c)
+        dx = xp.empty((n, ho, k, wo, k, c), dtype=dout.dtype)
+        for a in range(k):
+            row = harg == a                                                     # N, Ho, Wo, C
+            for b in range(k):
+                xp.multiply(row & (warg[:, :, a] == b), dout, out=dx[:, :, a, :, b, :])
+        return dx.reshape(n, ho * k, wo * k, c)
+
+    # -- general windows (overlapping, or not tiling the image) --------------------------------
+    def _forward_strided(self, x):
+        xp = array_module(x)
         ho, wo, _ = self.output_shape(x.shape[1:])
         views = self._offsets(x, ho, wo)
         out = views[0][2].copy()                                # N, Ho, Wo, C
-        if not self.training:                                   # no backward expected: maxima only
-            for _, _, view in views[1:]:
-                xp.maximum(out, view, out=out)
-            self._cache = (x.shape, None, x, out)
-            return out
         arg = xp.zeros(out.shape, dtype=xp.uint8)               # which offset holds the first maximum
         for index, (_, _, view) in enumerate(views[1:], start=1):
-            greater = view > out                                # strict: earlier offsets win ties
+            xp.putmask(arg, view > out, index)                  # strict: earlier offsets win ties
             xp.maximum(out, view, out=out)
-            xp.putmask(arg, greater, index)
-        self._cache = (x.shape, arg, None, None)
+        self._cache = ("strided", x.shape, arg)
         return out
 
-    def backward(self, dout):
+    def _backward_strided(self, dout, x_shape, arg):
         xp = array_module(dout)
-        x_shape, arg, x, out = self._take_cache("_cache")
-        n, ho, wo, c = dout.shape
-        if arg is None:                                         # eval-mode forward: find the maxima now
-            arg = xp.zeros(out.shape, dtype=xp.uint8)
-            found = self._offsets(x, ho, wo)[0][2] == out
-            for index, (_, _, view) in enumerate(self._offsets(x, ho, wo)[1:], start=1):
-                hit = (view == out) & ~found
-                xp.putmask(arg, hit, index)
-                found |= hit
-        k, s = self.kernel_size, self.stride
-        if k == s and x_shape[1] == ho * k and x_shape[2] == wo * k:
-            # windows tile the image exactly: write each offset's share straight into place
-            dx = xp.empty((n, ho, k, wo, k, c), dtype=dout.dtype)
-            for index in range(k * k):
-                a, b = divmod(index, k)
-                xp.multiply(arg == index, dout, out=dx[:, :, a, :, b, :])
-            return dx.reshape(x_shape)
+        ho, wo = dout.shape[1:3]
         dx = xp.zeros(x_shape, dtype=dout.dtype)
         zero = xp.zeros((), dtype=dout.dtype)
         for index, (_, _, target) in enumerate(self._offsets(dx, ho, wo)):
