@@ -1,6 +1,5 @@
 """Packaging: the wheel carries every package and the configs; an installed cifarnet trains (issue 4)."""
 import subprocess
-import sys
 import tomllib
 import venv
 from pathlib import Path
