@@ -118,7 +118,8 @@ def corrupt_copy(src, dst):
 
 
 @pytest.mark.parametrize("case", ["unknown_key", "wrong_type", "unknown_model", "unknown_optimizer",
-                                  "unknown_arch", "missing_ckpt", "corrupt_ckpt", "other_architecture", "cupy"])
+                                  "unknown_arch", "missing_ckpt", "corrupt_ckpt", "other_architecture", "cupy",
+                                  "bad_value"])
 def test_bad_input_fails_with_one_line(trained, tmp_path, case):
     cwd, run, _ = trained
     ckpt = run / "checkpoints" / "epoch001_numpy.npz"
@@ -133,6 +134,7 @@ def test_bad_input_fails_with_one_line(trained, tmp_path, case):
         "other_architecture": (["mode=eval", f"ckpt={ckpt}", "model=resnet20"],
                                "holds a different architecture (model 'simplecnn') than requested (model=resnet20)"),
         "cupy": ([*TINY, "backend=cupy"], "backend 'cupy' was requested"),
+        "bad_value": ([*TINY, "data.val_size=100000"], "val_size must be in [0, 256) for 256 training images"),
     }[case]
     if case == "cupy" and cupy_available()[0]:
         pytest.skip("CuPy and a GPU are present here, so backend=cupy is not an error")

@@ -1,6 +1,7 @@
 """Turn expected failures into one line on stderr and a non-zero exit, without a traceback."""
 from __future__ import annotations
 
+import os
 import sys
 
 from ..backend import BackendUnavailable
@@ -11,8 +12,10 @@ from ..models import ModelSpecError
 from ..registry import UnknownNameError
 from ..training.trainer import NonFiniteError, TrainingInterrupted
 
+# ValueError: the library validates arguments (batch size, val_size, rates, ...) with ValueErrors
+# whose message names the value; CIFARNET_TRACEBACK=1 shows the traceback instead.
 EXPECTED = (BackendUnavailable, CheckpointError, DataError, ConfigError, ModelSpecError, UnknownNameError,
-            NonFiniteError)
+            NonFiniteError, ValueError)
 
 
 def one_line(text: str) -> str:
@@ -52,6 +55,8 @@ def report_and_exit(err: BaseException, emit=None) -> None:
     if isinstance(err, TrainingInterrupted):
         sys.exit(128 + err.signum)
     message = None
+    if os.environ.get("CIFARNET_TRACEBACK") == "1":
+        raise err
     if isinstance(err, EXPECTED):
         message = one_line(str(err))
     else:
