@@ -13,6 +13,8 @@ from cifarnet.experiment import restore_model
 from cifarnet.models import build_model, model_description
 from cifarnet.optim import Adam
 
+from .payloads import TouchPayload
+
 
 @pytest.fixture
 def saved(tmp_path):
@@ -90,21 +92,13 @@ def test_altered_array_in_a_valid_archive_fails_the_checksum(saved, tmp_path):
         ckpt.load(tmp_path / "altered.npz")
 
 
-class _Payload:
-    def __init__(self, sentinel):
-        self.sentinel = str(sentinel)
-
-    def __reduce__(self):
-        return (os.system, (f"touch {self.sentinel}",))
-
-
 def test_pickled_payloads_are_refused_and_never_run(tmp_path):
     sentinel = tmp_path / "ran"
     with open(tmp_path / "plain_pickle.npz", "wb") as f:              # a pickle posing as a checkpoint
-        pickle.dump(_Payload(sentinel), f)
+        pickle.dump(TouchPayload(sentinel), f)
     with pytest.raises(ckpt.CheckpointError, match="plain_pickle.npz holds pickled objects"):
         ckpt.load(tmp_path / "plain_pickle.npz")
-    np.savez(tmp_path / "object_array.npz", evil=np.array([_Payload(sentinel)], dtype=object))
+    np.savez(tmp_path / "object_array.npz", evil=np.array([TouchPayload(sentinel)], dtype=object))
     with pytest.raises(ckpt.CheckpointError, match="object_array.npz holds pickled objects"):
         ckpt.load(tmp_path / "object_array.npz")
     assert not sentinel.exists()

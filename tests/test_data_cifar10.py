@@ -2,7 +2,6 @@
 import hashlib
 import http.server
 import io
-import os
 import pickle
 import tarfile
 import threading
@@ -13,6 +12,7 @@ import pytest
 from cifarnet.data import DataError, load_dataset
 from cifarnet.data.cifar10 import load_cifar10, read_batch
 
+from .payloads import TouchPayload
 from .cifar_fixtures import CLASSES, make_rows, tar_of, write_batch, write_cifar
 
 
@@ -84,21 +84,13 @@ def test_missing_keys(tmp_path):
         read_batch(path)
 
 
-class _Evil:
-    def __init__(self, sentinel):
-        self.sentinel = str(sentinel)
-
-    def __reduce__(self):
-        return (os.system, (f"touch {self.sentinel}",))
-
-
 def test_pickle_that_runs_code_is_refused(tmp_path):
     sentinel = tmp_path / "pwned"
     folder = write_cifar(tmp_path)
     with open(folder / "data_batch_1", "wb") as f:
-        pickle.dump({b"data": _Evil(sentinel), b"labels": [0]}, f)
+        pickle.dump({b"data": TouchPayload(sentinel), b"labels": [0]}, f)
     with open(tmp_path / "control", "wb") as f:                 # proof the payload is live
-        pickle.dump(_Evil(tmp_path / "control_ran"), f)
+        pickle.dump(TouchPayload(tmp_path / "control_ran"), f)
     pickle.loads((tmp_path / "control").read_bytes())
     assert (tmp_path / "control_ran").exists()
     with pytest.raises(DataError, match=r"data_batch_1.*refusing to load posix\.system"):
