@@ -28,6 +28,7 @@ from ..backend import get_backend
 from ..losses import SoftmaxCrossEntropy
 from ..models import build_model, model_description
 from ..optim import SGD
+from ..training import train_step
 from . import machine_description
 
 DEFAULT_BATCH = {"simplecnn": 64}
@@ -46,18 +47,13 @@ class CifarnetRunner:
     def __init__(self, name: str, batch: int, backend_name: str = "numpy"):
         self.backend = get_backend(backend_name)
         self.model = build_model(model_description(name), seed=0).to(self.backend)
-        self.model.set_input_grad(False)
         self.loss, self.opt = SoftmaxCrossEntropy(), SGD(lr=0.01, momentum=0.9)
         self.x, self.y = _batch(self.backend, batch)
         self.x_eval, _ = _batch(self.backend, EVAL_BATCH, seed=1)
 
     def step(self) -> float:
         start = time.perf_counter()
-        self.model.train()
-        logits = self.model.forward(self.x)
-        self.loss.forward(logits, self.y)
-        self.model.backward(self.loss.backward())
-        self.opt.step(self.model)
+        train_step(self.model, self.loss, self.opt, self.x, self.y)
         self.backend.synchronize()
         return time.perf_counter() - start
 

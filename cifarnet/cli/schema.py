@@ -49,24 +49,29 @@ class ModelConfig:
 
 
 @dataclass
-class SGDConfig:
-    name: str = "sgd"
+class OptimizerConfig:
+    """Fields every optimizer takes."""
+
+    name: str = MISSING
     lr: float = 0.01
-    momentum: float = 0.9
-    nesterov: bool = False
     weight_decay: float = 0.0
     decay_norm_and_bias: bool = True
 
 
 @dataclass
-class AdamConfig:
+class SGDConfig(OptimizerConfig):
+    name: str = "sgd"
+    momentum: float = 0.9
+    nesterov: bool = False
+
+
+@dataclass
+class AdamConfig(OptimizerConfig):
     name: str = "adam"
     lr: float = 0.001
     beta1: float = 0.9
     beta2: float = 0.999
     eps: float = 1e-8
-    weight_decay: float = 0.0
-    decay_norm_and_bias: bool = True
 
 
 @dataclass

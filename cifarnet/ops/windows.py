@@ -35,25 +35,12 @@ def unpad_hw(x, padding: int):
     return x[:, padding:-padding, padding:-padding, :]
 
 
-def windows(x, kh: int, kw: int, stride: int):
-    """Strided view of every window: ``(N, H, W, C) -> (N, Ho, Wo, KH, KW, C)``, no copy.
-
-    ``view[n, i, j, a, b, c] == x[n, i*stride + a, j*stride + b, c]``.
-    """
-    xp = array_module(x)
-    n, h, w, c = x.shape
-    ho, wo = output_size(h, kh, stride), output_size(w, kw, stride)
-    s_n, s_h, s_w, s_c = x.strides
-    return xp.lib.stride_tricks.as_strided(
-        x, shape=(n, ho, wo, kh, kw, c), strides=(s_n, s_h * stride, s_w * stride, s_h, s_w, s_c)
-    )
-
-
 def patches(x, ph: int, pw: int, step: int):
     """Strided view of ``ph x pw`` patches taken every ``step`` pixels: ``(N, Hb, Wb, PH, PW, C)``.
 
-    With ``step`` equal to the stride this is :func:`windows`; with patches larger than the kernel
-    it serves the blocked convolution (several output pixels per patch).
+    With ``ph x pw`` the kernel and ``step`` the stride these are a convolution's windows
+    (``view[n, i, j, a, b, c] == x[n, i*step + a, j*step + b, c]``); with patches larger than the
+    kernel they serve the blocked convolution (several output pixels per patch).
     """
     xp = array_module(x)
     n, h, w, c = x.shape
@@ -71,7 +58,7 @@ def gather_patches(x, ph: int, pw: int, step: int):
 
 
 def add_windows(dwin, image_shape: tuple[int, int, int, int], stride: int):
-    """Adjoint of :func:`windows`: sum window gradients back into an image.
+    """Adjoint of :func:`patches` with patch = kernel: sum window gradients back into an image.
 
     Args:
         dwin: ``(N, Ho, Wo, KH, KW, C)`` gradient with respect to each window entry.

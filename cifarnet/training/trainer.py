@@ -142,8 +142,11 @@ class Trainer:
     def checkpoint_meta(self) -> dict[str, Any]:
         return dict(self.meta, state=asdict(self.state), rng=ckpt.rng_states(self.model))
 
+    def checkpoint_arrays(self) -> dict[str, np.ndarray]:
+        return ckpt.pack(self.model.state_dict(), self.optimizer.state_dict(), self.checkpoint_meta())
+
     def save_checkpoint(self, path: Path) -> Path:
-        return ckpt.save(path, self.model.state_dict(), self.optimizer.state_dict(), self.checkpoint_meta())
+        return ckpt.write_atomic(path, self.checkpoint_arrays())
 
     # -- one epoch ----------------------------------------------------------------------------
     def _run_epoch(self) -> None:
@@ -227,9 +230,10 @@ class Trainer:
         if improved:
             st.best_metric, st.best_epoch = float(metric), st.epoch
         self._write_metrics()
-        path = self.save_checkpoint(self.ckpt_dir / f"epoch{st.epoch:03d}_{self.backend_name}.npz")
+        arrays = self.checkpoint_arrays()                  # packed once, written once or twice
+        ckpt.write_atomic(self.ckpt_dir / f"epoch{st.epoch:03d}_{self.backend_name}.npz", arrays)
         if improved:
-            ckpt.write_atomic(self.ckpt_dir / f"best_{self.backend_name}.npz", _read_all(path))
+            ckpt.write_atomic(self.ckpt_dir / f"best_{self.backend_name}.npz", arrays)
         self._prune()
         evals = "  ".join(f"{s} loss {row[f'{s}_loss']:.4f} acc {row[f'{s}_acc']:.2%}" for s in self.eval_loaders)
         log.info("epoch %d/%d  train loss %.4f acc %.2f%%  %s  lr %.4g  %.1f s  %.0f img/s%s",
@@ -294,8 +298,3 @@ def _dropout_rate(model) -> float | str:
             return layer.rate
         stack.extend(layer.children().values())
     return ""
-
-
-def _read_all(path: Path) -> dict[str, np.ndarray]:
-    with np.load(path, allow_pickle=False) as npz:
-        return {k: npz[k] for k in npz.files}
