@@ -19,6 +19,7 @@ import numpy as np
 
 from . import checkpoint as ckpt
 from .backend import get_backend
+from .memory import keep_freed_memory
 from .data import Augmentation, BatchLoader, Dataset, Normalization, load_dataset
 from .data.normalize import CIFAR10_STATS
 from .models import build_model
@@ -101,6 +102,15 @@ def make_lr_schedule_from(sched_cfg: dict[str, Any], base_lr: float, epochs: int
 
 def _enum_value(v: Any) -> Any:
     return getattr(v, "value", v)
+
+
+def make_backend(backend_cfg: dict[str, Any]):
+    """The backend ``backend_cfg["name"]`` names; on NumPy, keep freed memory for reuse unless
+    ``keep_freed_memory`` is false (see :mod:`cifarnet.memory`)."""
+    backend = get_backend(backend_cfg["name"])
+    if backend.name == "numpy" and backend_cfg.get("keep_freed_memory", True):
+        keep_freed_memory()
+    return backend
 
 
 def _dtype(cfg: dict[str, Any]):
@@ -210,7 +220,7 @@ def train(cfg: dict[str, Any], run_dir: str | Path, resume_from: ckpt.Checkpoint
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     seed, dtype = int(cfg["seed"]), _dtype(cfg)
-    backend = get_backend(cfg["backend"]["name"])
+    backend = make_backend(cfg["backend"])
     dataset = load_data(cfg["data"], seed)
     if resume_from is not None:
         norm = Normalization.from_dict(resume_from.meta["normalization"])
@@ -293,7 +303,7 @@ def evaluate_checkpoint(cfg: dict[str, Any], checkpoint: ckpt.Checkpoint, run_di
     """
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    backend, dtype = get_backend(cfg["backend"]["name"]), _dtype(cfg)
+    backend, dtype = make_backend(cfg["backend"]), _dtype(cfg)
     model = restore_model(checkpoint, backend, dtype)
     dataset = load_data(cfg["data"], int(cfg["seed"]))
     names = checkpoint.meta.get("class_names") or dataset.class_names

@@ -82,6 +82,37 @@ def test_blocked_conv_matches_loops(backend, rng, block, shape, c_out, k, paddin
     np.testing.assert_allclose(to_numpy(layer.grads["b"]), ref_db, rtol=1e-10, atol=1e-12)
 
 
+@pytest.mark.parametrize("chunk", [1, 2])
+@pytest.mark.parametrize("stride, padding, block", [(1, 1, 1), (1, 1, 2), (2, 1, 1), (1, 0, 2), (2, 0, 1)])
+def test_chunked_conv_matches_loops(backend, rng, chunk, stride, padding, block):
+    """Working through the batch a chunk at a time (last chunk short) changes nothing."""
+    layer = Conv2d(3, 4, 3, stride, padding, rng=rng).astype(np.float64)
+    layer.params["b"] = rng.standard_normal(4)
+    layer.block, layer.chunk = block, chunk
+    layer.to(backend)
+    x = rng.standard_normal((5, 8, 8, 3))
+    out = layer.forward(backend.asarray(x))
+    W, b = to_numpy(layer.params["W"]), to_numpy(layer.params["b"])
+    np.testing.assert_allclose(to_numpy(out), conv2d_loops(x, W, b, stride, padding), rtol=1e-10, atol=1e-12)
+    dout = rng.standard_normal(out.shape)
+    dx = layer.backward(backend.asarray(dout))
+    ref_dx, ref_dW, ref_db = conv2d_backward_loops(x, W, dout, stride, padding)
+    np.testing.assert_allclose(to_numpy(dx), ref_dx, rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(to_numpy(layer.grads["W"]), ref_dW, rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(to_numpy(layer.grads["b"]), ref_db, rtol=1e-10, atol=1e-12)
+
+
+def test_numpy_chunks_hold_about_chunk_bytes_of_columns(rng):
+    from cifarnet.layers import conv
+
+    layer = Conv2d(16, 16, 3, 1, 1, rng=rng)
+    per_image = layer._col_bytes(16, 32, 32, 2, 4)               # 256 blocks x (4*4*16) floats
+    assert per_image == 256 * 256 * 4
+    assert layer._images_per_chunk(np, 128, per_image) == conv.CHUNK_BYTES // per_image
+    layer.chunk = 3
+    assert layer._images_per_chunk(np, 128, per_image) == 3
+
+
 def test_narrow_layers_choose_the_blocked_path(rng):
     assert Conv2d(16, 16, 3, 1, 1, rng=rng)._block_for(16, 32, 32) == 2
     assert Conv2d(32, 32, 3, 1, 1, rng=rng)._block_for(32, 16, 16) == 2

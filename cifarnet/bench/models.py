@@ -26,6 +26,7 @@ import numpy as np
 
 from ..backend import get_backend
 from ..losses import SoftmaxCrossEntropy
+from ..memory import keep_freed_memory
 from ..models import build_model, model_description
 from ..optim import SGD
 from ..training import train_step
@@ -46,6 +47,8 @@ class CifarnetRunner:
 
     def __init__(self, name: str, batch: int, backend_name: str = "numpy"):
         self.backend = get_backend(backend_name)
+        if backend_name == "numpy":
+            keep_freed_memory()               # as the experiment runner does (backend.keep_freed_memory)
         self.model = build_model(model_description(name), seed=0).to(self.backend)
         self.loss, self.opt = SoftmaxCrossEntropy(), SGD(lr=0.01, momentum=0.9)
         self.x, self.y = _batch(self.backend, batch)

@@ -88,8 +88,7 @@ def task(cfg) -> float:
 
 
 def _predict(plain: dict, explicit: list[str], run_dir: Path) -> float:
-    from ..backend import get_backend
-    from ..experiment import restore_model
+    from ..experiment import make_backend, restore_model
     from ..predict import find_images, format_rows, predict, write_csv
 
     if not plain["ckpt"] or not plain["images"]:
@@ -98,7 +97,7 @@ def _predict(plain: dict, explicit: list[str], run_dir: Path) -> float:
     if "model" in explicit and checkpoint.meta["model"].get("name") != plain["model"]["name"]:
         raise ConfigError(f"checkpoint {plain['ckpt']} holds a different architecture (model "
                           f"{checkpoint.meta['model'].get('name')!r}) than requested (model={plain['model']['name']})")
-    backend = get_backend(plain["backend"]["name"])
+    backend = make_backend(plain["backend"])
     paths = find_images(plain["images"])
     rows = predict(restore_model(checkpoint, backend), checkpoint, paths, backend, plain["topk"])
     run_dir.mkdir(parents=True, exist_ok=True)

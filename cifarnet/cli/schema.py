@@ -116,6 +116,7 @@ class DataConfig:
 class BackendConfig:
     name: str = "numpy"
     dtype: str = "float32"
+    keep_freed_memory: bool = True       # NumPy: reuse freed memory instead of re-faulting it (cifarnet.memory)
 
 
 @dataclass

@@ -28,6 +28,29 @@ def pad_hw(x, padding: int):
     return xp.pad(x, ((0, 0), (padding, padding), (padding, padding), (0, 0)))
 
 
+def padded_chunks(x, padding: tuple[int, int], images: int):
+    """Zero-pad ``x`` a chunk of ``images`` images at a time: yield ``(start, stop, x_pad)``.
+
+    ``x_pad`` is ``(stop - start, H + 2*ph, W + 2*pw, C)`` for ``padding = (ph, pw)``; it lives in
+    one buffer reused for every chunk (its border is zeroed once), so it is valid only until the
+    next chunk is taken. Without padding the chunks are views of ``x``. Working a chunk at a time
+    keeps each chunk's padded copy and column matrix small enough to stay in cache.
+    """
+    xp = array_module(x)
+    n, h, w, c = x.shape
+    ph, pw = padding
+    images = max(1, min(images, n))
+    buf = None if ph == pw == 0 else xp.zeros((images, h + 2 * ph, w + 2 * pw, c), dtype=x.dtype)
+    for start in range(0, n, images):
+        stop = min(n, start + images)
+        if buf is None:
+            yield start, stop, x[start:stop]
+            continue
+        part = buf[:stop - start]
+        part[:, ph:ph + h, pw:pw + w, :] = x[start:stop]
+        yield start, stop, part
+
+
 def unpad_hw(x, padding: int):
     """Inverse of :func:`pad_hw` (a view)."""
     if padding == 0:

@@ -1,0 +1,48 @@
+"""Keep freed memory inside the process, so that each training step does not fault it back in.
+
+A training step allocates and frees the same large arrays (column matrices, activations,
+gradients) again and again. glibc's ``malloc`` hands blocks above its mmap threshold (at most
+32 MiB by default) straight back to the operating system when they are freed, and trims the top of
+its heap, so the next step's arrays arrive as fresh pages that the kernel must fault in and zero:
+measured on a 2-core machine, about a fifth of a ResNet-32 backward pass. Raising both thresholds
+keeps that memory in malloc's heap for reuse. Peak memory is unchanged (the same arrays are live at
+the peak); resident memory simply stays at the peak after a step instead of falling back.
+
+This touches the whole process, so it happens only when asked: the experiment runner and the
+benchmark ask for it on the NumPy backend (``backend.keep_freed_memory``, default true).
+"""
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import sys
+
+M_TRIM_THRESHOLD = -1          # mallopt parameters, from glibc's <malloc.h>
+M_MMAP_THRESHOLD = -3
+KEEP_BELOW = 1 << 30           # arrays up to 1 GiB come from the reusable heap
+_INT_MAX = 2**31 - 1
+
+_state = {"applied": None}
+
+
+def keep_freed_memory() -> bool:
+    """Tell glibc's allocator to keep freed blocks up to 1 GiB for reuse; idempotent.
+
+    Returns:
+        True when the setting is in force (glibc on Linux), False where there is nothing to tune
+        (other C libraries and platforms), in which case nothing changed.
+    """
+    if _state["applied"] is not None:
+        return _state["applied"]
+    applied = False
+    if sys.platform.startswith("linux"):
+        try:
+            libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+            mallopt = libc.mallopt
+        except (OSError, AttributeError):
+            mallopt = None
+        if mallopt is not None:
+            mallopt.argtypes, mallopt.restype = (ctypes.c_int, ctypes.c_int), ctypes.c_int
+            applied = bool(mallopt(M_MMAP_THRESHOLD, KEEP_BELOW)) and bool(mallopt(M_TRIM_THRESHOLD, _INT_MAX))
+    _state["applied"] = applied
+    return applied
