@@ -49,32 +49,51 @@ class MaxPool2d(Layer):
             return self._backward_tiled(dout, *cache[1:])
         return self._backward_strided(dout, *cache[1:])
 
-    # -- windows that tile the image: reduce along W, then along H, on reshaped views ---------
+    # -- windows that tile the image: reduce along W, then along H, with long inner loops -------
     @staticmethod
-    def _reduce(groups, track: bool):
-        """Maximum over axis -2 of ``groups`` (``(..., k, C)``) and, if asked, the first arg-max."""
-        xp = array_module(groups)
-        out = groups[..., 0, :].copy()
-        arg = xp.zeros(out.shape, dtype=xp.uint8) if track else None
-        for j in range(1, groups.shape[-2]):
-            candidate = groups[..., j, :]
-            if track:
-                xp.putmask(arg, candidate > out, j)             # strict: earlier positions win ties
-            xp.maximum(out, candidate, out=out)
-        return out, arg
+    def _reduce_shifted(candidates, best, arg) -> None:
+        """Fold ``candidates`` (equal-shape views, in window order) into ``best`` in place;
+        ``arg`` (or None) records the index of the first maximum (strict ``>``: ties stay early)."""
+        xp = array_module(best)
+        for index, candidate in enumerate(candidates, start=1):
+            if arg is not None:
+                _mark_greater(arg, candidate > best, index)
+            xp.maximum(best, candidate, out=best)
 
     def _forward_tiled(self, x):
+        """W first, then H, so ties go to the first maximum in row-major order (as PyTorch).
+
+        Each stage compares whole-array slices shifted by one pixel (along W) or one row (along
+        H) instead of ``(..., C)``-strided views: NumPy's inner loops then run over thousands of
+        values, not over C of them. Pixels that do not start a window are compared too (wasted but
+        cheap) and dropped at the end.
+        """
+        xp = array_module(x)
         n, h, w, c = x.shape
         k = self.kernel_size
         ho, wo = h // k, w // k
         track = self.training
-        # along W first, then H: ties go to the first maximum in row-major order, as np.argmax
-        wmax, warg = self._reduce(x.reshape(n, h, wo, k, c), track)             # N, H, Wo, C
-        out, harg = self._reduce(wmax.reshape(n, ho, k, wo, c).transpose(0, 1, 3, 2, 4), track)
+        flat = xp.ascontiguousarray(x).reshape(-1)
+        span = flat.size - (k - 1) * c
+        wmax = flat.copy()                                  # entry p: max of pixels p .. p+k-1 along W
+        warg = xp.zeros(flat.size, dtype=xp.uint8) if track else None
+        self._reduce_shifted([flat[j * c:j * c + span] for j in range(1, k)], wmax[:span],
+                             None if warg is None else warg[:span])
+        rows = wmax.reshape(n, ho, k, w * c)                # window rows of each output row
+        hmax = rows[:, :, 0].copy()                         # N, Ho, W*C
+        harg = xp.zeros(hmax.shape, dtype=xp.uint8) if track else None
+        self._reduce_shifted([rows[:, :, a] for a in range(1, k)], hmax, harg)
+        out = hmax.reshape(n, ho, wo, k, c)[:, :, :, 0, :].copy()              # N, Ho, Wo, C
         self._cache = ("tiled", x if not track else None, warg, harg)
-        return out                                                              # N, Ho, Wo, C
+        return out
 
     def _backward_tiled(self, dout, x, warg, harg):
+        """Route ``dout`` to each window's first maximum: back along H, then along W.
+
+        Works on the forward's full-width layouts with whole-array shifted slices, like the
+        forward. ``warg`` ``(N*H*W*C,)`` holds, per pixel, which of the next k pixels along W held
+        the maximum; ``harg`` ``(N, Ho, W*C)`` which window row did.
+        """
         xp = array_module(dout)
         if warg is None:                          # forward ran in eval mode: find the arg-maxima now
             self.training, training = True, self.training
@@ -85,12 +104,17 @@ class MaxPool2d(Layer):
             _, _, warg, harg = self._take_cache("_cache")
         n, ho, wo, c = dout.shape
         k = self.kernel_size
-        warg = warg.reshape(n, ho, k, wo, c)
-        dx = xp.empty((n, ho, k, wo, k, c), dtype=dout.dtype)
-        for a in range(k):
-            row = harg == a                                                     # N, Ho, Wo, C
-            for b in range(k):
-                xp.multiply(row & (warg[:, :, a] == b), dout, out=dx[:, :, a, :, b, :])
+        starts = xp.zeros((n, ho, wo, k, c), dtype=dout.dtype)   # dout at each window's first column
+        starts[:, :, :, 0, :] = dout
+        starts = starts.reshape(n, ho, wo * k * c)
+        by_row = xp.empty((n, ho, k, wo * k * c), dtype=dout.dtype)
+        for a in range(k):                                       # ... moved to the window row that won
+            xp.multiply(starts, harg == a, out=by_row[:, :, a])
+        flat = by_row.reshape(-1)
+        span = flat.size - (k - 1) * c
+        dx = xp.zeros(flat.size, dtype=dout.dtype)
+        for b in range(k):                                       # ... and along W to the pixel that won
+            dx[b * c:b * c + span] += flat[:span] * (warg[:span] == b)
         return dx.reshape(n, ho * k, wo * k, c)
 
     # -- general windows (overlapping, or not tiling the image) --------------------------------
@@ -101,7 +125,7 @@ class MaxPool2d(Layer):
         out = views[0][2].copy()                                # N, Ho, Wo, C
         arg = xp.zeros(out.shape, dtype=xp.uint8)               # which offset holds the first maximum
         for index, (_, _, view) in enumerate(views[1:], start=1):
-            xp.putmask(arg, view > out, index)                  # strict: earlier offsets win ties
+            _mark_greater(arg, view > out, index)               # strict: earlier offsets win ties
             xp.maximum(out, view, out=out)
         self._cache = ("strided", x.shape, arg)
         return out
@@ -117,6 +141,16 @@ class MaxPool2d(Layer):
 
     def extra_repr(self) -> str:
         return f"kernel_size={self.kernel_size}, stride={self.stride}"
+
+
+def _mark_greater(arg, greater, index: int) -> None:
+    """``arg[greater] = index`` in place, for ``arg`` (uint8) holding only indices below ``index``.
+
+    Written as ``arg = max(arg, greater * index)``: branch-free arithmetic, many times faster than
+    ``putmask`` or ``where`` on the unpredictable masks of max pooling.
+    """
+    xp = array_module(arg)
+    xp.maximum(arg, xp.multiply(greater.view(xp.uint8), index, dtype=xp.uint8), out=arg)
 
 
 class GlobalAvgPool(Layer):
