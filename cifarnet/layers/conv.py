@@ -6,6 +6,7 @@ from typing import Any
 import numpy as np
 
 from ..backend import array_module
+from ..ops.channels import channel_sums, rows, tile
 from ..ops.blocks import block_weights, fold_block_gradient, to_blocks, write_from_blocks
 from ..ops.windows import add_windows, gather_patches, output_size, padded_chunks, unpad_hw
 from .base import Layer, Shape
@@ -133,7 +134,8 @@ class Conv2d(Layer):
         for start, stop, x_pad in padded_chunks(x, (p, p), per_chunk):
             correlate_into(out[start:stop], x_pad, w_rows, self._patch(block), block)
         if "b" in self.params:
-            out += self.params["b"]
+            r = rows(out)                                      # N*Ho, Wo*C_out: long inner loops
+            r += tile(self.params["b"], r.shape[1])
         self._cache = (x, block)
         return out
 
@@ -179,7 +181,7 @@ class Conv2d(Layer):
         self.grads["W"] = (dw_rows.reshape(W.shape) if block == 1
                            else fold_block_gradient(dw_rows, self.kernel_size, self.in_channels, block))
         if "b" in self.params:
-            self.grads["b"] = dout.sum(axis=(0, 1, 2))
+            self.grads["b"] = channel_sums(rows(xp.ascontiguousarray(dout)), c_out)
         return dx
 
     def extra_repr(self) -> str:
