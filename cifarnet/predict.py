@@ -45,7 +45,7 @@ def predict(model, checkpoint: Checkpoint, paths: list[Path], backend, topk: int
     for start in range(0, len(paths), batch_size):
         chunk = paths[start:start + batch_size]
         images = np.stack([read_image(p, size) for p in chunk])                 # B, H, W, 3 uint8
-        logits = to_numpy(model.forward(norm(backend.asarray(images))))
+        logits = to_numpy(model.infer(norm(backend.asarray(images))))
         logits = logits - logits.max(axis=1, keepdims=True)
         probs = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)       # B, K
         order = np.argsort(-probs, axis=1, kind="stable")[:, :topk]

@@ -58,6 +58,15 @@ class Layer:
         """Named sub-layers (containers override this)."""
         return {}
 
+    def infer(self, x):
+        """Forward for inference: the same output as ``forward``, but no ``backward`` may follow.
+
+        In eval mode, containers override this to fold each batch norm into the convolution or
+        linear layer before it and to apply ReLU and residual additions while the data is in
+        cache (see :meth:`Conv2d.infer_fused`). In training mode it is ``forward``.
+        """
+        return self.forward(x)
+
     # -- shared machinery -----------------------------------------------------------------------
     def _take_cache(self, attr: str):
         """Return and forget what ``forward`` cached under ``attr`` (one backward per forward)."""

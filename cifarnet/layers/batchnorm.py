@@ -105,6 +105,12 @@ class BatchNorm(Layer):
             dx = d * tile(scale, width)
         return dx.reshape(dout.shape)
 
+    def folded(self):
+        """``(scale, shift)``, each ``(C,)``: eval mode computes ``x * scale + shift``."""
+        xp = array_module(self.params["gamma"])
+        scale = self.params["gamma"] / xp.sqrt(self.buffers["running_var"] + self.eps)
+        return scale, self.params["beta"] - self.buffers["running_mean"] * scale
+
     def extra_repr(self) -> str:
         return f"{self.num_features}, momentum={self.momentum}, eps={self.eps}"
 

@@ -118,26 +118,51 @@ class Conv2d(Layer):
         ph, pw, _ = self._patch(block)
         return (ho // block) * (wo // block) * ph * pw * channels * itemsize
 
-    def forward(self, x):
+    def _convolve(self, x, W, bias=None, residual=None, relu: bool = False):
+        """``relu?(correlate(pad(x), W) + bias + residual)``, a chunk of images at a time.
+
+        The bias, residual and ReLU are applied to each chunk's output right after its product,
+        on ``(rows, Wo*C_out)`` views, while it is still in cache. Returns ``(out, block)``.
+        """
         xp = array_module(x)
         if x.ndim != 4 or x.shape[-1] != self.in_channels:
             raise ValueError(f"Conv2d expects (N, H, W, {self.in_channels}) input, got {x.shape}")
         n = x.shape[0]
         ho, wo, c_out = self.output_shape(x.shape[1:])
         block = self._block_for(self.in_channels, ho, wo)
-        W = self.params["W"]
         w_rows = weight_rows(W, block)
         out = xp.empty((n, ho, wo, c_out), dtype=xp.result_type(x, W))
         per_chunk = self._images_per_chunk(
             xp, n, self._col_bytes(self.in_channels, ho, wo, block, out.itemsize))
+        bias_row = None if bias is None else tile(bias.astype(out.dtype, copy=False), wo * c_out)
+        if residual is not None:
+            residual = xp.ascontiguousarray(residual)
         p = self.padding
         for start, stop, x_pad in padded_chunks(x, (p, p), per_chunk):
-            correlate_into(out[start:stop], x_pad, w_rows, self._patch(block), block)
-        if "b" in self.params:
-            r = rows(out)                                      # N*Ho, Wo*C_out: long inner loops
-            r += tile(self.params["b"], r.shape[1])
+            part = out[start:stop]
+            correlate_into(part, x_pad, w_rows, self._patch(block), block)
+            r = rows(part)                                           # chunk rows, Wo*C_out
+            if bias_row is not None:
+                r += bias_row
+            if residual is not None:
+                r += rows(residual[start:stop])
+            if relu:
+                xp.maximum(r, r.dtype.type(0), out=r)
+        return out, block
+
+    def forward(self, x):
+        out, block = self._convolve(x, self.params["W"], self.params.get("b"))
         self._cache = (x, block)
         return out
+
+    def infer_fused(self, x, scale, shift, residual=None, relu: bool = False):
+        """Inference only: ``relu?(forward(x) * scale + shift + residual)``, no cache kept.
+
+        The per-channel ``scale`` (C_out,) of a following eval-mode batch norm is folded into the
+        kernel, ``shift`` into the bias; see :meth:`BatchNorm.folded`.
+        """
+        bias = shift + self.params["b"] * scale if "b" in self.params else shift
+        return self._convolve(x, self.params["W"] * scale, bias, residual, relu)[0]
 
     def backward(self, dout):
         xp = array_module(dout)

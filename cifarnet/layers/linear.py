@@ -5,6 +5,7 @@ from typing import Any
 
 import numpy as np
 
+from ..backend import array_module
 from .base import Layer, Shape
 from .init import he_normal
 
@@ -52,6 +53,15 @@ class Linear(Layer):
         if "b" in self.params:
             self.grads["b"] = dout.sum(axis=0)
         return dout @ self.params["W"].T
+
+    def infer_fused(self, x, scale, shift, relu: bool = False):
+        """``relu?(forward(x) * scale + shift)`` with the scale folded into ``W`` (inference only)."""
+        if x.ndim != 2 or x.shape[1] != self.in_features:
+            raise ValueError(f"Linear expects (N, {self.in_features}) input, got {x.shape}")
+        xp = array_module(x)
+        out = x @ (self.params["W"] * scale)
+        out += shift + self.params["b"] * scale if "b" in self.params else shift
+        return xp.maximum(out, out.dtype.type(0), out=out) if relu else out
 
     def extra_repr(self) -> str:
         return f"{self.in_features}, {self.out_features}, bias={'b' in self.params}"

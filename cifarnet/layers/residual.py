@@ -64,6 +64,16 @@ class BasicBlock(Layer):
             short = x
         return self.blocks["relu_out"].forward(main + short)
 
+    def infer(self, x):
+        """Eval mode: each batch norm folded into its convolution; the shortcut addition and the
+        ReLUs happen inside the convolutions' chunk loops (inference only, no backward)."""
+        if self.training:
+            return self.forward(x)
+        b = self.blocks
+        h = b["conv1"].infer_fused(x, *b["bn1"].folded(), relu=True)
+        short = b["shortcut_conv"].infer_fused(x, *b["shortcut_bn"].folded()) if self.projection else x
+        return b["conv2"].infer_fused(h, *b["bn2"].folded(), residual=short, relu=True)
+
     def backward(self, dout):
         dsum = self.blocks["relu_out"].backward(dout)
         dmain = dsum

@@ -3,7 +3,11 @@ from __future__ import annotations
 
 from typing import Iterable
 
+from .activation import ReLU
 from .base import Layer, Shape
+from .batchnorm import BatchNorm
+from .conv import Conv2d
+from .linear import Linear
 
 
 class Sequential(Layer):
@@ -33,6 +37,24 @@ class Sequential(Layer):
     def forward(self, x):
         for layer in self.layers.values():
             x = layer.forward(x)
+        return x
+
+    def infer(self, x):
+        """Eval mode: a batch norm right after a convolution or linear layer is folded into it,
+        with the ReLU that follows (if any); everything else runs its own ``infer``."""
+        if self.training:
+            return self.forward(x)
+        layers = list(self.layers.values())
+        i = 0
+        while i < len(layers):
+            layer, following = layers[i], layers[i + 1:i + 3]
+            if isinstance(layer, (Conv2d, Linear)) and following and isinstance(following[0], BatchNorm):
+                relu = len(following) > 1 and isinstance(following[1], ReLU)
+                x = layer.infer_fused(x, *following[0].folded(), relu=relu)
+                i += 3 if relu else 2
+            else:
+                x = layer.infer(x)
+                i += 1
         return x
 
     def backward(self, dout):

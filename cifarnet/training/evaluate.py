@@ -42,7 +42,7 @@ def evaluate(model, loader, num_classes: int) -> EvalResult:
     total_loss, images = 0.0, 0
     try:
         for x, y in loader.epoch(0):
-            logits = model.forward(x)
+            logits = model.infer(x)
             n = len(y)
             total_loss += float(loss_fn.forward(logits, y)) * n
             pred = to_numpy(logits.argmax(axis=1))
