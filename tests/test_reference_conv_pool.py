@@ -109,6 +109,7 @@ def test_numpy_chunks_hold_about_chunk_bytes_of_columns(rng):
     per_image = layer._col_bytes(16, 32, 32, 2, 4)               # 256 blocks x (4*4*16) floats
     assert per_image == 256 * 256 * 4
     assert layer._images_per_chunk(np, 128, per_image) == conv.CHUNK_BYTES // per_image
+    assert layer._images_per_chunk(np, 4, per_image) == 4                  # 1 MB: one chunk
     layer.chunk = 3
     assert layer._images_per_chunk(np, 128, per_image) == 3
 

@@ -107,10 +107,11 @@ class Conv2d(Layer):
         return (kh, kw, self.stride) if block == 1 else (block + kh - 1, block + kw - 1, block)
 
     def _images_per_chunk(self, xp, n: int, col_bytes_per_image: int) -> int:
-        """``self.chunk`` if set; NumPy: enough images for ~CHUNK_BYTES of columns; CuPy: all."""
+        """``self.chunk`` if set; NumPy: enough images for ~CHUNK_BYTES of columns (the whole batch
+        when its columns fit in twice that); CuPy: the whole batch."""
         if self.chunk is not None:
             return self.chunk
-        if xp is not np:
+        if xp is not np or n * col_bytes_per_image <= 2 * CHUNK_BYTES:
             return n
         return max(1, CHUNK_BYTES // max(1, col_bytes_per_image))
 
