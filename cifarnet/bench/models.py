@@ -5,11 +5,12 @@
     python -m cifarnet.bench.models --no-torch --breakdown   # per-layer forward/backward times
 
 For each model it reports the median training-step time (forward, loss, backward, SGD update on
-one fixed random batch, after warm-up), training and evaluation images per second, and the peak
-resident memory of a fresh process doing a few training steps. When ``torch`` is importable the
-same measurements run on equivalent PyTorch models (``cifarnet.bench.torch_reference``),
-alternating with cifarnet's in rounds, and the ratio is printed. ``--breakdown`` adds the time of
-each top-level layer's forward and backward, so the next optimisation is obvious.
+one fixed random batch, after warm-up), training and evaluation images per second (batches of
+500 through the inference path evaluation uses), and the peak resident memory during training.
+When ``torch`` is importable the same measurements run on equivalent PyTorch models
+(``cifarnet.bench.torch_reference``). Every round runs each framework in a fresh process of its
+own, alternating, and the ratio of the medians is printed with each round's ratio. ``--breakdown``
+adds the time of each top-level layer's forward and backward, so the next optimisation is obvious.
 """
 from __future__ import annotations
 
@@ -34,6 +35,7 @@ from . import machine_description
 
 DEFAULT_BATCH = {"simplecnn": 64}
 EVAL_BATCH = 500
+WARM_UP_S = 2.0          # each timing process first runs training steps for this long (at least 3)
 
 
 def _batch(backend, batch: int, seed: int = 0):
@@ -132,21 +134,30 @@ def layer_breakdown(runner: CifarnetRunner, repeats: int = 3) -> list[tuple[str,
             for name in runner.model.layers]
 
 
-def peak_memory_mb(framework: str, name: str, batch: int, backend: str) -> float:
-    """Peak RSS (MB) of a fresh process that builds the model and runs 3 training steps."""
-    code = ("from cifarnet.bench.models import _child; "
-            f"_child({framework!r}, {name!r}, {batch}, {backend!r})")
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600)
+def timed_run(framework: str, name: str, batch: int, backend: str, steps: int, eval_batches: int) -> dict:
+    """Run one framework's timings in a fresh process (see :func:`_timing_child`)."""
+    code = ("from cifarnet.bench.models import _timing_child; "
+            f"_timing_child({framework!r}, {name!r}, {batch}, {backend!r}, {steps}, {eval_batches})")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=1800)
     if done.returncode != 0:
-        raise RuntimeError(done.stderr.strip().splitlines()[-1] if done.stderr.strip() else "memory child failed")
-    return float(done.stdout.strip().splitlines()[-1])
+        raise RuntimeError(done.stderr.strip().splitlines()[-1] if done.stderr.strip() else "timing child failed")
+    return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-def _child(framework: str, name: str, batch: int, backend: str) -> None:
+def _timing_child(framework: str, name: str, batch: int, backend: str, steps: int, eval_batches: int) -> None:
+    """Warm up, time ``steps`` training steps, note the peak RSS, then time ``eval_batches``
+    evaluation batches; print the results as one JSON line."""
     runner = TorchRunner(name, batch) if framework == "torch" else CifarnetRunner(name, batch, backend)
-    for _ in range(3):
+    warm_until = time.perf_counter() + WARM_UP_S       # warm-up: first-touch allocations, thread pools,
+    for done in range(100):                            # PyTorch's kernel selection
         runner.step()
-    print(peak_rss_of_this_process_mb())
+        if done >= 2 and time.perf_counter() > warm_until:
+            break
+    step_times = [runner.step() for _ in range(steps)]
+    peak = peak_rss_of_this_process_mb()              # training only: before the 500-image eval batches
+    runner.eval_batch()
+    eval_times = [runner.eval_batch() for _ in range(eval_batches)]
+    print(json.dumps({"step_s": step_times, "eval_s": eval_times, "peak_rss_mb": peak}))
 
 
 def peak_rss_of_this_process_mb() -> float:
@@ -172,27 +183,34 @@ def torch_available() -> bool:
 
 def measure(name: str, batch: int, rounds: int, steps: int, eval_batches: int, backend: str, with_torch: bool,
             breakdown: bool) -> dict:
-    runners = {"cifarnet": CifarnetRunner(name, batch, backend)}
-    if with_torch:
-        runners["torch"] = TorchRunner(name, batch)
-    for r in runners.values():                       # warm-up: first-touch allocations, BLAS threads
-        r.step(), r.step(), r.eval_batch()
-    step_times: dict[str, list[float]] = defaultdict(list)
-    eval_times: dict[str, list[float]] = defaultdict(list)
-    for _ in range(rounds):                          # alternate frameworks so drift hits both alike
-        for key, r in runners.items():
-            step_times[key] += [r.step() for _ in range(steps)]
-            eval_times[key] += [r.eval_batch() for _ in range(eval_batches)]
+    """Time ``name`` in ``rounds`` rounds; each round runs each framework in its own fresh process.
+
+    One process per framework and round, alternating: the machine's drift then hits both alike,
+    and neither library's idle worker threads (OpenBLAS and OpenMP spin for a while after each
+    parallel region) steal cores from the other, as they do when both run in one process.
+    """
+    frameworks = ["cifarnet"] + (["torch"] if with_torch else [])
+    runs: dict[str, list[dict]] = defaultdict(list)
+    for _ in range(rounds):
+        for key in frameworks:
+            runs[key].append(timed_run(key, name, batch, backend, steps, eval_batches))
     result = {"model": name, "batch": batch, "backend": backend}
-    for key in runners:
-        step = statistics.median(step_times[key])
+    for key in frameworks:
+        step = statistics.median(t for run in runs[key] for t in run["step_s"])
+        evals = statistics.median(t for run in runs[key] for t in run["eval_s"])
         result[key] = {"step_ms": round(1e3 * step, 1), "train_img_per_s": round(batch / step, 1),
-                       "eval_img_per_s": round(EVAL_BATCH / statistics.median(eval_times[key]), 1),
-                       "steps_timed": len(step_times[key]),
-                       "peak_rss_mb": round(peak_memory_mb(key, name, batch, backend), 1)}
+                       "eval_img_per_s": round(EVAL_BATCH / evals, 1),
+                       "steps_timed": sum(len(run["step_s"]) for run in runs[key]),
+                       "peak_rss_mb": round(max(run["peak_rss_mb"] for run in runs[key]), 1),
+                       "round_step_ms": [round(1e3 * statistics.median(run["step_s"]), 1) for run in runs[key]]}
+    if with_torch:
+        result["round_step_ratios"] = [round(c / t, 3) for c, t in zip(result["cifarnet"]["round_step_ms"],
+                                                                        result["torch"]["round_step_ms"])]
     if breakdown:
+        runner = CifarnetRunner(name, batch, backend)
+        runner.step(), runner.step()
         result["layers"] = [{"layer": n, "fwd_ms": round(f, 2), "bwd_ms": round(b, 2)}
-                            for n, f, b in layer_breakdown(runners["cifarnet"])]
+                            for n, f, b in layer_breakdown(runner)]
     return result
 
 
@@ -212,6 +230,8 @@ def print_report(results: list[dict]) -> None:
             print(f"{'':<10} {'':>5} {'ratio':<10} {c['step_ms'] / t['step_ms']:>8.2f}x "
                   f"{'':>12} {c['eval_img_per_s'] / t['eval_img_per_s']:>10.2f}x "
                   f"{c['peak_rss_mb'] / t['peak_rss_mb']:>7.2f}x   (cifarnet / PyTorch)")
+            print(f"{'':<10} {'':>5} {'per round':<10} "
+                  + " ".join(f"{r:.2f}x" for r in res["round_step_ratios"]) + "   (training step)")
     for res in results:
         if "layers" in res:
             print(f"\nper-layer time, {res['model']} batch {res['batch']} (median ms):")
@@ -228,7 +248,7 @@ def main(argv: list[str] | None = None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--models", nargs="+", default=["simplecnn", "resnet32"])
     parser.add_argument("--batch", type=int, help="batch size (default: 64 for simplecnn, 128 otherwise)")
-    parser.add_argument("--rounds", type=int, default=3, help="alternating rounds")
+    parser.add_argument("--rounds", type=int, default=3, help="alternating rounds (a fresh process each)")
     parser.add_argument("--steps", type=int, default=0, help="training steps per round (default by model)")
     parser.add_argument("--backend", default="numpy", choices=["numpy", "cupy"])
     parser.add_argument("--no-torch", action="store_true", help="skip the PyTorch comparison")
@@ -241,8 +261,8 @@ def main(argv: list[str] | None = None) -> int:
     results = []
     for name in args.models:
         batch = args.batch or DEFAULT_BATCH.get(name, 128)
-        steps = args.steps or (10 if name == "simplecnn" else 2)
-        eval_batches = 4 if name == "simplecnn" else 1
+        steps = args.steps or (40 if name == "simplecnn" else 5)
+        eval_batches = 8 if name == "simplecnn" else 2
         results.append(measure(name, batch, args.rounds, steps, eval_batches, args.backend, with_torch,
                                args.breakdown))
     print_report(results)
