@@ -50,9 +50,11 @@ class Conv2d(Layer):
 
     Forward gathers every window into a column matrix ``(N*Ho*Wo, KH*KW*C_in)`` and multiplies
     it by ``W`` viewed as ``(KH*KW*C_in, C_out)``. Narrow stride-1 layers instead gather one
-    patch per 2x2 block of output pixels (see :func:`correlate`). Only the padded input is cached;
-    backward regathers the columns, which costs one copy and saves holding a column matrix per
-    layer.
+    patch per 2x2 block of output pixels (see :mod:`cifarnet.ops.blocks`). On NumPy the batch is
+    worked through a chunk of images at a time (about ``CHUNK_BYTES`` of columns each), so that
+    each chunk's padded input, column matrix and output stay in cache; on CuPy the whole batch
+    goes at once. Only the input is cached; backward pads and regathers the columns chunk by
+    chunk, which costs one copy and saves holding a column matrix per layer.
 
     The input gradient of a stride-1 convolution is itself a convolution: of ``dout``, padded by
     ``KH-1-padding``, with the kernel flipped and its channel axes swapped. It is computed that
