@@ -15,6 +15,7 @@ from .backend import to_numpy
 from .checkpoint import Checkpoint
 from .data import DataError, Normalization
 from .data.image_folder import EXTENSIONS, read_image
+from .inference import infer
 
 
 def find_images(pattern: str) -> list[Path]:
@@ -45,7 +46,7 @@ def predict(model, checkpoint: Checkpoint, paths: list[Path], backend, topk: int
     for start in range(0, len(paths), batch_size):
         chunk = paths[start:start + batch_size]
         images = np.stack([read_image(p, size) for p in chunk])                 # B, H, W, 3 uint8
-        logits = to_numpy(model.infer(norm(backend.asarray(images))))
+        logits = to_numpy(infer(model, norm(backend.asarray(images))))
         logits = logits - logits.max(axis=1, keepdims=True)
         probs = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)       # B, K
         order = np.argsort(-probs, axis=1, kind="stable")[:, :topk]

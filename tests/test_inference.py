@@ -77,3 +77,62 @@ def test_relu_inside_the_fold_propagates_nan(backend, rng):
     x[0, 1, 1, 0] = np.nan
     assert np.isnan(to_numpy(block.infer(backend.asarray(x)))[0]).any()
     assert not np.isnan(to_numpy(block.infer(backend.asarray(x)))[1]).any()
+
+
+@pytest.mark.parametrize("workers", [2, 3])
+def test_batch_split_across_workers_gives_the_same_output(rng, workers, monkeypatch):
+    from cifarnet import inference
+
+    monkeypatch.setattr(inference, "MIN_IMAGES_PER_WORKER", 2)
+    model = _randomise_batch_norms(build_model({"arch": "resnet", "depth": 8, "widths": [4, 8, 16],
+                                                "num_classes": 5}, input_shape=(8, 8, 3), seed=0,
+                                               dtype=np.float64), rng).eval()
+    x = rng.standard_normal((7, 8, 8, 3))                      # parts of 2, 2, 3 (uneven)
+    np.testing.assert_allclose(inference.infer(model, x, workers=workers), model.infer(x), rtol=1e-12, atol=1e-12)
+
+
+def test_blas_threads_are_restored_after_a_split_batch(rng, monkeypatch):
+    from cifarnet import blas, inference
+
+    before = blas.blas_threads()
+    if before is None:
+        pytest.skip("NumPy's BLAS is not an OpenBLAS whose threads can be set")
+    seen = []
+    monkeypatch.setattr(inference, "MIN_IMAGES_PER_WORKER", 1)
+    model = Sequential([("probe", _BlasProbe(seen))])
+    inference.infer(model.eval(), np.zeros((4, 3)), workers=2)
+    assert seen == [1, 1] and blas.blas_threads() == before   # one BLAS thread per part, then back
+
+
+def test_without_blas_control_the_batch_is_not_split(rng, monkeypatch):
+    from cifarnet import inference
+
+    monkeypatch.setattr(inference, "MIN_IMAGES_PER_WORKER", 1)
+    monkeypatch.setattr(inference, "limited_blas_threads", _never_limited)
+    seen = []
+    model = Sequential([("probe", _BlasProbe(seen))])
+    out = inference.infer(model.eval(), np.zeros((4, 3)), workers=2)
+    assert len(seen) == 1 and out.shape == (4, 3)
+
+
+class _BlasProbe(ReLU):
+    """Records the BLAS thread count each time it runs."""
+
+    def __init__(self, seen):
+        super().__init__()
+        self.seen = seen
+
+    def forward(self, x):
+        from cifarnet import blas
+
+        self.seen.append(blas.blas_threads())
+        return x
+
+
+def _never_limited(threads):
+    import contextlib
+
+    @contextlib.contextmanager
+    def manager():
+        yield False
+    return manager()

@@ -26,6 +26,7 @@ from collections import defaultdict
 import numpy as np
 
 from ..backend import get_backend
+from ..inference import infer
 from ..losses import SoftmaxCrossEntropy
 from ..memory import keep_freed_memory
 from ..models import build_model, model_description
@@ -65,7 +66,7 @@ class CifarnetRunner:
     def eval_batch(self) -> float:
         start = time.perf_counter()
         self.model.eval()
-        self.model.infer(self.x_eval)                 # what evaluation runs (cifarnet.training.evaluate)
+        infer(self.model, self.x_eval)                # what evaluation runs (cifarnet.training.evaluate)
         self.backend.synchronize()
         return time.perf_counter() - start
 

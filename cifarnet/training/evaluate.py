@@ -6,6 +6,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..backend import to_numpy
+from ..inference import infer
 from ..losses import SoftmaxCrossEntropy
 
 
@@ -42,7 +43,7 @@ def evaluate(model, loader, num_classes: int) -> EvalResult:
     total_loss, images = 0.0, 0
     try:
         for x, y in loader.epoch(0):
-            logits = model.infer(x)
+            logits = infer(model, x)
             n = len(y)
             total_loss += float(loss_fn.forward(logits, y)) * n
             pred = to_numpy(logits.argmax(axis=1))
