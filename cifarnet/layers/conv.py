@@ -6,8 +6,8 @@ from typing import Any
 import numpy as np
 
 from ..backend import array_module
-from ..ops.channels import channel_sums, rows, tile
 from ..ops.blocks import block_weights, fold_block_gradient, to_blocks, write_from_blocks
+from ..ops.channels import channel_sums, rows, tile
 from ..ops.windows import add_windows, gather_patches, output_size, padded_chunks, unpad_hw
 from .base import Layer, Shape
 from .init import he_normal
