@@ -8,6 +8,23 @@ from cifarnet.layers import Conv2d, MaxPool2d
 from .reference import conv2d_backward_loops, conv2d_loops, maxpool_backward_loops, maxpool_loops
 
 
+def _check_against_loops(layer, x, backend, rng):
+    """Forward and backward (dx, dW, db) of a float64 ``layer`` against the loop reference;
+    returns the output and the block size the forward used."""
+    stride, padding = layer.stride, layer.padding
+    out = layer.forward(backend.asarray(x))
+    block = layer._cache[1]
+    W, b = to_numpy(layer.params["W"]), to_numpy(layer.params["b"])
+    np.testing.assert_allclose(to_numpy(out), conv2d_loops(x, W, b, stride, padding), rtol=1e-10, atol=1e-12)
+    dout = rng.standard_normal(out.shape)
+    dx = layer.backward(backend.asarray(dout))
+    ref_dx, ref_dW, ref_db = conv2d_backward_loops(x, W, dout, stride, padding)
+    np.testing.assert_allclose(to_numpy(dx), ref_dx, rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(to_numpy(layer.grads["W"]), ref_dW, rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(to_numpy(layer.grads["b"]), ref_db, rtol=1e-10, atol=1e-12)
+    return out, block
+
+
 @pytest.mark.parametrize("shape, c_out, k, stride, padding", [
     ((2, 7, 7, 3), 4, 3, 1, 1), ((2, 9, 8, 3), 5, 3, 2, 1), ((3, 5, 5, 4), 2, 1, 1, 0),
     ((1, 8, 8, 2), 3, 1, 2, 0), ((2, 10, 10, 2), 3, 5, 3, 2),
@@ -16,17 +33,7 @@ def test_conv_matches_loops(backend, rng, shape, c_out, k, stride, padding):
     layer = Conv2d(shape[-1], c_out, k, stride, padding, rng=rng).astype(np.float64)
     layer.params["b"] = rng.standard_normal(c_out)
     layer.to(backend)
-    x = rng.standard_normal(shape)
-    out = layer.forward(backend.asarray(x))
-    W, b = to_numpy(layer.params["W"]), to_numpy(layer.params["b"])
-    np.testing.assert_allclose(to_numpy(out), conv2d_loops(x, W, b, stride, padding), rtol=1e-10, atol=1e-12)
-
-    dout = rng.standard_normal(out.shape)
-    dx = layer.backward(backend.asarray(dout))
-    ref_dx, ref_dW, ref_db = conv2d_backward_loops(x, W, dout, stride, padding)
-    np.testing.assert_allclose(to_numpy(dx), ref_dx, rtol=1e-10, atol=1e-12)
-    np.testing.assert_allclose(to_numpy(layer.grads["W"]), ref_dW, rtol=1e-10, atol=1e-12)
-    np.testing.assert_allclose(to_numpy(layer.grads["b"]), ref_db, rtol=1e-10, atol=1e-12)
+    _check_against_loops(layer, rng.standard_normal(shape), backend, rng)
 
 
 def test_conv_float32_matches_loops(backend, rng):
@@ -69,17 +76,8 @@ def test_blocked_conv_matches_loops(backend, rng, block, shape, c_out, k, paddin
     layer.params["b"] = rng.standard_normal(c_out)
     layer.block = block
     layer.to(backend)
-    x = rng.standard_normal(shape)
-    out = layer.forward(backend.asarray(x))
-    assert layer._cache[1] == block or out.shape[1] % block or out.shape[2] % block
-    W, b = to_numpy(layer.params["W"]), to_numpy(layer.params["b"])
-    np.testing.assert_allclose(to_numpy(out), conv2d_loops(x, W, b, 1, padding), rtol=1e-10, atol=1e-12)
-    dout = rng.standard_normal(out.shape)
-    dx = layer.backward(backend.asarray(dout))
-    ref_dx, ref_dW, ref_db = conv2d_backward_loops(x, W, dout, 1, padding)
-    np.testing.assert_allclose(to_numpy(dx), ref_dx, rtol=1e-10, atol=1e-12)
-    np.testing.assert_allclose(to_numpy(layer.grads["W"]), ref_dW, rtol=1e-10, atol=1e-12)
-    np.testing.assert_allclose(to_numpy(layer.grads["b"]), ref_db, rtol=1e-10, atol=1e-12)
+    out, used = _check_against_loops(layer, rng.standard_normal(shape), backend, rng)
+    assert used == block or out.shape[1] % block or out.shape[2] % block
 
 
 @pytest.mark.parametrize("chunk", [1, 2])
@@ -90,16 +88,7 @@ def test_chunked_conv_matches_loops(backend, rng, chunk, stride, padding, block)
     layer.params["b"] = rng.standard_normal(4)
     layer.block, layer.chunk = block, chunk
     layer.to(backend)
-    x = rng.standard_normal((5, 8, 8, 3))
-    out = layer.forward(backend.asarray(x))
-    W, b = to_numpy(layer.params["W"]), to_numpy(layer.params["b"])
-    np.testing.assert_allclose(to_numpy(out), conv2d_loops(x, W, b, stride, padding), rtol=1e-10, atol=1e-12)
-    dout = rng.standard_normal(out.shape)
-    dx = layer.backward(backend.asarray(dout))
-    ref_dx, ref_dW, ref_db = conv2d_backward_loops(x, W, dout, stride, padding)
-    np.testing.assert_allclose(to_numpy(dx), ref_dx, rtol=1e-10, atol=1e-12)
-    np.testing.assert_allclose(to_numpy(layer.grads["W"]), ref_dW, rtol=1e-10, atol=1e-12)
-    np.testing.assert_allclose(to_numpy(layer.grads["b"]), ref_db, rtol=1e-10, atol=1e-12)
+    _check_against_loops(layer, rng.standard_normal((5, 8, 8, 3)), backend, rng)
 
 
 def test_numpy_chunks_hold_about_chunk_bytes_of_columns(rng):
