@@ -6,7 +6,7 @@ from typing import Any
 import numpy as np
 
 from ..backend import array_module
-from ..ops.channels import channel_sums, rows, tile
+from ..ops.channels import channel_products, channel_sums, rows, tile
 from .base import Layer, Shape
 
 
@@ -61,7 +61,7 @@ class BatchNorm(Layer):
                                  f"(got input of shape {x.shape}); use a larger batch or eval()")
             mean = channel_sums(r, c) / m                      # C
             centred = r - tile(mean, width)                    # R, W*C
-            var = _sum_of_squares(centred, c) / m              # C, biased
+            var = channel_products(centred, centred, c) / m   # C, biased
             invstd = 1.0 / xp.sqrt(var + self.eps)
             mom = self.momentum
             self.buffers["running_mean"] *= 1.0 - mom
@@ -90,7 +90,7 @@ class BatchNorm(Layer):
         else:
             centred = saved - tile(self.buffers["running_mean"], width)
         dbeta = channel_sums(d, c)
-        dgamma = _sum_of_products(d, centred, c) * invstd      # sum(dout * xhat)
+        dgamma = channel_products(d, centred, c) * invstd      # sum(dout * xhat)
         self.grads["beta"], self.grads["gamma"] = dbeta, dgamma
         scale = self.params["gamma"] * invstd                  # C
         if batch_stats:
@@ -113,15 +113,3 @@ class BatchNorm(Layer):
 
     def extra_repr(self) -> str:
         return f"{self.num_features}, momentum={self.momentum}, eps={self.eps}"
-
-
-def _sum_of_squares(r, channels: int):
-    """Per-channel sum of ``r * r`` for a ``(R, W*C)`` row view, without a temporary array."""
-    xp = array_module(r)
-    return xp.einsum("ij,ij->j", r, r).reshape(-1, channels).sum(axis=0)
-
-
-def _sum_of_products(a, b, channels: int):
-    """Per-channel sum of ``a * b`` for two ``(R, W*C)`` row views, without a temporary array."""
-    xp = array_module(a)
-    return xp.einsum("ij,ij->j", a, b).reshape(-1, channels).sum(axis=0)

@@ -135,6 +135,7 @@ class Conv2d(Layer):
         block = self._block_for(self.in_channels, ho, wo)
         w_rows = weight_rows(W, block)
         out = xp.empty((n, ho, wo, c_out), dtype=xp.result_type(x, W))
+        patch = self._patch(block)
         per_chunk = self._images_per_chunk(
             xp, n, self._col_bytes(self.in_channels, ho, wo, block, out.itemsize))
         bias_row = None if bias is None else tile(bias.astype(out.dtype, copy=False), wo * c_out)
@@ -143,7 +144,7 @@ class Conv2d(Layer):
         p = self.padding
         for start, stop, x_pad in padded_chunks(x, (p, p), per_chunk):
             part = out[start:stop]
-            correlate_into(part, x_pad, w_rows, self._patch(block), block)
+            correlate_into(part, x_pad, w_rows, patch, block)
             r = rows(part)                                           # chunk rows, Wo*C_out
             if bias_row is not None:
                 r += bias_row
@@ -180,12 +181,11 @@ class Conv2d(Layer):
         # flipped kernel, its channel axes swapped; other strides scatter the column gradient
         flipped = self.input_grad and self.stride == 1 and p <= kh - 1 and p <= kw - 1
         col_bytes = self._col_bytes(self.in_channels, ho, wo, block, dout.itemsize)
-        if flipped:
+        if flipped:                                # a stride-1 correlation with C_out input channels
             dx_block = self._block_for(c_out, h, w)
-            dx_patch = (kh, kw, 1) if dx_block == 1 else (dx_block + kh - 1, dx_block + kw - 1, dx_block)
+            dx_patch = self._patch(dx_block)
             w_flip = weight_rows(xp.ascontiguousarray(W[::-1, ::-1].transpose(0, 1, 3, 2)), dx_block)
-            col_bytes = max(col_bytes, (h // dx_block) * (w // dx_block) * dx_patch[0] * dx_patch[1]
-                            * c_out * dout.itemsize)
+            col_bytes = max(col_bytes, self._col_bytes(c_out, h, w, dx_block, dout.itemsize))
         per_chunk = self._images_per_chunk(xp, n, col_bytes)
         dx = xp.empty(x.shape, dtype=dout.dtype) if self.input_grad else None
         d_chunks = padded_chunks(dout, (kh - 1 - p, kw - 1 - p) if flipped else (0, 0), per_chunk)

@@ -52,10 +52,6 @@ def to_blocks(y, block: int):
 def write_from_blocks(out, rows, block: int) -> None:
     """Inverse of :func:`to_blocks`, written into ``out`` ``(N, H, W, C)`` (C-contiguous)."""
     n, h, w, c = out.shape
-    xp = array_module(out)
-    if block == 1:
-        xp.copyto(out.reshape(n * h * w, c), rows)
-        return
     b = block
-    xp.copyto(out.reshape(n, h // b, b, w // b, b, c),
+    array_module(out).copyto(out.reshape(n, h // b, b, w // b, b, c),
               rows.reshape(n, h // b, w // b, b, b, c).transpose(0, 1, 3, 2, 4, 5))

@@ -29,3 +29,9 @@ def channel_sums(r, channels: int):
     """Sum a ``(R, W*C)`` row view over rows and over W: ``(C,)``."""
     total = r.sum(axis=0)                                  # W*C
     return total.reshape(-1, channels).sum(axis=0)         # C
+
+
+def channel_products(a, b, channels: int):
+    """Per-channel sum of ``a * b`` for two ``(R, W*C)`` row views, without a temporary array."""
+    xp = array_module(a)
+    return xp.einsum("ij,ij->j", a, b).reshape(-1, channels).sum(axis=0)

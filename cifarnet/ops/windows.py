@@ -1,8 +1,9 @@
 """Sliding windows over NHWC images: the gather behind im2col and the scatter behind col2im.
 
-Both convolution and max pooling look at every ``KH x KW`` window of a (padded) image. The gather
-is a zero-copy strided view; the scatter adds window-shaped gradients back into an image with
-``KH*KW`` vectorised strided additions, one per kernel offset (no per-pixel Python loops).
+A convolution looks at every ``KH x KW`` window of a padded image (:func:`padded_chunks` pads a
+chunk of images at a time). The gather is a strided view copied once into a column matrix; the
+scatter adds window-shaped gradients back into an image with ``KH*KW`` vectorised strided
+additions, one per kernel offset (no per-pixel Python loops).
 """
 from __future__ import annotations
 
@@ -18,14 +19,6 @@ def output_size(size: int, kernel: int, stride: int, padding: int = 0) -> int:
             f"an input of size {size}"
         )
     return out
-
-
-def pad_hw(x, padding: int):
-    """Zero-pad the two spatial axes of ``x``: ``(N, H, W, C) -> (N, H+2p, W+2p, C)``."""
-    if padding == 0:
-        return x
-    xp = array_module(x)
-    return xp.pad(x, ((0, 0), (padding, padding), (padding, padding), (0, 0)))
 
 
 def padded_chunks(x, padding: tuple[int, int], images: int):
@@ -52,7 +45,7 @@ def padded_chunks(x, padding: tuple[int, int], images: int):
 
 
 def unpad_hw(x, padding: int):
-    """Inverse of :func:`pad_hw` (a view)."""
+    """The interior of an image zero-padded by ``padding`` on both spatial axes (a view)."""
     if padding == 0:
         return x
     return x[:, padding:-padding, padding:-padding, :]
