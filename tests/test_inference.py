@@ -108,7 +108,7 @@ def test_without_blas_control_the_batch_is_not_split(rng, monkeypatch):
     from cifarnet import inference
 
     monkeypatch.setattr(inference, "MIN_IMAGES_PER_WORKER", 1)
-    monkeypatch.setattr("cifarnet.parallel.limited_blas_threads", _never_limited)
+    monkeypatch.setattr(inference, "limited_blas_threads", _never_limited)
     seen = []
     model = Sequential([("probe", _BlasProbe(seen))])
     out = inference.infer(model.eval(), np.zeros((4, 3)), workers=2)
