@@ -1,5 +1,7 @@
 """``infer``: eval-mode forward with batch norm folded into the layer before it, ReLU and the
 residual addition applied inside the convolution's chunk loop; it must equal ``forward``."""
+import contextlib
+
 import numpy as np
 import pytest
 
@@ -108,7 +110,7 @@ def test_without_blas_control_the_batch_is_not_split(rng, monkeypatch):
     from cifarnet import inference
 
     monkeypatch.setattr(inference, "MIN_IMAGES_PER_WORKER", 1)
-    monkeypatch.setattr(inference, "limited_blas_threads", _never_limited)
+    monkeypatch.setattr(inference, "limited_blas_threads", lambda threads: contextlib.nullcontext(False))
     seen = []
     model = Sequential([("probe", _BlasProbe(seen))])
     out = inference.infer(model.eval(), np.zeros((4, 3)), workers=2)
@@ -128,11 +130,3 @@ class _BlasProbe(ReLU):
         self.seen.append(blas.blas_threads())
         return x
 
-
-def _never_limited(threads):
-    import contextlib
-
-    @contextlib.contextmanager
-    def manager():
-        yield False
-    return manager()

@@ -25,10 +25,9 @@ from collections import defaultdict
 
 import numpy as np
 
-from ..backend import get_backend
+from ..experiment import make_backend
 from ..inference import infer
 from ..losses import SoftmaxCrossEntropy
-from ..memory import keep_freed_memory
 from ..models import build_model, model_description
 from ..optim import SGD
 from ..training import train_step
@@ -49,9 +48,7 @@ class CifarnetRunner:
     """One model on one backend, ready to time steps."""
 
     def __init__(self, name: str, batch: int, backend_name: str = "numpy"):
-        self.backend = get_backend(backend_name)
-        if backend_name == "numpy":
-            keep_freed_memory()               # as the experiment runner does (backend.keep_freed_memory)
+        self.backend = make_backend({"name": backend_name})   # as the experiment runner sets it up
         self.model = build_model(model_description(name), seed=0).to(self.backend)
         self.loss, self.opt = SoftmaxCrossEntropy(), SGD(lr=0.01, momentum=0.9)
         self.x, self.y = _batch(self.backend, batch)
@@ -209,7 +206,6 @@ def measure(name: str, batch: int, rounds: int, steps: int, eval_batches: int, b
                                                                         result["torch"]["round_step_ms"])]
     if breakdown:
         runner = CifarnetRunner(name, batch, backend)
-        runner.step(), runner.step()
         result["layers"] = [{"layer": n, "fwd_ms": round(f, 2), "bwd_ms": round(b, 2)}
                             for n, f, b in layer_breakdown(runner)]
     return result
