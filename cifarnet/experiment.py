@@ -10,7 +10,6 @@ from __future__ import annotations
 import copy
 import json
 import logging
-import os
 import time
 from pathlib import Path
 from typing import Any
@@ -19,9 +18,10 @@ import numpy as np
 
 from . import checkpoint as ckpt
 from .backend import get_backend
-from .memory import keep_freed_memory
 from .data import Augmentation, BatchLoader, Dataset, Normalization, load_dataset
 from .data.normalize import CIFAR10_STATS
+from .files import replace_atomically
+from .memory import keep_freed_memory
 from .models import build_model
 from .optim import OPTIMIZERS
 from .schedules import make_dropout_schedule, make_lr_schedule
@@ -338,7 +338,5 @@ def format_eval_report(report: dict[str, Any]) -> str:
 
 
 def _write_json(path: Path, obj: Any) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w") as f:
+    with replace_atomically(path) as f:
         json.dump(obj, f, indent=2, default=_enum_value)
-    os.replace(tmp, path)

@@ -15,6 +15,7 @@ from pathlib import Path
 from .. import checkpoint as ckpt
 from ..experiment import (ConfigError, evaluate_checkpoint, find_resume_checkpoint, format_eval_report,
                           merge_with_checkpoint, train)
+from ..files import replace_atomically
 from . import schema
 from .errors import report_and_exit
 from .sweep import write_summary
@@ -111,7 +112,8 @@ def _record_sweep_job(run_dir: Path, overrides: list[str], summary: dict) -> Non
     import json
 
     summary = dict(summary, overrides=overrides)
-    (run_dir / "result.json").write_text(json.dumps(summary, indent=2))
+    with replace_atomically(run_dir / "result.json") as f:       # other jobs read it for their summaries
+        json.dump(summary, f, indent=2)
     rows, table = write_summary(run_dir.parent)
     log.info("sweep summary so far (%d jobs), ranked by accuracy; %s:\n%s", len(rows),
              run_dir.parent / "sweep_summary.csv", table)

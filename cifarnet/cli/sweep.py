@@ -9,8 +9,9 @@ from __future__ import annotations
 import csv
 import fcntl
 import json
-import os
 from pathlib import Path
+
+from ..files import replace_atomically
 
 COLUMNS = ["rank", "job", "overrides", "best_acc", "best_epoch", "final_test_acc", "epochs", "run_seconds"]
 
@@ -49,12 +50,10 @@ def write_summary(sweep_dir: str | Path) -> tuple[list[dict], str]:
         fcntl.flock(lock, fcntl.LOCK_EX)
         rows = collect(sweep_dir)
         table = markdown(rows)
-        tmp = sweep_dir / "sweep_summary.csv.tmp"
-        with open(tmp, "w", newline="") as f:
+        with replace_atomically(sweep_dir / "sweep_summary.csv") as f:
             writer = csv.DictWriter(f, fieldnames=COLUMNS, extrasaction="ignore")
             writer.writeheader()
             writer.writerows(rows)
-        os.replace(tmp, sweep_dir / "sweep_summary.csv")
-        (sweep_dir / "sweep_summary.md.tmp").write_text(table + "\n")
-        os.replace(sweep_dir / "sweep_summary.md.tmp", sweep_dir / "sweep_summary.md")
+        with replace_atomically(sweep_dir / "sweep_summary.md") as f:
+            f.write(table + "\n")
     return rows, table

@@ -8,7 +8,6 @@ from __future__ import annotations
 import csv
 import logging
 import math
-import os
 import signal
 import threading
 import time
@@ -21,6 +20,7 @@ import numpy as np
 
 from .. import checkpoint as ckpt
 from ..backend import array_module
+from ..files import replace_atomically
 from ..layers import Dropout
 from ..losses import SoftmaxCrossEntropy
 from ..progress import ProgressBar
@@ -242,13 +242,10 @@ class Trainer:
 
     # -- files --------------------------------------------------------------------------------
     def _write_metrics(self) -> None:
-        path = self.run_dir / "metrics.csv"
-        tmp = path.with_name(path.name + ".tmp")
-        with open(tmp, "w", newline="") as f:
+        with replace_atomically(self.run_dir / "metrics.csv") as f:
             writer = csv.DictWriter(f, fieldnames=METRIC_FIELDS)
             writer.writeheader()
             writer.writerows(self.state.history)
-        os.replace(tmp, path)
 
     def _prune(self) -> None:
         epochs = sorted(self.ckpt_dir.glob(f"epoch*_{self.backend_name}.npz"))
