@@ -258,7 +258,7 @@ def train(cfg: dict[str, Any], run_dir: str | Path, resume_from: ckpt.Checkpoint
                                                  tcfg["epochs"], final=tcfg["dropout_final"])
     settings = TrainerSettings(epochs=tcfg["epochs"], label_smoothing=tcfg["label_smoothing"],
                                keep_last=tcfg["keep_last"], progress=tcfg["progress"],
-                               nonfinite=_enum_value(tcfg["nonfinite"]))
+                               nonfinite=_enum_value(tcfg["nonfinite"]), workers=tcfg.get("workers"))
     meta = {"model": description, "input_shape": list(dataset.image_shape), "normalization": norm.to_dict(),
             "class_names": dataset.class_names, "backend": backend.name, "dtype": cfg["backend"]["dtype"],
             "seed": seed, "config": cfg}
@@ -267,6 +267,10 @@ def train(cfg: dict[str, Any], run_dir: str | Path, resume_from: ckpt.Checkpoint
              len(dataset.test), backend.name)
     trainer = Trainer(model, optimizer, lr_schedule, dropout_schedule, train_loader, eval_loaders,
                       dataset.num_classes, run_dir, settings, meta, resume_command=resume_command)
+    parts, workers = trainer.net.parts(cfg["data"]["batch_size"], backend.xp), tcfg.get("workers")
+    log.info("training batches of %d images %s (trainer.workers=%s)", cfg["data"]["batch_size"],
+             f"split between {parts} threads" if parts > 1 else "on one thread",
+             "null" if workers is None else workers)
     state = trainer.fit(state)
     best_path = run_dir / "checkpoints" / f"best_{backend.name}.npz"
     if best_path.exists():                     # per-class accuracy and confusion of the best epoch

@@ -10,24 +10,15 @@ run on one thread.
 """
 from __future__ import annotations
 
-import os
-from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 
 import numpy as np
 
 from .backend import array_module
 from .blas import limited_blas_threads
+from .threads import default_workers, run_side_by_side
 
 MIN_IMAGES_PER_WORKER = 16
-_pools: dict[int, ThreadPoolExecutor] = {}
-
-
-def default_workers() -> int:
-    """One worker per available core."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except (AttributeError, OSError):
-        return max(1, os.cpu_count() or 1)
 
 
 def infer(model, x, workers: int | None = None):
@@ -36,9 +27,10 @@ def infer(model, x, workers: int | None = None):
     Args:
         model: a layer or model in eval mode.
         x: ``(N, ...)`` batch.
-        workers: parts to split the batch into; default one per core. Only NumPy batches of at
-            least ``MIN_IMAGES_PER_WORKER`` images per part are split, and only where OpenBLAS's
-            thread count can be set (:mod:`cifarnet.blas`); otherwise this is ``model.infer(x)``.
+        workers: parts to split the batch into; default :func:`cifarnet.threads.default_workers`.
+            Only NumPy batches of at least ``MIN_IMAGES_PER_WORKER`` images per part are split,
+            and only where OpenBLAS's thread count can be set (:mod:`cifarnet.blas`); otherwise
+            this is ``model.infer(x)``.
     Returns:
         The model's output for the whole batch, ``(N, ...)``.
     """
@@ -52,7 +44,5 @@ def infer(model, x, workers: int | None = None):
     with limited_blas_threads(1) as limited:
         if not limited:                                  # BLAS would oversubscribe the cores
             return model.infer(x)
-        pool = _pools.setdefault(workers - 1, ThreadPoolExecutor(workers - 1, thread_name_prefix="cifarnet-infer"))
-        futures = [pool.submit(model.infer, part) for part in parts[1:]]
-        outputs = [model.infer(parts[0])] + [f.result() for f in futures]
+        outputs = run_side_by_side([partial(model.infer, part) for part in parts])
     return xp.concatenate(outputs)

@@ -119,7 +119,7 @@ def corrupt_copy(src, dst):
 
 @pytest.mark.parametrize("case", ["unknown_key", "wrong_type", "unknown_model", "unknown_optimizer",
                                   "unknown_arch", "missing_ckpt", "corrupt_ckpt", "other_architecture", "cupy",
-                                  "bad_value"])
+                                  "bad_value", "bad_workers"])
 def test_bad_input_fails_with_one_line(trained, tmp_path, case):
     cwd, run, _ = trained
     ckpt = run / "checkpoints" / "epoch001_numpy.npz"
@@ -135,6 +135,7 @@ def test_bad_input_fails_with_one_line(trained, tmp_path, case):
                                "holds a different architecture (model 'simplecnn') than requested (model=resnet20)"),
         "cupy": ([*TINY, "backend=cupy"], "backend 'cupy' was requested"),
         "bad_value": ([*TINY, "data.val_size=100000"], "val_size must be in [0, 256) for 256 training images"),
+        "bad_workers": ([*TINY, "trainer.workers=0"], "workers must be >= 1"),
     }[case]
     if case == "cupy" and cupy_available()[0]:
         pytest.skip("CuPy and a GPU are present here, so backend=cupy is not an error")

@@ -5,7 +5,8 @@
     python -m cifarnet.bench.models --no-torch --breakdown   # per-layer forward/backward times
 
 For each model it reports the median training-step time (forward, loss, backward, SGD update on
-one fixed random batch, after warm-up), training and evaluation images per second (batches of
+one fixed random batch, after warm-up, with the batch split between threads as each model's
+config recommends: ``trainer.workers``), training and evaluation images per second (batches of
 500 through the inference path evaluation uses), and the peak resident memory during training.
 When ``torch`` is importable the same measurements run on equivalent PyTorch models
 (``cifarnet.bench.torch_reference``). Every round runs each framework in a fresh process of its
@@ -34,6 +35,7 @@ from ..training import train_step
 from . import machine_description
 
 DEFAULT_BATCH = {"simplecnn": 64}
+DEFAULT_WORKERS = {"simplecnn": 1}    # as conf/model/*.yaml recommend (trainer.workers); None: one per core
 EVAL_BATCH = 500
 WARM_UP_S = 2.0          # each timing process first runs training steps for this long (at least 3)
 
@@ -47,7 +49,8 @@ def _batch(backend, batch: int, seed: int = 0):
 class CifarnetRunner:
     """One model on one backend, ready to time steps."""
 
-    def __init__(self, name: str, batch: int, backend_name: str = "numpy"):
+    def __init__(self, name: str, batch: int, backend_name: str = "numpy", workers: int | None = None):
+        self.workers = workers                                 # training threads (DataParallel)
         self.backend = make_backend({"name": backend_name})   # as the experiment runner sets it up
         self.model = build_model(model_description(name), seed=0).to(self.backend)
         self.loss, self.opt = SoftmaxCrossEntropy(), SGD(lr=0.01, momentum=0.9)
@@ -56,7 +59,7 @@ class CifarnetRunner:
 
     def step(self) -> float:
         start = time.perf_counter()
-        train_step(self.model, self.loss, self.opt, self.x, self.y)
+        train_step(self.model, self.loss, self.opt, self.x, self.y, self.workers)
         self.backend.synchronize()
         return time.perf_counter() - start
 
@@ -102,7 +105,11 @@ class TorchRunner:
 
 
 def layer_breakdown(runner: CifarnetRunner, repeats: int = 3) -> list[tuple[str, float, float]]:
-    """Median forward and backward milliseconds of each top-level layer over ``repeats`` steps."""
+    """Median forward and backward milliseconds of each top-level layer over ``repeats`` steps.
+
+    The runner should train on one thread (``workers=1``): split batches run on replicas of the
+    layers, whose times this does not see.
+    """
     times: dict[tuple[str, str], list[float]] = defaultdict(list)
     originals = {}
     for name, layer in runner.model.layers.items():
@@ -132,20 +139,22 @@ def layer_breakdown(runner: CifarnetRunner, repeats: int = 3) -> list[tuple[str,
             for name in runner.model.layers]
 
 
-def timed_run(framework: str, name: str, batch: int, backend: str, steps: int, eval_batches: int) -> dict:
+def timed_run(framework: str, name: str, batch: int, backend: str, steps: int, eval_batches: int,
+              workers: int | None = None) -> dict:
     """Run one framework's timings in a fresh process (see :func:`_timing_child`)."""
     code = ("from cifarnet.bench.models import _timing_child; "
-            f"_timing_child({framework!r}, {name!r}, {batch}, {backend!r}, {steps}, {eval_batches})")
+            f"_timing_child({framework!r}, {name!r}, {batch}, {backend!r}, {steps}, {eval_batches}, {workers!r})")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=1800)
     if done.returncode != 0:
         raise RuntimeError(done.stderr.strip().splitlines()[-1] if done.stderr.strip() else "timing child failed")
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-def _timing_child(framework: str, name: str, batch: int, backend: str, steps: int, eval_batches: int) -> None:
+def _timing_child(framework: str, name: str, batch: int, backend: str, steps: int, eval_batches: int,
+                  workers: int | None = None) -> None:
     """Warm up, time ``steps`` training steps, note the peak RSS, then time ``eval_batches``
     evaluation batches; print the results as one JSON line."""
-    runner = TorchRunner(name, batch) if framework == "torch" else CifarnetRunner(name, batch, backend)
+    runner = TorchRunner(name, batch) if framework == "torch" else CifarnetRunner(name, batch, backend, workers)
     warm_until = time.perf_counter() + WARM_UP_S       # warm-up: first-touch allocations, thread pools,
     for done in range(100):                            # PyTorch's kernel selection
         runner.step()
@@ -180,7 +189,7 @@ def torch_available() -> bool:
 
 
 def measure(name: str, batch: int, rounds: int, steps: int, eval_batches: int, backend: str, with_torch: bool,
-            breakdown: bool) -> dict:
+            breakdown: bool, workers: int | None = None) -> dict:
     """Time ``name`` in ``rounds`` rounds; each round runs each framework in its own fresh process.
 
     One process per framework and round, alternating: the machine's drift then hits both alike,
@@ -191,8 +200,8 @@ def measure(name: str, batch: int, rounds: int, steps: int, eval_batches: int, b
     runs: dict[str, list[dict]] = defaultdict(list)
     for _ in range(rounds):
         for key in frameworks:
-            runs[key].append(timed_run(key, name, batch, backend, steps, eval_batches))
-    result = {"model": name, "batch": batch, "backend": backend}
+            runs[key].append(timed_run(key, name, batch, backend, steps, eval_batches, workers))
+    result = {"model": name, "batch": batch, "backend": backend, "workers": workers}
     for key in frameworks:
         step = statistics.median(t for run in runs[key] for t in run["step_s"])
         evals = statistics.median(t for run in runs[key] for t in run["eval_s"])
@@ -205,7 +214,7 @@ def measure(name: str, batch: int, rounds: int, steps: int, eval_batches: int, b
         result["round_step_ratios"] = [round(c / t, 3) for c, t in zip(result["cifarnet"]["round_step_ms"],
                                                                         result["torch"]["round_step_ms"])]
     if breakdown:
-        runner = CifarnetRunner(name, batch, backend)
+        runner = CifarnetRunner(name, batch, backend, workers=1)
         result["layers"] = [{"layer": n, "fwd_ms": round(f, 2), "bwd_ms": round(b, 2)}
                             for n, f, b in layer_breakdown(runner)]
     return result
@@ -229,9 +238,11 @@ def print_report(results: list[dict]) -> None:
                   f"{c['peak_rss_mb'] / t['peak_rss_mb']:>7.2f}x   (cifarnet / PyTorch)")
             print(f"{'':<10} {'':>5} {'per round':<10} "
                   + " ".join(f"{r:.2f}x" for r in res["round_step_ratios"]) + "   (training step)")
+    print("cifarnet training threads per batch (trainer.workers): "
+          + ", ".join(f"{res['model']} {res.get('workers') or 'one per core'}" for res in results))
     for res in results:
         if "layers" in res:
-            print(f"\nper-layer time, {res['model']} batch {res['batch']} (median ms):")
+            print(f"\nper-layer time, {res['model']} batch {res['batch']}, training on one thread (median ms):")
             total_f = sum(l["fwd_ms"] for l in res["layers"])
             total_b = sum(l["bwd_ms"] for l in res["layers"])
             print(f"  {'layer':<16} {'forward':>8} {'backward':>9}")
@@ -248,6 +259,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=3, help="alternating rounds (a fresh process each)")
     parser.add_argument("--steps", type=int, default=0, help="training steps per round (default by model)")
     parser.add_argument("--backend", default="numpy", choices=["numpy", "cupy"])
+    parser.add_argument("--workers", type=int, help="training threads per batch (default: the model's recommended "
+                                                    "trainer.workers: 1 for simplecnn, one per core otherwise)")
     parser.add_argument("--no-torch", action="store_true", help="skip the PyTorch comparison")
     parser.add_argument("--breakdown", action="store_true", help="per-layer forward/backward times")
     parser.add_argument("--json", help="also write the results to this file")
@@ -260,8 +273,9 @@ def main(argv: list[str] | None = None) -> int:
         batch = args.batch or DEFAULT_BATCH.get(name, 128)
         steps = args.steps or (40 if name == "simplecnn" else 5)
         eval_batches = 8 if name == "simplecnn" else 2
+        workers = args.workers if args.workers is not None else DEFAULT_WORKERS.get(name)
         results.append(measure(name, batch, args.rounds, steps, eval_batches, args.backend, with_torch,
-                               args.breakdown))
+                               args.breakdown, workers))
     print_report(results)
     if args.json:
         with open(args.json, "w") as f:

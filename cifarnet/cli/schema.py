@@ -128,6 +128,7 @@ class TrainerConfig:
     keep_last: int = 2
     progress: bool = True
     nonfinite: NonFinite = NonFinite.stop
+    workers: Optional[int] = None            # NumPy: threads a training batch is split between (null: one per core)
 
 
 @dataclass

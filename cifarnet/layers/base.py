@@ -16,6 +16,7 @@ Images are NHWC throughout the library: ``(N, H, W, C)``.
 """
 from __future__ import annotations
 
+import copy
 from typing import Any, Iterator
 
 import numpy as np
@@ -66,6 +67,18 @@ class Layer:
         cache (see :meth:`Conv2d.infer_fused`). In training mode it is ``forward``.
         """
         return self.forward(x)
+
+    def replica(self) -> "Layer":
+        """A twin for one thread of data-parallel training (:mod:`cifarnet.training.data_parallel`).
+
+        It shares this layer's ``params`` and ``buffers`` dictionaries, so the very same arrays,
+        and its settings, but has its own ``grads`` and its own forward caches, so that each
+        thread can run forward and backward on its part of a batch. Containers replicate their
+        sub-layers; layers with other per-call state (dropout's generator) override this.
+        """
+        twin = copy.copy(self)
+        twin.grads = {}
+        return twin
 
     # -- shared machinery -----------------------------------------------------------------------
     def _take_cache(self, attr: str):

@@ -10,6 +10,21 @@ from ..ops.channels import channel_products, channel_sums, rows, tile
 from .base import Layer, Shape
 
 
+class OwnBatch:
+    """Batch statistics over the layer's own batch: the default :attr:`BatchNorm.sync`.
+
+    Data-parallel training replaces it with a link to the other threads
+    (:class:`cifarnet.training.data_parallel.ReplicaGroup`), whose ``sum`` adds each argument
+    over all parts of the batch and whose ``leader`` alone updates the running statistics.
+    """
+
+    leader = True
+
+    @staticmethod
+    def sum(*values):
+        return values
+
+
 class BatchNorm(Layer):
     """Normalise each channel (last axis) over all other axes, then scale and shift.
 
@@ -25,9 +40,16 @@ class BatchNorm(Layer):
     (see :mod:`cifarnet.ops.channels`): the same formulas, with long inner loops. Training caches
     the centred input; eval mode scales and shifts in two passes and caches its input.
 
+    In data-parallel training each thread's replica sums its per-channel statistics with the
+    others' through ``sync`` (forward: sums, then squared deviations; backward: the sums behind
+    ``dbeta`` and ``dgamma``), so every part is normalised with the whole batch's statistics,
+    exactly as one thread would. ``grads`` then hold this part's share; the runner adds them up.
+
     Shapes:
         x, out: ``(N, ..., C)``;  gamma, beta, running_mean, running_var: ``(C,)``
     """
+
+    sync = OwnBatch()
 
     def __init__(self, num_features: int, momentum: float = 0.1, eps: float = 1e-5, *,
                  dtype: Any = np.float32):
@@ -56,45 +78,48 @@ class BatchNorm(Layer):
         width = r.shape[1]
         gamma, beta = self.params["gamma"], self.params["beta"]
         if self.training:
+            sums, m = self.sync.sum(channel_sums(r, c), m)     # C; values per channel in the batch
             if m < 2:
                 raise ValueError("BatchNorm in training mode needs more than one value per channel "
                                  f"(got input of shape {x.shape}); use a larger batch or eval()")
-            mean = channel_sums(r, c) / m                      # C
+            mean = sums / m                                    # C
             centred = r - tile(mean, width)                    # R, W*C
-            var = channel_products(centred, centred, c) / m   # C, biased
+            (squares,) = self.sync.sum(channel_products(centred, centred, c))
+            var = squares / m                                  # C, biased
             invstd = 1.0 / xp.sqrt(var + self.eps)
-            mom = self.momentum
-            self.buffers["running_mean"] *= 1.0 - mom
-            self.buffers["running_mean"] += mom * mean
-            self.buffers["running_var"] *= 1.0 - mom
-            self.buffers["running_var"] += (mom * m / (m - 1)) * var
+            if self.sync.leader:
+                mom = self.momentum
+                self.buffers["running_mean"] *= 1.0 - mom
+                self.buffers["running_mean"] += mom * mean
+                self.buffers["running_var"] *= 1.0 - mom
+                self.buffers["running_var"] += (mom * m / (m - 1)) * var
             out = centred * tile(gamma * invstd, width)        # = gamma * xhat
             out += tile(beta, width)
-            self._cache = (centred, invstd, True)
+            self._cache = (centred, invstd, m)
         else:
             invstd = 1.0 / xp.sqrt(self.buffers["running_var"] + self.eps)
             scale = gamma * invstd
             out = r * tile(scale, width)                       # two passes: scale, then shift
             out += tile(beta - self.buffers["running_mean"] * scale, width)
-            self._cache = (r, invstd, False)
+            self._cache = (r, invstd, None)
         return out.reshape(x.shape)
 
     def backward(self, dout):
         xp = array_module(dout)
-        saved, invstd, batch_stats = self._take_cache("_cache")
+        saved, invstd, m = self._take_cache("_cache")         # m: falsy in eval mode
         c = self.num_features
         d = rows(xp.ascontiguousarray(dout))                   # R, W*C
         width = d.shape[1]
-        if batch_stats:
+        if m:
             centred = saved                                    # x - batch mean
         else:
             centred = saved - tile(self.buffers["running_mean"], width)
         dbeta = channel_sums(d, c)
         dgamma = channel_products(d, centred, c) * invstd      # sum(dout * xhat)
-        self.grads["beta"], self.grads["gamma"] = dbeta, dgamma
+        self.grads["beta"], self.grads["gamma"] = dbeta, dgamma   # this part's share
         scale = self.params["gamma"] * invstd                  # C
-        if batch_stats:
-            m = dout.size // c
+        if m:
+            dbeta, dgamma = self.sync.sum(dbeta, dgamma)       # over the whole batch
             # d/dx of gamma * (x - mean) / std with mean and std depending on the batch:
             # scale * (dout - dbeta/m - xhat * dgamma/m),  xhat = centred * invstd
             dx = centred * tile(invstd * dgamma / m, width)

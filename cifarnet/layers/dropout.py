@@ -36,6 +36,12 @@ class Dropout(Layer):
     def build(cls, in_shape: Shape, rng, dtype, **options) -> "Dropout":
         return cls(rng=np.random.default_rng(rng.integers(2**63)), **options)
 
+    def replica(self) -> "Dropout":
+        """A twin with a generator of its own, seeded from this layer's generator (which advances)."""
+        twin = super().replica()
+        twin.rng = np.random.default_rng(self.rng.integers(2**63))
+        return twin
+
     def forward(self, x):
         if not self.training or self.rate == 0.0:
             self._mask = None

@@ -48,6 +48,11 @@ class BasicBlock(Layer):
     def children(self) -> dict[str, Layer]:
         return self.blocks
 
+    def replica(self) -> "BasicBlock":
+        twin = super().replica()
+        twin.blocks = {name: layer.replica() for name, layer in self.blocks.items()}
+        return twin
+
     def output_shape(self, in_shape: Shape) -> Shape:
         return self.blocks["conv1"].output_shape(in_shape)[:2] + (self.out_channels,)
 

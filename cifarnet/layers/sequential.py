@@ -29,6 +29,11 @@ class Sequential(Layer):
     def children(self) -> dict[str, Layer]:
         return self.layers
 
+    def replica(self) -> "Sequential":
+        twin = super().replica()
+        twin.layers = {name: layer.replica() for name, layer in self.layers.items()}
+        return twin
+
     def output_shape(self, in_shape: Shape) -> Shape:
         for layer in self.layers.values():
             in_shape = layer.output_shape(in_shape)

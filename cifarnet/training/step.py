@@ -3,21 +3,24 @@ from __future__ import annotations
 
 from ..losses import SoftmaxCrossEntropy
 from ..optim import Optimizer
+from .data_parallel import DataParallel
 
 
-def train_step(model, loss_fn: SoftmaxCrossEntropy, optimizer: Optimizer, x, y) -> tuple:
+def train_step(model, loss_fn: SoftmaxCrossEntropy, optimizer: Optimizer, x, y, workers: int | None = None) -> tuple:
     """Forward, loss, backward and update on one batch.
 
     Args:
         x: ``(N, H, W, C)`` images on the model's backend;  y: ``(N,)`` integer labels.
+        workers: threads the batch is split between (:class:`DataParallel`); None: one per core.
     Returns:
         ``(loss, logits)``: the 0-d loss array and the ``(N, K)`` logits, both before the update.
     """
     model.train()
     model.set_input_grad(False)            # the images need no gradient
-    logits = model.forward(x)
+    net = DataParallel(model, workers)
+    logits = net.forward(x)
     loss = loss_fn.forward(logits, y)
-    model.backward(loss_fn.backward())
+    net.backward(loss_fn.backward())
     optimizer.step(model)
     return loss, logits
 

@@ -25,6 +25,7 @@ from ..layers import Dropout
 from ..losses import SoftmaxCrossEntropy
 from ..progress import ProgressBar
 from ..schedules import set_dropout_rate
+from .data_parallel import DataParallel
 from .evaluate import evaluate
 
 log = logging.getLogger(__name__)
@@ -57,6 +58,8 @@ class TrainerSettings:
         progress: draw a progress bar on an interactive terminal.
         nonfinite: ``"stop"`` raises :class:`NonFiniteError`; ``"skip"`` drops the batch and counts it.
         handle_signals: turn SIGINT/SIGTERM into a checkpoint and :class:`TrainingInterrupted`.
+        workers: threads each training batch is split between, batch norm synchronised
+            (:class:`~cifarnet.training.data_parallel.DataParallel`); None: one per core, 1: none.
     """
 
     epochs: int
@@ -65,10 +68,13 @@ class TrainerSettings:
     progress: bool = True
     nonfinite: str = "stop"
     handle_signals: bool = True
+    workers: int | None = None
 
     def __post_init__(self) -> None:
         if self.epochs < 1 or self.keep_last < 1:
             raise ValueError(f"epochs and keep_last must be >= 1, got {self.epochs}, {self.keep_last}")
+        if self.workers is not None and self.workers < 1:
+            raise ValueError(f"workers must be >= 1 (or None for one per core), got {self.workers}")
         if self.nonfinite not in ("stop", "skip"):
             raise ValueError(f"nonfinite must be 'stop' or 'skip', got {self.nonfinite!r}")
 
@@ -114,6 +120,7 @@ class Trainer:
                  num_classes: int, run_dir: str | Path, settings: TrainerSettings, meta: dict[str, Any],
                  resume_command: Callable[[Path], str] | None = None):
         self.model, self.optimizer = model, optimizer
+        self.net = DataParallel(model, settings.workers)    # forward/backward, split across threads
         self.lr_schedule, self.dropout_schedule = lr_schedule, dropout_schedule
         self.train_loader, self.eval_loaders = train_loader, eval_loaders
         self.num_classes, self.settings, self.meta = num_classes, settings, meta
@@ -189,11 +196,11 @@ class Trainer:
         """One optimisation step; returns (loss, correct) or (None, 0) for a skipped batch."""
         st = self.state
         with np.errstate(over="ignore", invalid="ignore"):     # overflow is caught below, by name
-            logits = self.model.forward(x)
+            logits = self.net.forward(x)
             loss = float(self.loss_fn.forward(logits, y))
             bad = None if math.isfinite(loss) else "loss"
             if bad is None:
-                self.model.backward(self.loss_fn.backward())
+                self.net.backward(self.loss_fn.backward())
                 for name, g in self.model.named_gradients():
                     if not bool(array_module(g).isfinite(g).all()):
                         bad = f"gradient of {name}"

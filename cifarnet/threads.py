@@ -1,0 +1,89 @@
+"""Worker threads for splitting a batch across cores (evaluation and data-parallel training).
+
+NumPy and OpenBLAS release the GIL inside their loops, so plain threads run side by side. Each
+part runs with one BLAS thread (:func:`cifarnet.blas.limited_blas_threads`), so the cores are
+not oversubscribed.
+"""
+from __future__ import annotations
+
+import os
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from typing import Callable, Sequence, TypeVar
+
+import numpy as np
+
+T = TypeVar("T")
+
+_pools: dict[int, ThreadPoolExecutor] = {}
+_configured: list[int | None] = [None]
+
+
+def configure_workers(workers: int | None) -> None:
+    """Set how many parts a batch is split into by default (None: one per core; 1: no split).
+
+    Raises:
+        ValueError: ``workers`` below 1.
+    """
+    if workers is not None and int(workers) < 1:
+        raise ValueError(f"workers must be at least 1 (or null for one per core), got {workers}")
+    _configured[0] = None if workers is None else int(workers)
+
+
+def default_workers() -> int:
+    """The configured number of workers, else one per available core."""
+    if _configured[0] is not None:
+        return _configured[0]
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return max(1, os.cpu_count() or 1)
+
+
+def helper_pool(helpers: int) -> ThreadPoolExecutor:
+    """A long-lived pool of ``helpers`` threads (the caller's own thread does the first part)."""
+    pool = _pools.get(helpers)
+    if pool is None:
+        pool = _pools[helpers] = ThreadPoolExecutor(helpers, thread_name_prefix="cifarnet-worker")
+    return pool
+
+
+def run_side_by_side(tasks: Sequence[Callable[[], T]], on_error: Callable[[], None] | None = None) -> list[T]:
+    """Run ``tasks`` at once: the first on this thread, the others on helper threads.
+
+    Every task runs under this thread's NumPy error settings (``np.errstate`` does not carry
+    over to other threads by itself). All tasks are waited for, even when one fails.
+
+    Args:
+        on_error: called as soon as any task raises, e.g. to break a barrier the others wait at.
+    Returns:
+        The tasks' results, in order.
+    Raises:
+        The first task's exception (in task order) that is not a ``threading.BrokenBarrierError``,
+        else the first ``BrokenBarrierError``.
+    """
+    settings = np.geterr()
+
+    def guarded(task):
+        try:
+            with np.errstate(**settings):
+                return task()
+        except BaseException:
+            if on_error is not None:
+                on_error()
+            raise
+
+    futures = [helper_pool(len(tasks) - 1).submit(guarded, task) for task in tasks[1:]] if len(tasks) > 1 else []
+    outcomes: list[tuple[bool, object]] = []
+    try:
+        outcomes.append((True, guarded(tasks[0])))
+    except BaseException as error:              # noqa: BLE001 (re-raised below, after the others finish)
+        outcomes.append((False, error))
+    for future in futures:
+        error = future.exception()
+        outcomes.append((False, error) if error is not None else (True, future.result()))
+    errors = [value for ok, value in outcomes if not ok]
+    if errors:
+        real = [e for e in errors if not isinstance(e, threading.BrokenBarrierError)]
+        raise (real or errors)[0]
+    return [value for _, value in outcomes]
