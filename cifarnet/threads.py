@@ -16,24 +16,11 @@ import numpy as np
 T = TypeVar("T")
 
 _pools: dict[int, ThreadPoolExecutor] = {}
-_configured: list[int | None] = [None]
-
-
-def configure_workers(workers: int | None) -> None:
-    """Set how many parts a batch is split into by default (None: one per core; 1: no split).
-
-    Raises:
-        ValueError: ``workers`` below 1.
-    """
-    if workers is not None and int(workers) < 1:
-        raise ValueError(f"workers must be at least 1 (or null for one per core), got {workers}")
-    _configured[0] = None if workers is None else int(workers)
+_inside = threading.local()            # set while this thread runs a task of run_side_by_side
 
 
 def default_workers() -> int:
-    """The configured number of workers, else one per available core."""
-    if _configured[0] is not None:
-        return _configured[0]
+    """One worker per core this process may run on."""
     try:
         return max(1, len(os.sched_getaffinity(0)))
     except (AttributeError, OSError):
@@ -60,11 +47,15 @@ def run_side_by_side(tasks: Sequence[Callable[[], T]], on_error: Callable[[], No
         The tasks' results, in order.
     Raises:
         The first task's exception (in task order) that is not a ``threading.BrokenBarrierError``,
-        else the first ``BrokenBarrierError``.
+        else the first ``BrokenBarrierError``. RuntimeError when called from inside a task: the
+        nested tasks would queue behind their callers on the same helper threads and never run.
     """
+    if getattr(_inside, "active", False):
+        raise RuntimeError("run_side_by_side cannot be nested: a task may not split its own work again")
     settings = np.geterr()
 
     def guarded(task):
+        _inside.active = True
         try:
             with np.errstate(**settings):
                 return task()
@@ -72,6 +63,8 @@ def run_side_by_side(tasks: Sequence[Callable[[], T]], on_error: Callable[[], No
             if on_error is not None:
                 on_error()
             raise
+        finally:
+            _inside.active = False
 
     futures = [helper_pool(len(tasks) - 1).submit(guarded, task) for task in tasks[1:]] if len(tasks) > 1 else []
     outcomes: list[tuple[bool, object]] = []

@@ -3,6 +3,11 @@ import json
 import subprocess
 import sys
 
+import pytest
+
+from cifarnet.bench.models import DEFAULT_BATCH, DEFAULT_WORKERS
+
+
 
 def test_model_benchmark_runs_and_reports(tmp_path):
     out = tmp_path / "bench.json"
@@ -14,6 +19,22 @@ def test_model_benchmark_runs_and_reports(tmp_path):
     result = json.loads(out.read_text())["results"][0]
     assert result["cifarnet"]["step_ms"] > 0 and result["cifarnet"]["peak_rss_mb"] > 10
     assert [l["layer"] for l in result["layers"]][:2] == ["conv1", "batchnorm1"]
+    assert result["workers"] == 1 and "simplecnn 1" in done.stdout
+
+
+@pytest.mark.parametrize("name", ["simplecnn", "resnet32"])
+def test_benchmark_trains_as_the_model_config_recommends(name):
+    """The bench times each model with its config's batch size and trainer.workers."""
+    from hydra import compose, initialize_config_dir
+
+    from cifarnet.cli import schema
+    from cifarnet.cli.app import config_dir
+
+    schema.register()
+    with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
+        cfg = compose(config_name="config", overrides=[f"model={name}"])
+    assert cfg["trainer"]["workers"] == DEFAULT_WORKERS.get(name)
+    assert cfg["data"]["batch_size"] == DEFAULT_BATCH.get(name, 128)
 
 
 def test_data_benchmark_runs_on_synthetic_data(tmp_path):

@@ -106,6 +106,18 @@ def test_helper_threads_keep_the_callers_numpy_error_settings():
         assert np.isinf(run_side_by_side([lambda: 0, divide])[1]).all()
 
 
+def test_nested_splits_are_refused_instead_of_deadlocking():
+    def nested():
+        return run_side_by_side([lambda: 1, lambda: 2])
+
+    for position in (0, 1):                               # on the caller's thread and on a helper
+        tasks = [lambda: 0, lambda: 0]
+        tasks[position] = nested
+        with pytest.raises(RuntimeError, match="cannot be nested"):
+            run_side_by_side(tasks)
+    assert run_side_by_side([lambda: 1, lambda: 2]) == [1, 2]   # usable again afterwards
+
+
 # -- replicas -------------------------------------------------------------------------------------
 def test_replicas_share_parameter_arrays_and_nothing_else(rng):
     model = build_model({"arch": "resnet", "depth": 8, "widths": [4, 8, 16], "num_classes": 5, "dropout": 0.3},

@@ -3,6 +3,7 @@
     python -m cifarnet.bench.models                          # SimpleCNN (batch 64) and ResNet-32 (128)
     python -m cifarnet.bench.models --models resnet32 --rounds 5 --json bench.json
     python -m cifarnet.bench.models --no-torch --breakdown   # per-layer forward/backward times
+    python -m cifarnet.bench.models --models resnet32 --workers 1   # training unsplit, one thread
 
 For each model it reports the median training-step time (forward, loss, backward, SGD update on
 one fixed random batch, after warm-up, with the batch split between threads as each model's

@@ -13,6 +13,10 @@ Used on NumPy when OpenBLAS's thread count can be set (:mod:`cifarnet.blas`), wi
 ``MIN_IMAGES_PER_WORKER`` images per part; otherwise forward and backward run as usual.
 Dropout replicas draw from generators seeded by the model's own, so masks depend on the number
 of workers as well as the seed.
+
+Measured on a 2-core machine (paired, the same process): a ResNet-32 step at batch 128 took 0.75x
+to 0.84x the unsplit time; SimpleCNN at batch 64, whose 12 ms step is mostly products that BLAS
+already runs on both cores, took 1.4x, so its config trains it on one thread (``trainer.workers``).
 """
 from __future__ import annotations
 
