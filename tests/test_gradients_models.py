@@ -11,18 +11,12 @@ KINKED = 1e-5
 
 def replay_dropout(model, seed=11):
     """Return a callable that reseeds every dropout layer, so each forward draws the same mask."""
-    drops = [layer for layer in _walk(model) if isinstance(layer, Dropout)]
+    drops = [layer for layer in model.all_layers() if isinstance(layer, Dropout)]
 
     def reset():
         for i, layer in enumerate(drops):
             layer.rng = np.random.default_rng(seed + i)
     return reset
-
-
-def _walk(layer):
-    yield layer
-    for child in layer.children().values():
-        yield from _walk(child)
 
 
 def test_tiny_resnet_gradients(backend, rng):

@@ -10,20 +10,7 @@ from cifarnet.layers import BatchNorm, Conv2d, Flatten, Linear, ReLU, Sequential
 from cifarnet.layers.residual import BasicBlock
 from cifarnet.models import build_model, model_description
 
-
-def _randomise_batch_norms(model, rng):
-    """Give every batch norm non-trivial gamma, beta and running statistics."""
-    stack = [model]
-    while stack:
-        layer = stack.pop()
-        stack.extend(layer.children().values())
-        if isinstance(layer, BatchNorm):
-            c = layer.num_features
-            layer.params["gamma"] = rng.uniform(0.5, 2.0, c)
-            layer.params["beta"] = rng.standard_normal(c)
-            layer.buffers["running_mean"] = rng.standard_normal(c)
-            layer.buffers["running_var"] = rng.uniform(0.2, 3.0, c)
-    return model
+from .model_helpers import randomise_batch_norms
 
 
 def _same_as_forward(model, x, backend, rtol=1e-10):
@@ -38,7 +25,7 @@ def _same_as_forward(model, x, backend, rtol=1e-10):
     (model_description("simplecnn"), (12, 12, 3)),
 ])
 def test_models_infer_like_forward(backend, rng, desc, shape):
-    model = _randomise_batch_norms(build_model(desc, input_shape=shape, seed=0, dtype=np.float64), rng)
+    model = randomise_batch_norms(build_model(desc, input_shape=shape, seed=0, dtype=np.float64), rng)
     _same_as_forward(model, rng.standard_normal((5,) + shape), backend)
 
 
@@ -49,7 +36,7 @@ def test_basic_block_infers_like_forward(backend, rng, projection, chunk):
     for layer in block.children().values():
         if isinstance(layer, Conv2d):
             layer.chunk = chunk
-    _same_as_forward(_randomise_batch_norms(block, rng), rng.standard_normal((5, 8, 8, 4)), backend)
+    _same_as_forward(randomise_batch_norms(block, rng), rng.standard_normal((5, 8, 8, 4)), backend)
 
 
 @pytest.mark.parametrize("relu", [False, True])
@@ -61,7 +48,7 @@ def test_sequential_folds_conv_and_linear_with_or_without_relu(backend, rng, rel
     model = Sequential(layers)
     model.layers["conv"].params["b"] = rng.standard_normal(4)
     model.layers["fc"].params["b"] = rng.standard_normal(3)
-    _same_as_forward(_randomise_batch_norms(model, rng), rng.standard_normal((4, 6, 6, 3)), backend)
+    _same_as_forward(randomise_batch_norms(model, rng), rng.standard_normal((4, 6, 6, 3)), backend)
 
 
 def test_training_mode_infer_is_forward_and_keeps_backward(backend, rng):
@@ -86,7 +73,7 @@ def test_batch_split_across_workers_gives_the_same_output(rng, workers, monkeypa
     from cifarnet import inference
 
     monkeypatch.setattr(inference, "MIN_IMAGES_PER_WORKER", 2)
-    model = _randomise_batch_norms(build_model({"arch": "resnet", "depth": 8, "widths": [4, 8, 16],
+    model = randomise_batch_norms(build_model({"arch": "resnet", "depth": 8, "widths": [4, 8, 16],
                                                 "num_classes": 5}, input_shape=(8, 8, 3), seed=0,
                                                dtype=np.float64), rng).eval()
     x = rng.standard_normal((7, 8, 8, 3))                      # parts of 2, 2, 3 (uneven)

@@ -102,15 +102,9 @@ def test_state_dict_round_trip_and_mismatch_errors(backend):
 def test_train_eval_mode_reaches_nested_layers():
     model = build_model({"arch": "resnet", "depth": 8, "widths": [2, 2, 2]}, input_shape=(8, 8, 3))
     model.eval()
-    assert all(not layer.training for layer in _walk(model))
+    assert all(not layer.training for layer in model.all_layers())
     model.train()
-    assert all(layer.training for layer in _walk(model))
-
-
-def _walk(layer):
-    yield layer
-    for child in layer.children().values():
-        yield from _walk(child)
+    assert all(layer.training for layer in model.all_layers())
 
 
 def test_description_wide_dropout_and_num_classes_reach_the_layers():

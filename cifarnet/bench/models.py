@@ -108,11 +108,12 @@ class TorchRunner:
 def layer_breakdown(runner: CifarnetRunner, repeats: int = 3) -> list[tuple[str, float, float]]:
     """Median forward and backward milliseconds of each top-level layer over ``repeats`` steps.
 
-    The runner should train on one thread (``workers=1``): split batches run on replicas of the
-    layers, whose times this does not see.
+    The steps train on one thread (``workers=1``, restored afterwards): a split batch runs on
+    replicas of the layers, whose times the wrappers set here would not see.
     """
     times: dict[tuple[str, str], list[float]] = defaultdict(list)
     originals = {}
+    workers, runner.workers = runner.workers, 1
     for name, layer in runner.model.layers.items():
         originals[name] = (layer.forward, layer.backward)
 
@@ -133,6 +134,7 @@ def layer_breakdown(runner: CifarnetRunner, repeats: int = 3) -> list[tuple[str,
         for _ in range(repeats):
             runner.step()
     finally:
+        runner.workers = workers
         for name, layer in runner.model.layers.items():
             layer.forward, layer.backward = originals[name]
             del layer.__dict__["forward"], layer.__dict__["backward"]
@@ -215,7 +217,7 @@ def measure(name: str, batch: int, rounds: int, steps: int, eval_batches: int, b
         result["round_step_ratios"] = [round(c / t, 3) for c, t in zip(result["cifarnet"]["round_step_ms"],
                                                                         result["torch"]["round_step_ms"])]
     if breakdown:
-        runner = CifarnetRunner(name, batch, backend, workers=1)
+        runner = CifarnetRunner(name, batch, backend)
         result["layers"] = [{"layer": n, "fwd_ms": round(f, 2), "bwd_ms": round(b, 2)}
                             for n, f, b in layer_breakdown(runner)]
     return result

@@ -59,6 +59,12 @@ class Layer:
         """Named sub-layers (containers override this)."""
         return {}
 
+    def all_layers(self) -> Iterator["Layer"]:
+        """This layer and every layer inside it, depth first, in a stable order."""
+        yield self
+        for child in self.children().values():
+            yield from child.all_layers()
+
     def infer(self, x):
         """Forward for inference: the same output as ``forward``, but no ``backward`` may follow.
 

@@ -43,7 +43,8 @@ class BatchNorm(Layer):
     In data-parallel training each thread's replica sums its per-channel statistics with the
     others' through ``sync`` (forward: sums, then squared deviations; backward: the sums behind
     ``dbeta`` and ``dgamma``), so every part is normalised with the whole batch's statistics,
-    exactly as one thread would. ``grads`` then hold this part's share; the runner adds them up.
+    as one thread would (up to rounding). ``grads`` then hold this part's share; the runner adds
+    them up.
 
     Shapes:
         x, out: ``(N, ..., C)``;  gamma, beta, running_mean, running_var: ``(C,)``

@@ -53,5 +53,5 @@ def write_from_blocks(out, rows, block: int) -> None:
     """Inverse of :func:`to_blocks`, written into ``out`` ``(N, H, W, C)`` (C-contiguous)."""
     n, h, w, c = out.shape
     b = block
-    array_module(out).copyto(out.reshape(n, h // b, b, w // b, b, c),
-              rows.reshape(n, h // b, w // b, b, b, c).transpose(0, 1, 3, 2, 4, 5))
+    blocks = rows.reshape(n, h // b, w // b, b, b, c).transpose(0, 1, 3, 2, 4, 5)
+    array_module(out).copyto(out.reshape(n, h // b, b, w // b, b, c), blocks)

@@ -54,11 +54,8 @@ def make_dropout_schedule(name: str, initial: float, total: int, **options) -> D
 def set_dropout_rate(model, rate: float) -> int:
     """Set the rate of every :class:`Dropout` layer inside ``model``; returns how many were set."""
     count = 0
-    stack = [model]
-    while stack:
-        layer = stack.pop()
+    for layer in model.all_layers():
         if isinstance(layer, Dropout):
             layer.rate = rate
             count += 1
-        stack.extend(layer.children().values())
     return count

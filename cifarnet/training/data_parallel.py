@@ -23,7 +23,7 @@ from __future__ import annotations
 import threading
 from functools import partial, reduce
 from operator import add
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 
@@ -44,7 +44,6 @@ class ReplicaGroup:
     """
 
     def __init__(self, size: int):
-        self.size = size
         self._barrier = threading.Barrier(size)
         self._slots: list[list[Any]] = [[None] * size, [None] * size]
         self._calls = [0] * size
@@ -76,13 +75,6 @@ class ReplicaLink:
         return self.group._sum(self.rank, values)
 
 
-def _layers(layer) -> Iterator:
-    """``layer`` and all its sub-layers, depth first, in a stable order."""
-    yield layer
-    for child in layer.children().values():
-        yield from _layers(child)
-
-
 class DataParallel:
     """``forward`` and ``backward`` of ``model`` in training, the batch split across threads.
 
@@ -91,9 +83,13 @@ class DataParallel:
             the replicas' gradients after ``backward``.
         workers: parts per batch; default :func:`cifarnet.threads.default_workers`.
         min_images: the smallest part worth a thread; smaller batches run unsplit.
+    Raises:
+        ValueError: ``workers`` below 1.
     """
 
     def __init__(self, model, workers: int | None = None, min_images: int = MIN_IMAGES_PER_WORKER):
+        if workers is not None and workers < 1:
+            raise ValueError(f"workers must be >= 1 (or None for one per core), got {workers}")
         self.model, self.workers, self.min_images = model, workers, min_images
         self._pending: tuple | None = None        # (group, replicas, edges) between forward and backward
 
@@ -118,7 +114,7 @@ class DataParallel:
         replicas = [self.model.replica() for _ in range(parts)]
         for rank, replica in enumerate(replicas):
             link = group.link(rank)
-            for layer in _layers(replica):
+            for layer in replica.all_layers():
                 if isinstance(layer, BatchNorm):
                     layer.sync = link
         outputs = self._run(group, [partial(r.forward, x[a:b]) for r, a, b in zip(replicas, edges, edges[1:])])
@@ -133,7 +129,7 @@ class DataParallel:
         group, replicas, edges = self._pending
         self._pending = None
         dxs = self._run(group, [partial(r.backward, dout[a:b]) for r, a, b in zip(replicas, edges, edges[1:])])
-        for original, *twins in zip(_layers(self.model), *map(_layers, replicas)):
+        for original, *twins in zip(self.model.all_layers(), *(r.all_layers() for r in replicas)):
             for key in twins[0].grads:
                 original.grads[key] = reduce(add, (twin.grads[key] for twin in twins))
         return None if dxs[0] is None else array_module(dout).concatenate(dxs)

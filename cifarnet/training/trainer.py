@@ -73,8 +73,6 @@ class TrainerSettings:
     def __post_init__(self) -> None:
         if self.epochs < 1 or self.keep_last < 1:
             raise ValueError(f"epochs and keep_last must be >= 1, got {self.epochs}, {self.keep_last}")
-        if self.workers is not None and self.workers < 1:
-            raise ValueError(f"workers must be >= 1 (or None for one per core), got {self.workers}")
         if self.nonfinite not in ("stop", "skip"):
             raise ValueError(f"nonfinite must be 'stop' or 'skip', got {self.nonfinite!r}")
 
