@@ -18,7 +18,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
+import re
 import tempfile
 import zipfile
 from dataclasses import dataclass
@@ -31,6 +33,13 @@ from . import __version__
 from .layers import Dropout
 
 FORMAT_VERSION = 1
+log = logging.getLogger(__name__)
+
+_NAME = re.compile(r"(?:epoch(?P<epoch>\d+)|best|interrupt_e(?P<ie>\d+)_b(?P<ib>\d+))_(?P<backend>[a-z]+)\.npz")
+# The first bytes of files people pass as checkpoints by mistake, for the error message.
+_SIGNATURES = ((b"\xff\xd8\xff", "a JPEG image"), (b"\x89PNG", "a PNG image"), (b"GIF8", "a GIF image"),
+               (b"\x93NUMPY", "a single .npy array"), (b"\x1f\x8b", "a gzip archive"),
+               (b"%PDF", "a PDF document"))
 
 
 class CheckpointError(RuntimeError):
@@ -53,6 +62,38 @@ class Checkpoint:
     optimizer_state: dict[str, Any] | None
     meta: dict[str, Any]
     path: Path | None = None
+
+
+# -- file names: the one place that decides them -------------------------------------------------
+def epoch_name(epoch: int, backend: str) -> str:
+    """``epoch003_numpy.npz``: the checkpoint written after epoch ``epoch`` (1-based)."""
+    return f"epoch{epoch:03d}_{backend}.npz"
+
+
+def best_name(backend: str) -> str:
+    """``best_numpy.npz``: the checkpoint of the best epoch so far."""
+    return f"best_{backend}.npz"
+
+
+def interrupt_name(epoch: int, batch: int, backend: str) -> str:
+    """``interrupt_e004_b00017_numpy.npz``: written on a signal after ``batch`` batches of epoch ``epoch``."""
+    return f"interrupt_e{epoch:03d}_b{batch:05d}_{backend}.npz"
+
+
+def position(path: str | Path) -> tuple[int, int] | None:
+    """Where training stood when the checkpoint named ``path`` was written, read from its name:
+    ``(completed epochs, batches of the next epoch)``; None for a best checkpoint or a foreign name."""
+    match = _NAME.fullmatch(Path(path).name)
+    if match is None or match["epoch"] is None and match["ie"] is None:
+        return None
+    if match["epoch"] is not None:
+        return int(match["epoch"]), 0
+    return int(match["ie"]) - 1, int(match["ib"])
+
+
+def is_best(path: str | Path) -> bool:
+    match = _NAME.fullmatch(Path(path).name)
+    return match is not None and match["epoch"] is None and match["ie"] is None
 
 
 def _digest(arrays: dict[str, np.ndarray]) -> str:
@@ -127,8 +168,12 @@ def load(path: str | Path) -> Checkpoint:
             metadata, or failing its checksum; the message names the file and the cause.
     """
     path = Path(path)
+    if path.is_dir():
+        raise CheckpointError(f"{path} is a directory; name a checkpoint file in it, or use "
+                              "resolve() to pick one from a run directory")
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} not found")
+    _check_signature(path)
     try:
         with np.load(path, allow_pickle=False) as npz:
             arrays = {key: npz[key] for key in npz.files}
@@ -159,6 +204,68 @@ def load(path: str | Path) -> Checkpoint:
         optimizer_state = {"steps": meta["optimizer_steps"], "hyperparameters": meta["optimizer_hyperparameters"],
                            "state": state}
     return Checkpoint(model_state, optimizer_state, meta, path)
+
+
+def _check_signature(path: Path) -> None:
+    """Refuse a file that is not a zip archive (every ``.npz`` is one), naming what it looks like."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(8)
+    except OSError as err:
+        raise CheckpointError(f"checkpoint {path} cannot be read: {err.strerror or err}") from None
+    if head.startswith(b"PK\x03\x04") or head.startswith(b"PK\x05\x06"):
+        return
+    if head[:1] == b"\x80" and head[1:2] in (b"\x02", b"\x03", b"\x04", b"\x05"):
+        raise CheckpointError(f"checkpoint {path} holds pickled objects (it is a pickle, not an .npz "
+                              "archive); refusing to load it (cifarnet checkpoints never contain pickles)")
+    kind = next((what for magic, what in _SIGNATURES if head.startswith(magic)), None)
+    if kind is None:
+        kind = "a text file" if head and all(32 <= b < 127 or b in b"\t\r\n" for b in head) else \
+            ("an empty file" if not head else "a file of another format")
+    raise CheckpointError(f"{path} is not a cifarnet checkpoint: it is {kind}, not the .npz archive "
+                          "that training writes (checkpoints/epochNNN_<backend>.npz or best_<backend>.npz)")
+
+
+def resolve(target: str | Path, prefer: str = "newest") -> Checkpoint:
+    """Load ``target``: a checkpoint file, or a run directory (or its ``checkpoints/`` folder).
+
+    From a directory, ``prefer="newest"`` takes the checkpoint furthest into training (by the
+    epoch and batch in its name, interrupt checkpoints included: what ``resume=`` wants);
+    ``prefer="best"`` takes the best checkpoint if there is one, else the newest (what evaluation
+    wants). An unreadable candidate is skipped with a warning and the next one is tried.
+
+    Raises:
+        CheckpointError: nothing there, or no readable checkpoint; the message says which.
+    """
+    if prefer not in ("newest", "best"):
+        raise ValueError(f"prefer must be 'newest' or 'best', got {prefer!r}")
+    target = Path(target)
+    if not target.is_dir():
+        return load(target)
+    folder = target / "checkpoints" if (target / "checkpoints").is_dir() else target
+    for tmp in remove_stale_temporaries(folder):
+        log.warning("removed %s, left by an interrupted checkpoint write", tmp)
+    newest_first = lambda p: (position(p), p.stat().st_mtime_ns)             # noqa: E731
+    ordered = sorted((p for p in folder.glob("*.npz") if position(p) is not None), key=newest_first, reverse=True)
+    if prefer == "best":
+        best = sorted((p for p in folder.glob("*.npz") if is_best(p)), key=lambda p: p.stat().st_mtime_ns,
+                      reverse=True)
+        ordered = best + ordered
+    if not ordered:
+        raise CheckpointError(f"no checkpoints in {folder} (looked for epochNNN_<backend>.npz, "
+                              "best_<backend>.npz and interrupt_*.npz)")
+    errors = []
+    for path in ordered:
+        try:
+            found = load(path)
+        except CheckpointError as err:
+            log.warning("skipping unreadable checkpoint: %s", err)
+            errors.append(str(err))
+            continue
+        if errors:
+            log.warning("falling back to the previous good checkpoint %s", path)
+        return found
+    raise CheckpointError(f"no readable checkpoint in {folder}: " + "; ".join(errors))
 
 
 def remove_stale_temporaries(folder: str | Path) -> list[Path]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import copy
 import json
 import logging
+import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,7 @@ from .data import Augmentation, BatchLoader, Dataset, Normalization, load_datase
 from .data.normalize import CIFAR10_STATS
 from .files import replace_atomically
 from .memory import keep_freed_memory
+from .run_dir import check as check_run_dir
 from .models import build_model
 from .optim import OPTIMIZERS
 from .schedules import make_dropout_schedule, make_lr_schedule
@@ -121,38 +123,8 @@ def _dtype(cfg: dict[str, Any]):
 
 
 # -- checkpoints and config -----------------------------------------------------------------------
-def find_resume_checkpoint(target: str | Path) -> ckpt.Checkpoint:
-    """Load ``target``, a checkpoint file or a run directory.
-
-    For a run directory the newest checkpoint (by step, interrupt checkpoints included) is used; if
-    it is unreadable, the next older one is tried, and the fallback is logged.
-    """
-    target = Path(target)
-    if target.is_dir():
-        folder = target / "checkpoints" if (target / "checkpoints").is_dir() else target
-        for tmp in ckpt.remove_stale_temporaries(folder):
-            log.warning("removed %s, left by an interrupted checkpoint write", tmp)
-        candidates = [p for p in folder.glob("*.npz") if not p.name.startswith("best_")]
-        if not candidates:
-            raise ckpt.CheckpointError(f"no checkpoints found in {folder}")
-        candidates.sort(key=lambda p: p.stat().st_mtime_ns, reverse=True)
-        errors = []
-        for path in candidates:
-            try:
-                found = ckpt.load(path)
-            except ckpt.CheckpointError as err:
-                log.warning("skipping unreadable checkpoint: %s", err)
-                errors.append(str(err))
-                continue
-            if errors:
-                log.warning("falling back to the previous good checkpoint %s", path)
-            return found
-        raise ckpt.CheckpointError(f"no readable checkpoint in {folder}: " + "; ".join(errors))
-    return ckpt.load(target)
-
-
 def merge_with_checkpoint(saved: dict[str, Any], current: dict[str, Any], explicit: list[str],
-                          source: str) -> dict[str, Any]:
+                          source: str, purpose: str = "resume") -> dict[str, Any]:
     """The config for resuming or evaluating: the checkpoint's own, plus what the user said.
 
     Args:
@@ -161,11 +133,14 @@ def merge_with_checkpoint(saved: dict[str, Any], current: dict[str, Any], explic
         explicit: keys the user set on the command line, group choices (``model``, ``data``,
             ``backend``, ...) and dotted keys (``trainer.epochs``).
         source: the checkpoint's path, for messages.
+        purpose: ``"resume"`` or ``"eval"``; evaluation uses no optimizer, so a different
+            ``optimizer=`` is no conflict there.
     Raises:
-        ConfigError: the user asked for a different architecture than the checkpoint holds.
+        ConfigError: the user asked for a different architecture than the checkpoint holds, or
+            (when resuming) a different optimizer than the one whose state it holds.
     """
     merged = copy.deepcopy(saved)
-    for key in ("mode", "ckpt", "resume"):
+    for key in ("mode", "ckpt", "resume", "overwrite"):
         merged[key] = current.get(key)
     merged["backend"] = copy.deepcopy(current["backend"])
     for key in explicit:
@@ -180,7 +155,7 @@ def merge_with_checkpoint(saved: dict[str, Any], current: dict[str, Any], explic
         elif key in ("data", "schedule", "trainer", "backend"):
             merged[key] = copy.deepcopy(current[key])
         elif key == "optimizer":
-            if current["optimizer"]["name"] != saved["optimizer"]["name"]:
+            if purpose == "resume" and current["optimizer"]["name"] != saved["optimizer"]["name"]:
                 raise ConfigError(f"checkpoint {source} was trained with optimizer "
                                   f"{saved['optimizer']['name']!r}; its state cannot continue as "
                                   f"{current['optimizer']['name']!r}")
@@ -211,13 +186,21 @@ def train(cfg: dict[str, Any], run_dir: str | Path, resume_from: ckpt.Checkpoint
 
     With ``resume_from``, weights, optimizer state, schedule position, epoch counter, RNG states
     and metric history continue from that checkpoint (``cfg`` should come from
-    :func:`merge_with_checkpoint`).
+    :func:`merge_with_checkpoint`). Resuming into another directory copies the best checkpoint
+    so far into it, so the new directory is a complete record of the run.
 
+    Raises:
+        RunDirectoryError: ``run_dir`` holds an earlier run (see :mod:`cifarnet.run_dir`).
     Returns:
         A summary: best metric and epoch, final metrics, epochs, run seconds, paths.
     """
     started = time.perf_counter()
     run_dir = Path(run_dir)
+    tcfg = cfg["trainer"]
+    settings = TrainerSettings(epochs=tcfg["epochs"], label_smoothing=tcfg["label_smoothing"],
+                               keep_last=tcfg["keep_last"], progress=tcfg["progress"],
+                               nonfinite=_enum_value(tcfg["nonfinite"]), workers=tcfg.get("workers"))
+    check_run_dir(run_dir, "train", bool(cfg.get("overwrite")), resume_from.path if resume_from else None)
     run_dir.mkdir(parents=True, exist_ok=True)
     seed, dtype = int(cfg["seed"]), _dtype(cfg)
     backend = make_backend(cfg["backend"])
@@ -231,11 +214,11 @@ def train(cfg: dict[str, Any], run_dir: str | Path, resume_from: ckpt.Checkpoint
     description = model_description(cfg["model"])
     if description.get("num_classes", dataset.num_classes) != dataset.num_classes:
         raise ConfigError(f"model.num_classes={description['num_classes']} but the {dataset.source} data has "
-                          f"{dataset.num_classes} classes; set model.num_classes={dataset.num_classes}")
+                          f"{dataset.num_classes} classes; leave model.num_classes unset (null) to take it "
+                          "from the data")
     description["num_classes"] = dataset.num_classes
     model = build_model(description, dataset.image_shape, seed=seed, dtype=dtype)
     optimizer = make_optimizer(cfg["optimizer"])
-    tcfg = cfg["trainer"]
     state = None
     if resume_from is not None:
         model.load_state_dict(resume_from.model_state)
@@ -243,28 +226,26 @@ def train(cfg: dict[str, Any], run_dir: str | Path, resume_from: ckpt.Checkpoint
             optimizer.load_state_dict(resume_from.optimizer_state)
         ckpt.restore_rng_states(model, resume_from.meta["rng"])
         state = TrainState.from_dict(resume_from.meta["state"])
-        if state.epoch >= tcfg["epochs"]:
+        if state.epoch >= settings.epochs:
             raise ConfigError(f"the checkpoint has finished {state.epoch} epochs and trainer.epochs is "
-                              f"{tcfg['epochs']}; ask for more, e.g. trainer.epochs={state.epoch + 1}")
+                              f"{settings.epochs}; ask for more, e.g. trainer.epochs={state.epoch + 1}")
         log.info("resuming from %s at epoch %d, batch %d (step %d)", resume_from.path, state.epoch + 1,
                  state.batch, state.step)
+        carry_best_checkpoint(resume_from, state, run_dir / "checkpoints")
     model.to(backend)
 
     steps_per_epoch = len(train_loader)
-    lr_schedule = make_lr_schedule_from(cfg["schedule"], cfg["optimizer"]["lr"], tcfg["epochs"], steps_per_epoch)
+    lr_schedule = make_lr_schedule_from(cfg["schedule"], cfg["optimizer"]["lr"], settings.epochs, steps_per_epoch)
     dropout_schedule = None
     if tcfg["dropout_schedule"] != "none":
         dropout_schedule = make_dropout_schedule(tcfg["dropout_schedule"], float(description.get("dropout", 0.0)),
-                                                 tcfg["epochs"], final=tcfg["dropout_final"])
-    settings = TrainerSettings(epochs=tcfg["epochs"], label_smoothing=tcfg["label_smoothing"],
-                               keep_last=tcfg["keep_last"], progress=tcfg["progress"],
-                               nonfinite=_enum_value(tcfg["nonfinite"]), workers=tcfg.get("workers"))
+                                                 settings.epochs, final=tcfg["dropout_final"])
     meta = {"model": description, "input_shape": list(dataset.image_shape), "normalization": norm.to_dict(),
             "class_names": dataset.class_names, "backend": backend.name, "dtype": cfg["backend"]["dtype"],
             "seed": seed, "config": cfg}
-    log.info("model %s: %s parameters; data %s: %d train, %s test images; backend %s",
+    log.info("model %s: %s parameters; data %s: %d train, %s test images, %d classes; backend %s",
              description.get("name", "?"), f"{model.num_parameters():,}", dataset.source, len(dataset.train),
-             len(dataset.test), backend.name)
+             len(dataset.test), dataset.num_classes, backend.name)
     trainer = Trainer(model, optimizer, lr_schedule, dropout_schedule, train_loader, eval_loaders,
                       dataset.num_classes, run_dir, settings, meta, resume_command=resume_command)
     parts, workers = trainer.net.parts(cfg["data"]["batch_size"], backend.xp), tcfg.get("workers")
@@ -272,20 +253,50 @@ def train(cfg: dict[str, Any], run_dir: str | Path, resume_from: ckpt.Checkpoint
              f"split between {parts} threads" if parts > 1 else "on one thread",
              "null" if workers is None else workers)
     state = trainer.fit(state)
-    best_path = run_dir / "checkpoints" / f"best_{backend.name}.npz"
-    if best_path.exists():                     # per-class accuracy and confusion of the best epoch
+    best_path = trainer.best_checkpoint()
+    if best_path is not None:                  # per-class accuracy and confusion of the best epoch
         best = ckpt.load(best_path)
         result = evaluate(restore_model(best, backend, dtype), eval_loaders["test"], dataset.num_classes)
         _write_json(run_dir / "best_eval.json", {"checkpoint": str(best_path), "epoch": best.meta["state"]["epoch"],
                                                  "split": "test", **result.to_dict(dataset.class_names)})
-    last = state.history[-1]
+    last = {k: (None if v == "" else v) for k, v in state.history[-1].items()}     # JSON: null, not ""
     summary = {"best_metric": state.best_metric, "best_epoch": state.best_epoch,
                "metric": "val_acc" if "val" in eval_loaders else "test_acc",
                "final": last, "epochs": state.epoch, "run_seconds": round(time.perf_counter() - started, 2),
-               "run_dir": str(run_dir),
-               "best_checkpoint": str(run_dir / "checkpoints" / f"best_{backend.name}.npz")}
+               "run_dir": str(run_dir), "best_checkpoint": None if best_path is None else str(best_path)}
     _write_json(run_dir / "result.json", summary)
     return summary
+
+
+def carry_best_checkpoint(resumed: ckpt.Checkpoint, state: TrainState, ckpt_dir: Path) -> Path | None:
+    """Copy the best checkpoint so far next to the run that resumes from ``resumed``.
+
+    The best epoch (``state.best_epoch``) may lie before the resumed checkpoint: its file is the
+    ``best_*.npz`` in the resumed checkpoint's folder, or the resumed checkpoint itself when that
+    epoch ended there. Nothing is copied when resuming inside the same directory. When the file is
+    gone, a warning says so, and the run's best checkpoint will be the next improvement's.
+    """
+    if state.best_epoch < 1 or resumed.path is None:
+        return None
+    source_dir = Path(resumed.path).parent
+    if ckpt_dir.exists() and source_dir.resolve() == ckpt_dir.resolve():
+        return None
+    candidates = [p for p in source_dir.glob("best_*.npz") if ckpt.is_best(p)] + [Path(resumed.path)]
+    for path in candidates:
+        try:
+            found = ckpt.load(path)
+        except ckpt.CheckpointError:
+            continue
+        saved = found.meta.get("state", {})
+        if saved.get("epoch") == state.best_epoch and saved.get("batch", 0) == 0:
+            ckpt_dir.mkdir(parents=True, exist_ok=True)
+            target = ckpt_dir / ckpt.best_name(found.meta.get("backend", "numpy"))
+            shutil.copyfile(path, target)
+            log.info("best checkpoint so far (epoch %d) copied from %s", state.best_epoch, path)
+            return target
+    log.warning("the best checkpoint so far (epoch %d) is not in %s; this run's best checkpoint will be the "
+                "next epoch that improves on it", state.best_epoch, source_dir)
+    return None
 
 
 def restore_model(checkpoint: ckpt.Checkpoint, backend, dtype=np.float32):
@@ -306,6 +317,7 @@ def evaluate_checkpoint(cfg: dict[str, Any], checkpoint: ckpt.Checkpoint, run_di
     The model and normalisation come from the checkpoint's metadata; the backend from ``cfg``.
     """
     run_dir = Path(run_dir)
+    check_run_dir(run_dir, "eval", bool(cfg.get("overwrite")))
     run_dir.mkdir(parents=True, exist_ok=True)
     backend, dtype = make_backend(cfg["backend"]), _dtype(cfg)
     model = restore_model(checkpoint, backend, dtype)
@@ -318,7 +330,8 @@ def evaluate_checkpoint(cfg: dict[str, Any], checkpoint: ckpt.Checkpoint, run_di
     loader = BatchLoader(dataset.test, cfg["data"]["eval_batch_size"], norm, backend=backend,
                          prefetch=cfg["data"]["prefetch"], dtype=dtype)
     result = evaluate(model, loader, dataset.num_classes)
-    report = {"checkpoint": str(checkpoint.path), "epoch": checkpoint.meta["state"]["epoch"],
+    state = checkpoint.meta["state"]
+    report = {"checkpoint": str(checkpoint.path), "epoch": state["epoch"], "batch": state.get("batch", 0),
               "backend": backend.name, "trained_on_backend": checkpoint.meta.get("backend"),
               **result.to_dict(names)}
     _write_json(run_dir / "eval.json", report)
@@ -329,7 +342,10 @@ def format_eval_report(report: dict[str, Any]) -> str:
     """Overall accuracy, per-class accuracy and the confusion matrix as text."""
     names = report["class_names"]
     width = max(8, *(len(n) for n in names))
-    lines = [f"checkpoint {report['checkpoint']} (epoch {report['epoch']}, trained on "
+    at = f"epoch {report['epoch']}"
+    if report.get("batch"):                    # an interrupt checkpoint, written inside an epoch
+        at = f"{report['epoch']} epochs and {report['batch']} batches of epoch {report['epoch'] + 1}"
+    lines = [f"checkpoint {report['checkpoint']} ({at}, trained on "
              f"{report['trained_on_backend']}, evaluated on {report['backend']})",
              f"test accuracy {report['accuracy']:.2%} on {report['images']:,} images, loss {report['loss']:.4f}",
              "", "per-class accuracy:"]

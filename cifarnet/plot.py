@@ -33,10 +33,14 @@ def _pyplot():
     return plt
 
 
-def _integer_ticks():
+def _epoch_axis(ax, epochs: list[int]) -> None:
+    """Whole-epoch ticks; a single epoch gets one tick in the middle, not fractions around it."""
     from matplotlib.ticker import MaxNLocator
 
-    return MaxNLocator(integer=True)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    if epochs and min(epochs) == max(epochs):
+        ax.set_xlim(epochs[0] - 1, epochs[0] + 1)
+        ax.set_xticks([epochs[0]])
 
 
 def read_metrics(run_dir: Path) -> list[dict]:
@@ -60,7 +64,7 @@ def _curves(plt, rows, keys, ylabel, title, path, percent=False):
         if values is not None:
             ax.plot(epochs, [100 * v for v in values] if percent else values, marker="o", ms=3, label=label)
     ax.set(xlabel="epoch", ylabel=ylabel, title=title)
-    ax.xaxis.set_major_locator(_integer_ticks())
+    _epoch_axis(ax, epochs)
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()
@@ -152,14 +156,16 @@ def plot_sweep(sweep_dir: str | Path) -> Path:
         raise PlotError(f"no job directories with metrics.csv under {sweep_dir}")
     labels = {r["job"]: r["overrides"] for r in collect(sweep_dir)}
     fig, ax = plt.subplots(figsize=(7.2, 4.6))
+    all_epochs: list[int] = []
     for job in jobs:
         rows = read_metrics(job)
         acc = _column(rows, "test_acc")
         if acc:
+            all_epochs += [int(r["epoch"]) for r in rows]
             ax.plot([int(r["epoch"]) for r in rows], [100 * a for a in acc], marker="o", ms=3,
                     label=f"{job.name}: {labels.get(job.name) or '(no overrides)'}")
     ax.set(xlabel="epoch", ylabel="test accuracy (%)", title=f"Sweep: {len(jobs)} jobs")
-    ax.xaxis.set_major_locator(_integer_ticks())
+    _epoch_axis(ax, all_epochs)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
     fig.tight_layout()

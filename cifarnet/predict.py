@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import csv
 import glob
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -14,8 +15,10 @@ import numpy as np
 from .backend import to_numpy
 from .checkpoint import Checkpoint
 from .data import DataError, Normalization
-from .data.image_folder import EXTENSIONS, read_image
+from .data.image_folder import EXTENSIONS, read_image, require_pillow
 from .inference import infer
+
+log = logging.getLogger(__name__)
 
 
 def find_images(pattern: str) -> list[Path]:
@@ -35,11 +38,20 @@ def find_images(pattern: str) -> list[Path]:
 
 def predict(model, checkpoint: Checkpoint, paths: list[Path], backend, topk: int = 3,
             batch_size: int = 256) -> list[dict]:
-    """One row per image: ``path`` and ``top`` (a list of ``(class name, probability)``, best first)."""
+    """One row per image: ``path`` and ``top`` (a list of ``(class name, probability)``, best first).
+
+    Raises:
+        ValueError: ``topk`` below 1.  DataError: Pillow missing, or an image unreadable.
+    """
+    if topk < 1:
+        raise ValueError(f"topk must be >= 1, got {topk}")
+    require_pillow("mode=predict")
     meta = checkpoint.meta
     size = int(meta["input_shape"][0])
     names = meta.get("class_names") or [str(i) for i in range(model.output_shape(tuple(meta["input_shape"]))[0])]
-    topk = max(1, min(topk, len(names)))
+    if topk > len(names):
+        log.warning("topk=%d but the checkpoint knows %d classes; showing all %d", topk, len(names), len(names))
+        topk = len(names)
     norm = Normalization.from_dict(meta["normalization"])
     model.eval()
     rows = []

@@ -25,6 +25,7 @@ def test_two_job_sweep_through_a_launcher(tmp_path, launcher):
     rows = summary_rows(sweep)
     assert sorted(r["overrides"] for r in rows) == ["optimizer.lr=0.01", "optimizer.lr=0.1"]
     assert [r["rank"] for r in rows] == ["1", "2"]
+    assert "sweep finished; summary" in done.stdout           # also where the jobs ran elsewhere (submitit)
 
 
 def test_optuna_search_returns_the_best(tmp_path):

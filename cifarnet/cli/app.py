@@ -10,12 +10,14 @@ from __future__ import annotations
 import logging
 import os
 import shlex
+import sys
 from pathlib import Path
 
 from .. import checkpoint as ckpt
-from ..experiment import (ConfigError, evaluate_checkpoint, find_resume_checkpoint, format_eval_report,
-                          merge_with_checkpoint, train)
+from ..experiment import ConfigError, evaluate_checkpoint, format_eval_report, merge_with_checkpoint, train
 from ..files import replace_atomically
+from ..run_dir import check as check_run_dir
+from ..run_dir import discard_if_empty
 from . import schema
 from .errors import report_and_exit
 from .sweep import write_summary
@@ -56,9 +58,10 @@ def task(cfg) -> float:
     try:
         if plain["mode"] == "eval":
             if not plain["ckpt"]:
-                raise ConfigError("mode=eval needs ckpt=PATH (a checkpoint .npz file)")
-            checkpoint = ckpt.load(plain["ckpt"])
-            merged = merge_with_checkpoint(checkpoint.meta["config"], plain, explicit, source=plain["ckpt"])
+                raise ConfigError("mode=eval needs ckpt=PATH (a checkpoint .npz file or a run directory)")
+            checkpoint = ckpt.resolve(plain["ckpt"], prefer="best")
+            merged = merge_with_checkpoint(checkpoint.meta["config"], plain, explicit, source=str(checkpoint.path),
+                                           purpose="eval")
             report = evaluate_checkpoint(merged, checkpoint, run_dir)
             log.info("%s\nwritten to %s", format_eval_report(report), run_dir / "eval.json")
             return float(report["accuracy"])
@@ -67,7 +70,7 @@ def task(cfg) -> float:
 
         resume = None
         if plain["resume"]:
-            resume = find_resume_checkpoint(plain["resume"])
+            resume = ckpt.resolve(plain["resume"], prefer="newest")
             plain = merge_with_checkpoint(resume.meta["config"], plain, explicit, source=str(resume.path))
         others = [o for o in overrides if not o.startswith("resume=")]
 
@@ -84,6 +87,8 @@ def task(cfg) -> float:
             _plot(run_dir, sweep=hc.mode == RunMode.MULTIRUN)
         return float(summary["best_metric"])
     except BaseException as err:  # noqa: BLE001 - expected errors become one line, others re-raise
+        if discard_if_empty(run_dir):
+            log.debug("removed %s: the run failed before writing anything", run_dir)
         report_and_exit(err, emit=log.error)
         raise
 
@@ -93,11 +98,12 @@ def _predict(plain: dict, explicit: list[str], run_dir: Path) -> float:
     from ..predict import find_images, format_rows, predict, write_csv
 
     if not plain["ckpt"] or not plain["images"]:
-        raise ConfigError("mode=predict needs ckpt=PATH and images=FILE|DIR|GLOB")
-    checkpoint = ckpt.load(plain["ckpt"])
+        raise ConfigError("mode=predict needs ckpt=PATH (a checkpoint or a run directory) and images=FILE|DIR|GLOB")
+    checkpoint = ckpt.resolve(plain["ckpt"], prefer="best")
     if "model" in explicit and checkpoint.meta["model"].get("name") != plain["model"]["name"]:
         raise ConfigError(f"checkpoint {plain['ckpt']} holds a different architecture (model "
                           f"{checkpoint.meta['model'].get('name')!r}) than requested (model={plain['model']['name']})")
+    check_run_dir(run_dir, "predict", bool(plain.get("overwrite")))
     backend = make_backend(plain["backend"])
     paths = find_images(plain["images"])
     rows = predict(restore_model(checkpoint, backend), checkpoint, paths, backend, plain["topk"])
@@ -138,6 +144,8 @@ def main() -> None:
     import hydra
 
     os.environ["HYDRA_FULL_ERROR"] = "1"      # let composition errors reach report_and_exit
+    if not sys.stderr.isatty():
+        os.environ.setdefault("NO_COLOR", "1")  # no ANSI colours from plugins' loggers in logs and pipes
     schema.register()
     entry = hydra.main(version_base="1.3", config_path=config_dir(), config_name="config")(task)
     try:

@@ -10,12 +10,22 @@ from ..data import DataError
 from ..experiment import ConfigError
 from ..models import ModelSpecError
 from ..registry import UnknownNameError
+from ..run_dir import RunDirectoryError
 from ..training.trainer import NonFiniteError, TrainingInterrupted
 
 # ValueError: the library validates arguments (batch size, val_size, rates, ...) with ValueErrors
 # whose message names the value; CIFARNET_TRACEBACK=1 shows the traceback instead.
 EXPECTED = (BackendUnavailable, CheckpointError, DataError, ConfigError, ModelSpecError, UnknownNameError,
-            NonFiniteError, ValueError)
+            NonFiniteError, RunDirectoryError, ValueError)
+
+# Hydra plugins behind cifarnet's launcher and sweeper presets: the config a preset extends, the
+# preset's name, the extra that installs the plugin, and the plugin's package.
+PLUGINS = {
+    "hydra/launcher/joblib": ("hydra/launcher=parallel", "parallel", "hydra-joblib-launcher"),
+    "hydra/launcher/submitit_local": ("hydra/launcher=local", "slurm", "hydra-submitit-launcher"),
+    "hydra/launcher/submitit_slurm": ("hydra/launcher=slurm", "slurm", "hydra-submitit-launcher"),
+    "hydra/sweeper/optuna": ("hydra/sweeper=search", "optuna", "hydra-optuna-sweeper"),
+}
 
 
 def one_line(text: str) -> str:
@@ -29,10 +39,14 @@ def hydra_message(err: BaseException) -> str | None:
     from omegaconf.errors import OmegaConfBaseException
 
     if isinstance(err, MissingConfigException):
-        group = err.missing_cfg_file.rsplit("/", 1)[0] if err.missing_cfg_file else "config"
-        name = err.missing_cfg_file.rsplit("/", 1)[-1] if err.missing_cfg_file else "?"
-        options = [o for o in (err.options or []) if not o.endswith("_schema")]   # schemas are not choices
-        known = ", ".join(options) if options else "(none)"
+        missing = err.missing_cfg_file or ""
+        if missing in PLUGINS:
+            preset, extra, package = PLUGINS[missing]
+            return (f"{preset} needs the Hydra plugin {package}, which is not installed: "
+                    f"pip install 'cifarnet[{extra}]'")
+        group = missing.rsplit("/", 1)[0] if missing else "config"
+        name = missing.rsplit("/", 1)[-1] if missing else "?"
+        known = ", ".join(err.options) if err.options else "(none)"
         return f"unknown {group} {name!r}; known: {known}"
     if isinstance(err, (ConfigCompositionException, OverrideParseException, HydraException)):
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
@@ -53,7 +67,12 @@ def report_and_exit(err: BaseException, emit=None) -> None:
     ``emit`` receives the one-line message (default: print to stderr).
     """
     if isinstance(err, TrainingInterrupted):
+        if err.aborted:
+            _emit(f"cifarnet: {err}", emit)
         sys.exit(128 + err.signum)
+    if isinstance(err, KeyboardInterrupt):           # Ctrl-C outside training (loading data, evaluating)
+        _emit("cifarnet: interrupted (SIGINT)", emit)
+        sys.exit(130)
     message = None
     if os.environ.get("CIFARNET_TRACEBACK") == "1":
         raise err
@@ -63,8 +82,12 @@ def report_and_exit(err: BaseException, emit=None) -> None:
         message = hydra_message(err)
     if message is None:
         raise err
-    if emit is None:
-        print(f"cifarnet: error: {message}", file=sys.stderr)
-    else:
-        emit(f"cifarnet: error: {message}")
+    _emit(f"cifarnet: error: {message}", emit)
     sys.exit(1)
+
+
+def _emit(line: str, emit=None) -> None:
+    if emit is None:
+        print(line, file=sys.stderr)
+    else:
+        emit(line)

@@ -143,19 +143,25 @@ class Config:
     seed: int = 0
     ckpt: Optional[str] = None
     resume: Optional[str] = None
+    overwrite: bool = False          # replace an earlier run's outputs in hydra.run.dir
     plots: bool = True
     images: Optional[str] = None     # mode=predict: an image file, a directory or a glob
     topk: int = 3                    # mode=predict: classes shown per image
 
 
 def register() -> None:
-    """Put the schemas in Hydra's ConfigStore under the names the YAML defaults lists use."""
+    """Put the schemas in Hydra's ConfigStore under the names the YAML defaults lists use.
+
+    They are stored outside the config groups (``/schema_optimizer_sgd``, used in a group file as
+    ``- /schema_optimizer_sgd@_here_``), so that ``--help`` and the group choices list only real
+    options: a schema is not something to choose.
+    """
     from hydra.core.config_store import ConfigStore
 
     cs = ConfigStore.instance()
     cs.store(name="cifarnet_schema", node=Config)
-    cs.store(group="optimizer", name="sgd_schema", node=SGDConfig)
-    cs.store(group="optimizer", name="adam_schema", node=AdamConfig)
-    cs.store(group="data", name="data_schema", node=DataConfig)
-    cs.store(group="backend", name="backend_schema", node=BackendConfig)
-    cs.store(group="schedule", name="schedule_schema", node=ScheduleConfig)
+    cs.store(name="schema_optimizer_sgd", node=SGDConfig)
+    cs.store(name="schema_optimizer_adam", node=AdamConfig)
+    cs.store(name="schema_data", node=DataConfig)
+    cs.store(name="schema_backend", node=BackendConfig)
+    cs.store(name="schema_schedule", node=ScheduleConfig)

@@ -16,13 +16,43 @@ from ..files import replace_atomically
 COLUMNS = ["rank", "job", "overrides", "best_acc", "best_epoch", "final_test_acc", "epochs", "run_seconds"]
 
 
+def swept_keys(sweep_dir: Path) -> set[str] | None:
+    """The config keys the sweep varies: those given with sweep syntax (``optimizer.lr=0.1,0.01``,
+    from the ``multirun.yaml`` Hydra's basic sweeper writes) and a search sweeper's ``params``
+    (from a job's ``.hydra/hydra.yaml``); None if neither file tells."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from omegaconf import OmegaConf
+
+    sweep_dir = Path(sweep_dir)
+    keys, known = set(), False
+    if (sweep_dir / "multirun.yaml").is_file():
+        task = OmegaConf.select(OmegaConf.load(sweep_dir / "multirun.yaml"), "hydra.overrides.task") or []
+        keys |= {o.key_or_group for o in OverridesParser.create().parse_overrides(list(task)) if o.is_sweep_override()}
+        known = True
+    job = next(iter(sorted(sweep_dir.glob("*/.hydra/hydra.yaml"))), None)
+    if job is not None:
+        keys |= set(OmegaConf.select(OmegaConf.load(job), "hydra.sweeper.params") or {})
+        known = known or bool(keys)
+    return keys if known else None
+
+
+def _key(override: str) -> str:
+    return override.split("=", 1)[0].lstrip("+~")
+
+
 def collect(sweep_dir: Path) -> list[dict]:
-    """One row per finished job; ``overrides`` lists only the overrides that differ between jobs."""
+    """One row per finished job; ``overrides`` lists only the overrides the sweep varies (the same
+    columns from the first job on), or, where that is unknown, those that differ between jobs."""
     results = [(p.parent.name, json.loads(p.read_text())) for p in sorted(sweep_dir.glob("*/result.json"))]
-    shared = set.intersection(*(set(d.get("overrides", [])) for _, d in results)) if len(results) > 1 else set()
+    keys = swept_keys(sweep_dir)
+    if keys is not None:
+        varying = lambda o: _key(o) in keys                                     # noqa: E731
+    else:
+        shared = set.intersection(*(set(d.get("overrides", [])) for _, d in results)) if len(results) > 1 else set()
+        varying = lambda o: o not in shared                                     # noqa: E731
     rows = []
     for job, data in results:
-        rows.append({"job": job, "overrides": " ".join(o for o in data.get("overrides", []) if o not in shared),
+        rows.append({"job": job, "overrides": " ".join(o for o in data.get("overrides", []) if varying(o)),
                      "best_acc": data["best_metric"], "best_epoch": data["best_epoch"],
                      "final_test_acc": data["final"].get("test_acc", ""), "epochs": data["epochs"],
                      "run_seconds": data["run_seconds"], "metric": data["metric"]})

@@ -16,17 +16,19 @@ from .dataset import Dataset, Split
 EXTENSIONS = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp"}
 
 
-def _pillow():
+def require_pillow(needed_by: str = "the image-folder source (data=image_folder)"):
+    """Pillow's ``Image`` module; a :class:`DataError` naming ``needed_by`` when it is missing."""
     try:
         from PIL import Image
     except ImportError:
-        raise DataError("the image-folder source needs Pillow: pip install 'cifarnet[images]' (or pillow)") from None
+        raise DataError(f"{needed_by} reads image files and needs Pillow: pip install 'cifarnet[images]' "
+                        "(or pillow)") from None
     return Image
 
 
 def read_image(path: Path, image_size: int = 32) -> np.ndarray:
     """One image as ``(image_size, image_size, 3)`` uint8 RGB."""
-    image = _pillow()
+    image = require_pillow()
     try:
         with image.open(path) as img:
             img = img.convert("RGB")

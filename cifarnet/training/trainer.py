@@ -21,7 +21,7 @@ import numpy as np
 from .. import checkpoint as ckpt
 from ..backend import array_module
 from ..files import replace_atomically
-from ..layers import Dropout
+from ..layers import BatchNorm, Dropout
 from ..losses import SoftmaxCrossEntropy
 from ..progress import ProgressBar
 from ..schedules import set_dropout_rate
@@ -39,14 +39,22 @@ class NonFiniteError(RuntimeError):
 
 
 class TrainingInterrupted(RuntimeError):
-    """SIGINT or SIGTERM arrived; a resumable checkpoint was written first.
+    """SIGINT or SIGTERM arrived; a resumable checkpoint was written first, unless a second SIGINT
+    aborted at once (``aborted``).
 
-    Attributes: ``signum`` (the signal), ``checkpoint`` (its path).
+    Attributes: ``signum`` (the signal), ``checkpoint`` (the resumable checkpoint: the one just
+    written, or after an abort the newest complete one, or None), ``aborted``.
     """
 
-    def __init__(self, signum: int, checkpoint: Path):
-        super().__init__(f"interrupted by {signal.Signals(signum).name}; resumable checkpoint at {checkpoint}")
-        self.signum, self.checkpoint = signum, checkpoint
+    def __init__(self, signum: int, checkpoint: Path | None, aborted: bool = False):
+        name = signal.Signals(signum).name
+        if aborted:
+            where = f"the newest complete checkpoint is {checkpoint}" if checkpoint else "no checkpoint was written"
+            message = f"second {name}: aborted at once, without an interrupt checkpoint; {where}"
+        else:
+            message = f"interrupted by {name}; resumable checkpoint at {checkpoint}"
+        super().__init__(message)
+        self.signum, self.checkpoint, self.aborted = signum, checkpoint, aborted
 
 
 @dataclass
@@ -71,10 +79,12 @@ class TrainerSettings:
     workers: int | None = None
 
     def __post_init__(self) -> None:
-        if self.epochs < 1 or self.keep_last < 1:
-            raise ValueError(f"epochs and keep_last must be >= 1, got {self.epochs}, {self.keep_last}")
+        if self.epochs < 1:
+            raise ValueError(f"trainer.epochs must be >= 1, got {self.epochs}")
+        if self.keep_last < 1:
+            raise ValueError(f"trainer.keep_last must be >= 1, got {self.keep_last}")
         if self.nonfinite not in ("stop", "skip"):
-            raise ValueError(f"nonfinite must be 'stop' or 'skip', got {self.nonfinite!r}")
+            raise ValueError(f"trainer.nonfinite must be 'stop' or 'skip', got {self.nonfinite!r}")
 
 
 @dataclass
@@ -140,14 +150,25 @@ class Trainer:
             for tmp in ckpt.remove_stale_temporaries(self.ckpt_dir):
                 log.warning("removed %s, left by an interrupted checkpoint write", tmp)
         with self._signals():
-            while self.state.epoch < self.settings.epochs:
-                self._run_epoch()
+            try:
+                while self.state.epoch < self.settings.epochs:
+                    self._run_epoch()
+            except KeyboardInterrupt:
+                if self._signal is None:
+                    raise
+                raise TrainingInterrupted(signal.SIGINT, self._newest_checkpoint(), aborted=True) from None
         return self.state
 
     def checkpoint_meta(self) -> dict[str, Any]:
         return dict(self.meta, state=asdict(self.state), rng=ckpt.rng_states(self.model))
 
     def checkpoint_arrays(self) -> dict[str, np.ndarray]:
+        """The checkpoint's entries. Raises :class:`NonFiniteError` rather than pack NaN or Inf."""
+        broken = _first_nonfinite(list(self.model.named_parameters()) + list(self.model.named_buffers()))
+        if broken is not None:
+            raise NonFiniteError(f"the model holds non-finite values at epoch {self.state.epoch + 1}, step "
+                                 f"{self.state.step} ({broken}); no checkpoint was written, earlier ones are "
+                                 "untouched")
         return ckpt.pack(self.model.state_dict(), self.optimizer.state_dict(), self.checkpoint_meta())
 
     def save_checkpoint(self, path: Path) -> Path:
@@ -191,8 +212,14 @@ class Trainer:
         self._finish_epoch(sums)
 
     def _step(self, x, y, epoch: int) -> tuple[float | None, float]:
-        """One optimisation step; returns (loss, correct) or (None, 0) for a skipped batch."""
+        """One optimisation step; returns (loss, correct) or (None, 0) for a skipped batch.
+
+        In skip mode the batch-norm running statistics are copied before the forward pass and put
+        back when the batch is skipped, so a poisoned batch leaves no trace in the model.
+        """
         st = self.state
+        skip = self.settings.nonfinite == "skip"
+        saved = [b.copy() for _, b in self.model.named_buffers()] if skip else None
         with np.errstate(over="ignore", invalid="ignore"):     # overflow is caught below, by name
             logits = self.net.forward(x)
             loss = float(self.loss_fn.forward(logits, y))
@@ -209,6 +236,14 @@ class Trainer:
                 raise NonFiniteError(f"non-finite {bad} at {where} (loss {loss}); training stopped, "
                                      "earlier checkpoints are untouched. Lower the learning rate or "
                                      "set trainer.nonfinite=skip to drop such batches.")
+            for (_, buffer), before in zip(self.model.named_buffers(), saved):
+                buffer[...] = before                           # running statistics as before the batch
+            broken = _first_nonfinite(self.model.named_parameters())
+            if broken is not None:
+                raise NonFiniteError(f"non-finite {bad} at {where}, and the weights themselves are non-finite "
+                                     f"({broken}): an earlier update overflowed, so skipping batches cannot "
+                                     "recover; training stopped, earlier checkpoints are untouched. Lower the "
+                                     "learning rate.")
             st.skipped += 1
             log.warning("skipped batch with non-finite %s at %s", bad, where)
             return None, 0.0
@@ -218,6 +253,10 @@ class Trainer:
 
     def _finish_epoch(self, sums: dict[str, float]) -> None:
         st = self.state
+        if sums["images"] == 0:
+            raise NonFiniteError(f"every batch of epoch {st.epoch + 1} was non-finite ({st.skipped} skipped); "
+                                 "nothing was learned and no checkpoint was written. Lower the learning rate "
+                                 "or check the data.")
         row: dict[str, Any] = {k: "" for k in METRIC_FIELDS}
         images = max(sums["images"], 1)
         row.update(epoch=st.epoch + 1, step=st.step, train_loss=sums["loss"] / images,
@@ -226,8 +265,14 @@ class Trainer:
                    images_per_second=round(sums["images"] / max(sums["seconds"], 1e-9), 1),
                    skipped_batches=st.skipped)
         for split, loader in self.eval_loaders.items():
-            result = evaluate(self.model, loader, self.num_classes)
+            with np.errstate(over="ignore", invalid="ignore"):      # a non-finite loss is reported below
+                result = evaluate(self.model, loader, self.num_classes)
             row[f"{split}_loss"], row[f"{split}_acc"] = result.loss, result.accuracy
+            if not math.isfinite(result.loss):
+                raise NonFiniteError(f"evaluating on the {split} split after epoch {st.epoch + 1} gave a non-finite "
+                                     f"loss ({result.loss}): the weights overflow ({st.skipped} batches of the "
+                                     "epoch were skipped); no checkpoint was written, earlier ones are untouched. "
+                                     "Lower the learning rate.")
         metric = row["val_acc"] if "val" in self.eval_loaders else row.get("test_acc", "")
         st.epoch, st.batch, st.skipped, st.partial = st.epoch + 1, 0, 0, {}
         st.history.append(row)
@@ -236,14 +281,40 @@ class Trainer:
             st.best_metric, st.best_epoch = float(metric), st.epoch
         self._write_metrics()
         arrays = self.checkpoint_arrays()                  # packed once, written once or twice
-        ckpt.write_atomic(self.ckpt_dir / f"epoch{st.epoch:03d}_{self.backend_name}.npz", arrays)
+        ckpt.write_atomic(self.ckpt_dir / ckpt.epoch_name(st.epoch, self.backend_name), arrays)
         if improved:
-            ckpt.write_atomic(self.ckpt_dir / f"best_{self.backend_name}.npz", arrays)
+            best = ckpt.write_atomic(self.ckpt_dir / ckpt.best_name(self.backend_name), arrays)
+            for other in self.ckpt_dir.glob("best_*.npz"):     # one best file, whichever backend wrote it
+                if other != best and ckpt.is_best(other):
+                    other.unlink(missing_ok=True)
         self._prune()
         evals = "  ".join(f"{s} loss {row[f'{s}_loss']:.4f} acc {row[f'{s}_acc']:.2%}" for s in self.eval_loaders)
-        log.info("epoch %d/%d  train loss %.4f acc %.2f%%  %s  lr %.4g  %.1f s  %.0f img/s%s",
+        log.info("epoch %d/%d  train loss %.4f acc %.2f%%  %s  lr %.4g  %.1f s  %.0f img/s%s%s",
                  st.epoch, self.settings.epochs, row["train_loss"], 100 * row["train_acc"], evals, row["lr"],
-                 row["epoch_seconds"], row["images_per_second"], "  (best)" if improved else "")
+                 row["epoch_seconds"], row["images_per_second"], "  (best)" if improved else "",
+                 self._statistics_note())
+
+    def _newest_checkpoint(self) -> Path | None:
+        found = [p for p in self.ckpt_dir.glob("*.npz") if ckpt.position(p)] if self.ckpt_dir.is_dir() else []
+        return max(found, key=ckpt.position) if found else None
+
+    def best_checkpoint(self) -> Path | None:
+        """The best checkpoint of this run, or None if there is none (yet)."""
+        found = [p for p in self.ckpt_dir.glob("best_*.npz") if ckpt.is_best(p)] if self.ckpt_dir.is_dir() else []
+        return max(found, key=lambda p: p.stat().st_mtime_ns) if found else None
+
+    def _statistics_note(self) -> str:
+        """A warning for the epoch line while batch norm's running statistics are still mostly their
+        initial values (zero mean, unit variance): evaluation uses them, so its loss and accuracy
+        mean little until then. PyTorch's batch norm starts and updates the same way."""
+        momenta = [layer.momentum for layer in self.model.all_layers() if isinstance(layer, BatchNorm)]
+        if not momenta or min(momenta) <= 0:
+            return ""
+        needed = math.ceil(math.log(0.05) / math.log(1.0 - min(momenta))) if min(momenta) < 1 else 1
+        if self.state.step >= needed:
+            return ""
+        return (f"  (note: batch-norm running statistics have seen only {self.state.step} steps; "
+                f"evaluation figures are unreliable until about {needed})")
 
     # -- files --------------------------------------------------------------------------------
     def _write_metrics(self) -> None:
@@ -253,7 +324,7 @@ class Trainer:
             writer.writerows(self.state.history)
 
     def _prune(self) -> None:
-        epochs = sorted(self.ckpt_dir.glob(f"epoch*_{self.backend_name}.npz"))
+        epochs = sorted(p for p in self.ckpt_dir.glob(f"epoch*_{self.backend_name}.npz") if ckpt.position(p))
         for old in epochs[:-self.settings.keep_last]:
             old.unlink(missing_ok=True)
 
@@ -261,8 +332,7 @@ class Trainer:
     def _interrupt(self, sums: dict[str, float]) -> None:
         st = self.state
         st.partial = {k: sums[k] for k in ("loss", "correct", "images", "seconds")}
-        path = self.save_checkpoint(
-            self.ckpt_dir / f"interrupt_e{st.epoch + 1:03d}_b{st.batch:05d}_{self.backend_name}.npz")
+        path = self.save_checkpoint(self.ckpt_dir / ckpt.interrupt_name(st.epoch + 1, st.batch, self.backend_name))
         signum = self._signal
         log.warning("%s received: stopped after step %d (epoch %d, batch %d of %d); checkpoint %s",
                     signal.Signals(signum).name, st.step, st.epoch + 1, st.batch, len(self.train_loader), path)
@@ -290,6 +360,14 @@ class Trainer:
         finally:
             for s, h in previous.items():
                 signal.signal(s, h)
+
+
+def _first_nonfinite(named_arrays) -> str | None:
+    """The name of the first array holding NaN or Inf, or None."""
+    for name, a in named_arrays:
+        if not bool(array_module(a).isfinite(a).all()):
+            return name
+    return None
 
 
 def _dropout_rate(model) -> float | str:
