@@ -291,8 +291,5 @@ def restore_rng_states(model, states: dict[str, Any]) -> None:
         layers[name].rng.bit_generator.state = state
 
 
-def _dropouts(layer, prefix: str = ""):
-    if isinstance(layer, Dropout):
-        yield prefix.rstrip(".") or "dropout", layer
-    for name, child in layer.children().items():
-        yield from _dropouts(child, prefix + name + ".")
+def _dropouts(model):
+    return ((name or "dropout", layer) for name, layer in model.walk() if isinstance(layer, Dropout))

@@ -1,14 +1,16 @@
-"""Softmax cross-entropy from logits."""
+"""Softmax cross-entropy from logits: the loss configuration around
+:data:`cifarnet.functional.softmax_cross_entropy`."""
 from __future__ import annotations
 
-from .backend import array_module
+from .functional import softmax_cross_entropy
 
 
 class SoftmaxCrossEntropy:
     """Mean cross-entropy between ``softmax(logits)`` and integer labels, optionally smoothed.
 
     With label smoothing ``eps`` the target distribution is ``(1 - eps) * onehot + eps / K``.
-    Computed through log-sum-exp, so large logits neither overflow nor underflow.
+    ``forward(logits, labels) -> (loss, ctx)`` and ``backward(ctx) -> dlogits``, the gradient of the
+    mean loss; nothing about a call is kept here.
 
     Shapes: logits ``(N, K)``; labels ``(N,)`` integers in ``[0, K)``; loss: 0-d array.
     """
@@ -18,23 +20,12 @@ class SoftmaxCrossEntropy:
             raise ValueError(f"label_smoothing must be in [0, 1), got {label_smoothing}")
         self.label_smoothing = label_smoothing
 
-    def forward(self, logits, labels):
-        xp = array_module(logits)
-        n, k = logits.shape
-        if labels.shape != (n,):
-            raise ValueError(f"labels must have shape ({n},), got {labels.shape}")
-        shifted = logits - logits.max(axis=1, keepdims=True)              # N, K
-        log_z = xp.log(xp.exp(shifted).sum(axis=1, keepdims=True))         # N, 1
-        log_p = shifted - log_z                                            # N, K
-        target = xp.full((n, k), self.label_smoothing / k, dtype=logits.dtype)
-        target[xp.arange(n), labels] += 1.0 - self.label_smoothing
-        self._cache = (xp.exp(log_p), target)
-        return -(target * log_p).sum() / n
+    def forward(self, logits, labels, keep: bool = True):
+        return softmax_cross_entropy.forward(logits, labels, label_smoothing=self.label_smoothing, keep=keep)
 
-    __call__ = forward
+    def backward(self, ctx):
+        return softmax_cross_entropy.backward(ctx, None)[0]
 
-    def backward(self):
-        """Gradient of the mean loss with respect to the logits, ``(N, K)``."""
-        probs, target = self._cache
-        self._cache = None
-        return (probs - target) / probs.shape[0]
+    def __call__(self, logits, labels):
+        """The loss alone."""
+        return self.forward(logits, labels, keep=False)[0]

@@ -75,13 +75,15 @@ def _curves(plt, rows, keys, ylabel, title, path, percent=False):
 
 def _lr_per_step(run_dir: Path, rows: list[dict]) -> tuple[list[int], list[float]]:
     """The schedule at every step, rebuilt from the run's config; per epoch if that is not possible."""
+    from . import checkpoint as ckpt
     from .experiment import make_lr_schedule_from
 
-    checkpoints = sorted((run_dir / "checkpoints").glob("*.npz"))
     steps = _column(rows, "step")
-    if checkpoints and steps:
-        with np.load(checkpoints[-1], allow_pickle=False) as npz:
-            cfg = json.loads(str(npz["__meta__"]))["config"]
+    try:
+        cfg = ckpt.resolve(run_dir, prefer="newest").meta["config"] if steps else None
+    except ckpt.CheckpointError:
+        cfg = None
+    if cfg is not None:
         per_epoch = int(steps[0])
         epochs = cfg["trainer"]["epochs"]
         schedule = make_lr_schedule_from(cfg["schedule"], cfg["optimizer"]["lr"], epochs, per_epoch)

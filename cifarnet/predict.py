@@ -16,7 +16,7 @@ from .backend import to_numpy
 from .checkpoint import Checkpoint
 from .data import DataError, Normalization
 from .data.image_folder import EXTENSIONS, read_image, require_pillow
-from .inference import infer
+from .inference import InferencePlan, infer
 
 log = logging.getLogger(__name__)
 
@@ -53,12 +53,12 @@ def predict(model, checkpoint: Checkpoint, paths: list[Path], backend, topk: int
         log.warning("topk=%d but the checkpoint knows %d classes; showing all %d", topk, len(names), len(names))
         topk = len(names)
     norm = Normalization.from_dict(meta["normalization"])
-    model.eval()
+    plan = InferencePlan(model)
     rows = []
     for start in range(0, len(paths), batch_size):
         chunk = paths[start:start + batch_size]
         images = np.stack([read_image(p, size) for p in chunk])                 # B, H, W, 3 uint8
-        logits = to_numpy(infer(model, norm(backend.asarray(images))))
+        logits = to_numpy(infer(plan, norm(backend.asarray(images))))
         logits = logits - logits.max(axis=1, keepdims=True)
         probs = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)       # B, K
         order = np.argsort(-probs, axis=1, kind="stable")[:, :topk]

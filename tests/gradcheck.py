@@ -11,6 +11,7 @@ from typing import Callable
 import numpy as np
 
 from cifarnet.backend import backend_of, to_numpy
+from cifarnet.layers import TRAIN
 
 
 def relative_error(analytic: np.ndarray, numeric: np.ndarray, scale: float = 0.0) -> float:
@@ -53,8 +54,9 @@ def check_gradients(forward: Callable, backward: Callable, x, params: dict, seed
     """Relative error of the analytic gradient of ``x`` and of every array in ``params``.
 
     Args:
-        forward: ``x -> out``;  backward: ``dout -> dx`` that also fills the parameter grads.
-        params: name -> (array, callable returning its analytic gradient after backward).
+        forward: ``x -> (out, ctx)``;  backward: ``(ctx, dout) -> (dx, grads)``, ``grads`` keyed
+            by the names of ``params``.
+        params: name -> array (perturbed in place by the finite differences).
         max_probes: probe at most this many randomly chosen entries per array (all if None).
         before_forward: called before every forward (e.g. to replay a dropout mask).
     Returns:
@@ -64,22 +66,23 @@ def check_gradients(forward: Callable, backward: Callable, x, params: dict, seed
     be = backend_of(x)
     if before_forward:
         before_forward()
-    out = forward(x)
+    out, _ = forward(x)
     dout = be.asarray(rng.standard_normal(out.shape), dtype=out.dtype)
 
     def loss() -> float:
         if before_forward:
             before_forward()
-        return float((forward(x) * dout).sum())
+        return float((forward(x)[0] * dout).sum())
 
     if before_forward:
         before_forward()
-    forward(x)
-    analytic = {"x": to_numpy(backward(dout)).copy()}
-    analytic.update({name: to_numpy(get_grad()).copy() for name, (_, get_grad) in params.items()})
+    _, ctx = forward(x)
+    dx, grads = backward(ctx, dout)
+    analytic = {"x": to_numpy(dx).copy()}
+    analytic.update({name: to_numpy(grads[name]).copy() for name in params})
 
     numerics = {}
-    for name, array in [("x", x)] + [(n, a) for n, (a, _) in params.items()]:
+    for name, array in [("x", x)] + list(params.items()):
         indices = None
         if max_probes is not None and array.size > max_probes:
             indices = rng.choice(array.size, size=max_probes, replace=False)
@@ -92,14 +95,8 @@ def check_gradients(forward: Callable, backward: Callable, x, params: dict, seed
     return errors
 
 
-def check_layer(layer, x, seed: int = 0, **kwargs) -> dict[str, float]:
-    """:func:`check_gradients` for a layer: its input and every parameter of it and its children."""
-    owners = {}
-    stack = [("", layer)]
-    while stack:
-        prefix, current = stack.pop()
-        for key in current.params:
-            owners[prefix + key] = (current, key)
-        stack.extend((prefix + name + ".", child) for name, child in current.children().items())
-    params = {name: (owner.params[key], (lambda o=owner, k=key: o.grads[k])) for name, (owner, key) in owners.items()}
-    return check_gradients(layer.forward, layer.backward, x, params, seed=seed, **kwargs)
+def check_layer(layer, x, seed: int = 0, mode=TRAIN, **kwargs) -> dict[str, float]:
+    """:func:`check_gradients` for a layer in ``mode``: its input and every parameter of it and
+    of the layers inside it."""
+    return check_gradients(lambda z: layer.forward(z, mode), layer.backward, x, dict(layer.named_parameters()),
+                           seed=seed, **kwargs)

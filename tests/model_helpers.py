@@ -5,7 +5,7 @@ from cifarnet.layers import BatchNorm
 def randomise_batch_norms(model, rng):
     """Give every batch norm inside ``model`` non-trivial gamma, beta and running statistics
     (written in place, keeping each array's dtype); returns ``model``."""
-    for layer in model.all_layers():
+    for _, layer in model.walk():
         if isinstance(layer, BatchNorm):
             c = layer.num_features
             layer.params["gamma"][:] = rng.uniform(0.5, 2.0, c)

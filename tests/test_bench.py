@@ -7,6 +7,8 @@ import pytest
 
 from cifarnet.bench.models import DEFAULT_BATCH, DEFAULT_WORKERS
 
+pytestmark = pytest.mark.slow          # runs the benchmarks' command lines
+
 
 
 def test_model_benchmark_runs_and_reports(tmp_path):

@@ -1,4 +1,4 @@
-"""Checkpoint files: round trip, integrity, no pickle, atomic writes, cross-backend loading (issue 6)."""
+"""Checkpoint files: round trip, integrity, no pickle, atomic writes, cross-backend loading."""
 import errno
 import os
 import pickle
@@ -10,6 +10,7 @@ import pytest
 from cifarnet import checkpoint as ckpt
 from cifarnet.backend import NUMPY, to_numpy
 from cifarnet.experiment import restore_model
+from cifarnet.layers import TRAIN
 from cifarnet.models import build_model, model_description
 from cifarnet.optim import Adam
 
@@ -21,8 +22,8 @@ def saved(tmp_path):
     model = build_model(model_description("simplecnn"), seed=3)
     opt = Adam(lr=0.01)
     x = np.random.default_rng(0).standard_normal((4, 32, 32, 3)).astype(np.float32)
-    model.backward(model.forward(x))
-    opt.step(model)
+    out, ctx = model.forward(x, TRAIN)
+    opt.step(model, model.backward(ctx, out)[1])
     meta = {"model": model_description("simplecnn"), "input_shape": [32, 32, 3], "backend": "numpy",
             "state": {"epoch": 1}, "rng": ckpt.rng_states(model)}
     path = ckpt.save(tmp_path / "ckpts" / "epoch001_numpy.npz", model.state_dict(), opt.state_dict(), meta)
@@ -41,17 +42,15 @@ def test_round_trip(saved):
             np.testing.assert_array_equal(loaded.optimizer_state["state"][name][key], value)
     restored = restore_model(loaded, NUMPY)
     x = np.ones((2, 32, 32, 3), np.float32)
-    model.eval(), restored.eval()
-    np.testing.assert_array_equal(model.forward(x), restored.forward(x))
+    np.testing.assert_array_equal(model(x), restored(x))
 
 
 def test_cross_backend_load(saved, backend):
     """A checkpoint written from NumPy loads onto either backend and gives the same predictions."""
     path, model, _ = saved
-    restored = restore_model(ckpt.load(path), backend).eval()
+    restored = restore_model(ckpt.load(path), backend)
     x = np.random.default_rng(1).standard_normal((3, 32, 32, 3)).astype(np.float32)
-    np.testing.assert_allclose(to_numpy(restored.forward(backend.asarray(x))), model.eval().forward(x),
-                               rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(to_numpy(restored(backend.asarray(x))), model(x), rtol=1e-5, atol=1e-5)
 
 
 def test_only_plain_arrays_inside(saved):
@@ -176,3 +175,29 @@ def test_architecture_mismatch_names_the_parameter(saved):
 def test_missing_file(tmp_path):
     with pytest.raises(ckpt.CheckpointError, match=f"checkpoint {tmp_path}/gone.npz not found"):
         ckpt.load(tmp_path / "gone.npz")
+
+
+def test_a_checkpoint_of_the_previous_config_layout_evaluates_and_resumes(tmp_path):
+    """Checkpoints written before the schemas were read off signatures saved every data source's
+    keys side by side, every schedule's, and the whole model description in ``model``."""
+    from cifarnet.experiment import evaluate_checkpoint, merge_with_checkpoint, train
+
+    from .cli_helpers import compose_plain
+
+    cfg = compose_plain("trainer.epochs=1", "schedule=step")
+    train(cfg, tmp_path / "run")
+    path = tmp_path / "run" / "checkpoints" / "epoch001_numpy.npz"
+    old = ckpt.load(path)
+    config = old.meta["config"]
+    config["data"].update(root="data", download=True, image_size=32)        # the old DataConfig's union
+    config["schedule"].update(min_lr=0.0, end_lr=0.0)                       # the old ScheduleConfig's
+    config["model"].update(model_description("simplecnn"), num_classes=10)  # the description itself
+    ckpt.save(path, old.model_state, old.optimizer_state, dict(old.meta, config=config))
+
+    saved = ckpt.load(path)
+    report = evaluate_checkpoint(merge_with_checkpoint(saved.meta["config"], cfg, [], str(path), "eval"), saved,
+                                 tmp_path / "eval")
+    assert report["images"] == 64
+    resumed = merge_with_checkpoint(saved.meta["config"], compose_plain("trainer.epochs=2"), ["trainer.epochs"],
+                                    str(path))
+    assert train(resumed, tmp_path / "run", saved)["epochs"] == 2

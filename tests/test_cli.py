@@ -1,4 +1,4 @@
-"""End to end: ``python -m cifarnet`` trains, evaluates, resumes and sweeps (issue 4)."""
+"""End to end: ``python -m cifarnet`` trains, evaluates, resumes and sweeps."""
 import csv
 import json
 import re
@@ -11,6 +11,8 @@ import pytest
 from cifarnet.backend import cupy_available
 
 from .cli_helpers import TINY, cifarnet, train_tiny
+
+pytestmark = pytest.mark.slow          # end to end: each test starts python -m cifarnet
 
 
 def read_metrics(run_dir):

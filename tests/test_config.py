@@ -1,4 +1,4 @@
-"""The real config from conf/ composes for every choice, with the recommended settings (issue 4)."""
+"""The real config from conf/ composes for every choice, with the recommended settings."""
 import itertools
 from pathlib import Path
 
@@ -9,7 +9,8 @@ from omegaconf import OmegaConf
 from cifarnet.cli import schema
 from cifarnet.cli.app import config_dir
 from cifarnet.cli.errors import hydra_message
-from cifarnet.experiment import make_lr_schedule_from, make_optimizer, model_description
+from cifarnet.experiment import describe_model, make_lr_schedule_from, make_optimizer
+from cifarnet.experiment.components import LOADER_KEYS
 from cifarnet.models import MODELS, model_description as preset
 
 CONF = Path(config_dir())
@@ -80,16 +81,16 @@ def test_every_schedule_composes_and_builds(composer):
 def test_default_is_simplecnn_with_its_recommended_settings(composer):
     cfg = composer()
     assert cfg["model"]["name"] == "simplecnn" and cfg["optimizer"]["name"] == "sgd"
-    assert (cfg["optimizer"]["lr"], cfg["model"]["dropout"], cfg["data"]["batch_size"], cfg["trainer"]["epochs"]) \
-        == (0.01, 0.5, 64, 20)
+    assert (cfg["optimizer"]["lr"], describe_model(cfg["model"])["dropout"], cfg["data"]["batch_size"],
+            cfg["trainer"]["epochs"]) == (0.01, 0.5, 64, 20)
     assert cfg["data"]["source"] == "cifar10" and cfg["data"]["root"] == "data" and cfg["data"]["download"]
 
 
 def test_resnet32_brings_its_recommended_settings(composer):
     cfg = composer("model=resnet32")
     assert cfg["optimizer"]["name"] == "adam"
-    assert (cfg["optimizer"]["lr"], cfg["model"]["dropout"], cfg["data"]["batch_size"], cfg["trainer"]["epochs"]) \
-        == (0.01, 0.3, 128, 50)
+    assert (cfg["optimizer"]["lr"], describe_model(cfg["model"])["dropout"], cfg["data"]["batch_size"],
+            cfg["trainer"]["epochs"]) == (0.01, 0.3, 128, 50)
 
 
 def test_explicit_choices_win_over_recommendations(composer):
@@ -101,16 +102,35 @@ def test_explicit_choices_win_over_recommendations(composer):
 
 
 @pytest.mark.parametrize("name", ["simplecnn", "resnet20", "resnet32", "resnet110"])
-def test_model_yaml_is_the_builtin_description(composer, name):
-    description = model_description(composer(f"model={name}")["model"])
-    assert "num_classes" not in description                  # taken from the data
-    assert {**description, "num_classes": 10} == preset(name)
+def test_model_yaml_names_the_builtin_description(composer, name):
+    cfg = composer(f"model={name}")
+    assert {k for k, v in cfg["model"].items() if v is not None} == {"name"}     # the preset is the one source
+    assert describe_model(cfg["model"]) == preset(name)
+    assert describe_model(composer(f"model={name}", "model.dropout=0.1")["model"]) == {**preset(name), "dropout": 0.1}
+
+
+def test_group_schemas_come_from_the_registered_signatures(composer):
+    """optimizer=adam has Adam's arguments and defaults, schedule=step its factory's, data=synthetic
+    the loader keys plus load_synthetic's."""
+    import inspect
+
+    from cifarnet.data.synthetic import load_synthetic
+    from cifarnet.optim import Adam
+
+    adam = composer("optimizer=adam")["optimizer"]
+    defaults = {k: p.default for k, p in inspect.signature(Adam.__init__).parameters.items() if k != "self"}
+    assert adam == {"name": "adam", **defaults, "lr": 0.01}          # lr: the model's recommendation
+    assert composer("schedule=step")["schedule"] == {"name": "step", "milestones": [10, 15], "gamma": 0.1,
+                                                     "warmup_epochs": 0.0}
+    data = composer("data=synthetic")["data"]
+    assert set(data) == set(LOADER_KEYS) | set(inspect.signature(load_synthetic).parameters)
+    assert data["data_seed"] == 0 and data["train_size"] == 5000
 
 
 @pytest.mark.parametrize("overrides, message", [
     (["trainer.epoch=3"], "Could not override 'trainer.epoch'. Key 'epoch' not in 'TrainerConfig'"),
     (["trainer.epochs=abc"], "Value 'abc' of type 'str' could not be converted to Integer"),
-    (["optimizer=adam", "optimizer.momentum=0.9"], "Key 'momentum' not in 'AdamConfig'"),
+    (["optimizer=adam", "optimizer.momentum=0.9"], "Key 'momentum' not in 'AdamSchema'"),
     (["data.augment.pad_mode=wrap"], "Invalid value 'wrap', expected one of [zero, reflect]"),
     (["mode=serve"], "Invalid value 'serve', expected one of [train, eval, predict]"),
     (["model=resnet18"], "unknown model 'resnet18'; known: resnet110, resnet20, resnet32, resnet44, resnet56, simplecnn"),
@@ -126,3 +146,28 @@ def test_hydra_settings(hydra_context):
     hydra_cfg = compose(config_name="config", return_hydra_config=True).hydra
     assert hydra_cfg.job.chdir is False and hydra_cfg.job.name == "cifarnet"
     assert "%f" in OmegaConf.to_container(hydra_cfg.run)["dir"]          # sub-second run directories
+
+
+@pytest.mark.parametrize("experiment", choices("experiment"))
+@pytest.mark.parametrize("backend", choices("backend"))
+def test_every_experiment_composes_with_every_backend(composer, experiment, backend):
+    cfg = composer(f"+experiment={experiment}", f"backend={backend}")
+    assert cfg["backend"]["name"] == backend
+    make_optimizer(cfg["optimizer"])
+    describe_model(cfg["model"])
+    schedule = make_lr_schedule_from(cfg["schedule"], cfg["optimizer"]["lr"], cfg["trainer"]["epochs"], 390)
+    assert schedule(0) > 0
+
+
+def test_the_paper_recipe_is_the_papers(composer):
+    """He et al. 2016: SGD 0.1, momentum 0.9, decay 1e-4, batch 128, /10 at 32k and 48k, stop at 64k."""
+    cfg = composer("+experiment=resnet32_paper")
+    steps_per_epoch = 50_000 // cfg["data"]["batch_size"]
+    schedule = make_lr_schedule_from(cfg["schedule"], cfg["optimizer"]["lr"], cfg["trainer"]["epochs"],
+                                     steps_per_epoch)
+    assert (cfg["optimizer"]["name"], cfg["optimizer"]["momentum"], cfg["optimizer"]["weight_decay"]) == \
+        ("sgd", 0.9, 1e-4)
+    assert schedule(31_999) == pytest.approx(0.1) and schedule(32_000) == pytest.approx(0.01)
+    assert schedule(47_999) == pytest.approx(0.01) and schedule(48_000) == pytest.approx(0.001)
+    assert 63_500 <= schedule.total_steps <= 64_000
+    assert describe_model(cfg["model"])["shortcut"] == "zero_pad" and describe_model(cfg["model"])["dropout"] == 0

@@ -1,4 +1,4 @@
-"""Augmentation, normalisation and batch iteration (issue 3, point 3)."""
+"""Augmentation, normalisation and batch iteration."""
 import numpy as np
 import pytest
 

@@ -1,4 +1,4 @@
-"""The synthetic and image-folder sources (issue 3, point 4)."""
+"""The synthetic and image-folder sources."""
 import numpy as np
 import pytest
 
@@ -10,9 +10,9 @@ from cifarnet.training import accuracy, train_step
 
 
 def test_synthetic_is_deterministic_and_balanced():
-    a = load_dataset("synthetic", train_size=200, test_size=50, seed=3)
-    b = load_dataset("synthetic", train_size=200, test_size=50, seed=3)
-    c = load_dataset("synthetic", train_size=200, test_size=50, seed=4)
+    a = load_dataset("synthetic", train_size=200, test_size=50, data_seed=3)
+    b = load_dataset("synthetic", train_size=200, test_size=50, data_seed=3)
+    c = load_dataset("synthetic", train_size=200, test_size=50, data_seed=4)
     np.testing.assert_array_equal(a.train.images, b.train.images)
     np.testing.assert_array_equal(a.test.labels, b.test.labels)
     assert not np.array_equal(a.train.images, c.train.images)
@@ -23,7 +23,7 @@ def test_synthetic_is_deterministic_and_balanced():
 
 
 def test_synthetic_is_learnable_in_one_short_epoch(backend):
-    data = load_dataset("synthetic", train_size=2000, test_size=500, seed=0)
+    data = load_dataset("synthetic", train_size=2000, test_size=500, data_seed=0)
     norm = Normalization.from_images(data.train.images)
     model = build_model(model_description("simplecnn"), seed=0).to(backend)
     opt, loss_fn = SGD(lr=0.05, momentum=0.9), SoftmaxCrossEntropy()
@@ -31,9 +31,8 @@ def test_synthetic_is_learnable_in_one_short_epoch(backend):
                         shuffle=True, drop_last=True, seed=0)
     for x, y in train.epoch(0):                                   # one epoch: 31 steps
         train_step(model, loss_fn, opt, x, y)
-    model.eval()
     test = BatchLoader(data.test, 250, norm, backend=backend)
-    acc = np.mean([accuracy(model.forward(x), y) for x, y in test.epoch(0)])
+    acc = np.mean([accuracy(model(x), y) for x, y in test.epoch(0)])
     assert acc > 0.5, f"test accuracy {acc:.1%} after one epoch (chance is 10%)"
 
 

@@ -1,10 +1,13 @@
-"""Every layer's backward against centred finite differences in float64 (issue 2, point 1)."""
+"""Every layer's backward against centred finite differences in float64."""
 import numpy as np
 import pytest
 
-from cifarnet.layers import (BasicBlock, BatchNorm, Conv2d, Dropout, Flatten, GlobalAvgPool, Linear,
+from cifarnet.layers import (EVAL, TRAIN, BasicBlock, BatchNorm, Conv2d, Dropout, Flatten, GlobalAvgPool, Linear,
                              MaxPool2d, ReLU, Sequential)
 from cifarnet.losses import SoftmaxCrossEntropy
+
+from cifarnet.backend import to_numpy
+from cifarnet.functional import Ctx
 
 from .gradcheck import check_gradients, check_layer
 
@@ -47,9 +50,9 @@ def test_batchnorm(backend, rng, shape, training):
     layer.params["beta"] = rng.standard_normal(shape[-1])
     layer.buffers["running_mean"] = rng.standard_normal(shape[-1]) * 0.1
     layer.buffers["running_var"] = rng.uniform(0.5, 2.0, shape[-1])
-    layer = as64(layer, backend).train(training)
+    layer = as64(layer, backend)
     x = normal(backend, rng, *shape) * 2.0 + 0.5
-    assert_all_below(check_layer(layer, x), SMOOTH)
+    assert_all_below(check_layer(layer, x, mode=TRAIN if training else EVAL), SMOOTH)
 
 
 def test_relu(backend, rng):
@@ -92,14 +95,17 @@ def test_dropout_with_fixed_mask(backend, rng):
     errors = check_layer(layer, x, before_forward=replay)
     assert_all_below(errors, SMOOTH)
     replay()
-    out = backend.xp.asnumpy(layer.forward(x)) if backend.name == "cupy" else layer.forward(x)
+    out = to_numpy(layer.forward(x, TRAIN)[0])
     assert (out == 0).any() and (out != 0).any(), "the fixed mask must actually drop something"
 
 
-@pytest.mark.parametrize("c_in, c_out, stride", [(3, 3, 1), (3, 5, 2), (2, 4, 1)])
-def test_basic_block(backend, rng, c_in, c_out, stride):
-    block = as64(BasicBlock(c_in, c_out, stride, rng=rng), backend)
-    assert block.projection == (stride != 1 or c_in != c_out)
+@pytest.mark.parametrize("shortcut", ["projection", "zero_pad"])
+@pytest.mark.parametrize("c_in, c_out, stride", [(3, 3, 1), (3, 5, 2), (2, 4, 1), (2, 4, 2)])
+def test_basic_block(backend, rng, c_in, c_out, stride, shortcut):
+    block = as64(BasicBlock(c_in, c_out, stride, rng=rng, shortcut=shortcut), backend)
+    reshapes = stride != 1 or c_in != c_out
+    assert block.shortcut == (shortcut if reshapes else "identity")
+    assert ("shortcut_conv" in block.children) == (reshapes and shortcut == "projection")
     x = normal(backend, rng, 2, 6, 6, c_in)
     assert_all_below(check_layer(block, x, seed=3), KINKED)
 
@@ -115,7 +121,7 @@ def test_softmax_cross_entropy(backend, rng, smoothing):
     loss = SoftmaxCrossEntropy(smoothing)
     labels = backend.asarray(rng.integers(0, 5, 6))
     logits = normal(backend, rng, 6, 5) * 3
-    errors = check_gradients(lambda z: loss.forward(z, labels), lambda d: loss.backward() * d, logits, {})
+    errors = check_gradients(lambda z: loss.forward(z, labels), lambda ctx, d: (loss.backward(ctx) * d, {}), logits, {})
     assert_all_below(errors, SMOOTH)
 
 
@@ -123,18 +129,19 @@ def test_the_check_catches_a_wrong_backward(rng):
     """The checker itself must fail a gradient that is off by 0.1% or that forgets a term."""
 
     class SlightlyWrongLinear(Linear):
-        def backward(self, dout):
-            return super().backward(dout) * 1.001
+        def backward(self, ctx, dout, need_dx=True):
+            dx, grads = super().backward(ctx, dout, need_dx)
+            return dx * 1.001, grads
 
     layer = SlightlyWrongLinear(4, 3, rng=rng).astype(np.float64)
     errors = check_layer(layer, rng.standard_normal((2, 4)))
     assert errors["x"] > 1e-4 and errors["W"] < SMOOTH
 
     class BatchStatsIgnored(BatchNorm):       # treats the batch mean and variance as constants
-        def backward(self, dout):
-            xhat, invstd, _ = self._cache
-            self._cache = (xhat, invstd, False)
-            return super().backward(dout)
+        def backward(self, ctx, dout, need_dx=True):
+            centred, invstd, _, gamma, _, reducer = ctx.saved               # the NumPy variant's context
+            eval_like = (centred, invstd, None, gamma, np.zeros_like(gamma), reducer)
+            return super().backward(Ctx(ctx.variant, eval_like), dout, need_dx)
 
     bn = BatchStatsIgnored(3).astype(np.float64)
     assert check_layer(bn, rng.standard_normal((5, 3)))["x"] > 1e-2

@@ -1,27 +1,31 @@
-"""``infer``: eval-mode forward with batch norm folded into the layer before it, ReLU and the
-residual addition applied inside the convolution's chunk loop; it must equal ``forward``."""
-import contextlib
-
+"""Inference: the fused plan (batch norm folded into the layer before it, ReLU and the residual
+addition inside the convolution's chunk loop) must equal the eval-mode forward; the batch split
+across cores must not change the output."""
 import numpy as np
 import pytest
 
+from cifarnet import parallel
 from cifarnet.backend import to_numpy
-from cifarnet.layers import BatchNorm, Conv2d, Flatten, Linear, ReLU, Sequential
+from cifarnet.inference import InferencePlan, fuse, infer, trace
+from cifarnet.layers import EVAL, BatchNorm, Conv2d, Flatten, Layer, Linear, ReLU, Sequential
 from cifarnet.layers.residual import BasicBlock
 from cifarnet.models import build_model, model_description
 
 from .model_helpers import randomise_batch_norms
 
+TINY_RESNET = {"arch": "resnet", "depth": 8, "widths": [4, 8, 16], "num_classes": 5}
+
 
 def _same_as_forward(model, x, backend, rtol=1e-10):
-    model.to(backend).eval()
-    expected = to_numpy(model.forward(backend.asarray(x)))
-    got = to_numpy(model.infer(backend.asarray(x)))
+    model.to(backend)
+    expected = to_numpy(model.forward(backend.asarray(x), EVAL)[0])
+    got = to_numpy(InferencePlan(model)(backend.asarray(x)))
     np.testing.assert_allclose(got, expected, rtol=rtol, atol=rtol * np.abs(expected).max())
 
 
 @pytest.mark.parametrize("desc, shape", [
-    ({"arch": "resnet", "depth": 8, "widths": [4, 8, 16], "num_classes": 5}, (8, 8, 3)),
+    (TINY_RESNET, (8, 8, 3)),
+    ({**TINY_RESNET, "shortcut": "zero_pad"}, (8, 8, 3)),
     (model_description("simplecnn"), (12, 12, 3)),
 ])
 def test_models_infer_like_forward(backend, rng, desc, shape):
@@ -29,13 +33,14 @@ def test_models_infer_like_forward(backend, rng, desc, shape):
     _same_as_forward(model, rng.standard_normal((5,) + shape), backend)
 
 
-@pytest.mark.parametrize("projection", [False, True])
-@pytest.mark.parametrize("chunk", [None, 2])
-def test_basic_block_infers_like_forward(backend, rng, projection, chunk):
-    block = BasicBlock(4, 6 if projection else 4, 2 if projection else 1, rng=rng, dtype=np.float64)
-    for layer in block.children().values():
-        if isinstance(layer, Conv2d):
-            layer.chunk = chunk
+@pytest.mark.parametrize("shortcut, c_out, stride", [("projection", 6, 2), ("zero_pad", 6, 2), ("projection", 4, 1)])
+@pytest.mark.parametrize("chunk_bytes", [None, 1])
+def test_basic_block_infers_like_forward(backend, rng, monkeypatch, shortcut, c_out, stride, chunk_bytes):
+    if chunk_bytes is not None:                       # one image per chunk in the NumPy convolution
+        from cifarnet.functional import conv
+
+        monkeypatch.setattr(conv, "CHUNK_BYTES", chunk_bytes)
+    block = BasicBlock(4, c_out, stride, rng=rng, dtype=np.float64, shortcut=shortcut)
     _same_as_forward(randomise_batch_norms(block, rng), rng.standard_normal((5, 8, 8, 4)), backend)
 
 
@@ -46,62 +51,71 @@ def test_sequential_folds_conv_and_linear_with_or_without_relu(backend, rng, rel
     layers += [("flat", Flatten()), ("fc", Linear(4 * 6 * 6, 3, rng=rng, dtype=np.float64)),
                ("bn_fc", BatchNorm(3, dtype=np.float64))]
     model = Sequential(layers)
-    model.layers["conv"].params["b"] = rng.standard_normal(4)
-    model.layers["fc"].params["b"] = rng.standard_normal(3)
+    model["conv"].params["b"] = rng.standard_normal(4)
+    model["fc"].params["b"] = rng.standard_normal(3)
     _same_as_forward(randomise_batch_norms(model, rng), rng.standard_normal((4, 6, 6, 3)), backend)
 
 
-def test_training_mode_infer_is_forward_and_keeps_backward(backend, rng):
-    model = build_model({"arch": "resnet", "depth": 8, "widths": [4, 8, 16], "num_classes": 5},
-                        input_shape=(8, 8, 3), seed=0, dtype=np.float64).to(backend)
-    x = backend.asarray(rng.standard_normal((4, 8, 8, 3)))
-    out = model.infer(x)
-    model.backward(backend.asarray(np.ones(out.shape)))        # caches were kept: backward runs
-    assert all(g is not None for _, g in model.named_gradients())
+def test_the_fusion_pass_folds_each_norm_and_takes_the_residual_and_relu():
+    model = build_model(TINY_RESNET, input_shape=(8, 8, 3), seed=0)
+    nodes, output = trace(model)
+    kinds = [n.kind for n in nodes]
+    assert kinds.count("batchnorm") == 9 and kinds.count("add") == 3 and "dropout" not in kinds
+    fused = fuse(nodes, output)
+    assert [n.kind for n in fused] == [
+        "conv",                                   # stem: conv + bn + relu
+        "conv", "conv",                           # stage 1: conv1 (+bn, relu), conv2 (+bn, + x, relu)
+        "conv", "conv", "conv",                   # stage 2: conv1, shortcut conv + bn, conv2 (+ shortcut, relu)
+        "conv", "conv", "conv",                   # stage 3 likewise
+        "global_avg_pool", "linear"]
+    shortcut, second = fused[4], fused[5]
+    assert second.attrs["residual"] and second.attrs["relu"] and second.inputs[1] == shortcut.output
+    assert not shortcut.attrs["residual"] and not shortcut.attrs["relu"]
+    assert sum("norm" in n.attrs for n in fused) == 9
+    assert fused[-1].output == output
+
+
+def test_a_value_read_twice_is_not_fused_away(rng):
+    """A batch norm whose input something else also reads stays a node of its own."""
+
+    class Tap(Layer):                             # reads the conv output next to the batch norm
+        kind = "probe"
+
+        def trace(self, graph, value):
+            conv_out = graph.add(self.children["conv"], [value])
+            normed = graph.add(self.children["bn"], [conv_out])
+            return graph.add("add", [normed, conv_out])
+
+    tap = Tap()
+    tap.children = {"conv": Conv2d(2, 2, 3, 1, 1, rng=rng), "bn": BatchNorm(2)}
+    nodes, output = trace(tap)
+    assert [n.kind for n in fuse(nodes, output)] == ["conv", "batchnorm", "add"]
 
 
 def test_relu_inside_the_fold_propagates_nan(backend, rng):
-    block = BasicBlock(2, 2, 1, rng=rng, dtype=np.float64).to(backend).eval()
+    block = BasicBlock(2, 2, 1, rng=rng, dtype=np.float64).to(backend)
     x = rng.standard_normal((2, 4, 4, 2))
     x[0, 1, 1, 0] = np.nan
-    assert np.isnan(to_numpy(block.infer(backend.asarray(x)))[0]).any()
-    assert not np.isnan(to_numpy(block.infer(backend.asarray(x)))[1]).any()
+    out = to_numpy(InferencePlan(block)(backend.asarray(x)))
+    assert np.isnan(out[0]).any() and not np.isnan(out[1]).any()
+
+
+def test_a_plan_follows_the_weights_as_they_change(rng):
+    model = randomise_batch_norms(build_model(TINY_RESNET, input_shape=(8, 8, 3), seed=0, dtype=np.float64), rng)
+    plan, x = InferencePlan(model), rng.standard_normal((3, 8, 8, 3))
+    before = plan(x)
+    for _, p in model.named_parameters():
+        p *= 1.5
+    np.testing.assert_allclose(plan(x), model.forward(x, EVAL)[0], rtol=1e-10, atol=1e-12)
+    assert not np.allclose(plan(x), before)
 
 
 @pytest.mark.parametrize("workers", [2, 3])
 def test_batch_split_across_workers_gives_the_same_output(rng, workers, monkeypatch):
-    from cifarnet import inference
-
-    monkeypatch.setattr(inference, "MIN_IMAGES_PER_WORKER", 2)
-    model = randomise_batch_norms(build_model({"arch": "resnet", "depth": 8, "widths": [4, 8, 16],
-                                                "num_classes": 5}, input_shape=(8, 8, 3), seed=0,
-                                               dtype=np.float64), rng).eval()
+    monkeypatch.setattr(parallel, "MIN_IMAGES_PER_PART", 2)
+    model = randomise_batch_norms(build_model(TINY_RESNET, input_shape=(8, 8, 3), seed=0, dtype=np.float64), rng)
     x = rng.standard_normal((7, 8, 8, 3))                      # parts of 2, 2, 3 (uneven)
-    np.testing.assert_allclose(inference.infer(model, x, workers=workers), model.infer(x), rtol=1e-12, atol=1e-12)
-
-
-def test_blas_threads_are_restored_after_a_split_batch(rng, monkeypatch):
-    from cifarnet import blas, inference
-
-    before = blas.blas_threads()
-    if before is None:
-        pytest.skip("NumPy's BLAS is not an OpenBLAS whose threads can be set")
-    seen = []
-    monkeypatch.setattr(inference, "MIN_IMAGES_PER_WORKER", 1)
-    model = Sequential([("probe", _BlasProbe(seen))])
-    inference.infer(model.eval(), np.zeros((4, 3)), workers=2)
-    assert seen == [1, 1] and blas.blas_threads() == before   # one BLAS thread per part, then back
-
-
-def test_without_blas_control_the_batch_is_not_split(rng, monkeypatch):
-    from cifarnet import inference
-
-    monkeypatch.setattr(inference, "MIN_IMAGES_PER_WORKER", 1)
-    monkeypatch.setattr(inference, "limited_blas_threads", lambda threads: contextlib.nullcontext(False))
-    seen = []
-    model = Sequential([("probe", _BlasProbe(seen))])
-    out = inference.infer(model.eval(), np.zeros((4, 3)), workers=2)
-    assert len(seen) == 1 and out.shape == (4, 3)
+    np.testing.assert_allclose(infer(model, x, workers=workers), InferencePlan(model)(x), rtol=1e-12, atol=1e-12)
 
 
 class _BlasProbe(ReLU):
@@ -111,9 +125,28 @@ class _BlasProbe(ReLU):
         super().__init__()
         self.seen = seen
 
-    def forward(self, x):
+    def forward(self, x, mode=EVAL):
         from cifarnet import blas
 
         self.seen.append(blas.blas_threads())
-        return x
+        return x, None
 
+
+def test_blas_threads_are_restored_after_a_split_batch(monkeypatch):
+    from cifarnet import blas
+
+    before = blas.blas_threads()
+    if before is None:
+        pytest.skip("NumPy's BLAS is not an OpenBLAS whose threads can be set")
+    seen = []
+    monkeypatch.setattr(parallel, "MIN_IMAGES_PER_PART", 1)
+    infer(Sequential([("probe", _BlasProbe(seen))]), np.zeros((4, 3)), workers=2)
+    assert seen == [1, 1] and blas.blas_threads() == before   # one BLAS thread per part, then back
+
+
+def test_without_blas_control_the_batch_is_not_split(monkeypatch):
+    monkeypatch.setattr(parallel, "MIN_IMAGES_PER_PART", 1)
+    monkeypatch.setattr(parallel, "blas_threads", lambda: None)
+    seen = []
+    out = infer(Sequential([("probe", _BlasProbe(seen))]), np.zeros((4, 3)), workers=2)
+    assert len(seen) == 1 and out.shape == (4, 3)

@@ -1,9 +1,11 @@
-"""Sweeps through Hydra's joblib and submitit launchers and the Optuna sweeper (issue 7)."""
+"""Sweeps through Hydra's joblib and submitit launchers and the Optuna sweeper."""
 import csv
 
 import pytest
 
 from .cli_helpers import TINY, cifarnet
+
+pytestmark = pytest.mark.slow          # whole sweeps through Hydra's plugins
 
 SMALL = [*TINY, "data.train_size=64", "trainer.epochs=1"]
 

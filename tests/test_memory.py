@@ -49,7 +49,7 @@ def test_keep_freed_memory_is_idempotent():
 
 def test_make_backend_honours_the_switch(monkeypatch):
     calls = []
-    monkeypatch.setattr("cifarnet.experiment.keep_freed_memory", lambda: calls.append(1))
+    monkeypatch.setattr("cifarnet.experiment.components.keep_freed_memory", lambda: calls.append(1))
     assert make_backend({"name": "numpy", "keep_freed_memory": False}).name == "numpy"
     assert calls == []
     make_backend({"name": "numpy"})

@@ -1,4 +1,4 @@
-"""Model building from plain data, parameter counts, summary, seeding, state dicts (issue 2)."""
+"""Model building from plain data, parameter counts, summary, seeding, state dicts."""
 import numpy as np
 import pytest
 
@@ -17,7 +17,7 @@ def test_simplecnn_parameter_count_and_shapes():
 def test_resnet32_parameter_count_and_layout():
     model = build_model(model_description("resnet32"))
     assert model.num_parameters() == 466_906
-    blocks = [l for l in model.layers.values() if isinstance(l, BasicBlock)]
+    blocks = [l for l in model.children.values() if isinstance(l, BasicBlock)]
     assert len(blocks) == 15
     assert [b.stride for b in blocks].count(2) == 2 and sum(b.projection for b in blocks) == 2
     assert model.output_shape((32, 32, 3)) == (10,)
@@ -27,7 +27,7 @@ def test_resnet32_parameter_count_and_layout():
 def test_resnet_family(depth, count):
     model = build_model(model_description(f"resnet{depth}"))
     assert model.num_parameters() == count
-    assert sum(isinstance(l, BasicBlock) for l in model.layers.values()) == 3 * (depth - 2) // 6
+    assert sum(isinstance(l, BasicBlock) for l in model.children.values()) == 3 * (depth - 2) // 6
 
 
 def test_summary_prints_shapes_and_totals():
@@ -53,9 +53,9 @@ def test_new_network_from_plain_data_alone():
         {"type": "batchnorm"}, {"type": "relu"}, {"type": "global_avg_pool"},
         {"type": "linear", "out_features": 7}]}
     model = build_model(desc, input_shape=(16, 12, 3))
-    assert list(model.layers)[:3] == ["c1", "relu1", "maxpool1"]
+    assert list(model.children)[:3] == ["c1", "relu1", "maxpool1"]
     assert model["linear1"].in_features == 12
-    assert model.forward(np.zeros((2, 16, 12, 3), np.float32)).shape == (2, 7)
+    assert model(np.zeros((2, 16, 12, 3), np.float32)).shape == (2, 7)
 
 
 def test_bad_descriptions_fail_clearly():
@@ -88,8 +88,7 @@ def test_state_dict_round_trip_and_mismatch_errors(backend):
     assert "batchnorm1.running_mean" in state and "conv1.W" in state
     dst.load_state_dict(state)
     x = backend.asarray(np.random.default_rng(0).standard_normal((2, 32, 32, 3)).astype(np.float32))
-    src.eval(), dst.eval()
-    np.testing.assert_array_equal(to_numpy(src.forward(x)), to_numpy(dst.forward(x)))
+    np.testing.assert_array_equal(to_numpy(src(x)), to_numpy(dst(x)))
     assert type(dst["conv1"].params["W"]) is type(x)            # stayed on its backend
 
     other = build_model(model_description("simplecnn", num_classes=5))
@@ -99,19 +98,29 @@ def test_state_dict_round_trip_and_mismatch_errors(backend):
         build_model(model_description("resnet20")).load_state_dict(state)
 
 
-def test_train_eval_mode_reaches_nested_layers():
+def test_one_walk_names_every_layer_and_array():
     model = build_model({"arch": "resnet", "depth": 8, "widths": [2, 2, 2]}, input_shape=(8, 8, 3))
-    model.eval()
-    assert all(not layer.training for layer in model.all_layers())
-    model.train()
-    assert all(layer.training for layer in model.all_layers())
+    names = [name for name, _ in model.walk()]
+    assert names[:4] == ["", "stem_conv", "stem_bn", "stem_relu"]
+    assert "stage2_block1.shortcut_conv" in names and "stage2_block1.conv1" in names
+    assert {f"{layer}.{key}" for layer, sub in model.walk() if layer for key in sub.params} == \
+        {name for name, _ in model.named_parameters()}
+
+
+@pytest.mark.parametrize("shortcut, count", [("projection", 466_906), ("zero_pad", 464_154)])
+def test_resnet32_with_either_shortcut(shortcut, count):
+    """The paper's option A (zero-padding identity shortcuts) has 0.46M parameters."""
+    model = build_model(model_description("resnet32", shortcut=shortcut))
+    assert model.num_parameters() == count
+    blocks = [layer for layer in model.children.values() if isinstance(layer, BasicBlock)]
+    assert [b.shortcut for b in blocks].count(shortcut) == 2
 
 
 def test_description_wide_dropout_and_num_classes_reach_the_layers():
     from cifarnet.layers import Dropout
 
     model = build_model(model_description("simplecnn", dropout=0.2, num_classes=3))
-    assert [l.rate for l in model.layers.values() if isinstance(l, Dropout)] == [0.2]
+    assert [l.rate for l in model.children.values() if isinstance(l, Dropout)] == [0.2]
     assert model.output_shape((32, 32, 3)) == (3,)
     resnet = build_model({"arch": "resnet", "depth": 8, "widths": [2, 2, 2], "dropout": 0.4, "num_classes": 4})
     assert resnet["dropout"].rate == 0.4 and resnet.output_shape((32, 32, 3)) == (4,)

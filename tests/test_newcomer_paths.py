@@ -219,7 +219,7 @@ main()
 """
 
 CTRL_C_WHILE_LOADING = """
-import cifarnet.experiment as experiment
+import cifarnet.experiment.training as experiment
 real = experiment.load_data
 def load_data(*args, **kwargs):
     os.kill(os.getpid(), signal.SIGINT)                 # Ctrl-C while the data loads

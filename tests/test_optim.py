@@ -1,4 +1,4 @@
-"""Optimizer steps against values worked out by hand (issue 2, point 5)."""
+"""Optimizer steps against values worked out by hand."""
 import numpy as np
 import pytest
 

@@ -1,8 +1,10 @@
-"""Packaging: the wheel carries every package and the configs; an installed cifarnet trains (issue 4)."""
+"""Packaging: the wheel carries every package and the configs; an installed cifarnet trains."""
 import subprocess
 import tomllib
 import venv
 from pathlib import Path
+
+import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -13,6 +15,7 @@ def test_pyproject_lists_every_package():
     assert listed == found | {"cifarnet.conf"}
 
 
+@pytest.mark.slow                      # builds a wheel into a fresh virtual environment
 def test_wheel_install_finds_its_configs_and_trains(tmp_path):
     """``pip install .`` into a fresh virtual environment, then train from an unrelated directory."""
     env_dir = tmp_path / "venv"

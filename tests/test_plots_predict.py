@@ -1,4 +1,4 @@
-"""Figures from a real tiny run and a sweep; predictions on generated PNG files (issue 7)."""
+"""Figures from a real tiny run and a sweep; predictions on generated PNG files."""
 import csv
 import subprocess
 import sys
@@ -6,6 +6,8 @@ import sys
 import pytest
 
 from .cli_helpers import TINY, cifarnet
+
+pytestmark = pytest.mark.slow          # end to end: runs, sweeps and predictions
 
 pytest.importorskip("matplotlib", reason="plots need matplotlib (the [plot] extra)")
 PIL = pytest.importorskip("PIL.Image", reason="predictions need Pillow (the [images] extra)")

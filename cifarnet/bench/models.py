@@ -51,7 +51,7 @@ class CifarnetRunner:
     """One model on one backend, ready to time steps."""
 
     def __init__(self, name: str, batch: int, backend_name: str = "numpy", workers: int | None = None):
-        self.workers = workers                                 # training threads (DataParallel)
+        self.workers = workers                                 # training threads (cifarnet.parallel)
         self.backend = make_backend({"name": backend_name})   # as the experiment runner sets it up
         self.model = build_model(model_description(name), seed=0).to(self.backend)
         self.loss, self.opt = SoftmaxCrossEntropy(), SGD(lr=0.01, momentum=0.9)
@@ -66,7 +66,6 @@ class CifarnetRunner:
 
     def eval_batch(self) -> float:
         start = time.perf_counter()
-        self.model.eval()
         infer(self.model, self.x_eval)                # what evaluation runs (cifarnet.training.evaluate)
         self.backend.synchronize()
         return time.perf_counter() - start
@@ -106,26 +105,23 @@ class TorchRunner:
 
 
 def layer_breakdown(runner: CifarnetRunner, repeats: int = 3) -> list[tuple[str, float, float]]:
-    """Median forward and backward milliseconds of each top-level layer over ``repeats`` steps.
-
-    The steps train on one thread (``workers=1``, restored afterwards): a split batch runs on
-    replicas of the layers, whose times the wrappers set here would not see.
-    """
+    """Median forward and backward milliseconds of each top-level layer over ``repeats`` steps,
+    training on one thread (``workers=1``, restored afterwards), so that each layer's time is
+    its whole-batch time."""
     times: dict[tuple[str, str], list[float]] = defaultdict(list)
-    originals = {}
     workers, runner.workers = runner.workers, 1
-    for name, layer in runner.model.layers.items():
-        originals[name] = (layer.forward, layer.backward)
+    layers = runner.model.children
 
-        def timed(fn, key):
-            def run(arg):
-                start = time.perf_counter()
-                out = fn(arg)
-                runner.backend.synchronize()
-                times[key].append(time.perf_counter() - start)
-                return out
-            return run
+    def timed(fn, key):
+        def run(*args, **kwargs):
+            start = time.perf_counter()
+            out = fn(*args, **kwargs)
+            runner.backend.synchronize()
+            times[key].append(time.perf_counter() - start)
+            return out
+        return run
 
+    for name, layer in layers.items():                     # instance attributes shadow the methods
         layer.forward = timed(layer.forward, (name, "fwd"))
         layer.backward = timed(layer.backward, (name, "bwd"))
     try:
@@ -135,11 +131,10 @@ def layer_breakdown(runner: CifarnetRunner, repeats: int = 3) -> list[tuple[str,
             runner.step()
     finally:
         runner.workers = workers
-        for name, layer in runner.model.layers.items():
-            layer.forward, layer.backward = originals[name]
+        for layer in layers.values():
             del layer.__dict__["forward"], layer.__dict__["backward"]
     return [(name, 1e3 * statistics.median(times[(name, "fwd")]), 1e3 * statistics.median(times[(name, "bwd")]))
-            for name in runner.model.layers]
+            for name in layers]
 
 
 def timed_run(framework: str, name: str, batch: int, backend: str, steps: int, eval_batches: int,

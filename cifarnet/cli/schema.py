@@ -3,12 +3,23 @@
 Every YAML file under ``conf/`` is validated against these: an unknown key, a misspelt option or a
 wrong type is rejected before any work starts, with a message naming the key. Only the command-line
 layer uses them; the library itself takes plain arguments.
+
+The schemas of the optimizer, schedule and data-source choices are read off the signatures of
+their registry entries (:func:`schema_of`): the keys, types and defaults of ``optimizer=adam`` are
+``Adam.__init__``'s, so they are written in one place, and a new optimizer, schedule or data source
+gets its schema by being registered. The rest (model, backend, trainer, the loader side of
+``data``, top-level keys) is written out below.
 """
 from __future__ import annotations
 
+import collections.abc
+import dataclasses
+import inspect
+import types
+import typing
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Any, List, Optional
+from typing import Any, Callable, List, Optional
 
 from omegaconf import MISSING
 
@@ -36,54 +47,19 @@ class NonFinite(Enum):
 
 @dataclass
 class ModelConfig:
-    """A model description (see cifarnet.models.builder); unset fields are left out."""
+    """A reference model's name plus the description-wide fields to override, or a whole
+    description of your own (see cifarnet.models.builder); unset fields are left out."""
 
     name: str = MISSING
-    arch: str = "sequential"
+    arch: Optional[str] = None
     layers: Optional[List[Any]] = None
     depth: Optional[int] = None
     widths: Optional[List[int]] = None
     dropout: Optional[float] = None
-    num_classes: Optional[int] = None
+    num_classes: Optional[int] = None        # null: as many as the data has classes
     bn_momentum: Optional[float] = None
-
-
-@dataclass
-class OptimizerConfig:
-    """Fields every optimizer takes."""
-
-    name: str = MISSING
-    lr: float = 0.01
-    weight_decay: float = 0.0
-    decay_norm_and_bias: bool = True
-
-
-@dataclass
-class SGDConfig(OptimizerConfig):
-    name: str = "sgd"
-    momentum: float = 0.9
-    nesterov: bool = False
-
-
-@dataclass
-class AdamConfig(OptimizerConfig):
-    name: str = "adam"
-    lr: float = 0.001
-    beta1: float = 0.9
-    beta2: float = 0.999
-    eps: float = 1e-8
-
-
-@dataclass
-class ScheduleConfig:
-    """Learning-rate schedule; epochs may be fractional and are converted to steps."""
-
-    name: str = "constant"
-    warmup_epochs: float = 0.0
-    milestones: List[float] = field(default_factory=list)   # step: epochs at which lr *= gamma
-    gamma: float = 0.1                                      # step
-    min_lr: float = 0.0                                     # cosine
-    end_lr: float = 0.0                                     # linear
+    init: Optional[str] = None               # he_normal | he_uniform | pytorch
+    shortcut: Optional[str] = None           # ResNets: projection | zero_pad
 
 
 @dataclass
@@ -95,15 +71,11 @@ class AugmentConfig:
 
 
 @dataclass
-class DataConfig:
-    source: str = MISSING                    # cifar10 | synthetic | image_folder
-    root: str = "data"                       # cifar10, image_folder
-    download: bool = True                    # cifar10
-    train_size: int = 5000                   # synthetic
-    test_size: int = 1000                    # synthetic
-    data_seed: int = 0                       # synthetic
-    noise: float = 20.0                      # synthetic
-    image_size: int = 32                     # synthetic, image_folder
+class LoaderConfig:
+    """The data group's keys that configure batches (cifarnet.experiment.components.LOADER_KEYS);
+    each data source's own options are added from its loader's signature."""
+
+    source: str = MISSING
     batch_size: int = 64
     eval_batch_size: int = 500
     val_size: int = 0
@@ -135,9 +107,9 @@ class TrainerConfig:
 class Config:
     model: ModelConfig = MISSING
     optimizer: Any = MISSING
-    data: DataConfig = MISSING
+    data: Any = MISSING
     backend: BackendConfig = MISSING
-    schedule: ScheduleConfig = MISSING
+    schedule: Any = MISSING
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     mode: Mode = Mode.train
     seed: int = 0
@@ -149,6 +121,46 @@ class Config:
     topk: int = 3                    # mode=predict: classes shown per image
 
 
+def _config_type(annotation: Any) -> Any:
+    """The OmegaConf-friendly type for a signature's annotation: scalars as they are, a sequence
+    as ``List[item]``, ``X | None`` as ``Optional[X]``, paths as ``str``, anything else ``Any``."""
+    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
+    if origin in (typing.Union, types.UnionType):
+        rest = [a for a in args if a is not type(None)]
+        if type(None) in args and len(rest) == 1:
+            return Optional[_config_type(rest[0])]
+        return str if str in rest else Any                   # str | Path
+    if origin in (list, tuple, collections.abc.Sequence):
+        item = args[0] if args else Any
+        return List[_config_type(item)]
+    return annotation if annotation in (int, float, bool, str) else Any
+
+
+def schema_of(target: Callable, name: str, skip: tuple[str, ...] = (), base: type | None = None) -> type:
+    """A dataclass schema with ``name: str = name`` and one field per keyword parameter of
+    ``target`` (a class's ``__init__`` or a function) not in ``skip``, typed and defaulted as the
+    signature says. Fields of ``base`` come first.
+
+    Raises:
+        TypeError: a parameter without a default (a config must be able to leave it out).
+    """
+    function = target.__init__ if inspect.isclass(target) else target
+    hints = typing.get_type_hints(function)
+    fields: list[tuple[str, Any, Any]] = [("name", str, field(default=name))] if base is None else []
+    for p in list(inspect.signature(function).parameters.values()):
+        if p.name in ("self", *skip) or p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
+            continue
+        if p.default is p.empty:
+            raise TypeError(f"{name}: parameter {p.name!r} of {function.__qualname__} needs a default to be configured")
+        default = list(p.default) if isinstance(p.default, (list, tuple)) else p.default
+        spec = field(default_factory=lambda d=default: list(d)) if isinstance(default, list) else field(default=default)
+        fields.append((p.name, _config_type(hints.get(p.name, Any)), spec))
+    if base is not None:
+        fields.append(("source", str, field(default=name)))
+    return dataclasses.make_dataclass(f"{name.title().replace('_', '')}Schema", fields,
+                                      bases=(base,) if base else ())
+
+
 def register() -> None:
     """Put the schemas in Hydra's ConfigStore under the names the YAML defaults lists use.
 
@@ -158,10 +170,17 @@ def register() -> None:
     """
     from hydra.core.config_store import ConfigStore
 
+    from ..data import DATA_SOURCES
+    from ..optim import OPTIMIZERS
+    from ..schedules import LR_SCHEDULES
+
     cs = ConfigStore.instance()
     cs.store(name="cifarnet_schema", node=Config)
-    cs.store(name="schema_optimizer_sgd", node=SGDConfig)
-    cs.store(name="schema_optimizer_adam", node=AdamConfig)
-    cs.store(name="schema_data", node=DataConfig)
     cs.store(name="schema_backend", node=BackendConfig)
-    cs.store(name="schema_schedule", node=ScheduleConfig)
+    for name in OPTIMIZERS:
+        cs.store(name=f"schema_optimizer_{name}", node=schema_of(OPTIMIZERS.get(name), name))
+    for name in LR_SCHEDULES:
+        cs.store(name=f"schema_schedule_{name}",
+                 node=schema_of(LR_SCHEDULES.get(name), name, skip=("base_lr", "epochs", "steps_per_epoch")))
+    for name in DATA_SOURCES:
+        cs.store(name=f"schema_data_{name}", node=schema_of(DATA_SOURCES.get(name), name, base=LoaderConfig))

@@ -56,7 +56,7 @@ def read_split(folder: Path, class_names: list[str], image_size: int) -> Split:
     return Split(np.stack(images), np.array(labels, dtype=np.int64))
 
 
-def load_image_folder(root: str | Path, train_split: str = "train", test_split: str = "test",
+def load_image_folder(root: str | Path = "data/images", train_split: str = "train", test_split: str = "test",
                       image_size: int = 32) -> Dataset:
     """Load ``root/<train_split>`` and ``root/<test_split>``."""
     root = Path(root)

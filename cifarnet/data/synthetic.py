@@ -70,13 +70,13 @@ def make_split(n: int, rng: np.random.Generator, size: int = 32, noise: float = 
     return Split(np.clip(images, 0, 255).astype(np.uint8), labels)
 
 
-def load_synthetic(train_size: int = 5000, test_size: int = 1000, seed: int = 0, image_size: int = 32,
+def load_synthetic(train_size: int = 5000, test_size: int = 1000, data_seed: int = 0, image_size: int = 32,
                    noise: float = 20.0) -> Dataset:
-    """The synthetic dataset; a pure function of its arguments."""
+    """The synthetic dataset; a pure function of its arguments (``data_seed`` draws the images)."""
     if train_size < 1 or test_size < 1:
         raise ValueError(f"synthetic sizes must be positive, got train={train_size}, test={test_size}")
-    rng = np.random.default_rng([seed, 0x5E7])
+    rng = np.random.default_rng([data_seed, 0x5E7])
     train = make_split(train_size, rng, image_size, noise)
     test = make_split(test_size, rng, image_size, noise)
     return Dataset(train=train, test=test, class_names=list(CLASS_NAMES), source="synthetic",
-                   info={"seed": seed, "train_size": train_size, "test_size": test_size})
+                   info={"seed": data_seed, "train_size": train_size, "test_size": test_size})

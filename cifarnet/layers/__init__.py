@@ -1,10 +1,9 @@
-"""Layers with hand-written forward and backward passes, and the registry that names them.
-
-The names below are what model descriptions use in their ``type`` field.
+"""Layers: parameters and configuration around the ops of :mod:`cifarnet.functional`, and the
+registry that names them. The names below are what model descriptions use in their ``type`` field.
 """
 from ..registry import Registry
 from .activation import ReLU
-from .base import Layer
+from .base import EVAL, INFER, TRAIN, Layer, Mode
 from .batchnorm import BatchNorm
 from .conv import Conv2d
 from .dropout import Dropout
@@ -28,5 +27,5 @@ for _name, _cls in {
 }.items():
     LAYERS.register(_name)(_cls)
 
-__all__ = ["LAYERS", "BasicBlock", "BatchNorm", "Conv2d", "Dropout", "Flatten", "GlobalAvgPool",
-           "Layer", "Linear", "MaxPool2d", "ReLU", "Sequential"]
+__all__ = ["EVAL", "INFER", "LAYERS", "TRAIN", "BasicBlock", "BatchNorm", "Conv2d", "Dropout", "Flatten",
+           "GlobalAvgPool", "Layer", "Linear", "MaxPool2d", "Mode", "ReLU", "Sequential"]

@@ -3,19 +3,24 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..backend import backend_of
-from .base import Layer, Shape
+from ..functional import dropout
+from .base import EVAL, Layer, Mode, Shape
+
+_IDENTITY = object()           # the context of an eval-mode pass: backward passes dout through
 
 
 class Dropout(Layer):
     """Zero each activation with probability ``rate`` and scale the rest by ``1 / (1 - rate)``.
 
     Identity in eval mode and when ``rate == 0``. Masks are drawn on the host from this layer's
-    own seeded generator (``self.rng``, derived from the model's at build time), so a seed gives
-    the same masks on every backend.
+    own seeded generator (``self.rng``, derived from the model's at build time; a part of a split
+    batch draws from one derived from it, see :class:`Mode`), so a seed gives the same masks on
+    every backend. The generator's state is saved in checkpoints.
 
     Shapes: x, out: any, e.g. ``(N, D)``.
     """
+
+    kind = "dropout"
 
     def __init__(self, rate: float = 0.5, *, rng: np.random.Generator | None = None):
         super().__init__()
@@ -36,24 +41,16 @@ class Dropout(Layer):
     def build(cls, in_shape: Shape, rng, dtype, **options) -> "Dropout":
         return cls(rng=np.random.default_rng(rng.integers(2**63)), **options)
 
-    def replica(self) -> "Dropout":
-        """A twin with a generator of its own, seeded from this layer's generator (which advances)."""
-        twin = super().replica()
-        twin.rng = np.random.default_rng(self.rng.integers(2**63))
-        return twin
+    def forward(self, x, mode: Mode = EVAL):
+        if not mode.training:
+            return x, (_IDENTITY if mode.keep else None)
+        return dropout.forward(x, rate=self.rate, generator=mode.generator(self), keep=mode.keep)
 
-    def forward(self, x):
-        if not self.training or self.rate == 0.0:
-            self._mask = None
-            return x
-        keep = self.rng.random(x.shape) >= self.rate            # host, same shape as x
-        mask = backend_of(x).asarray(keep.astype(x.dtype) / np.asarray(1.0 - self.rate, x.dtype))
-        self._mask = mask
-        return x * mask
+    def backward(self, ctx, dout, need_dx: bool = True):
+        return (dout, {}) if ctx is _IDENTITY else dropout.backward(ctx, dout)
 
-    def backward(self, dout):
-        mask, self._mask = getattr(self, "_mask", None), None
-        return dout if mask is None else dout * mask
+    def trace(self, graph, value: int) -> int:
+        return value                              # the identity at inference
 
     def extra_repr(self) -> str:
         return f"rate={self.rate}"

@@ -5,10 +5,12 @@ from typing import Any
 
 import numpy as np
 
-from .activation import ReLU
-from .base import Layer, Shape
+from ..functional import pad_shortcut, relu
+from .base import EVAL, Layer, Mode, Shape, prefixed
 from .batchnorm import BatchNorm
 from .conv import Conv2d
+
+SHORTCUTS = ("projection", "zero_pad")
 
 
 class BasicBlock(Layer):
@@ -16,79 +18,98 @@ class BasicBlock(Layer):
 
     conv1 is 3x3 with ``stride``, conv2 3x3 with stride 1, both padded by 1 and without bias (the
     batch norm after each supplies the shift). The shortcut is the identity when the shape is
-    kept, else a 1x1 convolution with ``stride`` followed by batch norm ("projection").
+    kept; when it changes, ``shortcut="projection"`` uses a 1x1 convolution with ``stride``
+    followed by batch norm (the paper's option B), ``shortcut="zero_pad"`` subsamples and pads
+    the new channels with zeros, without parameters (option A, the paper's CIFAR choice).
 
     Shapes: x ``(N, H, W, C_in)`` -> out ``(N, H/stride, W/stride, C_out)``.
     """
 
     def __init__(self, in_channels: int, out_channels: int, stride: int = 1, *,
-                 rng: np.random.Generator | None = None, dtype: Any = np.float32,
-                 bn_momentum: float = 0.1):
+                 rng: np.random.Generator | None = None, dtype: Any = np.float32, bn_momentum: float = 0.1,
+                 shortcut: str = "projection", init: str = "he_normal"):
         super().__init__()
+        if shortcut not in SHORTCUTS:
+            raise ValueError(f"shortcut must be one of {', '.join(SHORTCUTS)}, got {shortcut!r}")
         rng = rng if rng is not None else np.random.default_rng()
         self.in_channels, self.out_channels, self.stride = in_channels, out_channels, stride
-        self.blocks: dict[str, Layer] = {
-            "conv1": Conv2d(in_channels, out_channels, 3, stride, 1, bias=False, rng=rng, dtype=dtype),
+        self.reshapes = stride != 1 or in_channels != out_channels
+        self.shortcut = shortcut if self.reshapes else "identity"
+        self.children = {
+            "conv1": Conv2d(in_channels, out_channels, 3, stride, 1, bias=False, rng=rng, dtype=dtype, init=init),
             "bn1": BatchNorm(out_channels, bn_momentum, dtype=dtype),
-            "relu1": ReLU(),
-            "conv2": Conv2d(out_channels, out_channels, 3, 1, 1, bias=False, rng=rng, dtype=dtype),
+            "conv2": Conv2d(out_channels, out_channels, 3, 1, 1, bias=False, rng=rng, dtype=dtype, init=init),
             "bn2": BatchNorm(out_channels, bn_momentum, dtype=dtype),
         }
-        self.projection = stride != 1 or in_channels != out_channels
-        if self.projection:
-            self.blocks["shortcut_conv"] = Conv2d(in_channels, out_channels, 1, stride, 0, bias=False,
-                                                  rng=rng, dtype=dtype)
-            self.blocks["shortcut_bn"] = BatchNorm(out_channels, bn_momentum, dtype=dtype)
-        self.blocks["relu_out"] = ReLU()
+        if self.shortcut == "projection":
+            self.children["shortcut_conv"] = Conv2d(in_channels, out_channels, 1, stride, 0, bias=False,
+                                                    rng=rng, dtype=dtype, init=init)
+            self.children["shortcut_bn"] = BatchNorm(out_channels, bn_momentum, dtype=dtype)
 
     @classmethod
     def build(cls, in_shape: Shape, rng, dtype, out_channels: int, **options) -> "BasicBlock":
         return cls(in_shape[-1], out_channels, rng=rng, dtype=dtype, **options)
 
-    def children(self) -> dict[str, Layer]:
-        return self.blocks
-
-    def replica(self) -> "BasicBlock":
-        twin = super().replica()
-        twin.blocks = {name: layer.replica() for name, layer in self.blocks.items()}
-        return twin
+    @property
+    def projection(self) -> bool:
+        return self.shortcut == "projection"
 
     def output_shape(self, in_shape: Shape) -> Shape:
-        return self.blocks["conv1"].output_shape(in_shape)[:2] + (self.out_channels,)
+        return self.children["conv1"].output_shape(in_shape)[:2] + (self.out_channels,)
 
-    def _main(self):
-        return [self.blocks[k] for k in ("conv1", "bn1", "relu1", "conv2", "bn2")]
-
-    def forward(self, x):
-        main = x
-        for layer in self._main():
-            main = layer.forward(main)
-        if self.projection:
-            short = self.blocks["shortcut_bn"].forward(self.blocks["shortcut_conv"].forward(x))
+    def forward(self, x, mode: Mode = EVAL):
+        c = self.children
+        h, k1 = c["conv1"].forward(x, mode)
+        h, n1 = c["bn1"].forward(h, mode)
+        h, r1 = relu.forward(h, keep=mode.keep)
+        h, k2 = c["conv2"].forward(h, mode)
+        h, n2 = c["bn2"].forward(h, mode)
+        ks = ns = None
+        if self.shortcut == "projection":
+            short, ks = c["shortcut_conv"].forward(x, mode)
+            short, ns = c["shortcut_bn"].forward(short, mode)
+        elif self.shortcut == "zero_pad":
+            short, ks = pad_shortcut.forward(x, stride=self.stride, channels=self.out_channels, keep=mode.keep)
         else:
             short = x
-        return self.blocks["relu_out"].forward(main + short)
+        out, r2 = relu.forward(h + short, keep=mode.keep)
+        return out, ((k1, n1, r1, k2, n2, ks, ns, r2) if mode.keep else None)
 
-    def infer(self, x):
-        """Eval mode: each batch norm folded into its convolution; the shortcut addition and the
-        ReLUs happen inside the convolutions' chunk loops (inference only, no backward)."""
-        if self.training:
-            return self.forward(x)
-        b = self.blocks
-        h = b["conv1"].infer_fused(x, *b["bn1"].folded(), relu=True)
-        short = b["shortcut_conv"].infer_fused(x, *b["shortcut_bn"].folded()) if self.projection else x
-        return b["conv2"].infer_fused(h, *b["bn2"].folded(), residual=short, relu=True)
-
-    def backward(self, dout):
-        dsum = self.blocks["relu_out"].backward(dout)
-        dmain = dsum
-        for layer in reversed(self._main()):
-            dmain = layer.backward(dmain)
-        if self.projection:
-            dshort = self.blocks["shortcut_conv"].backward(self.blocks["shortcut_bn"].backward(dsum))
+    def backward(self, ctx, dout, need_dx: bool = True):
+        k1, n1, r1, k2, n2, ks, ns, r2 = ctx
+        c, grads = self.children, {}
+        dsum, _ = relu.backward(r2, dout)
+        d, g = c["bn2"].backward(n2, dsum)
+        grads.update(prefixed("bn2", g))
+        d, g = c["conv2"].backward(k2, d)
+        grads.update(prefixed("conv2", g))
+        d, _ = relu.backward(r1, d)
+        d, g = c["bn1"].backward(n1, d)
+        grads.update(prefixed("bn1", g))
+        dmain, g = c["conv1"].backward(k1, d, need_dx=need_dx)
+        grads.update(prefixed("conv1", g))
+        if self.shortcut == "projection":
+            d, g = c["shortcut_bn"].backward(ns, dsum)
+            grads.update(prefixed("shortcut_bn", g))
+            dshort, g = c["shortcut_conv"].backward(ks, d, need_dx=need_dx)
+            grads.update(prefixed("shortcut_conv", g))
+        elif self.shortcut == "zero_pad":
+            dshort = pad_shortcut.backward(ks, dsum)[0] if need_dx else None
         else:
             dshort = dsum
-        return dmain + dshort
+        return (dmain + dshort if need_dx else None), grads
+
+    def trace(self, graph, value: int) -> int:
+        c = self.children
+        h = graph.add(c["bn1"], [graph.add(c["conv1"], [value])])
+        h = graph.add(c["bn2"], [graph.add(c["conv2"], [graph.add("relu", [h])])])
+        if self.shortcut == "projection":
+            short = graph.add(c["shortcut_bn"], [graph.add(c["shortcut_conv"], [value])])
+        elif self.shortcut == "zero_pad":
+            short = graph.add("pad_shortcut", [value], stride=self.stride, channels=self.out_channels)
+        else:
+            short = value
+        return graph.add("relu", [graph.add("add", [h, short])])
 
     def extra_repr(self) -> str:
-        return f"{self.in_channels}, {self.out_channels}, stride={self.stride}, projection={self.projection}"
+        return f"{self.in_channels}, {self.out_channels}, stride={self.stride}, shortcut={self.shortcut}"

@@ -3,81 +3,57 @@ from __future__ import annotations
 
 from typing import Iterable
 
-from .activation import ReLU
-from .base import Layer, Shape
-from .batchnorm import BatchNorm
-from .conv import Conv2d
-from .linear import Linear
+from .base import EVAL, Layer, Mode, Shape, prefixed
 
 
 class Sequential(Layer):
     """Apply named layers in order; backward runs them in reverse.
 
-    Sub-layer arrays are reachable as ``"<layer name>.<key>"``, e.g. ``conv1.W``.
+    Sub-layer arrays are reachable as ``"<layer name>.<key>"``, e.g. ``conv1.W``. The context of a
+    forward is the list of the layers' contexts.
     """
 
     def __init__(self, layers: Iterable[tuple[str, Layer]]):
         super().__init__()
-        self.layers: dict[str, Layer] = {}
         for name, layer in layers:
             if not name or "." in name:
                 raise ValueError(f"layer names must be non-empty and free of dots, got {name!r}")
-            if name in self.layers:
+            if name in self.children:
                 raise ValueError(f"duplicate layer name {name!r}")
-            self.layers[name] = layer
-
-    def children(self) -> dict[str, Layer]:
-        return self.layers
-
-    def replica(self) -> "Sequential":
-        twin = super().replica()
-        twin.layers = {name: layer.replica() for name, layer in self.layers.items()}
-        return twin
+            self.children[name] = layer
 
     def output_shape(self, in_shape: Shape) -> Shape:
-        for layer in self.layers.values():
+        for layer in self.children.values():
             in_shape = layer.output_shape(in_shape)
         return in_shape
 
-    def forward(self, x):
-        for layer in self.layers.values():
-            x = layer.forward(x)
-        return x
+    def forward(self, x, mode: Mode = EVAL):
+        contexts = []
+        for layer in self.children.values():
+            x, ctx = layer.forward(x, mode)
+            contexts.append(ctx)
+        return x, (contexts if mode.keep else None)
 
-    def infer(self, x):
-        """Eval mode: a batch norm right after a convolution or linear layer is folded into it,
-        with the ReLU that follows (if any); everything else runs its own ``infer``."""
-        if self.training:
-            return self.forward(x)
-        layers = list(self.layers.values())
-        i = 0
-        while i < len(layers):
-            layer, following = layers[i], layers[i + 1:i + 3]
-            if isinstance(layer, (Conv2d, Linear)) and following and isinstance(following[0], BatchNorm):
-                relu = len(following) > 1 and isinstance(following[1], ReLU)
-                x = layer.infer_fused(x, *following[0].folded(), relu=relu)
-                i += 3 if relu else 2
-            else:
-                x = layer.infer(x)
-                i += 1
-        return x
+    def backward(self, ctx, dout, need_dx: bool = True):
+        grads = {}
+        items = list(self.children.items())
+        for i in range(len(items) - 1, -1, -1):
+            name, layer = items[i]
+            dout, layer_grads = layer.backward(ctx[i], dout, need_dx=need_dx or i > 0)
+            grads.update(prefixed(name, layer_grads))
+        return dout, grads
 
-    def backward(self, dout):
-        for layer in reversed(list(self.layers.values())):
-            dout = layer.backward(dout)
-        return dout
-
-    def set_input_grad(self, needed: bool) -> "Sequential":
-        if self.layers:
-            next(iter(self.layers.values())).set_input_grad(needed)
-        return self
+    def trace(self, graph, value: int) -> int:
+        for layer in self.children.values():
+            value = layer.trace(graph, value)
+        return value
 
     def __getitem__(self, name: str) -> Layer:
-        return self.layers[name]
+        return self.children[name]
 
     def __len__(self) -> int:
-        return len(self.layers)
+        return len(self.children)
 
     def __repr__(self) -> str:
-        inner = "\n".join(f"  ({name}): {layer!r}".replace("\n", "\n  ") for name, layer in self.layers.items())
+        inner = "\n".join(f"  ({name}): {layer!r}".replace("\n", "\n  ") for name, layer in self.children.items())
         return f"Sequential(\n{inner}\n)"

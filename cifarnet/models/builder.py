@@ -31,22 +31,27 @@ class ModelSpecError(ValueError):
     """A model description that cannot be built; the message says which layer and why."""
 
 
+WEIGHTED = ("conv", "linear", "basic_block")      # layer types that draw initial weights
+
+
 @ARCHITECTURES.register("sequential")
 def sequential_specs(description: Mapping[str, Any]) -> list[dict[str, Any]]:
     """The ``layers`` list of a sequential description, as plain dicts.
 
-    Two description-wide settings reach into the list: ``dropout`` is the rate of every dropout
-    layer that does not set its own, and ``num_classes`` (when given) sets the width of the last
-    linear layer, so ``model.dropout=0.3`` or a 2-class dataset need no edit of the list.
+    Description-wide settings reach into the list: ``dropout`` is the rate of every dropout layer
+    that does not set its own, ``init`` the initialisation of every weighted layer that does not
+    set its own, and ``num_classes`` (when given) sets the width of the last linear layer, so
+    ``model.dropout=0.3`` or a 2-class dataset need no edit of the list.
     """
     layers = description.get("layers")
     if not layers:
         raise ModelSpecError("a sequential model description needs a non-empty 'layers' list")
     specs = [dict(spec) for spec in layers]
-    if description.get("dropout") is not None:
-        for spec in specs:
-            if spec.get("type") == "dropout":
-                spec.setdefault("rate", float(description["dropout"]))
+    for spec in specs:
+        if spec.get("type") == "dropout" and description.get("dropout") is not None:
+            spec.setdefault("rate", float(description["dropout"]))
+        if spec.get("type") in WEIGHTED and description.get("init") is not None:
+            spec.setdefault("init", description["init"])
     if description.get("num_classes") is not None:
         linear = [spec for spec in specs if spec.get("type") == "linear"]
         if not linear:

@@ -1,4 +1,9 @@
-"""The reference models, by name: SimpleCNN and the CIFAR ResNet family."""
+"""The reference models, by name: SimpleCNN and the CIFAR ResNet family.
+
+These descriptions are the only place the reference architectures are written down: the
+``model`` config group names them (``conf/model/<name>.yaml`` adds only training settings and
+lets you override description-wide fields such as ``model.dropout`` or ``model.init``).
+"""
 from __future__ import annotations
 
 from typing import Any, Callable
@@ -9,7 +14,7 @@ MODELS = Registry("model")
 
 
 @MODELS.register("simplecnn")
-def simplecnn(dropout: float = 0.5, num_classes: int = 10) -> dict[str, Any]:
+def simplecnn() -> dict[str, Any]:
     """SimpleCNN as the seed project documents it (about 232K parameters).
 
     3x32x32 -> conv 3->8 3x3 (no padding) -> BN -> ReLU -> maxpool 2x2 (8x15x15) -> flatten (1800)
@@ -19,8 +24,9 @@ def simplecnn(dropout: float = 0.5, num_classes: int = 10) -> dict[str, Any]:
     return {
         "arch": "sequential",
         "name": "simplecnn",
-        "dropout": dropout,
-        "num_classes": num_classes,
+        "dropout": 0.5,
+        "num_classes": 10,
+        "init": "he_normal",
         "layers": [
             {"type": "conv", "out_channels": 8, "kernel_size": 3, "padding": 0},
             {"type": "batchnorm"},
@@ -36,10 +42,11 @@ def simplecnn(dropout: float = 0.5, num_classes: int = 10) -> dict[str, Any]:
     }
 
 
-def _resnet(depth: int, default_dropout: float) -> Callable[..., dict[str, Any]]:
-    def make(dropout: float = default_dropout, num_classes: int = 10) -> dict[str, Any]:
-        return {"arch": "resnet", "name": f"resnet{depth}", "depth": depth,
-                "widths": [16, 32, 64], "dropout": dropout, "num_classes": num_classes}
+def _resnet(depth: int, dropout: float) -> Callable[[], dict[str, Any]]:
+    def make() -> dict[str, Any]:
+        return {"arch": "resnet", "name": f"resnet{depth}", "depth": depth, "widths": [16, 32, 64],
+                "dropout": dropout, "num_classes": 10, "bn_momentum": 0.1, "shortcut": "projection",
+                "init": "he_normal"}
 
     make.__doc__ = f"ResNet-{depth} for CIFAR (widths 16/32/64, {(depth - 2) // 6} blocks per stage)."
     return make
@@ -50,5 +57,6 @@ for _depth in (20, 32, 44, 56, 110):
 
 
 def model_description(name: str, **overrides: Any) -> dict[str, Any]:
-    """The plain-data description of a named reference model (see :data:`MODELS`)."""
-    return MODELS.get(name)(**overrides)
+    """The plain-data description of a named reference model (see :data:`MODELS`), with
+    ``overrides`` (description-wide fields: ``dropout``, ``num_classes``, ``init``...) on top."""
+    return {**MODELS.get(name)(), **overrides}

@@ -10,7 +10,7 @@ def summary(model: Sequential, input_shape: Sequence[int]) -> str:
     """Table of ``model``'s top-level layers for per-example ``input_shape`` (batch shown as N)."""
     shape = tuple(input_shape)
     rows = [("layer", "type", "output shape", "params")]
-    for name, layer in model.layers.items():
+    for name, layer in model.children.items():
         shape = tuple(layer.output_shape(shape))
         rows.append((name, type(layer).__name__, str(("N",) + shape).replace("'", ""),
                      f"{layer.num_parameters():,}"))

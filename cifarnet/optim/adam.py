@@ -1,7 +1,7 @@
 """Adam (L2 weight decay in the gradient) and AdamW (decoupled weight decay)."""
 from __future__ import annotations
 
-from ..backend import array_module
+from ..functional import adam_update
 from .base import Optimizer
 
 
@@ -22,25 +22,8 @@ class Adam(Optimizer):
         self.beta1, self.beta2, self.eps = float(beta1), float(beta2), float(eps)
 
     def update_one(self, param, grad, state) -> None:
-        xp = array_module(param)
-        wd = self.decay_for(param)
-        if wd and self.decoupled:
-            param *= 1.0 - self.lr * wd
-            g = grad
-        else:
-            g = grad + wd * param if wd else grad
-        if "m" not in state:
-            state["m"], state["v"] = xp.zeros_like(param), xp.zeros_like(param)
-        m, v = state["m"], state["v"]
-        m *= self.beta1
-        m += (1.0 - self.beta1) * g
-        v *= self.beta2
-        v += (1.0 - self.beta2) * (g * g)
-        t = self.steps
-        step_size = self.lr / (1.0 - self.beta1 ** t)
-        denom = xp.sqrt(v / (1.0 - self.beta2 ** t))
-        denom += self.eps
-        param -= step_size * (m / denom)
+        adam_update.apply(param, grad, state, lr=self.lr, beta1=self.beta1, beta2=self.beta2, eps=self.eps,
+                          step=self.steps, weight_decay=self.decay_for(param), decoupled=self.decoupled)
 
     def hyperparameters(self):
         return {**super().hyperparameters(), "beta1": self.beta1, "beta2": self.beta2, "eps": self.eps}

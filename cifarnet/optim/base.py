@@ -7,7 +7,8 @@ from ..backend import array_module, backend_of, to_numpy
 
 
 class Optimizer:
-    """Base class; subclasses implement :meth:`update_one`.
+    """Base class; subclasses implement :meth:`update_one` with an update op of
+    :mod:`cifarnet.functional.optim`.
 
     Per-parameter state (momentum, moment estimates) is created lazily on the parameter's own
     backend the first time the parameter is updated, and is keyed by the parameter's dotted name,
@@ -35,9 +36,10 @@ class Optimizer:
             return 0.0
         return self.weight_decay
 
-    def step(self, model) -> None:
-        """Update every parameter of ``model`` in place from the gradients of its last backward."""
-        self.update(model.named_parameters(), dict(model.named_gradients()))
+    def step(self, model, grads: Mapping[str, Any]) -> None:
+        """Update every parameter of ``model`` in place from ``grads`` (dotted name -> gradient, as
+        ``model.backward`` returns them)."""
+        self.update(model.named_parameters(), grads)
 
     def update(self, params: Iterable[tuple[str, Any]], grads: Mapping[str, Any]) -> None:
         """Update ``params`` (``(name, array)`` pairs) in place with ``grads[name]``."""

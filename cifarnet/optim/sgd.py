@@ -1,6 +1,7 @@
 """Stochastic gradient descent with (Nesterov) momentum and L2 weight decay."""
 from __future__ import annotations
 
+from ..functional import sgd_update
 from .base import Optimizer
 
 
@@ -21,16 +22,8 @@ class SGD(Optimizer):
         self.momentum, self.nesterov = float(momentum), bool(nesterov)
 
     def update_one(self, param, grad, state) -> None:
-        wd = self.decay_for(param)
-        g = grad + wd * param if wd else grad
-        if self.momentum:
-            if "velocity" not in state:
-                state["velocity"] = g.copy()
-            else:
-                state["velocity"] *= self.momentum
-                state["velocity"] += g
-            g = g + self.momentum * state["velocity"] if self.nesterov else state["velocity"]
-        param -= self.lr * g
+        sgd_update.apply(param, grad, state, lr=self.lr, momentum=self.momentum, nesterov=self.nesterov,
+                         weight_decay=self.decay_for(param))
 
     def hyperparameters(self):
         return {**super().hyperparameters(), "momentum": self.momentum, "nesterov": self.nesterov}

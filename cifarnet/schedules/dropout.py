@@ -54,7 +54,7 @@ def make_dropout_schedule(name: str, initial: float, total: int, **options) -> D
 def set_dropout_rate(model, rate: float) -> int:
     """Set the rate of every :class:`Dropout` layer inside ``model``; returns how many were set."""
     count = 0
-    for layer in model.all_layers():
+    for _, layer in model.walk():
         if isinstance(layer, Dropout):
             layer.rate = rate
             count += 1

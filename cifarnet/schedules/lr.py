@@ -3,6 +3,12 @@
 A schedule is a callable ``step -> lr`` for ``step = 0, 1, ..., total_steps - 1``. With
 ``warmup_steps = w > 0`` the first ``w`` steps ramp linearly, ``lr = base_lr * (step + 1) / w``,
 and the schedule proper then runs over the remaining ``total_steps - w`` steps.
+
+The classes count in steps. :data:`LR_SCHEDULES` names the config-facing factories, which count
+in epochs (fractions allowed) and convert: ``factory(base_lr, epochs, steps_per_epoch,
+**options)``. The ``schedule`` config group passes its options straight to them, and its schema
+is read off their signatures (:mod:`cifarnet.cli.schema`), so a new schedule is a class and a
+factory here plus a YAML file.
 """
 from __future__ import annotations
 
@@ -37,7 +43,6 @@ class LRSchedule:
         raise NotImplementedError
 
 
-@LR_SCHEDULES.register("constant")
 class ConstantLR(LRSchedule):
     """``base_lr`` throughout."""
 
@@ -45,7 +50,6 @@ class ConstantLR(LRSchedule):
         return self.base_lr
 
 
-@LR_SCHEDULES.register("step")
 class StepLR(LRSchedule):
     """Multiply by ``gamma`` at each milestone: ``base_lr * gamma ** (milestones <= step)``.
 
@@ -61,7 +65,6 @@ class StepLR(LRSchedule):
         return self.base_lr * self.gamma ** sum(step >= m for m in self.milestones)
 
 
-@LR_SCHEDULES.register("cosine")
 class CosineLR(LRSchedule):
     """Half a cosine from ``base_lr`` down to ``min_lr`` over the post-warm-up steps."""
 
@@ -73,7 +76,6 @@ class CosineLR(LRSchedule):
         return self.min_lr + (self.base_lr - self.min_lr) * 0.5 * (1.0 + math.cos(math.pi * self.progress(step)))
 
 
-@LR_SCHEDULES.register("linear")
 class LinearLR(LRSchedule):
     """Straight line from ``base_lr`` to ``end_lr`` over the post-warm-up steps."""
 
@@ -85,6 +87,39 @@ class LinearLR(LRSchedule):
         return self.base_lr + (self.end_lr - self.base_lr) * self.progress(step)
 
 
-def make_lr_schedule(name: str, base_lr: float, total_steps: int, **options) -> LRSchedule:
-    """Build the schedule registered as ``name`` (constant, step, cosine, linear)."""
-    return LR_SCHEDULES.get(name)(base_lr, total_steps, **options)
+def _steps(epochs: float, steps_per_epoch: int) -> int:
+    return round(epochs * steps_per_epoch)
+
+
+@LR_SCHEDULES.register("constant")
+def constant(base_lr: float, epochs: int, steps_per_epoch: int, warmup_epochs: float = 0.0) -> ConstantLR:
+    """``base_lr`` throughout, after ``warmup_epochs`` of linear warm-up."""
+    return ConstantLR(base_lr, epochs * steps_per_epoch, _steps(warmup_epochs, steps_per_epoch))
+
+
+@LR_SCHEDULES.register("step")
+def step(base_lr: float, epochs: int, steps_per_epoch: int, milestones: Sequence[float] = (10, 15),
+         gamma: float = 0.1, warmup_epochs: float = 0.0) -> StepLR:
+    """``lr *= gamma`` at each milestone (in epochs)."""
+    return StepLR(base_lr, epochs * steps_per_epoch, [_steps(m, steps_per_epoch) for m in milestones], gamma,
+                  _steps(warmup_epochs, steps_per_epoch))
+
+
+@LR_SCHEDULES.register("cosine")
+def cosine(base_lr: float, epochs: int, steps_per_epoch: int, min_lr: float = 0.0,
+           warmup_epochs: float = 0.0) -> CosineLR:
+    """Half a cosine from ``base_lr`` to ``min_lr`` after the warm-up."""
+    return CosineLR(base_lr, epochs * steps_per_epoch, min_lr, _steps(warmup_epochs, steps_per_epoch))
+
+
+@LR_SCHEDULES.register("linear")
+def linear(base_lr: float, epochs: int, steps_per_epoch: int, end_lr: float = 0.0,
+           warmup_epochs: float = 0.0) -> LinearLR:
+    """A straight line from ``base_lr`` to ``end_lr`` after the warm-up."""
+    return LinearLR(base_lr, epochs * steps_per_epoch, end_lr, _steps(warmup_epochs, steps_per_epoch))
+
+
+def make_lr_schedule(name: str, base_lr: float, epochs: int, steps_per_epoch: int, **options) -> LRSchedule:
+    """The schedule registered as ``name`` (constant, step, cosine, linear) for a run of ``epochs``
+    epochs of ``steps_per_epoch`` steps; ``options`` in epochs, as the config gives them."""
+    return LR_SCHEDULES.get(name)(base_lr, epochs, steps_per_epoch, **options)

@@ -1,5 +1,5 @@
 """Training primitives that need no configuration system."""
 from .evaluate import EvalResult, evaluate
-from .step import accuracy, train_step
+from .step import StepResult, accuracy, forward_backward, train_step
 
-__all__ = ["EvalResult", "accuracy", "evaluate", "train_step"]
+__all__ = ["EvalResult", "StepResult", "accuracy", "evaluate", "forward_backward", "train_step"]

@@ -25,8 +25,8 @@ from ..layers import BatchNorm, Dropout
 from ..losses import SoftmaxCrossEntropy
 from ..progress import ProgressBar
 from ..schedules import set_dropout_rate
-from .data_parallel import DataParallel
 from .evaluate import evaluate
+from .step import forward_backward
 
 log = logging.getLogger(__name__)
 
@@ -67,7 +67,7 @@ class TrainerSettings:
         nonfinite: ``"stop"`` raises :class:`NonFiniteError`; ``"skip"`` drops the batch and counts it.
         handle_signals: turn SIGINT/SIGTERM into a checkpoint and :class:`TrainingInterrupted`.
         workers: threads each training batch is split between, batch norm synchronised
-            (:class:`~cifarnet.training.data_parallel.DataParallel`); None: one per core, 1: none.
+            (:mod:`cifarnet.parallel`); None: one per core, 1: none.
     """
 
     epochs: int
@@ -128,7 +128,6 @@ class Trainer:
                  num_classes: int, run_dir: str | Path, settings: TrainerSettings, meta: dict[str, Any],
                  resume_command: Callable[[Path], str] | None = None):
         self.model, self.optimizer = model, optimizer
-        self.net = DataParallel(model, settings.workers)    # forward/backward, split across threads
         self.lr_schedule, self.dropout_schedule = lr_schedule, dropout_schedule
         self.train_loader, self.eval_loaders = train_loader, eval_loaders
         self.num_classes, self.settings, self.meta = num_classes, settings, meta
@@ -139,7 +138,6 @@ class Trainer:
         self.resume_command = resume_command or (lambda p: f"python -m cifarnet resume={p}")
         self.state = TrainState()
         self._signal: int | None = None
-        model.set_input_grad(False)            # the images need no gradient
 
     # -- public -------------------------------------------------------------------------------
     def fit(self, state: TrainState | None = None) -> TrainState:
@@ -185,7 +183,6 @@ class Trainer:
         if bar:
             bar.done = st.batch
         tick = time.perf_counter()
-        self.model.train()
         for x, y in loader.epoch(epoch, start_batch=st.batch):
             lr = self.lr_schedule(st.step)
             self.optimizer.lr = lr
@@ -221,15 +218,12 @@ class Trainer:
         skip = self.settings.nonfinite == "skip"
         saved = [b.copy() for _, b in self.model.named_buffers()] if skip else None
         with np.errstate(over="ignore", invalid="ignore"):     # overflow is caught below, by name
-            logits = self.net.forward(x)
-            loss = float(self.loss_fn.forward(logits, y))
+            result = forward_backward(self.model, self.loss_fn, x, y, self.settings.workers)
+            loss = float(result.loss)
             bad = None if math.isfinite(loss) else "loss"
             if bad is None:
-                self.net.backward(self.loss_fn.backward())
-                for name, g in self.model.named_gradients():
-                    if not bool(array_module(g).isfinite(g).all()):
-                        bad = f"gradient of {name}"
-                        break
+                bad = _first_nonfinite((name, result.grads[name]) for name, _ in self.model.named_parameters())
+                bad = None if bad is None else f"gradient of {bad}"
         if bad is not None:
             where = f"epoch {epoch + 1}, step {st.step + 1} (batch {st.batch + 1} of the epoch)"
             if self.settings.nonfinite == "stop":
@@ -247,8 +241,8 @@ class Trainer:
             st.skipped += 1
             log.warning("skipped batch with non-finite %s at %s", bad, where)
             return None, 0.0
-        self.optimizer.step(self.model)
-        correct = float((logits.argmax(axis=1) == y).sum())
+        self.optimizer.step(self.model, result.grads)
+        correct = float((result.logits.argmax(axis=1) == y).sum())
         return loss, correct
 
     def _finish_epoch(self, sums: dict[str, float]) -> None:
@@ -307,7 +301,7 @@ class Trainer:
         """A warning for the epoch line while batch norm's running statistics are still mostly their
         initial values (zero mean, unit variance): evaluation uses them, so its loss and accuracy
         mean little until then. PyTorch's batch norm starts and updates the same way."""
-        momenta = [layer.momentum for layer in self.model.all_layers() if isinstance(layer, BatchNorm)]
+        momenta = [layer.momentum for _, layer in self.model.walk() if isinstance(layer, BatchNorm)]
         if not momenta or min(momenta) <= 0:
             return ""
         needed = math.ceil(math.log(0.05) / math.log(1.0 - min(momenta))) if min(momenta) < 1 else 1
@@ -371,10 +365,5 @@ def _first_nonfinite(named_arrays) -> str | None:
 
 
 def _dropout_rate(model) -> float | str:
-    stack = [model]
-    while stack:
-        layer = stack.pop()
-        if isinstance(layer, Dropout):
-            return layer.rate
-        stack.extend(layer.children().values())
-    return ""
+    """The rate of the model's first dropout layer ("" without one), for the metrics file."""
+    return next((layer.rate for _, layer in model.walk() if isinstance(layer, Dropout)), "")

@@ -1,4 +1,4 @@
-"""Per-channel arithmetic on NHWC arrays with long inner loops.
+"""Row views of NHWC arrays, for per-channel arithmetic with long inner loops (NumPy).
 
 NumPy runs ``x * v`` for ``x`` of shape ``(M, C)`` and ``v`` of shape ``(C,)`` with an inner loop
 of only C elements, several times slower than a loop over a whole image row. These helpers view a

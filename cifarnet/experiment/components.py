@@ -1,0 +1,137 @@
+"""From the groups of a plain config dict to the objects they name: backend, data, model,
+optimizer, schedules. Each group's options go straight to its registry entry (the way
+optimizers' do), so a new optimizer, schedule or data source needs no edit here."""
+from __future__ import annotations
+
+import copy
+import inspect
+from typing import Any, Callable
+
+import numpy as np
+
+from .. import checkpoint as ckpt
+from ..backend import get_backend
+from ..data import DATA_SOURCES, Augmentation, BatchLoader, Dataset, Normalization, load_dataset
+from ..data.normalize import CIFAR10_STATS
+from ..memory import keep_freed_memory
+from ..models import MODELS, build_model, model_description
+from ..optim import OPTIMIZERS
+from ..schedules import LR_SCHEDULES, make_dropout_schedule, make_lr_schedule
+
+DTYPES = {"float32": np.float32, "float64": np.float64}
+# The keys of the data group that configure batches; the rest are the data source's options.
+LOADER_KEYS = ("source", "batch_size", "eval_batch_size", "val_size", "normalization", "augment", "prefetch")
+
+
+class ConfigError(ValueError):
+    """A config that names something impossible; the message says which key and why."""
+
+
+def enum_value(v: Any) -> Any:
+    return getattr(v, "value", v)
+
+
+def accepted(target: Callable, options: dict[str, Any]) -> dict[str, Any]:
+    """The ``options`` that ``target`` (a function or class) takes. A composed config holds no
+    others (its schema is read off the same signature); the config saved in a checkpoint of an
+    older cifarnet may (e.g. every data source's keys side by side), and those are dropped."""
+    parameters = inspect.signature(target).parameters
+    if any(p.kind is p.VAR_KEYWORD for p in parameters.values()):
+        return dict(options)
+    return {k: v for k, v in options.items() if k in parameters}
+
+
+def make_backend(backend_cfg: dict[str, Any]):
+    """The backend ``backend_cfg["name"]`` names; on NumPy, keep freed memory for reuse unless
+    ``keep_freed_memory`` is false (see :mod:`cifarnet.memory`)."""
+    backend = get_backend(backend_cfg["name"])
+    if backend.name == "numpy" and backend_cfg.get("keep_freed_memory", True):
+        keep_freed_memory()
+    return backend
+
+
+def dtype_of(cfg: dict[str, Any]):
+    """The parameter dtype ``backend.dtype`` names."""
+    name = cfg["backend"].get("dtype", "float32")
+    if name not in DTYPES:
+        raise ConfigError(f"backend.dtype must be one of {sorted(DTYPES)}, got {name!r}")
+    return DTYPES[name]
+
+
+def describe_model(model_cfg: dict[str, Any]) -> dict[str, Any]:
+    """The model description the ``model`` group stands for.
+
+    A reference model (``name`` in :data:`cifarnet.models.MODELS`) is its built-in description
+    with the group's set fields on top (``dropout``, ``num_classes``, ``init``, ``shortcut``...);
+    any other name must bring its own description (``arch``, ``layers`` or ``depth``...).
+    Unset (None) fields are left out.
+    """
+    given = {k: copy.deepcopy(v) for k, v in model_cfg.items() if v is not None}
+    if given.get("name") in MODELS:
+        return model_description(given.pop("name"), **given)
+    return given
+
+
+def load_data(data_cfg: dict[str, Any], seed: int) -> Dataset:
+    """The dataset the ``data`` group names (every key but the loader's goes to the source), with
+    its validation split carved by ``seed``."""
+    options = {k: enum_value(v) for k, v in data_cfg.items() if k not in LOADER_KEYS}
+    options = accepted(DATA_SOURCES.get(data_cfg["source"]), options)
+    return load_dataset(data_cfg["source"], val_size=data_cfg["val_size"], val_seed=seed, **options)
+
+
+def normalization_for(data_cfg: dict[str, Any], dataset: Dataset) -> Normalization:
+    choice = enum_value(data_cfg.get("normalization", "dataset"))
+    if choice == "cifar10":
+        return CIFAR10_STATS
+    return Normalization.from_images(dataset.train.images)
+
+
+def make_loaders(data_cfg: dict[str, Any], dataset: Dataset, norm: Normalization, backend, seed: int,
+                 dtype) -> tuple[BatchLoader, dict[str, BatchLoader]]:
+    """The shuffled, augmented training loader and the evaluation loaders (``val`` if carved, ``test``)."""
+    aug_cfg = data_cfg["augment"]
+    augmentation = None
+    if aug_cfg["enabled"]:
+        augmentation = Augmentation(aug_cfg["crop_padding"], enum_value(aug_cfg["pad_mode"]), aug_cfg["flip"])
+    common = {"backend": backend, "prefetch": data_cfg["prefetch"], "dtype": dtype}
+    train = BatchLoader(dataset.train, data_cfg["batch_size"], norm, augmentation=augmentation, shuffle=True,
+                        drop_last=True, seed=seed, **common)
+    evals = {}
+    if dataset.val is not None:
+        evals["val"] = BatchLoader(dataset.val, data_cfg["eval_batch_size"], norm, **common)
+    evals["test"] = BatchLoader(dataset.test, data_cfg["eval_batch_size"], norm, **common)
+    return train, evals
+
+
+def make_optimizer(opt_cfg: dict[str, Any]):
+    """The optimizer the ``optimizer`` group names, its options passed straight through."""
+    options = dict(opt_cfg)
+    cls = OPTIMIZERS.get(options.pop("name"))
+    return cls(**accepted(cls, options))
+
+
+def make_lr_schedule_from(sched_cfg: dict[str, Any], base_lr: float, epochs: int, steps_per_epoch: int):
+    """The ``schedule`` group's schedule: its options (in epochs) go to the registered factory."""
+    options = dict(sched_cfg)
+    name = options.pop("name")
+    return make_lr_schedule(name, base_lr, epochs, steps_per_epoch, **accepted(LR_SCHEDULES.get(name), options))
+
+
+def make_dropout_schedule_from(trainer_cfg: dict[str, Any], initial: float, epochs: int):
+    """The dropout schedule ``trainer.dropout_schedule`` names, or None for ``none``."""
+    if trainer_cfg["dropout_schedule"] == "none":
+        return None
+    return make_dropout_schedule(trainer_cfg["dropout_schedule"], initial, epochs, final=trainer_cfg["dropout_final"])
+
+
+def restore_model(checkpoint: ckpt.Checkpoint, backend, dtype=np.float32):
+    """Rebuild the model a checkpoint describes and load its weights, on ``backend``."""
+    meta = checkpoint.meta
+    model = build_model(meta["model"], meta["input_shape"], seed=0, dtype=dtype)
+    try:
+        model.load_state_dict(checkpoint.model_state)
+    except (KeyError, ValueError) as err:
+        raise ckpt.CheckpointError(f"checkpoint {checkpoint.path} does not fit its own model description: "
+                                   f"{err}") from None
+    return model.to(backend)

@@ -1,0 +1,108 @@
+"""Training as a config says (``mode=train``), from scratch or resumed."""
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+from .. import checkpoint as ckpt
+from ..models import build_model
+from ..parallel import parts_for
+from ..run_dir import check as check_run_dir
+from ..training import evaluate
+from ..training.trainer import Trainer, TrainerSettings, TrainState
+from ..data import Normalization
+from .components import (ConfigError, describe_model, dtype_of, enum_value, load_data, make_backend,
+                         make_dropout_schedule_from, make_loaders, make_lr_schedule_from, make_optimizer,
+                         normalization_for, restore_model)
+from .report import write_json
+from .resume import carry_best_checkpoint
+
+log = logging.getLogger("cifarnet.experiment")
+
+
+def train(cfg: dict[str, Any], run_dir: str | Path, resume_from: ckpt.Checkpoint | None = None,
+          resume_command=None) -> dict[str, Any]:
+    """Train as ``cfg`` says, writing metrics and checkpoints under ``run_dir``.
+
+    With ``resume_from``, weights, optimizer state, schedule position, epoch counter, RNG states
+    and metric history continue from that checkpoint (``cfg`` should come from
+    :func:`merge_with_checkpoint`). Resuming into another directory copies the best checkpoint
+    so far into it, so the new directory is a complete record of the run.
+
+    Raises:
+        RunDirectoryError: ``run_dir`` holds an earlier run (see :mod:`cifarnet.run_dir`).
+    Returns:
+        A summary: best metric and epoch, final metrics, epochs, run seconds, paths.
+    """
+    started = time.perf_counter()
+    run_dir = Path(run_dir)
+    tcfg = cfg["trainer"]
+    settings = TrainerSettings(epochs=tcfg["epochs"], label_smoothing=tcfg["label_smoothing"],
+                               keep_last=tcfg["keep_last"], progress=tcfg["progress"],
+                               nonfinite=enum_value(tcfg["nonfinite"]), workers=tcfg.get("workers"))
+    check_run_dir(run_dir, "train", bool(cfg.get("overwrite")), resume_from.path if resume_from else None)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    seed, dtype = int(cfg["seed"]), dtype_of(cfg)
+    backend = make_backend(cfg["backend"])
+    dataset = load_data(cfg["data"], seed)
+    if resume_from is not None:
+        norm = Normalization.from_dict(resume_from.meta["normalization"])
+    else:
+        norm = normalization_for(cfg["data"], dataset)
+    train_loader, eval_loaders = make_loaders(cfg["data"], dataset, norm, backend, seed, dtype)
+
+    description = describe_model(cfg["model"])
+    requested = cfg["model"].get("num_classes")
+    if requested is not None and requested != dataset.num_classes:
+        raise ConfigError(f"model.num_classes={requested} but the {dataset.source} data has "
+                          f"{dataset.num_classes} classes; leave model.num_classes unset (null) to take it "
+                          "from the data")
+    description["num_classes"] = dataset.num_classes
+    model = build_model(description, dataset.image_shape, seed=seed, dtype=dtype)
+    optimizer = make_optimizer(cfg["optimizer"])
+    state = None
+    if resume_from is not None:
+        model.load_state_dict(resume_from.model_state)
+        if resume_from.optimizer_state is not None:
+            optimizer.load_state_dict(resume_from.optimizer_state)
+        ckpt.restore_rng_states(model, resume_from.meta["rng"])
+        state = TrainState.from_dict(resume_from.meta["state"])
+        if state.epoch >= settings.epochs:
+            raise ConfigError(f"the checkpoint has finished {state.epoch} epochs and trainer.epochs is "
+                              f"{settings.epochs}; ask for more, e.g. trainer.epochs={state.epoch + 1}")
+        log.info("resuming from %s at epoch %d, batch %d (step %d)", resume_from.path, state.epoch + 1,
+                 state.batch, state.step)
+        carry_best_checkpoint(resume_from, state, run_dir / "checkpoints")
+    model.to(backend)
+
+    steps_per_epoch = len(train_loader)
+    lr_schedule = make_lr_schedule_from(cfg["schedule"], cfg["optimizer"]["lr"], settings.epochs, steps_per_epoch)
+    dropout_schedule = make_dropout_schedule_from(tcfg, float(description.get("dropout", 0.0)), settings.epochs)
+    meta = {"model": description, "input_shape": list(dataset.image_shape), "normalization": norm.to_dict(),
+            "class_names": dataset.class_names, "backend": backend.name, "dtype": cfg["backend"]["dtype"],
+            "seed": seed, "config": cfg}
+    log.info("model %s: %s parameters; data %s: %d train, %s test images, %d classes; backend %s",
+             description.get("name", "?"), f"{model.num_parameters():,}", dataset.source, len(dataset.train),
+             len(dataset.test), dataset.num_classes, backend.name)
+    trainer = Trainer(model, optimizer, lr_schedule, dropout_schedule, train_loader, eval_loaders,
+                      dataset.num_classes, run_dir, settings, meta, resume_command=resume_command)
+    parts, workers = parts_for(cfg["data"]["batch_size"], tcfg.get("workers"), backend.xp), tcfg.get("workers")
+    log.info("training batches of %d images %s (trainer.workers=%s)", cfg["data"]["batch_size"],
+             f"split between {parts} threads" if parts > 1 else "on one thread",
+             "null" if workers is None else workers)
+    state = trainer.fit(state)
+    best_path = trainer.best_checkpoint()
+    if best_path is not None:                  # per-class accuracy and confusion of the best epoch
+        best = ckpt.load(best_path)
+        result = evaluate(restore_model(best, backend, dtype), eval_loaders["test"], dataset.num_classes)
+        write_json(run_dir / "best_eval.json", {"checkpoint": str(best_path), "epoch": best.meta["state"]["epoch"],
+                                                 "split": "test", **result.to_dict(dataset.class_names)})
+    last = {k: (None if v == "" else v) for k, v in state.history[-1].items()}     # JSON: null, not ""
+    summary = {"best_metric": state.best_metric, "best_epoch": state.best_epoch,
+               "metric": "val_acc" if "val" in eval_loaders else "test_acc",
+               "final": last, "epochs": state.epoch, "run_seconds": round(time.perf_counter() - started, 2),
+               "run_dir": str(run_dir), "best_checkpoint": None if best_path is None else str(best_path)}
+    write_json(run_dir / "result.json", summary)
+    return summary

@@ -1,0 +1,157 @@
+"""Batch normalisation over the last axis of NHWC images ``(N, H, W, C)`` or features ``(N, C)``.
+
+``forward(x, gamma, beta, running_mean, running_var, training=, momentum=, eps=, reducer=LOCAL,
+keep=True) -> (out, ctx)``. Training normalises with the batch's mean and biased variance and
+updates the running statistics in place (``running = (1 - momentum) * running + momentum *
+batch``, the variance unbiased, as PyTorch); eval mode uses the running statistics only.
+``backward(ctx, dout) -> (dx, {"gamma": dgamma, "beta": dbeta})``.
+
+The batch may be split between threads (data-parallel training): ``reducer.sum(*values)`` then
+adds each per-channel sum over all parts, so every part is normalised with the whole batch's
+statistics, and only the part whose reducer is the ``leader`` updates the running statistics.
+The gradients returned are this part's share of the batch's.
+
+Shapes: x, out: ``(N, ..., C)``;  gamma, beta, running_mean, running_var: ``(C,)``
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from ..arrays.rows import channel_products, channel_sums, rows, tile
+from ..backend import array_module
+from .dispatch import Op
+
+batch_norm = Op("batch_norm")
+
+
+class LocalSums:
+    """The default reducer: statistics over the call's own batch."""
+
+    leader = True
+
+    @staticmethod
+    def sum(*values):
+        return values
+
+
+LOCAL = LocalSums()
+
+
+def _update_running(running_mean, running_var, mean, var, m: int, momentum: float) -> None:
+    running_mean *= 1.0 - momentum
+    running_mean += momentum * mean
+    running_var *= 1.0 - momentum
+    running_var += (momentum * m / (m - 1)) * var
+
+
+def _check(x, gamma, m: int | None = None) -> None:
+    c = gamma.shape[0]
+    if x.shape[-1] != c or x.ndim not in (2, 4):
+        raise ValueError(f"BatchNorm({c}) expects (N, {c}) or (N, H, W, {c}) input, got {x.shape}")
+    if m is not None and m < 2:
+        raise ValueError("BatchNorm in training mode needs more than one value per channel "
+                         f"(got input of shape {x.shape}); use a larger batch or eval mode")
+
+
+def fold(gamma, beta, running_mean, running_var, eps: float):
+    """``(scale, shift)``, each ``(C,)``: eval mode computes ``x * scale + shift``."""
+    xp = array_module(gamma)
+    scale = gamma / xp.sqrt(running_var + eps)
+    return scale, beta - running_mean * scale
+
+
+@batch_norm.reference
+class BatchNormReference:
+    """The formulas as written, broadcasting per-channel vectors along the last axis."""
+
+    @staticmethod
+    def forward(x, gamma, beta, running_mean, running_var, *, training: bool, momentum: float = 0.1,
+                eps: float = 1e-5, reducer=LOCAL, keep: bool = True):
+        _check(x, gamma)
+        xp = array_module(x)
+        axes = tuple(range(x.ndim - 1))
+        if training:
+            sums, m = reducer.sum(x.sum(axis=axes), x.size // x.shape[-1])
+            _check(x, gamma, m)
+            centred = x - sums / m
+            (squares,) = reducer.sum((centred * centred).sum(axis=axes))
+            var = squares / m                                      # C, biased
+            invstd = 1.0 / xp.sqrt(var + eps)
+            if reducer.leader:
+                _update_running(running_mean, running_var, sums / m, var, m, momentum)
+        else:
+            m = None
+            invstd = 1.0 / xp.sqrt(running_var + eps)
+            centred = x - running_mean
+        xhat = centred * invstd
+        out = gamma * xhat + beta
+        return out, ((xhat, invstd, m, gamma, reducer) if keep else None)
+
+    @staticmethod
+    def backward(saved, dout):
+        xhat, invstd, m, gamma, reducer = saved
+        axes = tuple(range(dout.ndim - 1))
+        dbeta, dgamma = dout.sum(axis=axes), (dout * xhat).sum(axis=axes)
+        grads = {"gamma": dgamma, "beta": dbeta}
+        if m is None:
+            return dout * (gamma * invstd), grads
+        dbeta, dgamma = reducer.sum(dbeta, dgamma)                 # over the whole batch
+        # d/dx of gamma * (x - mean) / std with mean and std depending on the batch
+        return gamma * invstd * (dout - dbeta / m - xhat * (dgamma / m)), grads
+
+
+@batch_norm.implementation("numpy")
+class BatchNormNumpy:
+    """The same formulas on ``(N*H, W*C)`` row views with per-channel vectors tiled along a row
+    (:mod:`cifarnet.arrays.rows`): long inner loops, sums of products without temporaries.
+    Training keeps the centred input; eval mode scales and shifts in two passes."""
+
+    @staticmethod
+    def forward(x, gamma, beta, running_mean, running_var, *, training: bool, momentum: float = 0.1,
+                eps: float = 1e-5, reducer=LOCAL, keep: bool = True):
+        _check(x, gamma)
+        c = gamma.shape[0]
+        x = np.ascontiguousarray(x)
+        r = rows(x)                                            # R, W*C
+        width = r.shape[1]
+        if training:
+            sums, m = reducer.sum(channel_sums(r, c), x.size // c)   # C; values per channel in the batch
+            _check(x, gamma, m)
+            mean = sums / m                                    # C
+            centred = r - tile(mean, width)                    # R, W*C
+            (squares,) = reducer.sum(channel_products(centred, centred, c))
+            var = squares / m                                  # C, biased
+            invstd = 1.0 / np.sqrt(var + eps)
+            if reducer.leader:
+                _update_running(running_mean, running_var, mean, var, m, momentum)
+            out = centred * tile(gamma * invstd, width)        # = gamma * xhat
+            out += tile(beta, width)
+            saved = (centred, invstd, m, gamma, None, reducer)
+        else:
+            invstd = 1.0 / np.sqrt(running_var + eps)
+            scale = gamma * invstd
+            out = r * tile(scale, width)                       # two passes: scale, then shift
+            out += tile(beta - running_mean * scale, width)
+            saved = (r, invstd, None, gamma, running_mean, reducer)
+        return out.reshape(x.shape), (saved if keep else None)
+
+    @staticmethod
+    def backward(saved, dout):
+        kept, invstd, m, gamma, running_mean, reducer = saved
+        c = gamma.shape[0]
+        d = rows(np.ascontiguousarray(dout))                   # R, W*C
+        width = d.shape[1]
+        centred = kept if m is not None else kept - tile(running_mean, width)
+        dbeta = channel_sums(d, c)
+        dgamma = channel_products(d, centred, c) * invstd      # sum(dout * xhat)
+        grads = {"gamma": dgamma, "beta": dbeta}               # this part's share
+        scale = gamma * invstd                                 # C
+        if m is None:
+            return (d * tile(scale, width)).reshape(dout.shape), grads
+        dbeta, dgamma = reducer.sum(dbeta, dgamma)             # over the whole batch
+        # scale * (dout - dbeta/m - xhat * dgamma/m),  xhat = centred * invstd
+        dx = centred * tile(invstd * dgamma / m, width)
+        np.subtract(d, dx, out=dx)
+        dx -= tile(dbeta / m, width)
+        dx *= tile(scale, width)
+        return dx.reshape(dout.shape), grads

@@ -1,0 +1,210 @@
+"""2-D convolution (cross-correlation, as in every framework) over NHWC images, zero padding.
+
+Shapes:
+    x:   ``(N, H, W, C_in)``;  W: ``(KH, KW, C_in, C_out)``;  b: ``(C_out,)`` or None
+    out: ``(N, Ho, Wo, C_out)`` with ``Ho = (H + 2*padding - KH) // stride + 1``
+
+``forward(x, W, b, stride=, padding=, residual=None, relu=False, keep=True) -> (out, ctx)``
+computes ``relu?(correlate(pad(x), W) + b + residual)``; the residual and ReLU serve inference
+(with ``keep=False``), where they are applied while each output is in cache. ``backward(ctx, dout,
+need_dx=True) -> (dx, {"W": dW, "b": db})``; with ``need_dx=False`` (a network's first layer) the
+input gradient, the most expensive product, is skipped and ``dx`` is None.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from ..arrays.blocks import block_weights, fold_block_gradient, to_blocks, write_from_blocks
+from ..arrays.rows import channel_sums, rows, tile
+from ..arrays.windows import add_windows, gather_patches, padded_chunks, unpad_hw
+from ..backend import array_module
+from .dispatch import Op
+
+conv2d = Op("conv2d")
+
+# Blocked products pay off for narrow layers. With BLAS on 2 threads and the whole batch 128 they
+# sped a conv's forward+backward up 1.30x at C=16, 1.33x at C=32 and 0.89x at C=64; with the batch
+# split between threads (one BLAS thread each, as training and evaluation now run) blocking only
+# up to 16 channels made the ResNet-32 step 0.90x-0.93x and evaluation 0.94x the time of up to 32.
+BLOCK_MAX_CHANNELS = 16
+CHUNK_BYTES = 2 << 20     # the batch is worked through in chunks whose column matrix is about this size
+
+
+def _inference_only(keep: bool, residual, relu: bool) -> None:
+    if keep and (residual is not None or relu):
+        raise ValueError("conv2d: residual and relu are for inference (keep=False); backward does not undo them")
+
+
+@conv2d.reference
+class Conv2dReference:
+    """im2col of the whole padded batch, one matrix product; backward scatters the column gradient."""
+
+    @staticmethod
+    def forward(x, W, b=None, *, stride: int = 1, padding: int = 0, residual=None, relu: bool = False,
+                keep: bool = True):
+        _inference_only(keep, residual, relu)
+        xp = array_module(x)
+        kh, kw, _, c_out = W.shape
+        p = padding
+        x_pad = xp.pad(x, ((0, 0), (p, p), (p, p), (0, 0)))               # N, H+2p, W+2p, C_in
+        cols, (n, ho, wo) = gather_patches(x_pad, kh, kw, stride)         # N*Ho*Wo, KH*KW*C_in
+        out = (cols @ W.reshape(-1, c_out)).reshape(n, ho, wo, c_out)
+        if b is not None:
+            out = out + b
+        if residual is not None:
+            out = out + residual
+        if relu:
+            out = xp.maximum(out, out.dtype.type(0))
+        return out, ((cols, x_pad.shape, W, b is not None, stride, padding) if keep else None)
+
+    @staticmethod
+    def backward(saved, dout, need_dx: bool = True):
+        cols, pad_shape, W, has_bias, stride, padding = saved
+        kh, kw, c_in, c_out = W.shape
+        n, ho, wo, _ = dout.shape
+        d = dout.reshape(-1, c_out)                                       # N*Ho*Wo, C_out
+        grads = {"W": (cols.T @ d).reshape(W.shape)}
+        if has_bias:
+            grads["b"] = d.sum(axis=0)
+        if not need_dx:
+            return None, grads
+        dcols = (d @ W.reshape(-1, c_out).T).reshape(n, ho, wo, kh, kw, c_in)
+        return unpad_hw(add_windows(dcols, pad_shape, stride), padding), grads
+
+
+def weight_rows(W, block: int):
+    """The right-hand matrix of the product: ``W`` as ``(KH*KW*C_in, C_out)``, or blocked."""
+    return W.reshape(-1, W.shape[-1]) if block == 1 else block_weights(W, block)
+
+
+def correlate_into(out, x_pad, w_rows, patch: tuple[int, int, int], block: int) -> None:
+    """``out[n, i, j] = sum_{a, b, c} x_pad[n, i*stride + a, j*stride + b, c] * W[a, b, c]``.
+
+    Args:
+        out: ``(N, Ho, Wo, C_out)``, C-contiguous, written in place.
+        x_pad: ``(N, Hp, Wp, C_in)``, already padded.
+        w_rows: :func:`weight_rows` of ``W`` ``(KH, KW, C_in, C_out)`` for ``block``.
+        patch: ``(PH, PW, step)``: ``(KH, KW, stride)``, or ``(B+KH-1, B+KW-1, B)`` for a block
+            of ``B x B`` output pixels per patch (stride 1 only).
+    """
+    cols, _ = gather_patches(x_pad, *patch)                   # N*Ho*Wo/B^2, PH*PW*C_in
+    if block == 1:
+        np.matmul(cols, w_rows, out=out.reshape(cols.shape[0], -1))
+    else:
+        write_from_blocks(out, cols @ w_rows, block)
+
+
+def choose_block(channels: int, kernel: tuple[int, int], stride: int, ho: int, wo: int,
+                 block: int | None = None) -> int:
+    """Output pixels per patch side: ``block`` if given and it fits, else 2 for narrow stride-1
+    layers with even output sizes, else 1 (see :mod:`cifarnet.arrays.blocks`)."""
+    if stride != 1:
+        return 1
+    if block is not None:
+        return block if ho % block == 0 and wo % block == 0 else 1
+    return 2 if channels <= BLOCK_MAX_CHANNELS and kernel != (1, 1) and ho % 2 == 0 and wo % 2 == 0 else 1
+
+
+def patch_for(kernel: tuple[int, int], stride: int, block: int) -> tuple[int, int, int]:
+    kh, kw = kernel
+    return (kh, kw, stride) if block == 1 else (block + kh - 1, block + kw - 1, block)
+
+
+def col_bytes(channels: int, ho: int, wo: int, patch: tuple[int, int, int], block: int, itemsize: int) -> int:
+    """Bytes of one image's column matrix."""
+    ph, pw, _ = patch
+    return (ho // block) * (wo // block) * ph * pw * channels * itemsize
+
+
+def images_per_chunk(n: int, bytes_per_image: int, chunk: int | None = None) -> int:
+    """``chunk`` if given; else enough images for about ``CHUNK_BYTES`` of columns (the whole
+    batch when its columns fit in twice that)."""
+    if chunk is not None:
+        return chunk
+    if n * bytes_per_image <= 2 * CHUNK_BYTES:
+        return n
+    return max(1, CHUNK_BYTES // max(1, bytes_per_image))
+
+
+@conv2d.implementation("numpy")
+class Conv2dNumpy:
+    """Tuned for the CPU: cache-sized chunks of images, blocked im2col for narrow layers, the
+    input gradient of a stride-1 convolution as a correlation with the flipped kernel.
+
+    The batch is worked through a chunk of images at a time (about ``CHUNK_BYTES`` of columns
+    each), so each chunk's padded input, column matrix and output stay in cache, and the bias,
+    residual and ReLU are applied to a chunk right after its product. Narrow stride-1 layers
+    gather one patch per 2x2 block of output pixels (:mod:`cifarnet.arrays.blocks`). Only the
+    input is kept for backward, which regathers the columns chunk by chunk: one copy more, one
+    column matrix per layer less. ``block`` and ``chunk`` force a layout (tests use them).
+    """
+
+    @staticmethod
+    def forward(x, W, b=None, *, stride: int = 1, padding: int = 0, residual=None, relu: bool = False,
+                keep: bool = True, block: int | None = None, chunk: int | None = None):
+        _inference_only(keep, residual, relu)
+        kh, kw, c_in, c_out = W.shape
+        n, h, w, _ = x.shape
+        p = padding
+        ho, wo = (h + 2 * p - kh) // stride + 1, (w + 2 * p - kw) // stride + 1
+        blk = choose_block(c_in, (kh, kw), stride, ho, wo, block)
+        w_rows = weight_rows(W, blk)
+        out = np.empty((n, ho, wo, c_out), dtype=np.result_type(x, W))
+        patch = patch_for((kh, kw), stride, blk)
+        per_chunk = images_per_chunk(n, col_bytes(c_in, ho, wo, patch, blk, out.itemsize), chunk)
+        bias_row = None if b is None else tile(b.astype(out.dtype, copy=False), wo * c_out)
+        if residual is not None:
+            residual = np.ascontiguousarray(residual)
+        for start, stop, x_pad in padded_chunks(x, (p, p), per_chunk):
+            part = out[start:stop]
+            correlate_into(part, x_pad, w_rows, patch, blk)
+            r = rows(part)                                           # chunk rows, Wo*C_out
+            if bias_row is not None:
+                r += bias_row
+            if residual is not None:
+                r += rows(residual[start:stop])
+            if relu:
+                np.maximum(r, r.dtype.type(0), out=r)
+        saved = (x, W, b is not None, stride, padding, blk, block, chunk) if keep else None
+        return out, saved
+
+    @staticmethod
+    def backward(saved, dout, need_dx: bool = True):
+        x, W, has_bias, stride, p, blk, block, chunk = saved
+        kh, kw, c_in, c_out = W.shape
+        n, ho, wo, _ = dout.shape
+        h, w = x.shape[1:3]
+        patch = patch_for((kh, kw), stride, blk)
+        # the input gradient of a stride-1 convolution is a full correlation of dout with the
+        # flipped kernel, its channel axes swapped; other strides scatter the column gradient
+        flipped = need_dx and stride == 1 and p <= kh - 1 and p <= kw - 1
+        per_image = col_bytes(c_in, ho, wo, patch, blk, dout.itemsize)
+        if flipped:                                # a stride-1 correlation with C_out input channels
+            dx_block = choose_block(c_out, (kh, kw), 1, h, w, block)
+            dx_patch = patch_for((kh, kw), 1, dx_block)
+            w_flip = weight_rows(np.ascontiguousarray(W[::-1, ::-1].transpose(0, 1, 3, 2)), dx_block)
+            per_image = max(per_image, col_bytes(c_out, h, w, dx_patch, dx_block, dout.itemsize))
+        per_chunk = images_per_chunk(n, per_image, chunk)
+        dx = np.empty(x.shape, dtype=dout.dtype) if need_dx else None
+        d_chunks = padded_chunks(dout, (kh - 1 - p, kw - 1 - p) if flipped else (0, 0), per_chunk)
+        dw_rows = None
+        for (start, stop, x_pad), (_, _, d_part) in zip(padded_chunks(x, (p, p), per_chunk), d_chunks):
+            cols, _ = gather_patches(x_pad, *patch)                # rows, PH*PW*C_in
+            part = cols.T @ to_blocks(dout[start:stop], blk)
+            if dw_rows is None:
+                dw_rows = part
+            else:
+                dw_rows += part
+            del cols
+            if dx is None:
+                continue
+            if flipped:
+                correlate_into(dx[start:stop], d_part, w_flip, dx_patch, dx_block)
+            else:
+                m = stop - start
+                dcols = (d_part.reshape(-1, c_out) @ W.reshape(-1, c_out).T).reshape(m, ho, wo, kh, kw, -1)
+                dx[start:stop] = unpad_hw(add_windows(dcols, x_pad.shape, stride), p)
+        grads = {"W": dw_rows.reshape(W.shape) if blk == 1 else fold_block_gradient(dw_rows, (kh, kw), c_in, blk)}
+        if has_bias:
+            grads["b"] = channel_sums(rows(np.ascontiguousarray(dout)), c_out)
+        return dx, grads

@@ -1,0 +1,36 @@
+"""Fully connected: ``out = relu?(x @ W + b)``.
+
+Shapes: x ``(N, D_in)``;  W ``(D_in, D_out)``;  b ``(D_out,)`` or None;  out ``(N, D_out)``.
+``forward(x, W, b, relu=False, keep=True) -> (out, ctx)`` (the ReLU serves inference, with
+``keep=False``); ``backward(ctx, dout, need_dx=True) -> (dx, {"W": dW, "b": db})``.
+"""
+from __future__ import annotations
+
+from ..backend import array_module
+from .dispatch import Op
+
+linear = Op("linear")
+
+
+@linear.reference
+class LinearReference:
+    @staticmethod
+    def forward(x, W, b=None, *, relu: bool = False, keep: bool = True):
+        if x.ndim != 2 or x.shape[1] != W.shape[0]:
+            raise ValueError(f"Linear expects (N, {W.shape[0]}) input, got {x.shape}")
+        if keep and relu:
+            raise ValueError("linear: relu is for inference (keep=False); backward does not undo it")
+        out = x @ W
+        if b is not None:
+            out += b
+        if relu:
+            array_module(out).maximum(out, out.dtype.type(0), out=out)
+        return out, ((x, W, b is not None) if keep else None)
+
+    @staticmethod
+    def backward(saved, dout, need_dx: bool = True):
+        x, W, has_bias = saved
+        grads = {"W": x.T @ dout}
+        if has_bias:
+            grads["b"] = dout.sum(axis=0)
+        return (dout @ W.T if need_dx else None), grads

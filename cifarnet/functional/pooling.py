@@ -1,0 +1,150 @@
+"""Max pooling and global average pooling over NHWC images.
+
+``max_pool2d.forward(x, kernel=, stride=, keep=True) -> (out, ctx)``: the maximum over each
+``k x k`` window moved by ``stride``, no padding; ``(N, H, W, C) -> (N, Ho, Wo, C)`` with
+``Ho = (H - k) // stride + 1``. Where a window holds several equal maxima the gradient goes to the
+first in row-major order (as PyTorch). ``backward(ctx, dout) -> (dx, {})``.
+
+``global_avg_pool.forward(x, keep=True)``: the mean over H and W, ``(N, H, W, C) -> (N, C)``.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from ..arrays.windows import output_size
+from ..backend import array_module
+from .dispatch import Op
+
+max_pool2d = Op("max_pool2d")
+global_avg_pool = Op("global_avg_pool")
+
+
+def _check(x) -> None:
+    if x.ndim != 4:
+        raise ValueError(f"max pooling expects (N, H, W, C) input, got {x.shape}")
+
+
+def _offsets(x, kernel: int, stride: int, ho: int, wo: int):
+    """The k*k strided views ``x[:, a::s, b::s]`` (each ``(N, Ho, Wo, C)``), row-major order."""
+    h_span, w_span = stride * (ho - 1) + 1, stride * (wo - 1) + 1
+    return [x[:, a:a + h_span:stride, b:b + w_span:stride, :] for a in range(kernel) for b in range(kernel)]
+
+
+def _mark_greater(arg, greater, index: int) -> None:
+    """``arg[greater] = index`` in place, for ``arg`` (uint8) holding only indices below ``index``.
+
+    Written as ``arg = max(arg, greater * index)``: branch-free arithmetic, many times faster than
+    ``putmask`` or ``where`` on the unpredictable masks of max pooling.
+    """
+    xp = array_module(arg)
+    xp.maximum(arg, xp.multiply(greater.view(xp.uint8), index, dtype=xp.uint8), out=arg)
+
+
+@max_pool2d.reference
+class MaxPoolReference:
+    """One strided view per window offset; the index of each window's first maximum is kept."""
+
+    @staticmethod
+    def forward(x, *, kernel: int = 2, stride: int | None = None, keep: bool = True):
+        _check(x)
+        xp = array_module(x)
+        stride = kernel if stride is None else stride
+        ho, wo = output_size(x.shape[1], kernel, stride), output_size(x.shape[2], kernel, stride)
+        views = _offsets(x, kernel, stride, ho, wo)
+        out = views[0].copy()                                   # N, Ho, Wo, C
+        arg = xp.zeros(out.shape, dtype=xp.uint8) if keep else None   # which offset holds the first maximum
+        for index, view in enumerate(views[1:], start=1):
+            if arg is not None:
+                _mark_greater(arg, view > out, index)           # strict: earlier offsets win ties
+            xp.maximum(out, view, out=out)
+        return out, ((x.shape, arg, kernel, stride) if keep else None)
+
+    @staticmethod
+    def backward(saved, dout):
+        x_shape, arg, kernel, stride = saved
+        xp = array_module(dout)
+        ho, wo = dout.shape[1:3]
+        dx = xp.zeros(x_shape, dtype=dout.dtype)
+        zero = xp.zeros((), dtype=dout.dtype)
+        for index, target in enumerate(_offsets(dx, kernel, stride, ho, wo)):
+            target += xp.where(arg == index, dout, zero)
+        return dx, {}
+
+
+@max_pool2d.implementation("numpy")
+class MaxPoolNumpy:
+    """Windows that tile the image (kernel == stride, sizes divisible; SimpleCNN's 2x2): reduce
+    along W, then along H, comparing whole-array slices shifted by one pixel (along W) or one row
+    (along H) instead of ``(..., C)``-strided views, so NumPy's inner loops run over thousands of
+    values, not over C of them. Pixels that do not start a window are compared too (wasted but
+    cheap) and dropped at the end. Other windows take the reference path."""
+
+    @staticmethod
+    def forward(x, *, kernel: int = 2, stride: int | None = None, keep: bool = True):
+        _check(x)
+        stride = kernel if stride is None else stride
+        n, h, w, c = x.shape
+        if not (stride == kernel and h % kernel == 0 and w % kernel == 0):
+            out, saved = MaxPoolReference.forward(x, kernel=kernel, stride=stride, keep=keep)
+            return out, (None if saved is None else ("strided", saved))
+        k = kernel
+        ho, wo = h // k, w // k
+        flat = np.ascontiguousarray(x).reshape(-1)
+        span = flat.size - (k - 1) * c
+        wmax = flat.copy()                                  # entry p: max of pixels p .. p+k-1 along W
+        warg = np.zeros(flat.size, dtype=np.uint8) if keep else None
+        _reduce_shifted([flat[j * c:j * c + span] for j in range(1, k)], wmax[:span],
+                        None if warg is None else warg[:span])
+        window_rows = wmax.reshape(n, ho, k, w * c)         # window rows of each output row
+        hmax = window_rows[:, :, 0].copy()                  # N, Ho, W*C
+        harg = np.zeros(hmax.shape, dtype=np.uint8) if keep else None
+        _reduce_shifted([window_rows[:, :, a] for a in range(1, k)], hmax, harg)
+        out = hmax.reshape(n, ho, wo, k, c)[:, :, :, 0, :].copy()              # N, Ho, Wo, C
+        return out, (("tiled", (warg, harg, k)) if keep else None)
+
+    @staticmethod
+    def backward(saved, dout):
+        """Route ``dout`` to each window's first maximum: back along H, then along W, on the
+        forward's full-width layouts. ``warg`` ``(N*H*W*C,)`` holds, per pixel, which of the next k
+        pixels along W held the maximum; ``harg`` ``(N, Ho, W*C)`` which window row did."""
+        kind, inner = saved
+        if kind == "strided":
+            return MaxPoolReference.backward(inner, dout)
+        warg, harg, k = inner
+        n, ho, wo, c = dout.shape
+        starts = np.zeros((n, ho, wo, k, c), dtype=dout.dtype)   # dout at each window's first column
+        starts[:, :, :, 0, :] = dout
+        starts = starts.reshape(n, ho, wo * k * c)
+        by_row = np.empty((n, ho, k, wo * k * c), dtype=dout.dtype)
+        for a in range(k):                                       # ... moved to the window row that won
+            np.multiply(starts, harg == a, out=by_row[:, :, a])
+        flat = by_row.reshape(-1)
+        span = flat.size - (k - 1) * c
+        dx = np.zeros(flat.size, dtype=dout.dtype)
+        for b in range(k):                                       # ... and along W to the pixel that won
+            dx[b * c:b * c + span] += flat[:span] * (warg[:span] == b)
+        return dx.reshape(n, ho * k, wo * k, c), {}
+
+
+def _reduce_shifted(candidates, best, arg) -> None:
+    """Fold ``candidates`` (equal-shape views, in window order) into ``best`` in place; ``arg``
+    (or None) records the index of the first maximum (strict ``>``: ties stay early)."""
+    for index, candidate in enumerate(candidates, start=1):
+        if arg is not None:
+            _mark_greater(arg, candidate > best, index)
+        np.maximum(best, candidate, out=best)
+
+
+@global_avg_pool.reference
+class GlobalAvgPoolReference:
+    @staticmethod
+    def forward(x, *, keep: bool = True):
+        if x.ndim != 4:
+            raise ValueError(f"global average pooling expects (N, H, W, C) input, got {x.shape}")
+        return x.mean(axis=(1, 2)), (x.shape if keep else None)
+
+    @staticmethod
+    def backward(saved, dout):
+        xp = array_module(dout)
+        n, h, w, c = saved
+        return xp.broadcast_to((dout / (h * w))[:, None, None, :], (n, h, w, c)).copy(), {}

@@ -1,1 +1,0 @@
-"""Parameter-free array operations shared by several layers."""
