@@ -11,7 +11,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import re
-from typing import Iterator
+from collections.abc import Iterator
 
 _NAMES = (("scipy_openblas_get_num_threads64_", "scipy_openblas_set_num_threads64_"),
           ("openblas_get_num_threads64_", "openblas_set_num_threads64_"),

@@ -21,9 +21,10 @@ SimpleCNN at batch 64, whose 12 ms step is mostly products BLAS already runs on 
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable, Sequence
 from functools import reduce
 from operator import add
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -52,7 +53,7 @@ def parts_for(batch: int, workers: int | None = None, xp=np) -> int:
 def part_edges(n: int, parts: int) -> list[tuple[int, int]]:
     """``(start, stop)`` of each part of ``n`` examples, as even as possible."""
     edges = [n * i // parts for i in range(parts + 1)]
-    return list(zip(edges, edges[1:]))
+    return list(zip(edges, edges[1:], strict=False))
 
 
 def run_parts(tasks: Sequence[Callable[[], Any]], on_error: Callable[[], None] | None = None) -> list:
@@ -74,7 +75,7 @@ class ThreadSums:
         self._slots: list[list[Any]] = [[None] * parts, [None] * parts]
         self._calls = [0] * parts
 
-    def reducer(self, rank: int) -> "PartSums":
+    def reducer(self, rank: int) -> PartSums:
         return PartSums(self, rank)
 
     def abort(self) -> None:

@@ -62,7 +62,7 @@ def predict(model, checkpoint: Checkpoint, paths: list[Path], backend, topk: int
         logits = logits - logits.max(axis=1, keepdims=True)
         probs = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)       # B, K
         order = np.argsort(-probs, axis=1, kind="stable")[:, :topk]
-        for p, row, idx in zip(chunk, probs, order):
+        for p, row, idx in zip(chunk, probs, order, strict=True):
             rows.append({"path": str(p), "top": [(names[i], float(row[i])) for i in idx]})
     return rows
 

@@ -1,7 +1,8 @@
 """Name -> object registries: configs name things, registries turn the names into code."""
 from __future__ import annotations
 
-from typing import Any, Callable, Iterator, TypeVar
+from collections.abc import Callable, Iterator
+from typing import Any, TypeVar
 
 T = TypeVar("T")
 

@@ -6,7 +6,7 @@ For a layer ``f`` and a fixed random ``dout`` the scalar ``L = sum(f(x) * dout)`
 """
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 

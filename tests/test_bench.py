@@ -20,7 +20,7 @@ def test_model_benchmark_runs_and_reports(tmp_path):
     assert "simplecnn" in done.stdout and "per-layer time" in done.stdout and "conv1" in done.stdout
     result = json.loads(out.read_text())["results"][0]
     assert result["cifarnet"]["step_ms"] > 0 and result["cifarnet"]["peak_rss_mb"] > 10
-    assert [l["layer"] for l in result["layers"]][:2] == ["conv1", "batchnorm1"]
+    assert [row["layer"] for row in result["layers"]][:2] == ["conv1", "batchnorm1"]
     assert result["workers"] == 1 and "simplecnn 1" in done.stdout
 
 

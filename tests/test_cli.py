@@ -80,8 +80,10 @@ def test_resume_is_bit_identical(trained, tmp_path):
     assert done.returncode == 0, done.stderr
     assert "resuming from" in done.stdout
     straight, resumed = cwd / "outputs" / "straight", cwd / "outputs" / "resumed"
-    loss = lambda rows: [(r["epoch"], r["step"], r["train_loss"], r["test_loss"], r["lr"]) for r in rows]
-    assert loss(read_metrics(straight)) == loss(read_metrics(resumed))
+    def losses(rows):
+        return [(r["epoch"], r["step"], r["train_loss"], r["test_loss"], r["lr"]) for r in rows]
+
+    assert losses(read_metrics(straight)) == losses(read_metrics(resumed))
     a = np.load(straight / "checkpoints" / "epoch003_numpy.npz")
     b = np.load(resumed / "checkpoints" / "epoch003_numpy.npz")
     weights = [k for k in a.files if k.startswith(("model/", "optim/"))]

@@ -11,7 +11,8 @@ from cifarnet.cli.app import config_dir
 from cifarnet.cli.errors import hydra_message
 from cifarnet.experiment import describe_model, make_lr_schedule_from, make_optimizer
 from cifarnet.experiment.components import LOADER_KEYS
-from cifarnet.models import MODELS, model_description as preset
+from cifarnet.models import MODELS
+from cifarnet.models import model_description as preset
 
 CONF = Path(config_dir())
 schema.register()
@@ -97,7 +98,8 @@ def test_explicit_choices_win_over_recommendations(composer):
     cfg = composer("model=resnet32", "optimizer=sgd", "optimizer.lr=0.2", "data.batch_size=32",
                    "trainer.epochs=3", "model.dropout=0.1", "seed=1", "backend=cupy")
     assert cfg["optimizer"]["name"] == "sgd" and cfg["optimizer"]["lr"] == 0.2
-    assert (cfg["data"]["batch_size"], cfg["trainer"]["epochs"], cfg["model"]["dropout"], cfg["seed"]) == (32, 3, 0.1, 1)
+    assert (cfg["data"]["batch_size"], cfg["trainer"]["epochs"], cfg["model"]["dropout"], cfg["seed"]) == \
+        (32, 3, 0.1, 1)
     assert cfg["backend"]["name"] == "cupy"
 
 
@@ -133,7 +135,8 @@ def test_group_schemas_come_from_the_registered_signatures(composer):
     (["optimizer=adam", "optimizer.momentum=0.9"], "Key 'momentum' not in 'AdamSchema'"),
     (["data.augment.pad_mode=wrap"], "Invalid value 'wrap', expected one of [zero, reflect]"),
     (["mode=serve"], "Invalid value 'serve', expected one of [train, eval, predict]"),
-    (["model=resnet18"], "unknown model 'resnet18'; known: resnet110, resnet20, resnet32, resnet44, resnet56, simplecnn"),
+    (["model=resnet18"],
+     "unknown model 'resnet18'; known: resnet110, resnet20, resnet32, resnet44, resnet56, simplecnn"),
     (["optimizer=rmsprop"], "unknown optimizer 'rmsprop'; known: adam, adamw, sgd"),
 ])
 def test_schema_rejects_bad_keys_and_types(composer, overrides, message):

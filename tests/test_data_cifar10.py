@@ -12,8 +12,8 @@ import pytest
 from cifarnet.data import DataError, load_dataset
 from cifarnet.data.cifar10 import load_cifar10, read_batch
 
-from .payloads import TouchPayload
 from .cifar_fixtures import CLASSES, make_rows, tar_of, write_batch, write_cifar
+from .payloads import TouchPayload
 
 
 def test_loads_official_layout(tmp_path):

@@ -45,7 +45,7 @@ def test_crops_are_windows_of_the_padded_image(split, mode, np_mode):
 
 def test_each_image_draws_its_own_offset_and_flip():
     oy, ox, flips = Augmentation().draw(1000, np.random.default_rng(0))
-    assert len(set(zip(oy.tolist(), ox.tolist()))) == 81 and 400 < flips.sum() < 600
+    assert len(set(zip(oy.tolist(), ox.tolist(), strict=True))) == 81 and 400 < flips.sum() < 600
 
 
 def test_normalization_statistics_and_application(split):
@@ -80,7 +80,7 @@ def test_training_order_is_a_function_of_seed_and_epoch(split):
     assert len(a) == 6
     np.testing.assert_array_equal(a.order(3), b.order(3))
     assert not np.array_equal(a.order(3), a.order(4)) and not np.array_equal(a.order(3), c.order(3))
-    for (xa, ya), (xb, yb) in zip(a.epoch(2), b.epoch(2)):
+    for (xa, ya), (xb, yb) in zip(a.epoch(2), b.epoch(2), strict=True):
         np.testing.assert_array_equal(xa, xb)
         np.testing.assert_array_equal(ya, yb)
     seen = np.concatenate([y for _, y in a.epoch(0)])
@@ -88,10 +88,10 @@ def test_training_order_is_a_function_of_seed_and_epoch(split):
 
 
 def test_labels_stay_with_their_images(split):
-    lookup = {bytes(img): lab for img, lab in zip(split.images, split.labels)}
+    lookup = {bytes(img): lab for img, lab in zip(split.images, split.labels, strict=True)}
     loader = BatchLoader(split, 7, IDENTITY, shuffle=True, seed=4)
     for x, y in loader.epoch(5):
-        for img, lab in zip(x, y):
+        for img, lab in zip(x, y, strict=True):
             assert lookup[bytes(np.rint(img).astype(np.uint8))] == lab
 
 
@@ -100,7 +100,7 @@ def test_start_batch_resumes_the_same_sequence(split):
     full = list(loader.epoch(4))
     tail = list(loader.epoch(4, start_batch=2))
     assert len(tail) == len(full) - 2
-    for (xa, ya), (xb, yb) in zip(full[2:], tail):
+    for (xa, ya), (xb, yb) in zip(full[2:], tail, strict=True):
         np.testing.assert_array_equal(xa, xb)
         np.testing.assert_array_equal(ya, yb)
     with pytest.raises(ValueError):

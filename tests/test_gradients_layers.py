@@ -2,12 +2,23 @@
 import numpy as np
 import pytest
 
-from cifarnet.layers import (EVAL, TRAIN, BasicBlock, BatchNorm, Conv2d, Dropout, Flatten, GlobalAvgPool, Linear,
-                             MaxPool2d, ReLU, Sequential)
-from cifarnet.losses import SoftmaxCrossEntropy
-
 from cifarnet.backend import to_numpy
 from cifarnet.functional import Ctx
+from cifarnet.layers import (
+    EVAL,
+    TRAIN,
+    BasicBlock,
+    BatchNorm,
+    Conv2d,
+    Dropout,
+    Flatten,
+    GlobalAvgPool,
+    Linear,
+    MaxPool2d,
+    ReLU,
+    Sequential,
+)
+from cifarnet.losses import SoftmaxCrossEntropy
 
 from .gradcheck import check_gradients, check_layer
 
@@ -90,7 +101,9 @@ def test_flatten_and_global_avg_pool(backend, rng):
 
 def test_dropout_with_fixed_mask(backend, rng):
     layer = Dropout(0.4)
-    replay = lambda: setattr(layer, "rng", np.random.default_rng(7))   # same mask every forward
+    def replay():                                           # the same mask every forward
+        layer.rng = np.random.default_rng(7)
+
     x = normal(backend, rng, 4, 6)
     errors = check_layer(layer, x, before_forward=replay)
     assert_all_below(errors, SMOOTH)

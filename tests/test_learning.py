@@ -4,7 +4,7 @@ import pytest
 
 from cifarnet.losses import SoftmaxCrossEntropy
 from cifarnet.models import build_model, model_description
-from cifarnet.optim import Adam, SGD
+from cifarnet.optim import SGD, Adam
 from cifarnet.training import accuracy, train_step
 
 

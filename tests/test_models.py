@@ -6,6 +6,7 @@ from cifarnet.backend import to_numpy
 from cifarnet.layers import LAYERS, BasicBlock
 from cifarnet.models import MODELS, ModelSpecError, build_model, model_description, summary
 
+
 def test_simplecnn_parameter_count_and_shapes():
     model = build_model(model_description("simplecnn"))
     # conv 3*3*3*8+8, bn 2*8, linear 1800*128+128, bn 2*128, linear 128*10+10
@@ -17,7 +18,7 @@ def test_simplecnn_parameter_count_and_shapes():
 def test_resnet32_parameter_count_and_layout():
     model = build_model(model_description("resnet32"))
     assert model.num_parameters() == 466_906
-    blocks = [l for l in model.children.values() if isinstance(l, BasicBlock)]
+    blocks = [layer for layer in model.children.values() if isinstance(layer, BasicBlock)]
     assert len(blocks) == 15
     assert [b.stride for b in blocks].count(2) == 2 and sum(b.projection for b in blocks) == 2
     assert model.output_shape((32, 32, 3)) == (10,)
@@ -27,7 +28,7 @@ def test_resnet32_parameter_count_and_layout():
 def test_resnet_family(depth, count):
     model = build_model(model_description(f"resnet{depth}"))
     assert model.num_parameters() == count
-    assert sum(isinstance(l, BasicBlock) for l in model.children.values()) == 3 * (depth - 2) // 6
+    assert sum(isinstance(layer, BasicBlock) for layer in model.children.values()) == 3 * (depth - 2) // 6
 
 
 def test_summary_prints_shapes_and_totals():
@@ -120,7 +121,7 @@ def test_description_wide_dropout_and_num_classes_reach_the_layers():
     from cifarnet.layers import Dropout
 
     model = build_model(model_description("simplecnn", dropout=0.2, num_classes=3))
-    assert [l.rate for l in model.children.values() if isinstance(l, Dropout)] == [0.2]
+    assert [layer.rate for layer in model.children.values() if isinstance(layer, Dropout)] == [0.2]
     assert model.output_shape((32, 32, 3)) == (3,)
     resnet = build_model({"arch": "resnet", "depth": 8, "widths": [2, 2, 2], "dropout": 0.4, "num_classes": 4})
     assert resnet["dropout"].rate == 0.4 and resnet.output_shape((32, 32, 3)) == (4,)

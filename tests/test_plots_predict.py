@@ -75,5 +75,5 @@ def test_predict_without_images_is_one_line(run, tmp_path):
     cwd, run_dir, _ = run
     done = cifarnet(cwd, "mode=predict", f"ckpt={run_dir}/checkpoints/best_numpy.npz", f"images={tmp_path}/none/*",
                     f"hydra.run.dir={tmp_path}/pred")
-    errors = [l for l in (done.stdout + done.stderr).splitlines() if "cifarnet: error:" in l]
+    errors = [line for line in (done.stdout + done.stderr).splitlines() if "cifarnet: error:" in line]
     assert done.returncode == 1 and len(errors) == 1 and "no images found" in errors[0]

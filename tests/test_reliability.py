@@ -66,7 +66,9 @@ def test_signal_mid_epoch_checkpoints_and_resumes_bit_identically(tmp_path, stra
     final = tmp_path / "outputs" / "resumed" / "checkpoints" / "epoch003_numpy.npz"
     a, b = weights(straight / "checkpoints" / "epoch003_numpy.npz"), weights(final)
     assert a.keys() == b.keys() and all(np.array_equal(a[k], b[k]) for k in a)
-    losses = lambda p: [l.split(",")[2] for l in (p / "metrics.csv").read_text().splitlines()[1:]]
+    def losses(run):
+        return [line.split(",")[2] for line in (run / "metrics.csv").read_text().splitlines()[1:]]
+
     assert losses(straight) == losses(tmp_path / "outputs" / "resumed")
 
 
@@ -135,7 +137,7 @@ def test_exploding_learning_rate_exits_with_one_line(tmp_path):
     done = cifarnet(tmp_path, *TINY, "optimizer.lr=1e30", "trainer.epochs=1", "hydra.run.dir=outputs/x")
     output = done.stdout + done.stderr
     assert done.returncode == 1 and "Traceback" not in output and "RuntimeWarning" not in output
-    errors = [l for l in output.splitlines() if "cifarnet: error:" in l]
+    errors = [line for line in output.splitlines() if "cifarnet: error:" in line]
     assert len(errors) == 1 and "non-finite" in errors[0] and "epoch 1, step 2" in errors[0]
     assert not list((tmp_path / "outputs" / "x" / "checkpoints").glob("*"))     # nothing half-trained saved
 

@@ -152,7 +152,7 @@ def compare(op: Op, variant_name: str, case: Case, dtype=np.float64) -> list[str
     out_ref, saved_ref = reference.forward(*ref_args, **ref_kwargs)
     out_var, saved_var = variant.forward(*var_args, **var_kwargs)
     _close("forward", out_var, out_ref, rtol, problems)
-    for i, (a, b) in enumerate(zip(var_args, ref_args)):          # arrays updated in place (running statistics)
+    for i, (a, b) in enumerate(zip(var_args, ref_args, strict=True)):   # arrays updated in place (running statistics)
         if isinstance(b, np.ndarray) and i > 0:
             _close(f"argument {i} after forward", a, b, rtol, problems)
     dout = np.random.default_rng(99).standard_normal(np.shape(to_numpy(out_ref)))

@@ -25,7 +25,7 @@ def measure(loader: BatchLoader, repeats: int, max_batches: int) -> list[float]:
     rates = []
     for r in range(repeats):
         start, images = time.perf_counter(), 0
-        for i, (x, y) in enumerate(loader.epoch(r)):
+        for i, (_, y) in enumerate(loader.epoch(r)):
             images += len(y)
             if i + 1 >= max_batches:
                 break

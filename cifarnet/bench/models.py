@@ -210,7 +210,7 @@ def measure(name: str, batch: int, rounds: int, steps: int, eval_batches: int, b
                        "round_step_ms": [round(1e3 * statistics.median(run["step_s"]), 1) for run in runs[key]]}
     if with_torch:
         result["round_step_ratios"] = [round(c / t, 3) for c, t in zip(result["cifarnet"]["round_step_ms"],
-                                                                        result["torch"]["round_step_ms"])]
+                                                                        result["torch"]["round_step_ms"], strict=True)]
     if breakdown:
         runner = CifarnetRunner(name, batch, backend)
         result["layers"] = [{"layer": n, "fwd_ms": round(f, 2), "bwd_ms": round(b, 2)}
@@ -220,14 +220,16 @@ def measure(name: str, batch: int, rounds: int, steps: int, eval_batches: int, b
 
 def print_report(results: list[dict]) -> None:
     print(f"machine: {machine_description()}")
-    head = f"{'model':<10} {'batch':>5} {'framework':<10} {'step ms':>9} {'train img/s':>12} {'eval img/s':>11} {'peak MB':>8}"
+    head = (f"{'model':<10} {'batch':>5} {'framework':<10} {'step ms':>9} {'train img/s':>12} {'eval img/s':>11} "
+            f"{'peak MB':>8}")
     print(head)
     print("-" * len(head))
     for res in results:
         for key in ("cifarnet", "torch"):
             if key in res:
                 r = res[key]
-                print(f"{res['model']:<10} {res['batch']:>5} {key:<10} {r['step_ms']:>9.1f} {r['train_img_per_s']:>12,.0f} "
+                print(f"{res['model']:<10} {res['batch']:>5} {key:<10} {r['step_ms']:>9.1f} "
+                      f"{r['train_img_per_s']:>12,.0f} "
                       f"{r['eval_img_per_s']:>11,.0f} {r['peak_rss_mb']:>8,.0f}")
         if "torch" in res:
             c, t = res["cifarnet"], res["torch"]
@@ -241,11 +243,11 @@ def print_report(results: list[dict]) -> None:
     for res in results:
         if "layers" in res:
             print(f"\nper-layer time, {res['model']} batch {res['batch']}, training on one thread (median ms):")
-            total_f = sum(l["fwd_ms"] for l in res["layers"])
-            total_b = sum(l["bwd_ms"] for l in res["layers"])
+            total_f = sum(row["fwd_ms"] for row in res["layers"])
+            total_b = sum(row["bwd_ms"] for row in res["layers"])
             print(f"  {'layer':<16} {'forward':>8} {'backward':>9}")
-            for l in res["layers"]:
-                print(f"  {l['layer']:<16} {l['fwd_ms']:>8.2f} {l['bwd_ms']:>9.2f}")
+            for row in res["layers"]:
+                print(f"  {row['layer']:<16} {row['fwd_ms']:>8.2f} {row['bwd_ms']:>9.2f}")
             print(f"  {'total':<16} {total_f:>8.2f} {total_b:>9.2f}")
 
 

@@ -36,7 +36,7 @@ def copy_initial_weights(torch_model, model) -> None:
     if len(ours) != len(theirs):
         raise ValueError(f"{len(ours)} cifarnet parameters against {len(theirs)} PyTorch ones")
     with torch.no_grad():
-        for (name, a), p in zip(ours, theirs):
+        for (name, a), p in zip(ours, theirs, strict=True):
             value = np.asarray(a)
             if value.ndim == 4:                                  # conv: (KH, KW, C_in, C_out) -> (C_out, C_in, KH, KW)
                 value = value.transpose(3, 2, 0, 1)

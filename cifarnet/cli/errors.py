@@ -34,8 +34,7 @@ def one_line(text: str) -> str:
 
 def hydra_message(err: BaseException) -> str | None:
     """A one-line cause for Hydra's and OmegaConf's composition errors, or None if not one of them."""
-    from hydra.errors import ConfigCompositionException, HydraException, MissingConfigException, \
-        OverrideParseException
+    from hydra.errors import ConfigCompositionException, HydraException, MissingConfigException, OverrideParseException
     from omegaconf.errors import OmegaConfBaseException
 
     if isinstance(err, MissingConfigException):
@@ -56,7 +55,7 @@ def hydra_message(err: BaseException) -> str | None:
         return one_line(first)
     if isinstance(err, OmegaConfBaseException):
         lines = str(err).strip().splitlines()
-        key = next((l.split(":", 1)[1].strip() for l in lines if l.strip().startswith("full_key:")), None)
+        key = next((line.split(":", 1)[1].strip() for line in lines if line.strip().startswith("full_key:")), None)
         return f"{lines[0]}" + (f" (key {key})" if key else "")
     return None
 

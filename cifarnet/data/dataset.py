@@ -27,7 +27,7 @@ class Split:
     def __len__(self) -> int:
         return len(self.labels)
 
-    def subset(self, indices: np.ndarray) -> "Split":
+    def subset(self, indices: np.ndarray) -> Split:
         return Split(self.images[indices], self.labels[indices])
 
 

@@ -72,7 +72,8 @@ def safe_extract(archive: Path, target: Path) -> None:
         for m in members:
             dest = (target / m.name).resolve()
             if not dest.is_relative_to(target):
-                raise DownloadError(f"{archive}: member {m.name!r} would be written outside {target}; refusing to extract")
+                raise DownloadError(f"{archive}: member {m.name!r} would be written outside {target}; "
+                                    "refusing to extract")
             if m.issym() or m.islnk():
                 link = (dest.parent / m.linkname).resolve() if m.issym() else (target / m.linkname).resolve()
                 if not link.is_relative_to(target):

@@ -25,7 +25,7 @@ class Normalization:
             raise ValueError(f"need one positive std per mean, got mean={self.mean}, std={self.std}")
 
     @classmethod
-    def from_images(cls, images: np.ndarray) -> "Normalization":
+    def from_images(cls, images: np.ndarray) -> Normalization:
         """Exact per-channel mean and (population) std of uint8 ``(N, H, W, C)`` images."""
         levels = np.arange(256, dtype=np.float64) / 255.0
         channels = images.shape[-1]
@@ -46,7 +46,7 @@ class Normalization:
         return {"mean": list(self.mean), "std": list(self.std)}
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "Normalization":
+    def from_dict(cls, d: dict[str, Any]) -> Normalization:
         return cls(tuple(float(v) for v in d["mean"]), tuple(float(v) for v in d["std"]))
 
     def __call__(self, images, dtype: Any = np.float32):

@@ -9,8 +9,17 @@ Modules, one job each: :mod:`.components` (config group -> object), :mod:`.resum
 checkpoint's config merged with the command line; the best checkpoint carried over),
 :mod:`.training`, :mod:`.evaluate`, :mod:`.report` (JSON files and the evaluation text).
 """
-from .components import (ConfigError, describe_model, dtype_of, load_data, make_backend, make_loaders,
-                         make_lr_schedule_from, make_optimizer, restore_model)
+from .components import (
+                         ConfigError,
+                         describe_model,
+                         dtype_of,
+                         load_data,
+                         make_backend,
+                         make_loaders,
+                         make_lr_schedule_from,
+                         make_optimizer,
+                         restore_model,
+)
 from .evaluate import evaluate_checkpoint
 from .report import format_eval_report, write_json
 from .resume import carry_best_checkpoint, merge_with_checkpoint

@@ -23,7 +23,7 @@ def format_eval_report(report: dict[str, Any]) -> str:
     lines += [f"  {n:<{width}} {acc:7.2%}" for n, acc in report["per_class_accuracy"].items()]
     lines += ["", "confusion matrix (rows: true class, columns: predicted):",
               " " * (width + 2) + " ".join(f"{n[:6]:>6}" for n in names)]
-    for n, row in zip(names, report["confusion_matrix"]):
+    for n, row in zip(names, report["confusion_matrix"], strict=True):
         lines.append(f"  {n:<{width}}" + " ".join(f"{v:>6}" for v in row))
     return "\n".join(lines)
 

@@ -7,15 +7,26 @@ from pathlib import Path
 from typing import Any
 
 from .. import checkpoint as ckpt
+from ..data import Normalization
 from ..models import build_model
 from ..parallel import parts_for
 from ..run_dir import check as check_run_dir
 from ..training import evaluate
 from ..training.trainer import Trainer, TrainerSettings, TrainState
-from ..data import Normalization
-from .components import (ConfigError, describe_model, dtype_of, enum_value, load_data, make_backend,
-                         make_dropout_schedule_from, make_loaders, make_lr_schedule_from, make_optimizer,
-                         normalization_for, restore_model)
+from .components import (
+    ConfigError,
+    describe_model,
+    dtype_of,
+    enum_value,
+    load_data,
+    make_backend,
+    make_dropout_schedule_from,
+    make_loaders,
+    make_lr_schedule_from,
+    make_optimizer,
+    normalization_for,
+    restore_model,
+)
 from .report import write_json
 from .resume import carry_best_checkpoint
 

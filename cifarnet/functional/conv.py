@@ -188,7 +188,7 @@ class Conv2dNumpy:
         dx = np.empty(x.shape, dtype=dout.dtype) if need_dx else None
         d_chunks = padded_chunks(dout, (kh - 1 - p, kw - 1 - p) if flipped else (0, 0), per_chunk)
         dw_rows = None
-        for (start, stop, x_pad), (_, _, d_part) in zip(padded_chunks(x, (p, p), per_chunk), d_chunks):
+        for (start, stop, x_pad), (_, _, d_part) in zip(padded_chunks(x, (p, p), per_chunk), d_chunks, strict=True):
             cols, _ = gather_patches(x_pad, *patch)                # rows, PH*PW*C_in
             part = cols.T @ to_blocks(dout[start:stop], blk)
             if dw_rows is None:

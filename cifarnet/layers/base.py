@@ -19,8 +19,9 @@ Images are NHWC throughout the library: ``(N, H, W, C)``.
 """
 from __future__ import annotations
 
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, replace
-from typing import Any, Iterator, Mapping
+from typing import Any
 
 import numpy as np
 
@@ -56,7 +57,7 @@ class Mode:
             return self.generators[id(layer)]
         return layer.rng
 
-    def part(self, reducer, generators) -> "Mode":
+    def part(self, reducer, generators) -> Mode:
         """This mode for one part of a split batch."""
         return replace(self, reducer=reducer, generators=generators)
 
@@ -80,7 +81,7 @@ class Layer:
 
     # -- to be provided by subclasses ---------------------------------------------------------
     @classmethod
-    def build(cls, in_shape: Shape, rng: np.random.Generator, dtype: Any, **options: Any) -> "Layer":
+    def build(cls, in_shape: Shape, rng: np.random.Generator, dtype: Any, **options: Any) -> Layer:
         """Make the layer for per-example input shape ``in_shape`` (no batch axis).
 
         Layers without parameters ignore ``rng`` and ``dtype``; layers with parameters infer
@@ -110,7 +111,7 @@ class Layer:
         return self.forward(x, INFER)[0]
 
     # -- the tree -------------------------------------------------------------------------------
-    def walk(self, prefix: str = "") -> Iterator[tuple[str, "Layer"]]:
+    def walk(self, prefix: str = "") -> Iterator[tuple[str, Layer]]:
         """``(dotted name, layer)`` for this layer (named ``prefix``) and every layer inside it,
         depth first, in a stable order."""
         yield prefix, self
@@ -135,14 +136,14 @@ class Layer:
         return int(sum(p.size for _, p in self.named_parameters()))
 
     # -- arrays ---------------------------------------------------------------------------------
-    def to(self, backend: Backend) -> "Layer":
+    def to(self, backend: Backend) -> Layer:
         """Move every parameter and buffer to ``backend``, in place."""
         for attr in ("params", "buffers"):
             for _, store, key in list(self._arrays(attr)):
                 store[key] = backend.asarray(store[key])
         return self
 
-    def astype(self, dtype: Any) -> "Layer":
+    def astype(self, dtype: Any) -> Layer:
         """Cast every parameter and buffer to ``dtype`` in place (e.g. float64 for gradient checks)."""
         for attr in ("params", "buffers"):
             for _, store, key in list(self._arrays(attr)):

@@ -38,7 +38,7 @@ class BatchNorm(Layer):
         self.buffers["running_var"] = np.ones(num_features, dtype=dtype)
 
     @classmethod
-    def build(cls, in_shape: Shape, rng, dtype, **options) -> "BatchNorm":
+    def build(cls, in_shape: Shape, rng, dtype, **options) -> BatchNorm:
         return cls(in_shape[-1], dtype=dtype, **options)
 
     def forward(self, x, mode: Mode = EVAL):

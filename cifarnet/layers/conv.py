@@ -40,7 +40,7 @@ class Conv2d(Layer):
                                         out_channels if bias else None, dtype))
 
     @classmethod
-    def build(cls, in_shape: Shape, rng, dtype, out_channels: int, **options) -> "Conv2d":
+    def build(cls, in_shape: Shape, rng, dtype, out_channels: int, **options) -> Conv2d:
         if len(in_shape) != 3:
             raise ValueError(f"conv expects (H, W, C) inputs, got shape {in_shape}")
         return cls(in_shape[-1], out_channels, rng=rng, dtype=dtype, **options)

@@ -38,7 +38,7 @@ class Dropout(Layer):
         self._rate = float(value)
 
     @classmethod
-    def build(cls, in_shape: Shape, rng, dtype, **options) -> "Dropout":
+    def build(cls, in_shape: Shape, rng, dtype, **options) -> Dropout:
         return cls(rng=np.random.default_rng(rng.integers(2**63)), **options)
 
     def forward(self, x, mode: Mode = EVAL):

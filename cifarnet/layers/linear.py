@@ -30,7 +30,7 @@ class Linear(Layer):
                                         out_features if bias else None, dtype))
 
     @classmethod
-    def build(cls, in_shape: Shape, rng, dtype, out_features: int, **options) -> "Linear":
+    def build(cls, in_shape: Shape, rng, dtype, out_features: int, **options) -> Linear:
         if len(in_shape) != 1:
             raise ValueError(f"linear expects flat (D,) inputs, got shape {in_shape}; add a flatten "
                              "or global_avg_pool layer before it")

@@ -47,7 +47,7 @@ class BasicBlock(Layer):
             self.children["shortcut_bn"] = BatchNorm(out_channels, bn_momentum, dtype=dtype)
 
     @classmethod
-    def build(cls, in_shape: Shape, rng, dtype, out_channels: int, **options) -> "BasicBlock":
+    def build(cls, in_shape: Shape, rng, dtype, out_channels: int, **options) -> BasicBlock:
         return cls(in_shape[-1], out_channels, rng=rng, dtype=dtype, **options)
 
     @property

@@ -1,7 +1,7 @@
 """A chain of named layers."""
 from __future__ import annotations
 
-from typing import Iterable
+from collections.abc import Iterable
 
 from .base import EVAL, Layer, Mode, Shape, prefixed
 

@@ -15,7 +15,8 @@ inferred from the input shape by walking the specs in order, so nobody writes ``
 from __future__ import annotations
 
 from collections import Counter
-from typing import Any, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 

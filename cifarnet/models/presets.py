@@ -6,7 +6,8 @@ lets you override description-wide fields such as ``model.dropout`` or ``model.i
 """
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from ..registry import Registry
 

@@ -1,7 +1,8 @@
 """ResNet for CIFAR: depth 6n+2 (ResNet-20, 32, 44, 56, 110) from one builder."""
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from .builder import ARCHITECTURES, ModelSpecError
 

@@ -1,7 +1,7 @@
 """A Keras-style text summary: each layer's output shape and parameter count, and the totals."""
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 from ..layers import Sequential
 

@@ -1,7 +1,8 @@
 """What every optimizer shares: named per-parameter state, weight-decay policy, state dicts."""
 from __future__ import annotations
 
-from typing import Any, Iterable, Mapping
+from collections.abc import Iterable, Mapping
+from typing import Any
 
 from ..backend import array_module, backend_of, to_numpy
 

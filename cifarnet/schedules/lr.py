@@ -13,7 +13,7 @@ factory here plus a YAML file.
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 from ..registry import Registry
 

@@ -27,7 +27,7 @@ class EvalResult:
     def to_dict(self, class_names: list[str] | None = None) -> dict:
         names = class_names or [str(i) for i in range(len(self.confusion))]
         return {"loss": self.loss, "accuracy": self.accuracy, "images": self.images,
-                "per_class_accuracy": dict(zip(names, map(float, self.per_class_accuracy()))),
+                "per_class_accuracy": dict(zip(names, map(float, self.per_class_accuracy()), strict=True)),
                 "class_names": names, "confusion_matrix": self.confusion.tolist()}
 
 

@@ -46,12 +46,13 @@ def forward_backward(model, loss_fn: SoftmaxCrossEntropy, x, y, workers: int | N
     edges = part_edges(n, parts)
     sums = ThreadSums(parts)
     modes = [mode.part(sums.reducer(rank), generators) for rank, generators in enumerate(fork_generators(model, parts))]
-    forwards = run_parts([partial(model.forward, x[a:b], m) for (a, b), m in zip(edges, modes)], on_error=sums.abort)
+    forwards = run_parts([partial(model.forward, x[a:b], m) for (a, b), m in zip(edges, modes, strict=True)],
+                         on_error=sums.abort)
     logits = array_module(x).concatenate([out for out, _ in forwards])
     loss, loss_ctx = loss_fn.forward(logits, y)
     dlogits = loss_fn.backward(loss_ctx)
     backwards = run_parts([partial(model.backward, ctx, dlogits[a:b], need_dx=False)
-                           for (a, b), (_, ctx) in zip(edges, forwards)], on_error=sums.abort)
+                           for (a, b), (_, ctx) in zip(edges, forwards, strict=True)], on_error=sums.abort)
     shares = [grads for _, grads in backwards]
     return StepResult(loss, logits, {name: reduce(add, (share[name] for share in shares)) for name in shares[0]})
 

@@ -11,10 +11,11 @@ import math
 import signal
 import threading
 import time
+from collections.abc import Callable
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -105,7 +106,7 @@ class TrainState:
     partial: dict[str, float] = field(default_factory=dict)   # running sums of an unfinished epoch
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "TrainState":
+    def from_dict(cls, d: dict[str, Any]) -> TrainState:
         return cls(**{k: d[k] for k in cls.__dataclass_fields__ if k in d})
 
 
@@ -230,7 +231,7 @@ class Trainer:
                 raise NonFiniteError(f"non-finite {bad} at {where} (loss {loss}); training stopped, "
                                      "earlier checkpoints are untouched. Lower the learning rate or "
                                      "set trainer.nonfinite=skip to drop such batches.")
-            for (_, buffer), before in zip(self.model.named_buffers(), saved):
+            for (_, buffer), before in zip(self.model.named_buffers(), saved, strict=True):
                 buffer[...] = before                           # running statistics as before the batch
             broken = _first_nonfinite(self.model.named_parameters())
             if broken is not None:
