@@ -149,7 +149,7 @@ def plot_run(run_dir: str | Path) -> list[Path]:
 
 def plot_sweep(sweep_dir: str | Path) -> Path:
     """One figure comparing every job's test accuracy per epoch, labelled by its overrides."""
-    from .cli.sweep import collect
+    from .sweeps import collect
 
     plt = _pyplot()
     sweep_dir = Path(sweep_dir)

@@ -2,7 +2,7 @@
 
 A run directory gets Hydra's record (``.hydra/``), the log (``cifarnet.log``) and the outputs of
 its mode: training writes ``metrics.csv``, ``result.json``, ``best_eval.json``, ``checkpoints/``
-and figures; evaluation ``eval.json``; prediction ``predictions.csv``. A directory that already
+and figures; evaluation ``eval.json``; prediction ``predictions.csv``; export ``model.onnx``. A directory that already
 holds the outputs of an earlier run of the same mode is refused unless the run continues it
 (``resume=`` a checkpoint inside it) or ``overwrite=true`` says to replace them. A run that fails
 before writing any output leaves nothing behind (:func:`discard_if_empty`).
@@ -20,6 +20,7 @@ OUTPUTS = {
     "train": ("metrics.csv", "result.json", "best_eval.json", "checkpoints", *FIGURES),
     "eval": ("eval.json",),
     "predict": ("predictions.csv",),
+    "export": ("model.onnx",),
 }
 RECORD = (".hydra", "cifarnet.log")          # what Hydra writes before a job starts
 

@@ -134,7 +134,7 @@ def test_group_schemas_come_from_the_registered_signatures(composer):
     (["trainer.epochs=abc"], "Value 'abc' of type 'str' could not be converted to Integer"),
     (["optimizer=adam", "optimizer.momentum=0.9"], "Key 'momentum' not in 'AdamSchema'"),
     (["data.augment.pad_mode=wrap"], "Invalid value 'wrap', expected one of [zero, reflect]"),
-    (["mode=serve"], "Invalid value 'serve', expected one of [train, eval, predict]"),
+    (["mode=serve"], "Invalid value 'serve', expected one of [train, eval, predict, export]"),
     (["model=resnet18"],
      "unknown model 'resnet18'; known: resnet110, resnet20, resnet32, resnet44, resnet56, simplecnn"),
     (["optimizer=rmsprop"], "unknown optimizer 'rmsprop'; known: adam, adamw, sgd"),

@@ -99,9 +99,12 @@ def test_pickle_that_runs_code_is_refused(tmp_path):
 
 
 class _Server:
-    """Serve one payload over HTTP on 127.0.0.1 (never the internet)."""
+    """Serve one payload over HTTP on 127.0.0.1 (never the internet), on a free port.
 
-    def __init__(self, payload: bytes):
+    ``drop_after``: announce the whole payload but close the connection after that many bytes.
+    """
+
+    def __init__(self, payload: bytes, drop_after: int | None = None):
         body = payload
 
         class Handler(http.server.BaseHTTPRequestHandler):
@@ -109,7 +112,10 @@ class _Server:
                 self.send_response(200)
                 self.send_header("Content-Length", str(len(body)))
                 self.end_headers()
-                self.wfile.write(body)
+                self.wfile.write(body if drop_after is None else body[:drop_after])
+                if drop_after is not None:
+                    self.wfile.flush()
+                    self.close_connection = True
 
             def log_message(self, *args):
                 pass
@@ -144,6 +150,18 @@ def test_download_with_bad_md5_leaves_nothing(tmp_path):
         with pytest.raises(DataError, match=r"MD5 [0-9a-f]{32}, expected 0{32}"):
             load_cifar10(root, download=True, url=server.url, md5="0" * 32)
     assert sorted(p.name for p in root.iterdir()) == []          # no archive, no .part, no folder
+
+
+def test_a_connection_dropped_mid_transfer_ends_clearly_and_keeps_nothing(tmp_path):
+    archive = tar_of(write_cifar(tmp_path / "src"))
+    root = tmp_path / "root"
+    with _Server(archive, drop_after=len(archive) // 2) as server:
+        with pytest.raises(DataError, match=rf"the connection closed after {len(archive) // 2:,} of "
+                                            rf"{len(archive):,} bytes; nothing was kept"):
+            load_cifar10(root, download=True, url=server.url, md5=hashlib.md5(archive).hexdigest())
+    assert sorted(p.name for p in root.iterdir()) == []          # no archive, no .part, no folder
+    with _Server(archive) as server:                             # the next try downloads it whole
+        assert len(load_cifar10(root, download=True, url=server.url, md5=hashlib.md5(archive).hexdigest()).train)
 
 
 def test_archive_member_escaping_the_target_is_refused(tmp_path):

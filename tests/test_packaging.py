@@ -29,6 +29,9 @@ def test_wheel_install_finds_its_configs_and_trains(tmp_path):
     where = subprocess.run([python, "-c", "import cifarnet, sys; print(cifarnet.__file__)"], cwd=elsewhere,
                            capture_output=True, text=True)
     assert str(env_dir) in where.stdout                          # the installed copy, not the source tree
+    conf = Path(where.stdout.strip()).parent / "conf"
+    shipped = {str(p.relative_to(conf)) for p in conf.rglob("*.yaml")}
+    assert shipped == {str(p.relative_to(ROOT / "conf")) for p in (ROOT / "conf").rglob("*.yaml")}
     done = subprocess.run([env_dir / "bin" / "cifarnet", "data=synthetic", "data.train_size=128",
                            "data.test_size=32", "trainer.epochs=1"], cwd=elsewhere, capture_output=True,
                           text=True, timeout=300)

@@ -1,7 +1,10 @@
-"""The progress bar draws on terminals only."""
+"""Progress bars (tqdm) appear on interactive terminals only, for training and evaluation."""
 import io
+import sys
 
-from cifarnet.progress import ProgressBar
+import pytest
+
+from .cli_helpers import compose_plain
 
 
 class Terminal(io.StringIO):
@@ -9,26 +12,22 @@ class Terminal(io.StringIO):
         return True
 
 
-def test_draws_in_place_on_a_terminal():
-    out = Terminal()
-    bar = ProgressBar(4, "epoch 1/2", unit="batch", stream=out, min_interval=0)
-    for _ in range(4):
-        bar.update(1, "loss 1.234 acc 50.0% lr 0.01 900 img/s")
-    bar.close()
-    text = out.getvalue()
-    assert text.count("\r") >= 4 and "epoch 1/2" in text and "100%" in text and "loss 1.234" in text
-    assert text.endswith("\n")
+@pytest.mark.parametrize("stream, drawn", [(Terminal(), True), (io.StringIO(), False)])
+def test_epoch_and_evaluation_bars_only_on_a_terminal(tmp_path, monkeypatch, stream, drawn):
+    from cifarnet.experiment import train
+
+    monkeypatch.setattr(sys, "stderr", stream)
+    train(compose_plain("trainer.epochs=1", "data.train_size=128", "trainer.progress=true"), tmp_path)
+    text = stream.getvalue()
+    assert ("epoch 1/1" in text and "batch" in text and "evaluating" in text and "img/s" in text) == drawn
+    if not drawn:
+        assert text == ""
 
 
-def test_silent_off_a_terminal_unless_asked():
-    out = io.StringIO()
-    bar = ProgressBar(4, "epoch", stream=out)
-    for _ in range(4):
-        bar.update(1)
-    bar.close()
-    assert out.getvalue() == ""
-    plain = io.StringIO()
-    bar = ProgressBar(100, "download", unit="B", stream=plain, plain_every=0.5)
-    for _ in range(10):
-        bar.update(10)
-    assert plain.getvalue().count("\n") == 2 and "\r" not in plain.getvalue()
+def test_progress_false_draws_nothing_even_on_a_terminal(tmp_path, monkeypatch):
+    from cifarnet.experiment import train
+
+    stream = Terminal()
+    monkeypatch.setattr(sys, "stderr", stream)
+    train(compose_plain("trainer.epochs=1", "data.train_size=64", "trainer.progress=false"), tmp_path)
+    assert "epoch 1/1" not in stream.getvalue()

@@ -117,7 +117,7 @@ def main(argv: list[str] | None = None) -> int:
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
-                total += float(loss) * len(y)
+                total += loss.item() * len(y)
                 correct += int((logits.argmax(1).numpy() == y).sum())
                 seen += len(y)
             net.eval()

@@ -1,8 +1,7 @@
 """``python -m cifarnet``: the Hydra entry point, a thin layer over :mod:`cifarnet.experiment`.
 
 It composes the config, turns it into a plain dict, works out which keys the user set on the
-command line, and calls :func:`~cifarnet.experiment.train` or
-:func:`~cifarnet.experiment.evaluate_checkpoint`. Expected failures end as one line and exit 1;
+command line, and trains, evaluates, predicts or exports (``mode=``). Expected failures end as one line and exit 1;
 interruptions exit 130 (SIGINT) or 143 (SIGTERM).
 """
 from __future__ import annotations
@@ -18,9 +17,9 @@ from ..experiment import ConfigError, evaluate_checkpoint, format_eval_report, m
 from ..files import replace_atomically
 from ..run_dir import check as check_run_dir
 from ..run_dir import discard_if_empty
+from ..sweeps import write_summary
 from . import schema
 from .errors import report_and_exit
-from .sweep import write_summary
 
 log = logging.getLogger("cifarnet")
 
@@ -67,6 +66,8 @@ def task(cfg) -> float:
             return float(report["accuracy"])
         if plain["mode"] == "predict":
             return _predict(plain, explicit, run_dir)
+        if plain["mode"] == "export":
+            return _export(plain, run_dir)
 
         resume = None
         if plain["resume"]:
@@ -83,8 +84,8 @@ def task(cfg) -> float:
                  summary["best_epoch"], run_dir / "checkpoints")
         if hc.mode == RunMode.MULTIRUN:
             _record_sweep_job(run_dir, overrides, summary)
-        if plain.get("plots", True):
-            _plot(run_dir, sweep=hc.mode == RunMode.MULTIRUN)
+            if plain.get("plots", True):
+                _plot_sweep(run_dir.parent)
         return float(summary["best_metric"])
     except BaseException as err:  # noqa: BLE001 - expected errors become one line, others re-raise
         if discard_if_empty(run_dir):
@@ -114,6 +115,23 @@ def _predict(plain: dict, explicit: list[str], run_dir: Path) -> float:
     return 0.0
 
 
+def _export(plain: dict, run_dir: Path) -> float:
+    from ..export import export_checkpoint
+
+    if not plain["ckpt"]:
+        raise ConfigError("mode=export needs ckpt=PATH (a checkpoint .npz file or a run directory)")
+    checkpoint = ckpt.resolve(plain["ckpt"], prefer="best")
+    check_run_dir(run_dir, "export", bool(plain.get("overwrite")))
+    path = export_checkpoint(checkpoint, run_dir / "model.onnx")
+    meta = checkpoint.meta
+    h, w, c = meta["input_shape"]
+    log.info("exported %s (model %s, epoch %d) to %s: float32 input 'images' (batch, %d, %d, %d) NCHW, "
+             "normalised with the mean/std in its metadata; output 'logits' (batch, %d)", checkpoint.path,
+             meta["model"].get("name", "?"), meta["state"]["epoch"], path, c, h, w,
+             len(meta.get("class_names") or []))
+    return 0.0
+
+
 def _record_sweep_job(run_dir: Path, overrides: list[str], summary: dict) -> None:
     import json
 
@@ -125,18 +143,14 @@ def _record_sweep_job(run_dir: Path, overrides: list[str], summary: dict) -> Non
              run_dir.parent / "sweep_summary.csv", table)
 
 
-def _plot(run_dir: Path, sweep: bool) -> None:
-    """Figures for the run (and the sweep so far); skipped with a note when matplotlib is missing."""
-    from ..plot import PlotError, plot_run, plot_sweep
+def _plot_sweep(sweep_dir: Path) -> None:
+    """The sweep's comparison figure so far; skipped with a note when matplotlib is missing."""
+    from ..plot import PlotError, plot_sweep
 
     try:
-        paths = plot_run(run_dir)
-        if sweep:
-            paths.append(plot_sweep(run_dir.parent))
+        log.info("sweep figure: %s", plot_sweep(sweep_dir).name)
     except PlotError as err:
-        log.info("no figures: %s", err)
-        return
-    log.info("figures: %s", ", ".join(p.name for p in paths))
+        log.info("no sweep figure: %s", err)
 
 
 def main() -> None:

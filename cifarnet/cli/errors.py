@@ -8,6 +8,7 @@ from ..backend import BackendUnavailable
 from ..checkpoint import CheckpointError
 from ..data import DataError
 from ..experiment import ConfigError
+from ..export import ExportError
 from ..models import ModelSpecError
 from ..registry import UnknownNameError
 from ..run_dir import RunDirectoryError
@@ -16,7 +17,7 @@ from ..training.trainer import NonFiniteError, TrainingInterrupted
 # ValueError: the library validates arguments (batch size, val_size, rates, ...) with ValueErrors
 # whose message names the value; CIFARNET_TRACEBACK=1 shows the traceback instead.
 EXPECTED = (BackendUnavailable, CheckpointError, DataError, ConfigError, ModelSpecError, UnknownNameError,
-            NonFiniteError, RunDirectoryError, ValueError)
+            ExportError, NonFiniteError, RunDirectoryError, ValueError)
 
 # Hydra plugins behind cifarnet's launcher and sweeper presets: the config a preset extends, the
 # preset's name, the extra that installs the plugin, and the plugin's package.
@@ -24,6 +25,7 @@ PLUGINS = {
     "hydra/launcher/joblib": ("hydra/launcher=parallel", "parallel", "hydra-joblib-launcher"),
     "hydra/launcher/submitit_local": ("hydra/launcher=local", "slurm", "hydra-submitit-launcher"),
     "hydra/launcher/submitit_slurm": ("hydra/launcher=slurm", "slurm", "hydra-submitit-launcher"),
+    "hydra/launcher/ray": ("hydra/launcher=ray", "ray", "hydra-ray-launcher"),
     "hydra/sweeper/optuna": ("hydra/sweeper=search", "optuna", "hydra-optuna-sweeper"),
 }
 

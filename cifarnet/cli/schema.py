@@ -28,6 +28,7 @@ class Mode(Enum):
     train = "train"
     eval = "eval"
     predict = "predict"
+    export = "export"
 
 
 class PadMode(Enum):
@@ -110,6 +111,7 @@ class Config:
     data: Any = MISSING
     backend: BackendConfig = MISSING
     schedule: Any = MISSING
+    logger: Any = MISSING
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     mode: Mode = Mode.train
     seed: int = 0
@@ -136,17 +138,18 @@ def _config_type(annotation: Any) -> Any:
     return annotation if annotation in (int, float, bool, str) else Any
 
 
-def schema_of(target: Callable, name: str, skip: tuple[str, ...] = (), base: type | None = None) -> type:
-    """A dataclass schema with ``name: str = name`` and one field per keyword parameter of
-    ``target`` (a class's ``__init__`` or a function) not in ``skip``, typed and defaulted as the
-    signature says. Fields of ``base`` come first.
+def schema_of(target: Callable, name: str, skip: tuple[str, ...] = (), base: type | None = None,
+              named: bool = True) -> type:
+    """A dataclass schema with ``name: str = name`` (unless ``named`` is False) and one field per
+    keyword parameter of ``target`` (a class's ``__init__`` or a function) not in ``skip``, typed
+    and defaulted as the signature says. Fields of ``base`` come first.
 
     Raises:
         TypeError: a parameter without a default (a config must be able to leave it out).
     """
     function = target.__init__ if inspect.isclass(target) else target
     hints = typing.get_type_hints(function)
-    fields: list[tuple[str, Any, Any]] = [("name", str, field(default=name))] if base is None else []
+    fields: list[tuple[str, Any, Any]] = [("name", str, field(default=name))] if base is None and named else []
     for p in list(inspect.signature(function).parameters.values()):
         if p.name in ("self", *skip) or p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
             continue
@@ -173,6 +176,9 @@ def register() -> None:
     from ..data import DATA_SOURCES
     from ..optim import OPTIMIZERS
     from ..schedules import LR_SCHEDULES
+    from ..tracking import TRACKERS, make_trackers
+
+    make_trackers({})                                 # registers every tracker
 
     cs = ConfigStore.instance()
     cs.store(name="cifarnet_schema", node=Config)
@@ -184,3 +190,5 @@ def register() -> None:
                  node=schema_of(LR_SCHEDULES.get(name), name, skip=("base_lr", "epochs", "steps_per_epoch")))
     for name in DATA_SOURCES:
         cs.store(name=f"schema_data_{name}", node=schema_of(DATA_SOURCES.get(name), name, base=LoaderConfig))
+    for name in TRACKERS:
+        cs.store(name=f"schema_logger_{name}", node=schema_of(TRACKERS.get(name), name, named=False))

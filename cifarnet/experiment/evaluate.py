@@ -30,7 +30,7 @@ def evaluate_checkpoint(cfg: dict[str, Any], checkpoint: ckpt.Checkpoint, run_di
     norm = Normalization.from_dict(checkpoint.meta["normalization"])
     loader = BatchLoader(dataset.test, cfg["data"]["eval_batch_size"], norm, backend=backend,
                          prefetch=cfg["data"]["prefetch"], dtype=dtype)
-    result = evaluate(model, loader, dataset.num_classes)
+    result = evaluate(model, loader, dataset.num_classes, progress=True)
     state = checkpoint.meta["state"]
     report = {"checkpoint": str(checkpoint.path), "epoch": state["epoch"], "batch": state.get("batch", 0),
               "backend": backend.name, "trained_on_backend": checkpoint.meta.get("backend"),

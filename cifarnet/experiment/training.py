@@ -11,6 +11,7 @@ from ..data import Normalization
 from ..models import build_model
 from ..parallel import parts_for
 from ..run_dir import check as check_run_dir
+from ..tracking import make_trackers
 from ..training import evaluate
 from ..training.trainer import Trainer, TrainerSettings, TrainState
 from .components import (
@@ -97,13 +98,21 @@ def train(cfg: dict[str, Any], run_dir: str | Path, resume_from: ckpt.Checkpoint
     log.info("model %s: %s parameters; data %s: %d train, %s test images, %d classes; backend %s",
              description.get("name", "?"), f"{model.num_parameters():,}", dataset.source, len(dataset.train),
              len(dataset.test), dataset.num_classes, backend.name)
+    trackers = make_trackers(cfg.get("logger"))
+    for tracker in trackers:
+        tracker.start(run_dir, cfg, resumed=resume_from is not None)
     trainer = Trainer(model, optimizer, lr_schedule, dropout_schedule, train_loader, eval_loaders,
-                      dataset.num_classes, run_dir, settings, meta, resume_command=resume_command)
+                      dataset.num_classes, run_dir, settings, meta, resume_command=resume_command, trackers=trackers)
     parts, workers = parts_for(cfg["data"]["batch_size"], tcfg.get("workers"), backend.xp), tcfg.get("workers")
     log.info("training batches of %d images %s (trainer.workers=%s)", cfg["data"]["batch_size"],
              f"split between {parts} threads" if parts > 1 else "on one thread",
              "null" if workers is None else workers)
-    state = trainer.fit(state)
+    try:
+        state = trainer.fit(state)
+    except BaseException:
+        for tracker in trackers:
+            tracker.finish([], failed=True)
+        raise
     best_path = trainer.best_checkpoint()
     if best_path is not None:                  # per-class accuracy and confusion of the best epoch
         best = ckpt.load(best_path)
@@ -116,4 +125,20 @@ def train(cfg: dict[str, Any], run_dir: str | Path, resume_from: ckpt.Checkpoint
                "final": last, "epochs": state.epoch, "run_seconds": round(time.perf_counter() - started, 2),
                "run_dir": str(run_dir), "best_checkpoint": None if best_path is None else str(best_path)}
     write_json(run_dir / "result.json", summary)
+    figures = plot_figures(run_dir) if cfg.get("plots", True) else []
+    for tracker in trackers:
+        tracker.finish([p for p in (best_path, *figures) if p is not None])
     return summary
+
+
+def plot_figures(run_dir: Path) -> list[Path]:
+    """The run's figures (:mod:`cifarnet.plot`); none, with a note, when matplotlib is missing."""
+    from ..plot import PlotError, plot_run
+
+    try:
+        paths = plot_run(run_dir)
+    except PlotError as err:
+        log.info("no figures: %s", err)
+        return []
+    log.info("figures: %s", ", ".join(p.name for p in paths))
+    return paths

@@ -25,7 +25,7 @@ def _run_node(node: Node, args):
     if node.kind == "add":
         return args[0] + args[1]
     if node.kind == "pad_shortcut":
-        return pad_shortcut.forward(args[0], keep=False, **a)[0]
+        return pad_shortcut.forward(args[0], stride=a["stride"], channels=a["channels"], keep=False)[0]
     raise ValueError(f"no inference rule for node kind {node.kind!r}")
 
 

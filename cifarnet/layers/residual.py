@@ -106,7 +106,8 @@ class BasicBlock(Layer):
         if self.shortcut == "projection":
             short = graph.add(c["shortcut_bn"], [graph.add(c["shortcut_conv"], [value])])
         elif self.shortcut == "zero_pad":
-            short = graph.add("pad_shortcut", [value], stride=self.stride, channels=self.out_channels)
+            short = graph.add("pad_shortcut", [value], stride=self.stride, channels=self.out_channels,
+                              in_channels=self.in_channels)
         else:
             short = value
         return graph.add("relu", [graph.add("add", [h, short])])

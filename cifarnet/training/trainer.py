@@ -9,23 +9,25 @@ import csv
 import logging
 import math
 import signal
+import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from tqdm import tqdm
 
 from .. import checkpoint as ckpt
 from ..backend import array_module
 from ..files import replace_atomically
 from ..layers import BatchNorm, Dropout
 from ..losses import SoftmaxCrossEntropy
-from ..progress import ProgressBar
 from ..schedules import set_dropout_rate
+from ..tracking import Tracker
 from .evaluate import evaluate
 from .step import forward_backward
 
@@ -64,7 +66,7 @@ class TrainerSettings:
         epochs: total epochs (a resumed run continues up to this number).
         label_smoothing: for the training loss.
         keep_last: epoch checkpoints kept (older ones are deleted; the best is kept separately).
-        progress: draw a progress bar on an interactive terminal.
+        progress: draw a progress bar (tqdm) on an interactive terminal, for training and evaluation.
         nonfinite: ``"stop"`` raises :class:`NonFiniteError`; ``"skip"`` drops the batch and counts it.
         handle_signals: turn SIGINT/SIGTERM into a checkpoint and :class:`TrainingInterrupted`.
         workers: threads each training batch is split between, batch norm synchronised
@@ -122,12 +124,14 @@ class Trainer:
         meta: static checkpoint metadata (model description, normalisation, class names, backend,
             dtype, config, ...); the trainer adds its :class:`TrainState` and RNG states.
         resume_command: path -> the command line that resumes from that checkpoint (for logs).
+        trackers: told of every step's learning rate and every epoch's metrics
+            (:mod:`cifarnet.tracking`); ``metrics.csv`` is written either way.
     """
 
     def __init__(self, model, optimizer, lr_schedule: Callable[[int], float],
                  dropout_schedule: Callable[[float], float] | None, train_loader, eval_loaders: dict[str, Any],
                  num_classes: int, run_dir: str | Path, settings: TrainerSettings, meta: dict[str, Any],
-                 resume_command: Callable[[Path], str] | None = None):
+                 resume_command: Callable[[Path], str] | None = None, trackers: Sequence[Tracker] = ()):
         self.model, self.optimizer = model, optimizer
         self.lr_schedule, self.dropout_schedule = lr_schedule, dropout_schedule
         self.train_loader, self.eval_loaders = train_loader, eval_loaders
@@ -137,6 +141,7 @@ class Trainer:
         self.loss_fn = SoftmaxCrossEntropy(settings.label_smoothing)
         self.backend_name = meta.get("backend", "numpy")
         self.resume_command = resume_command or (lambda p: f"python -m cifarnet resume={p}")
+        self.trackers = list(trackers)
         self.state = TrainState()
         self._signal: int | None = None
 
@@ -179,16 +184,16 @@ class Trainer:
         epoch = st.epoch                                     # 0-based index of the running epoch
         steps_per_epoch = len(loader)
         sums = {"loss": 0.0, "correct": 0.0, "images": 0.0, "seconds": 0.0, **st.partial}
-        bar = ProgressBar(steps_per_epoch, f"epoch {epoch + 1}/{self.settings.epochs}", unit="batch") \
-            if self.settings.progress else None
-        if bar:
-            bar.done = st.batch
+        bar = tqdm(total=steps_per_epoch, initial=st.batch, desc=f"epoch {epoch + 1}/{self.settings.epochs}",
+                   unit="batch", leave=False, disable=not (self.settings.progress and sys.stderr.isatty()))
         tick = time.perf_counter()
         for x, y in loader.epoch(epoch, start_batch=st.batch):
             lr = self.lr_schedule(st.step)
             self.optimizer.lr = lr
             if self.dropout_schedule is not None:
                 set_dropout_rate(self.model, self.dropout_schedule(epoch + st.batch / steps_per_epoch))
+            for tracker in self.trackers:
+                tracker.log_step(st.step, lr)
             loss, correct = self._step(x, y, epoch)
             st.batch += 1
             if loss is not None:
@@ -196,16 +201,17 @@ class Trainer:
                 sums["loss"] += loss * len(y)
                 sums["correct"] += correct
                 sums["images"] += len(y)
-            if bar:
+            if not bar.disable:
                 seen = max(sums["images"], 1)
                 ips = sums["images"] / max(sums["seconds"] + time.perf_counter() - tick, 1e-9)
-                bar.update(1, f"loss {sums['loss'] / seen:.3f} acc {sums['correct'] / seen:.1%} "
-                              f"lr {lr:.3g} {ips:,.0f} img/s")
+                bar.set_postfix_str(f"loss {sums['loss'] / seen:.3f} acc {sums['correct'] / seen:.1%} "
+                                    f"lr {lr:.3g} {ips:,.0f} img/s", refresh=False)
+                bar.update(1)
             if self._signal is not None:
+                bar.close()
                 sums["seconds"] += time.perf_counter() - tick
                 self._interrupt(sums)
-        if bar:
-            bar.close()
+        bar.close()
         sums["seconds"] += time.perf_counter() - tick
         self._finish_epoch(sums)
 
@@ -261,7 +267,7 @@ class Trainer:
                    skipped_batches=st.skipped)
         for split, loader in self.eval_loaders.items():
             with np.errstate(over="ignore", invalid="ignore"):      # a non-finite loss is reported below
-                result = evaluate(self.model, loader, self.num_classes)
+                result = evaluate(self.model, loader, self.num_classes, progress=self.settings.progress)
             row[f"{split}_loss"], row[f"{split}_acc"] = result.loss, result.accuracy
             if not math.isfinite(result.loss):
                 raise NonFiniteError(f"evaluating on the {split} split after epoch {st.epoch + 1} gave a non-finite "
@@ -275,6 +281,8 @@ class Trainer:
         if improved:
             st.best_metric, st.best_epoch = float(metric), st.epoch
         self._write_metrics()
+        for tracker in self.trackers:
+            tracker.log_epoch(st.epoch, st.step, row)
         arrays = self.checkpoint_arrays()                  # packed once, written once or twice
         ckpt.write_atomic(self.ckpt_dir / ckpt.epoch_name(st.epoch, self.backend_name), arrays)
         if improved:

@@ -1,8 +1,10 @@
-"""The summary table of a sweep: one row per job, written at the sweep directory.
+"""Reading a sweep's results: one row per job, and the summary table written at the sweep directory.
 
 Each job writes its own ``result.json``; after each job the summary is rebuilt from every
 ``result.json`` under the sweep directory while holding a lock file, so with parallel launchers
-the last job to finish writes the complete table.
+the last job to finish writes the complete table. The command line writes the summaries and the
+plots read them; both sit above this module. Which keys a sweep varies is read from the files
+Hydra leaves in the sweep directory, with Hydra's own override parser (imported only then).
 """
 from __future__ import annotations
 
@@ -11,7 +13,7 @@ import fcntl
 import json
 from pathlib import Path
 
-from ..files import replace_atomically
+from .files import replace_atomically
 
 COLUMNS = ["rank", "job", "overrides", "best_acc", "best_epoch", "final_test_acc", "epochs", "run_seconds"]
 

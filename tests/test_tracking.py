@@ -1,0 +1,70 @@
+"""Experiment trackers: TensorBoard event files and MLflow runs hold what metrics.csv holds."""
+import csv
+import struct
+
+import pytest
+
+from .cli_helpers import compose_plain
+
+
+def read_metrics(run_dir):
+    with open(run_dir / "metrics.csv") as f:
+        return list(csv.DictReader(f))
+
+
+def read_events(folder):
+    """Every event of every TensorBoard event file under ``folder``, parsed with tensorboardX's
+    protocol buffers (event files are TFRecords: length, its CRC, the record, its CRC)."""
+    from tensorboardX.proto import event_pb2
+
+    for path in sorted(folder.rglob("events.out.tfevents.*")):
+        data, i = path.read_bytes(), 0
+        while i < len(data):
+            (length,) = struct.unpack("<Q", data[i:i + 8])
+            yield event_pb2.Event.FromString(data[i + 12:i + 12 + length])
+            i += 12 + length + 4
+
+
+def test_tensorboard_scalars_read_back_equal_metrics_csv(tmp_path):
+    pytest.importorskip("tensorboardX", reason="logger=tensorboard needs tensorboardX (the [tensorboard] extra)")
+    from cifarnet.experiment import train
+
+    train(compose_plain("trainer.epochs=2", "logger=[csv,tensorboard]"), tmp_path)
+    scalars: dict[str, dict[int, float]] = {}
+    texts = []
+    for event in read_events(tmp_path / "tensorboard"):
+        for value in event.summary.value:
+            if value.HasField("simple_value"):
+                scalars.setdefault(value.tag, {})[event.step] = value.simple_value
+            else:
+                texts.append(value.tag)
+    rows = read_metrics(tmp_path)
+    for tag, column in (("train/loss", "train_loss"), ("train/acc", "train_acc"), ("test/loss", "test_loss"),
+                        ("test/acc", "test_acc")):
+        assert scalars[tag] == {int(r["epoch"]): pytest.approx(float(r[column]), rel=1e-6) for r in rows}, tag
+    assert sorted(scalars["lr"]) == list(range(int(rows[-1]["step"])))          # the rate at every step
+    assert any(tag.startswith("config") for tag in texts)
+
+
+@pytest.mark.slow                     # MLflow creates its SQLite store: about 10 s
+def test_mlflow_records_one_run_with_config_metrics_and_artifacts(tmp_path, monkeypatch):
+    pytest.importorskip("mlflow", reason="logger=mlflow needs mlflow-skinny (the [mlflow] extra)")
+    from mlflow.tracking import MlflowClient
+
+    from cifarnet.experiment import train
+
+    monkeypatch.chdir(tmp_path)                                   # the default store: ./outputs/mlflow.db
+    run_dir = tmp_path / "outputs" / "run"
+    train(compose_plain("trainer.epochs=2", "logger=[csv,mlflow]", "plots=true"), run_dir)
+    client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'outputs' / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("cifarnet")
+    runs = client.search_runs([experiment.experiment_id])
+    assert len(runs) == 1
+    run = runs[0]
+    assert run.info.status == "FINISHED" and run.data.tags["cifarnet.run_dir"] == str(run_dir.resolve())
+    assert run.data.params["optimizer.lr"] == "0.01" and run.data.params["data.source"] == "synthetic"
+    rows = read_metrics(run_dir)
+    history = {m.step: m.value for m in client.get_metric_history(run.info.run_id, "test_acc")}
+    assert history == {int(r["epoch"]): pytest.approx(float(r["test_acc"])) for r in rows}
+    artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
+    assert "best_numpy.npz" in artifacts and "accuracy.png" in artifacts
