@@ -44,7 +44,7 @@ def explicit_keys(task_overrides) -> list[str]:
 
 
 def task(cfg) -> float:
-    """One Hydra job: train, resume or evaluate; returns the job's best accuracy for sweepers."""
+    """One Hydra job: train, resume, evaluate, predict or export; returns the job's best accuracy (for sweepers)."""
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
     from omegaconf import OmegaConf

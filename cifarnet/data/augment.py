@@ -18,7 +18,7 @@ class Augmentation:
     crop); ``pad_mode`` ``"zero"`` or ``"reflect"``; ``flip`` mirrors left-right with p = 0.5."""
 
     crop_padding: int = 4
-    pad_mode: str = "zero"
+    pad_mode: str = "reflect"
     flip: bool = True
 
     def __post_init__(self) -> None:

@@ -27,7 +27,11 @@ def simplecnn() -> dict[str, Any]:
         "name": "simplecnn",
         "dropout": 0.5,
         "num_classes": 10,
-        "init": "he_normal",
+        # PyTorch's default scheme: 63.46% after the recommended 20 epochs against 60.66% with
+        # he_normal (reflect-padded crops; README, Results). With batch norm after each weighted
+        # layer the scale of the weights sets the effective learning rate, and this one is 2.4x
+        # smaller than He-normal's.
+        "init": "pytorch",
         "layers": [
             {"type": "conv", "out_channels": 8, "kernel_size": 3, "padding": 0},
             {"type": "batchnorm"},
