@@ -10,7 +10,7 @@
         inherit system;
         config.allowUnfree = true;          # CUDA
       };
-      cpuPackages = ps: with ps; [ numpy hydra-core omegaconf pytest pillow matplotlib pip ];
+      cpuPackages = ps: with ps; [ numpy hydra-core omegaconf tqdm pytest ruff pillow matplotlib onnx pip ];
       shellHook = ''
         # cifarnet itself from the checkout, on top of the Nix-provided dependencies.
         export PYTHONPATH="$PWD:$PYTHONPATH"
