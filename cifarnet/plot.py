@@ -33,7 +33,7 @@ def _pyplot():
     return plt
 
 
-def _epoch_axis(ax, epochs: list[int]) -> None:
+def epoch_axis(ax, epochs: list[int]) -> None:
     """Whole-epoch ticks; a single epoch gets one tick in the middle, not fractions around it."""
     from matplotlib.ticker import MaxNLocator
 
@@ -64,7 +64,7 @@ def _curves(plt, rows, keys, ylabel, title, path, percent=False):
         if values is not None:
             ax.plot(epochs, [100 * v for v in values] if percent else values, marker="o", ms=3, label=label)
     ax.set(xlabel="epoch", ylabel=ylabel, title=title)
-    _epoch_axis(ax, epochs)
+    epoch_axis(ax, epochs)
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()
@@ -167,7 +167,7 @@ def plot_sweep(sweep_dir: str | Path) -> Path:
             ax.plot([int(r["epoch"]) for r in rows], [100 * a for a in acc], marker="o", ms=3,
                     label=f"{job.name}: {labels.get(job.name) or '(no overrides)'}")
     ax.set(xlabel="epoch", ylabel="test accuracy (%)", title=f"Sweep: {len(jobs)} jobs")
-    _epoch_axis(ax, all_epochs)
+    epoch_axis(ax, all_epochs)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
     fig.tight_layout()

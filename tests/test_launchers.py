@@ -50,5 +50,7 @@ def test_optuna_search_returns_the_best(tmp_path):
     rows = summary_rows(sweep)
     assert len(rows) == 3 and all("optimizer.lr=" in r["overrides"] and "model.dropout=" in r["overrides"]
                                   for r in rows)
+    assert "\x1b[" not in done.stdout + done.stderr                  # no colour codes off a terminal
+    assert "setup plugin" not in done.stdout + done.stderr            # nor a line per alembic plugin
     best = (sweep / "optimization_results.yaml").read_text()
     assert f"best_value: {float(rows[0]['best_acc'])}" in best

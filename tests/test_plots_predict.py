@@ -77,3 +77,19 @@ def test_predict_without_images_is_one_line(run, tmp_path):
                     f"hydra.run.dir={tmp_path}/pred")
     errors = [line for line in (done.stdout + done.stderr).splitlines() if "cifarnet: error:" in line]
     assert done.returncode == 1 and len(errors) == 1 and "no images found" in errors[0]
+
+
+def test_a_single_epoch_gets_one_whole_epoch_tick():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from cifarnet.plot import epoch_axis
+
+    fig, ax = plt.subplots()
+    ax.plot([1], [0.5], marker="o")
+    epoch_axis(ax, [1])
+    fig.canvas.draw()
+    assert list(ax.get_xticks()) == [1]
+    plt.close(fig)

@@ -76,7 +76,8 @@ def task(cfg) -> float:
         others = [o for o in overrides if not o.startswith("resume=")]
 
         def resume_command(path: Path) -> str:
-            return shlex.join(["python", "-m", "cifarnet", f"resume={path}", *others])
+            """The command that continues this run from ``path``, in this run directory."""
+            return shlex.join(["python", "-m", "cifarnet", f"resume={path}", *others, f"hydra.run.dir={run_dir}"])
 
         log.info("run directory %s", run_dir)
         summary = train(plain, run_dir, resume, resume_command=resume_command)

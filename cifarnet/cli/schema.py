@@ -102,6 +102,7 @@ class TrainerConfig:
     progress: bool = True
     nonfinite: NonFinite = NonFinite.stop
     workers: Optional[int] = None            # NumPy: threads a training batch is split between (null: one per core)
+    stop_after_minutes: Optional[float] = None   # end at the last epoch boundary before this much time
 
 
 @dataclass

@@ -53,7 +53,8 @@ def train(cfg: dict[str, Any], run_dir: str | Path, resume_from: ckpt.Checkpoint
     tcfg = cfg["trainer"]
     settings = TrainerSettings(epochs=tcfg["epochs"], label_smoothing=tcfg["label_smoothing"],
                                keep_last=tcfg["keep_last"], progress=tcfg["progress"],
-                               nonfinite=enum_value(tcfg["nonfinite"]), workers=tcfg.get("workers"))
+                               nonfinite=enum_value(tcfg["nonfinite"]), workers=tcfg.get("workers"),
+                               stop_after_minutes=tcfg.get("stop_after_minutes"))
     check_run_dir(run_dir, "train", bool(cfg.get("overwrite")), resume_from.path if resume_from else None)
     run_dir.mkdir(parents=True, exist_ok=True)
     seed, dtype = int(cfg["seed"]), dtype_of(cfg)
@@ -123,7 +124,8 @@ def train(cfg: dict[str, Any], run_dir: str | Path, resume_from: ckpt.Checkpoint
     summary = {"best_metric": state.best_metric, "best_epoch": state.best_epoch,
                "metric": "val_acc" if "val" in eval_loaders else "test_acc",
                "final": last, "epochs": state.epoch, "run_seconds": round(time.perf_counter() - started, 2),
-               "run_dir": str(run_dir), "best_checkpoint": None if best_path is None else str(best_path)}
+               "run_dir": str(run_dir), "best_checkpoint": None if best_path is None else str(best_path),
+               "stopped_early": trainer.stopped_early}
     write_json(run_dir / "result.json", summary)
     figures = plot_figures(run_dir) if cfg.get("plots", True) else []
     for tracker in trackers:

@@ -71,6 +71,9 @@ class TrainerSettings:
         handle_signals: turn SIGINT/SIGTERM into a checkpoint and :class:`TrainingInterrupted`.
         workers: threads each training batch is split between, batch norm synchronised
             (:mod:`cifarnet.parallel`); None: one per core, 1: none.
+        stop_after_minutes: end cleanly at the last epoch boundary before this much training time
+            has passed (the next epoch is predicted to take as long as the last), so that a long
+            run goes in pieces that each fit a time limit; None: no limit.
     """
 
     epochs: int
@@ -80,6 +83,7 @@ class TrainerSettings:
     nonfinite: str = "stop"
     handle_signals: bool = True
     workers: int | None = None
+    stop_after_minutes: float | None = None
 
     def __post_init__(self) -> None:
         if self.epochs < 1:
@@ -88,6 +92,8 @@ class TrainerSettings:
             raise ValueError(f"trainer.keep_last must be >= 1, got {self.keep_last}")
         if self.nonfinite not in ("stop", "skip"):
             raise ValueError(f"trainer.nonfinite must be 'stop' or 'skip', got {self.nonfinite!r}")
+        if self.stop_after_minutes is not None and self.stop_after_minutes <= 0:
+            raise ValueError(f"trainer.stop_after_minutes must be > 0 (or null), got {self.stop_after_minutes}")
 
 
 @dataclass
@@ -153,15 +159,35 @@ class Trainer:
         if self.ckpt_dir.is_dir():
             for tmp in ckpt.remove_stale_temporaries(self.ckpt_dir):
                 log.warning("removed %s, left by an interrupted checkpoint write", tmp)
+        self.stopped_early = False
+        started = time.perf_counter()
         with self._signals():
             try:
                 while self.state.epoch < self.settings.epochs:
+                    epoch_started = time.perf_counter()
                     self._run_epoch()
+                    if self.state.epoch < self.settings.epochs and self._out_of_time(started, epoch_started):
+                        break
             except KeyboardInterrupt:
                 if self._signal is None:
                     raise
                 raise TrainingInterrupted(signal.SIGINT, self._newest_checkpoint(), aborted=True) from None
         return self.state
+
+    def _out_of_time(self, started: float, epoch_started: float) -> bool:
+        """Whether another epoch (as long as the last) would overrun ``stop_after_minutes``; if so,
+        say where the run stands and how to continue it."""
+        limit = self.settings.stop_after_minutes
+        now = time.perf_counter()
+        if limit is None or (now - started) + (now - epoch_started) <= 60 * limit:
+            return False
+        self.stopped_early = True
+        newest = self._newest_checkpoint()
+        log.info("stopping after epoch %d of %d: trainer.stop_after_minutes=%g would be passed by the next epoch "
+                 "(%.1f minutes so far, the last epoch %.1f)", self.state.epoch, self.settings.epochs, limit,
+                 (now - started) / 60, (now - epoch_started) / 60)
+        log.info("continue with: %s", self.resume_command(newest))
+        return True
 
     def checkpoint_meta(self) -> dict[str, Any]:
         return dict(self.meta, state=asdict(self.state), rng=ckpt.rng_states(self.model))
