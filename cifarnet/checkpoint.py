@@ -227,7 +227,8 @@ def _check_signature(path: Path) -> None:
 
 
 def resolve(target: str | Path, prefer: str = "newest") -> Checkpoint:
-    """Load ``target``: a checkpoint file, or a run directory (or its ``checkpoints/`` folder).
+    """Load ``target``: a checkpoint file, a run directory (or its ``checkpoints/`` folder), or
+    ``pretrained:<name>`` (a checkpoint shipped with cifarnet, :mod:`cifarnet.pretrained`).
 
     From a directory, ``prefer="newest"`` takes the checkpoint furthest into training (by the
     epoch and batch in its name, interrupt checkpoints included: what ``resume=`` wants);
@@ -239,6 +240,10 @@ def resolve(target: str | Path, prefer: str = "newest") -> Checkpoint:
     """
     if prefer not in ("newest", "best"):
         raise ValueError(f"prefer must be 'newest' or 'best', got {prefer!r}")
+    if str(target).startswith("pretrained:"):                    # shipped with the package
+        from . import pretrained
+
+        return load(pretrained.path(str(target)[len("pretrained:"):]))
     target = Path(target)
     if not target.is_dir():
         return load(target)

@@ -151,26 +151,30 @@ def test_bad_input_fails_with_one_line(trained, tmp_path, case):
     assert len(errors) == 1 and expected in errors[0], output
 
 
-def test_a_long_run_goes_in_pieces_that_each_stop_in_time(trained, tmp_path):
+def continue_command(output: str) -> list[str]:
+    """The arguments of the ``continue with: python -m cifarnet ...`` line a stopped run printed."""
+    line = next(line for line in output.splitlines() if "continue with: " in line)
+    return line.split("continue with: ", 1)[1].split()[3:]            # after "python -m cifarnet"
+
+
+def test_a_long_run_goes_in_pieces_that_each_stop_in_time(trained):
     """trainer.stop_after_minutes ends each piece at an epoch boundary with exit 0 and the command
     that continues it; the pieces together equal one uninterrupted run."""
     cwd, _, _ = trained
-    straight = train_tiny(cwd, "outputs/straight3", "trainer.epochs=3") and cwd / "outputs" / "straight3"
-    first = cifarnet(cwd, *TINY, "trainer.epochs=3", "trainer.stop_after_minutes=0.0001",
+    train_tiny(cwd, "outputs/straight3", "trainer.epochs=3")
+    piece = cifarnet(cwd, *TINY, "trainer.epochs=3", "trainer.stop_after_minutes=0.0001",
                      "hydra.run.dir=outputs/pieces")
-    assert first.returncode == 0, first.stdout + first.stderr
-    assert "stopping after epoch 1 of 3: trainer.stop_after_minutes=0.0001" in first.stdout
-    command = next(line.split("continue with: ", 1)[1] for line in first.stdout.splitlines() if "continue with: " in line)
-    for expected_epochs in (2, 3):
-        args = command.split()[3:]                                     # after "python -m cifarnet"
-        piece = cifarnet(cwd, *args)
+    assert piece.returncode == 0, piece.stdout + piece.stderr
+    assert "stopping after epoch 1 of 3: trainer.stop_after_minutes=0.0001" in piece.stdout
+    for done_epochs in (2, 3):
+        piece = cifarnet(cwd, *continue_command(piece.stdout))
         assert piece.returncode == 0, piece.stdout + piece.stderr
-        rows = read_metrics(cwd / "outputs" / "pieces")
-        assert [r["epoch"] for r in rows] == [str(e) for e in range(1, expected_epochs + 1)]
-        if expected_epochs < 3:
-            command = next(line.split("continue with: ", 1)[1] for line in piece.stdout.splitlines()
-                           if "continue with: " in line)
+        rows = read_metrics(cwd / "outputs" / "pieces")                # one directory, the whole history
+        assert [r["epoch"] for r in rows] == [str(e) for e in range(1, done_epochs + 1)]
     result = json.loads((cwd / "outputs" / "pieces" / "result.json").read_text())
     assert result["epochs"] == 3 and not result["stopped_early"]
-    losses = [(r["epoch"], r["train_loss"], r["test_loss"]) for r in read_metrics(cwd / "outputs" / "pieces")]
-    assert losses == [(r["epoch"], r["train_loss"], r["test_loss"]) for r in read_metrics(straight)]
+
+    def losses(run):
+        return [(r["epoch"], r["train_loss"], r["test_loss"]) for r in read_metrics(run)]
+
+    assert losses(cwd / "outputs" / "pieces") == losses(cwd / "outputs" / "straight3")

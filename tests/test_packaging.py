@@ -38,3 +38,7 @@ def test_wheel_install_finds_its_configs_and_trains(tmp_path):
     assert done.returncode == 0, done.stdout + done.stderr
     runs = list((elsewhere / "outputs").glob("*/*/metrics.csv"))
     assert len(runs) == 1 and len(runs[0].read_text().splitlines()) == 2
+    shipped = subprocess.run([env_dir / "bin" / "cifarnet", "mode=eval", "ckpt=pretrained:simplecnn", "data=synthetic",
+                              "data.train_size=20", "data.test_size=20"], cwd=elsewhere, capture_output=True,
+                             text=True, timeout=300)
+    assert shipped.returncode == 0 and "test accuracy" in shipped.stdout, shipped.stdout + shipped.stderr

@@ -1,0 +1,47 @@
+"""The checkpoints shipped with cifarnet: intact, documented, and usable with no training."""
+import json
+
+import numpy as np
+import pytest
+
+from cifarnet import checkpoint as ckpt
+from cifarnet import pretrained
+from cifarnet.backend import NUMPY
+from cifarnet.experiment import restore_model
+
+from .cli_helpers import cifarnet
+
+
+@pytest.mark.parametrize("name", pretrained.NAMES)
+def test_each_shipped_checkpoint_is_intact_and_says_how_it_was_made(name):
+    path = pretrained.path(name)
+    assert path.stat().st_size < 2_000_000
+    found = ckpt.resolve(f"pretrained:{name}")                 # verifies the SHA-256 checksum
+    assert found.optimizer_state is None and found.meta["model"]["name"] == name
+    made = found.meta["pretrained"]
+    assert {"recipe", "command", "epochs_trained", "data", "test_accuracy"} <= set(made)
+    assert 0.5 < made["test_accuracy"] < 1 and "JPEG copy" in made["data"]
+    model = restore_model(found, NUMPY)
+    logits = model(np.zeros((2, *found.meta["input_shape"]), np.float32))
+    assert logits.shape == (2, len(found.meta["class_names"])) and np.isfinite(logits).all()
+
+
+def test_an_unknown_name_lists_the_shipped_ones():
+    with pytest.raises(ckpt.CheckpointError, match="no pre-trained checkpoint 'vgg'; there are: simplecnn"):
+        ckpt.resolve("pretrained:vgg")
+
+
+@pytest.mark.slow
+def test_evaluate_and_predict_with_the_shipped_simplecnn(tmp_path):
+    image = pytest.importorskip("PIL.Image", reason="predict reads images with Pillow")
+    done = cifarnet(tmp_path, "mode=eval", "ckpt=pretrained:simplecnn", "data=synthetic", "data.train_size=20",
+                    "data.test_size=30", "hydra.run.dir=outputs/eval")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert json.loads((tmp_path / "outputs" / "eval" / "eval.json").read_text())["images"] == 30
+    for i, colour in enumerate([(200, 40, 40), (40, 200, 40)]):
+        image.new("RGB", (32, 32), colour).save(tmp_path / f"{i}.png")
+    done = cifarnet(tmp_path, "mode=predict", "ckpt=pretrained:simplecnn", "images=*.png",
+                    "hydra.run.dir=outputs/predict")
+    assert done.returncode == 0, done.stdout + done.stderr
+    rows = (tmp_path / "outputs" / "predict" / "predictions.csv").read_text().splitlines()
+    assert len(rows) == 3 and rows[0].startswith("path,class_1,prob_1")
