@@ -5,14 +5,15 @@ Only imported when torch is importable; torch is never a dependency of cifarnet.
 from __future__ import annotations
 
 
-def build(name: str):
-    """``simplecnn`` or ``resnet<depth>`` as a ``torch.nn.Module`` (NCHW, as PyTorch expects)."""
+def build(name: str, dropout: float | None = None):
+    """``simplecnn`` or ``resnet<depth>`` as a ``torch.nn.Module`` (NCHW, as PyTorch expects), with
+    the dropout rate of cifarnet's preset (0.5, 0.3) unless ``dropout`` says otherwise."""
     import torch.nn as nn
 
     if name == "simplecnn":
         return nn.Sequential(nn.Conv2d(3, 8, 3), nn.BatchNorm2d(8), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(),
-                             nn.Linear(1800, 128), nn.BatchNorm1d(128), nn.ReLU(), nn.Dropout(0.5),
-                             nn.Linear(128, 10))
+                             nn.Linear(1800, 128), nn.BatchNorm1d(128), nn.ReLU(),
+                             nn.Dropout(0.5 if dropout is None else dropout), nn.Linear(128, 10))
     depth = int(name.removeprefix("resnet"))
     n = (depth - 2) // 6
 
@@ -34,5 +35,6 @@ def build(name: str):
         for b in range(n):
             layers.append(Block(cin, width, 2 if stage and not b else 1))
             cin = width
-    layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Dropout(0.3), nn.Linear(64, 10)]
+    layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Dropout(0.3 if dropout is None else dropout),
+               nn.Linear(64, 10)]
     return nn.Sequential(*layers)
