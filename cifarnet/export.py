@@ -22,6 +22,7 @@ import numpy as np
 from . import __version__
 from .backend import to_numpy
 from .inference import fuse, trace
+from .inference.plan import weights_of
 
 OPSET = 17
 
@@ -61,23 +62,11 @@ class _Builder:
         return output
 
 
-def _conv_weights(node) -> tuple[np.ndarray, np.ndarray | None]:
-    """The convolution's (or linear layer's) weight and bias with its batch norm folded in."""
-    layer = node.layer
-    W = to_numpy(layer.params["W"]).astype(np.float64)
-    b = to_numpy(layer.params["b"]).astype(np.float64) if "b" in layer.params else None
-    if "norm" in node.attrs:
-        scale, shift = (to_numpy(v).astype(np.float64) for v in node.attrs["norm"].folded())
-        W = W * scale
-        b = shift + (b * scale if b is not None else 0.0)
-    return W, b
-
-
 def _emit(g: _Builder, node, args: list[str], out: str, rank: dict[str, int]) -> None:
     """Add the ONNX nodes for one plan node; ``rank`` tracks each value's number of axes."""
     kind, layer, key = node.kind, node.layer, f"n{node.output}"
     if kind == "conv":
-        W, b = _conv_weights(node)
+        W, b = (None if v is None else to_numpy(v) for v in weights_of(node))
         kh, kw = layer.kernel_size
         p = layer.padding
         inputs = [args[0], g.const(f"{key}_W", W.transpose(3, 2, 0, 1))]          # HWIO -> OIHW
@@ -89,13 +78,13 @@ def _emit(g: _Builder, node, args: list[str], out: str, rank: dict[str, int]) ->
         g.node("Relu", [value], out) if node.attrs.get("relu") else g.node("Identity", [value], out)
         rank[out] = 4
     elif kind == "linear":
-        W, b = _conv_weights(node)
+        W, b = (None if v is None else to_numpy(v) for v in weights_of(node))
         inputs = [args[0], g.const(f"{key}_W", W)] + ([g.const(f"{key}_b", b)] if b is not None else [])
         value = g.node("Gemm", inputs)
         g.node("Relu", [value], out) if node.attrs.get("relu") else g.node("Identity", [value], out)
         rank[out] = 2
     elif kind == "batchnorm":                                    # a batch norm with nothing to fold into
-        scale, shift = (to_numpy(v).astype(np.float64) for v in layer.folded())
+        scale, shift = (to_numpy(v) for v in layer.folded())
         shape = (1, -1, 1, 1) if rank[args[0]] == 4 else (1, -1)
         scaled = g.node("Mul", [args[0], g.const(f"{key}_scale", scale.reshape(shape))])
         g.node("Add", [scaled, g.const(f"{key}_shift", shift.reshape(shape))], out)

@@ -201,3 +201,21 @@ def test_a_checkpoint_of_the_previous_config_layout_evaluates_and_resumes(tmp_pa
     resumed = merge_with_checkpoint(saved.meta["config"], compose_plain("trainer.epochs=2"), ["trainer.epochs"],
                                     str(path))
     assert train(resumed, tmp_path / "run", saved)["epochs"] == 2
+
+
+def test_a_resumed_run_keeps_its_checkpoints_model_whatever_the_presets_say_now(tmp_path, monkeypatch):
+    """A preset edited after the run started (here: SimpleCNN's dropout) must not change it."""
+    from cifarnet.experiment import merge_with_checkpoint, train
+    from cifarnet.models import presets
+
+    from .cli_helpers import compose_plain
+
+    train(compose_plain("trainer.epochs=1"), tmp_path / "run")
+    saved = ckpt.load(tmp_path / "run" / "checkpoints" / "epoch001_numpy.npz")
+    original = presets.MODELS.get("simplecnn")
+    monkeypatch.setitem(presets.MODELS._entries, "simplecnn", lambda: {**original(), "dropout": 0.9})
+    resumed = merge_with_checkpoint(saved.meta["config"], compose_plain("trainer.epochs=2"), ["trainer.epochs"],
+                                    str(saved.path))
+    train(resumed, tmp_path / "run", saved)
+    after = ckpt.load(tmp_path / "run" / "checkpoints" / "epoch002_numpy.npz")
+    assert after.meta["model"] == saved.meta["model"] and after.meta["model"]["dropout"] == 0.5

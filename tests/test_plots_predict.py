@@ -24,6 +24,9 @@ def run(tmp_path_factory):
 
 
 def test_a_run_ends_with_its_figures(run):
+    from cifarnet.run_dir import FIGURES
+
+    assert sorted(FIGURES) == RUN_FIGURES                      # what overwrite=true clears is what is drawn
     _, run_dir, done = run
     for name in RUN_FIGURES:
         data = (run_dir / name).read_bytes()

@@ -177,9 +177,7 @@ def register() -> None:
     from ..data import DATA_SOURCES
     from ..optim import OPTIMIZERS
     from ..schedules import LR_SCHEDULES
-    from ..tracking import TRACKERS, make_trackers
-
-    make_trackers({})                                 # registers every tracker
+    from ..tracking import TRACKERS
 
     cs = ConfigStore.instance()
     cs.store(name="cifarnet_schema", node=Config)

@@ -66,7 +66,8 @@ def train(cfg: dict[str, Any], run_dir: str | Path, resume_from: ckpt.Checkpoint
         norm = normalization_for(cfg["data"], dataset)
     train_loader, eval_loaders = make_loaders(cfg["data"], dataset, norm, backend, seed, dtype)
 
-    description = describe_model(cfg["model"])
+    # a resumed run keeps the checkpoint's own description, whatever the presets say today
+    description = dict(resume_from.meta["model"]) if resume_from is not None else describe_model(cfg["model"])
     requested = cfg["model"].get("num_classes")
     if requested is not None and requested != dataset.num_classes:
         raise ConfigError(f"model.num_classes={requested} but the {dataset.source} data has "

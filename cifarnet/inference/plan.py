@@ -6,13 +6,22 @@ from ..layers.base import INFER
 from .graph import Node, fuse, trace
 
 
+def weights_of(node: Node):
+    """``(W, b)`` of a conv or linear node, with its batch norm folded in when the fusion pass
+    gave it one (``W * scale``, ``shift + b * scale``), from the layers' current arrays; ``b`` may
+    be None. The inference plan and the ONNX export both use it."""
+    layer = node.layer
+    W, b = layer.params["W"], layer.params.get("b")
+    if "norm" not in node.attrs:
+        return W, b
+    scale, shift = node.attrs["norm"].folded()
+    return W * scale, (shift + b * scale if b is not None else shift)
+
+
 def _run_node(node: Node, args):
     layer, a = node.layer, node.attrs
     if "norm" in a:                                     # conv or linear with its batch norm folded in
-        scale, shift = a["norm"].folded()               # from the current weights and statistics
-        b = layer.params.get("b")
-        bias = shift + b * scale if b is not None else shift
-        W = layer.params["W"] * scale
+        W, bias = weights_of(node)
         if node.kind == "conv":
             residual = args[1] if a["residual"] else None
             return conv2d.forward(args[0], W, bias, stride=layer.stride, padding=layer.padding, residual=residual,

@@ -39,11 +39,14 @@ class CSVTracker(Tracker):
 
 def make_trackers(logger_cfg: dict[str, dict[str, Any]] | None) -> list[Tracker]:
     """The trackers the ``logger`` group selects: ``{name: options}`` -> instances."""
-    from . import mlflow, tensorboard  # noqa: F401  (register them; their packages load on start)
-
     return [TRACKERS.get(name)(**(options or {})) for name, options in (logger_cfg or {}).items()]
 
 
 def numbers(metrics: dict[str, Any]) -> dict[str, float]:
     """The numeric entries of a metrics row (empty cells and text left out)."""
     return {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+
+
+# The trackers register themselves; the packages they drive (tensorboardX, mlflow) load only
+# when a run starts one.
+from . import mlflow, tensorboard  # noqa: E402, F401

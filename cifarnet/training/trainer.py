@@ -149,6 +149,7 @@ class Trainer:
         self.resume_command = resume_command or (lambda p: f"python -m cifarnet resume={p}")
         self.trackers = list(trackers)
         self.state = TrainState()
+        self.stopped_early = False          # the last fit ended at trainer.stop_after_minutes
         self._signal: int | None = None
 
     # -- public -------------------------------------------------------------------------------
@@ -285,7 +286,7 @@ class Trainer:
                                  "nothing was learned and no checkpoint was written. Lower the learning rate "
                                  "or check the data.")
         row: dict[str, Any] = {k: "" for k in METRIC_FIELDS}
-        images = max(sums["images"], 1)
+        images = sums["images"]                            # > 0: checked above
         row.update(epoch=st.epoch + 1, step=st.step, train_loss=sums["loss"] / images,
                    train_acc=sums["correct"] / images, lr=self.optimizer.lr,
                    dropout=_dropout_rate(self.model), epoch_seconds=round(sums["seconds"], 3),
