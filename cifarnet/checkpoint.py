@@ -135,6 +135,7 @@ def write_atomic(path: str | Path, arrays: dict[str, np.ndarray]) -> Path:
     except OSError as err:
         raise CheckpointError(f"cannot write checkpoint {path}: {err.strerror or err}") from None
     try:
+        os.fchmod(fd, 0o666 & ~_umask())       # mkstemp makes 0600; follow the umask as open() does
         with os.fdopen(fd, "wb") as f:
             np.savez(f, **arrays)
             f.flush()
@@ -148,6 +149,13 @@ def write_atomic(path: str | Path, arrays: dict[str, np.ndarray]) -> Path:
                                   "the previous checkpoint is unchanged") from None
         raise
     return path
+
+
+def _umask() -> int:
+    """The process's umask (read by setting it and putting it back)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def _before_rename(tmp: str, final: Path) -> None:

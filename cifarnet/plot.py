@@ -149,14 +149,14 @@ def plot_run(run_dir: str | Path) -> list[Path]:
 
 def plot_sweep(sweep_dir: str | Path) -> Path:
     """One figure comparing every job's test accuracy per epoch, labelled by its overrides."""
-    from .sweeps import collect
+    from .sweeps import collect, short_numbers
 
     plt = _pyplot()
     sweep_dir = Path(sweep_dir)
     jobs = sorted((p.parent for p in sweep_dir.glob("*/metrics.csv")), key=lambda p: p.name)
     if not jobs:
         raise PlotError(f"no job directories with metrics.csv under {sweep_dir}")
-    labels = {r["job"]: r["overrides"] for r in collect(sweep_dir)}
+    labels = {r["job"]: short_numbers(r["overrides"]) for r in collect(sweep_dir)}
     fig, ax = plt.subplots(figsize=(7.2, 4.6))
     all_epochs: list[int] = []
     for job in jobs:

@@ -38,10 +38,11 @@ def find_images(pattern: str) -> list[Path]:
 
 def predict(model, checkpoint: Checkpoint, paths: list[Path], backend, topk: int = 3,
             batch_size: int = 256) -> list[dict]:
-    """One row per image: ``path`` and ``top`` (a list of ``(class name, probability)``, best first).
+    """One row per readable image: ``path`` and ``top`` (a list of ``(class name, probability)``,
+    best first). An image that cannot be read is skipped with a one-line warning naming it.
 
     Raises:
-        ValueError: ``topk`` below 1.  DataError: Pillow missing, or an image unreadable.
+        ValueError: ``topk`` below 1.  DataError: Pillow missing, or not one image readable.
     """
     if topk < 1:
         raise ValueError(f"topk must be >= 1, got {topk}")
@@ -54,11 +55,20 @@ def predict(model, checkpoint: Checkpoint, paths: list[Path], backend, topk: int
         topk = len(names)
     norm = Normalization.from_dict(meta["normalization"])
     plan = InferencePlan(model)
+    readable, images = [], []
+    for path in paths:
+        try:
+            images.append(read_image(path, size))                               # H, W, 3 uint8
+            readable.append(path)
+        except DataError as err:
+            log.warning("skipped %s", err)
+    if not readable:
+        raise DataError(f"none of the {len(paths)} images could be read (each is named above)")
     rows = []
-    for start in range(0, len(paths), batch_size):
-        chunk = paths[start:start + batch_size]
-        images = np.stack([read_image(p, size) for p in chunk])                 # B, H, W, 3 uint8
-        logits = to_numpy(infer(plan, norm(backend.asarray(images))))
+    for start in range(0, len(readable), batch_size):
+        chunk = readable[start:start + batch_size]
+        batch = np.stack(images[start:start + batch_size])                       # B, H, W, 3 uint8
+        logits = to_numpy(infer(plan, norm(backend.asarray(batch))))
         logits = logits - logits.max(axis=1, keepdims=True)
         probs = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)       # B, K
         order = np.argsort(-probs, axis=1, kind="stable")[:, :topk]

@@ -1,11 +1,20 @@
 """What a run directory holds, and the rules that keep one run from overwriting another.
 
 A run directory gets Hydra's record (``.hydra/``), the log (``cifarnet.log``) and the outputs of
-its mode: training writes ``metrics.csv``, ``result.json``, ``best_eval.json``, ``checkpoints/``
-and figures; evaluation ``eval.json``; prediction ``predictions.csv``; export ``model.onnx``. A directory that already
-holds the outputs of an earlier run of the same mode is refused unless the run continues it
-(``resume=`` a checkpoint inside it) or ``overwrite=true`` says to replace them. A run that fails
-before writing any output leaves nothing behind (:func:`discard_if_empty`).
+its mode: training writes ``metrics.csv``, ``result.json``, ``best_eval.json``, ``checkpoints/``,
+``tensorboard/`` and figures; evaluation ``eval.json``; prediction ``predictions.csv``; export
+``model.onnx``. The rules:
+
+- A directory that already holds the outputs of an earlier run of the same mode is refused,
+  unless a training run continues it (``resume=`` a checkpoint inside it) or ``overwrite=true``
+  says to replace it. Replacing a training run removes all of it (its record, log and event files
+  too); replacing an evaluation, prediction or export removes that mode's output and record.
+- Evaluation, prediction and export into a directory that already holds another run's record
+  write their own record beside it, ``.hydra-<mode>/`` and ``cifarnet-<mode>.log``
+  (:func:`own_record`), so the training run's ``.hydra/`` and log are never touched.
+- ``resume=<run directory or a checkpoint in it>`` without ``hydra.run.dir`` continues in that
+  directory (:func:`of_checkpoint`); a continuation's record goes to ``.hydra-resume/``.
+- A run that fails before writing any output leaves nothing behind (:func:`discard_if_empty`).
 """
 from __future__ import annotations
 
@@ -45,12 +54,44 @@ def _inside(path: str | Path, folder: Path) -> bool:
     return path == folder or folder in path.parents
 
 
+def own_record(run_dir: str | Path, mode: str, resume: str | Path | None = None) -> tuple[str, str] | None:
+    """Where a job of ``mode`` about to start in ``run_dir`` keeps its Hydra record and log, as
+    ``(record folder, log file name)``, when that is not Hydra's ``.hydra`` and ``cifarnet.log``:
+    beside another run's record (evaluation, prediction or export into a training run's directory,
+    or a training run continued in its own directory). None: the usual names."""
+    run_dir = Path(run_dir)
+    if not (run_dir / ".hydra").is_dir():
+        return None
+    if mode == "train":
+        return (".hydra-resume", "cifarnet-resume.log") if resume and _inside(resume, run_dir) else None
+    return f".hydra-{mode}", f"cifarnet-{mode}.log"
+
+
+def of_checkpoint(resume: str | Path) -> Path | None:
+    """The run directory a ``resume=`` value belongs to: the directory itself, or the run holding a
+    checkpoint in its ``checkpoints/``; None for anything else (``pretrained:``, a loose file)."""
+    path = Path(str(resume))
+    if path.is_dir():
+        return path if (path / "checkpoints").is_dir() else None
+    if path.is_file() and path.parent.name == "checkpoints" and (path.parent.parent / ".hydra").is_dir():
+        return path.parent.parent
+    return None
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir():
+        shutil.rmtree(path)
+    else:
+        path.unlink(missing_ok=True)
+
+
 def check(run_dir: str | Path, mode: str = "train", overwrite: bool = False, resume: str | Path | None = None) -> None:
     """Make sure a run of ``mode`` may write into ``run_dir``.
 
     Allowed when the directory holds no output of ``mode``, when a training run resumes from a
-    checkpoint inside it (the run continues), or with ``overwrite``, which deletes the earlier
-    outputs first (and says so in the log).
+    checkpoint inside it (the run continues), or with ``overwrite``, which first removes the
+    earlier run: all of it for training, the mode's outputs and own record otherwise (and says so
+    in the log).
 
     Raises:
         RunDirectoryError: the directory holds an earlier run's outputs.
@@ -60,9 +101,12 @@ def check(run_dir: str | Path, mode: str = "train", overwrite: bool = False, res
     if not found or (mode == "train" and resume and _inside(resume, run_dir)):
         return
     if overwrite:
-        for name in found:
-            path = run_dir / name.rstrip("/")
-            shutil.rmtree(path) if path.is_dir() else path.unlink()
+        if mode == "train":
+            for path in list(run_dir.iterdir()):
+                _remove(path)
+        else:
+            for name in (*OUTPUTS[mode], f".hydra-{mode}", f"cifarnet-{mode}.log"):
+                _remove(run_dir / name)
         log.warning("overwrite=true: removed the earlier run's %s from %s", ", ".join(found), run_dir)
         return
     hint = f", continue it with resume={run_dir}" if mode == "train" else ""
@@ -80,7 +124,8 @@ def check_sweep(sweep_dir: str | Path, overwrite: bool = False) -> None:
     if not sweep_dir.is_dir():
         return
     jobs = sorted(p for p in sweep_dir.iterdir() if p.is_dir() and (p / ".hydra").is_dir())
-    done = [p.name for p in jobs if any(existing_outputs(p, mode) for mode in OUTPUTS)]
+    done = [p.name for p in jobs if (p / "result.json").is_file()
+            or any(existing_outputs(p, mode) for mode in OUTPUTS)]
     if not done:
         return
     if not overwrite:
@@ -94,14 +139,29 @@ def check_sweep(sweep_dir: str | Path, overwrite: bool = False) -> None:
     log.warning("overwrite=true: removed the earlier sweep's jobs %s from %s", ", ".join(done), sweep_dir)
 
 
-def discard_if_empty(run_dir: str | Path) -> bool:
-    """Remove ``run_dir`` if it holds nothing but Hydra's record and the log (a run that failed
-    before writing anything; its error was printed). Returns whether it was removed."""
+def discard_if_empty(run_dir: str | Path, record: tuple[str, str] | None = None, mode: str = "train") -> bool:
+    """After a failure: remove what the failed job left, if it wrote none of its outputs.
+
+    ``record`` is the job's own ``(record folder, log file)`` when it wrote them beside another
+    run's (:func:`own_record`): then only those two go. Otherwise ``run_dir`` goes, if it holds
+    nothing but Hydra's record and the log, with the dated folders above it that this leaves empty
+    (up to and including ``outputs/``). Returns whether anything was removed.
+    """
     run_dir = Path(run_dir)
-    if not run_dir.is_dir() or any(p.name not in RECORD for p in run_dir.iterdir()):
+    if not run_dir.is_dir():
+        return False
+    if record is not None:
+        if existing_outputs(run_dir, mode):
+            return False
+        for name in record:
+            _remove(run_dir / name)
+        return True
+    if any(p.name not in RECORD for p in run_dir.iterdir()):
         return False
     shutil.rmtree(run_dir, ignore_errors=True)
-    parent = run_dir.parent                     # outputs/<date>/ left empty by its only run
-    if parent.name[:1].isdigit() and parent.is_dir() and not any(parent.iterdir()):
+    parent = run_dir.parent                     # outputs/<date>/ and outputs/ left empty by this run
+    while parent.is_dir() and (parent.name[:1].isdigit() or parent.name in ("outputs", "multirun")) \
+            and not any(parent.iterdir()):
         parent.rmdir()
+        parent = parent.parent
     return True

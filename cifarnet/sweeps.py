@@ -1,21 +1,27 @@
 """Reading a sweep's results: one row per job, and the summary table written at the sweep directory.
 
-Each job writes its own ``result.json``; after each job the summary is rebuilt from every
-``result.json`` under the sweep directory while holding a lock file, so with parallel launchers
-the last job to finish writes the complete table. The command line writes the summaries and the
-plots read them; both sit above this module. Which keys a sweep varies is read from the files
-Hydra leaves in the sweep directory, with Hydra's own override parser (imported only then).
+Each job writes its own ``result.json`` once, whole (a job that failed writes one with
+``"status": "failed"`` and the cause); after each job the summary is rebuilt from every
+``result.json`` under the sweep directory while holding a lock on the directory, so with parallel
+launchers the last job to finish writes the complete table. Failed jobs rank last. The command
+line writes the summaries and the plots read them; both sit above this module. Which keys a
+sweep varies is read from the files Hydra leaves in the sweep directory, with Hydra's own
+override parser (imported only then).
 """
 from __future__ import annotations
 
 import csv
 import fcntl
 import json
+import os
+import re
 from pathlib import Path
 
 from .files import replace_atomically
 
-COLUMNS = ["rank", "job", "overrides", "best_acc", "best_epoch", "final_test_acc", "epochs", "run_seconds"]
+COLUMNS = ["rank", "job", "status", "overrides", "best_acc", "best_epoch", "final_test_acc", "epochs", "run_seconds",
+           "error"]
+NUMBER = re.compile(r"(?<==)-?\d+\.\d{5,}(?:e-?\d+)?\b")     # a float written at full precision
 
 
 def swept_keys(sweep_dir: Path) -> set[str] | None:
@@ -54,23 +60,38 @@ def collect(sweep_dir: Path) -> list[dict]:
         varying = lambda o: o not in shared                                     # noqa: E731
     rows = []
     for job, data in results:
-        rows.append({"job": job, "overrides": " ".join(o for o in data.get("overrides", []) if varying(o)),
+        overrides = " ".join(o for o in data.get("overrides", []) if varying(o))
+        if data.get("status") == "failed":
+            rows.append({"job": job, "status": "failed", "overrides": overrides, "best_acc": "", "best_epoch": "",
+                         "final_test_acc": "", "epochs": "", "run_seconds": "", "error": data.get("error", ""),
+                         "metric": ""})
+            continue
+        rows.append({"job": job, "status": data.get("status", "completed"), "overrides": overrides,
                      "best_acc": data["best_metric"], "best_epoch": data["best_epoch"],
                      "final_test_acc": data["final"].get("test_acc", ""), "epochs": data["epochs"],
-                     "run_seconds": data["run_seconds"], "metric": data["metric"]})
-    rows.sort(key=lambda r: -r["best_acc"])
+                     "run_seconds": data["run_seconds"], "error": "", "metric": data["metric"]})
+    rows.sort(key=lambda r: (r["status"] == "failed", -(r["best_acc"] or 0.0)))
     for rank, row in enumerate(rows, start=1):
-        row["rank"] = rank
+        row["rank"] = rank if row["status"] != "failed" else ""
     return rows
 
 
+def short_numbers(overrides: str) -> str:
+    """``optimizer.lr=0.0012345678901234`` as ``optimizer.lr=0.001235`` (4 significant digits)."""
+    return NUMBER.sub(lambda m: f"{float(m.group()):.4g}", overrides)
+
+
 def markdown(rows: list[dict]) -> str:
-    metric = rows[0]["metric"] if rows else "test_acc"
+    metric = next((r["metric"] for r in rows if r["metric"]), "test_acc")
     head = ["rank", "job", "overrides", f"best {metric}", "best epoch", "final test acc", "epochs", "seconds"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
-        final = f"{r['final_test_acc']:.2%}" if r["final_test_acc"] != "" else ""
-        lines.append(f"| {r['rank']} | {r['job']} | {r['overrides'] or '(none)'} | {r['best_acc']:.2%} | "
+        overrides = short_numbers(r["overrides"]) or "(none)"
+        if r["status"] == "failed":
+            lines.append(f"| - | {r['job']} | {overrides} | failed: {r['error'].replace('|', '/')} | | | | |")
+            continue
+        final = f"{r['final_test_acc']:.2%}" if r["final_test_acc"] not in ("", None) else ""
+        lines.append(f"| {r['rank']} | {r['job']} | {overrides} | {r['best_acc']:.2%} | "
                      f"{r['best_epoch']} | {final} | {r['epochs']} | {r['run_seconds']:.1f} |")
     return "\n".join(lines)
 
@@ -78,7 +99,8 @@ def markdown(rows: list[dict]) -> str:
 def write_summary(sweep_dir: str | Path) -> tuple[list[dict], str]:
     """Rebuild ``sweep_summary.csv`` and ``sweep_summary.md`` in ``sweep_dir``; returns rows and Markdown."""
     sweep_dir = Path(sweep_dir)
-    with open(sweep_dir / ".summary.lock", "w") as lock:
+    lock = os.open(sweep_dir, os.O_RDONLY)          # the directory itself is the lock: no lock file left
+    try:
         fcntl.flock(lock, fcntl.LOCK_EX)
         rows = collect(sweep_dir)
         table = markdown(rows)
@@ -88,4 +110,6 @@ def write_summary(sweep_dir: str | Path) -> tuple[list[dict], str]:
             writer.writerows(rows)
         with replace_atomically(sweep_dir / "sweep_summary.md") as f:
             f.write(table + "\n")
+    finally:
+        os.close(lock)
     return rows, table

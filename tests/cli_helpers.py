@@ -32,3 +32,24 @@ def compose_plain(*overrides: str) -> dict:
     with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
         cfg = compose(config_name="config", overrides=[*TINY, "trainer.progress=false", *overrides])
     return OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
+
+
+def errors_in(done) -> list[str]:
+    """The ``cifarnet: error:`` lines of a finished command, wherever they were printed."""
+    return [line for line in (done.stdout + done.stderr).splitlines() if "cifarnet: error:" in line]
+
+
+# ``python -c DRIVER.format(patch=...)``: the command line with a patch applied first (a signal
+# sent at a chosen moment, a function made to fail).
+DRIVER = """
+import os, signal, sys
+{patch}
+from cifarnet.cli.app import main
+sys.argv[0] = "cifarnet"
+main()
+"""
+
+
+def run_driver(cwd: Path, patch: str, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-c", DRIVER.format(patch=patch), *args], cwd=cwd, capture_output=True,
+                          text=True, timeout=timeout)

@@ -13,13 +13,9 @@ import pytest
 from cifarnet import checkpoint as ckpt
 from cifarnet.cli.errors import hydra_message
 
-from .cli_helpers import TINY, cifarnet, compose_plain, train_tiny
+from .cli_helpers import TINY, cifarnet, compose_plain, errors_in, run_driver, train_tiny
 
 pytestmark = pytest.mark.slow          # end to end: each test starts python -m cifarnet
-
-
-def errors_in(done) -> list[str]:
-    return [line for line in (done.stdout + done.stderr).splitlines() if "cifarnet: error:" in line]
 
 
 @pytest.fixture(scope="module")
@@ -210,14 +206,6 @@ def test_image_folder_with_three_classes_runs_as_the_readme_prints_it(tmp_path):
 
 
 # -- interrupts ----------------------------------------------------------------------------------
-DRIVER = """
-import os, signal, sys
-{patch}
-from cifarnet.cli.app import main
-sys.argv[0] = "cifarnet"
-main()
-"""
-
 CTRL_C_WHILE_LOADING = """
 import cifarnet.experiment.training as experiment
 real = experiment.load_data
@@ -242,10 +230,6 @@ def save_checkpoint(self, path):
 Trainer._step, Trainer.save_checkpoint = step, save_checkpoint
 """
 
-
-def run_driver(cwd, patch, *args):
-    return subprocess.run([sys.executable, "-c", DRIVER.format(patch=patch), *args], cwd=cwd, capture_output=True,
-                          text=True, timeout=120)
 
 
 def test_ctrl_c_while_the_data_loads_exits_quietly(tmp_path):

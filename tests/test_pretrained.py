@@ -9,6 +9,7 @@ from cifarnet import pretrained
 from cifarnet.backend import NUMPY
 from cifarnet.experiment import restore_model
 
+from .cifar_fixtures import write_cifar
 from .cli_helpers import cifarnet
 
 
@@ -34,8 +35,9 @@ def test_an_unknown_name_lists_the_shipped_ones():
 @pytest.mark.slow
 def test_evaluate_and_predict_with_the_shipped_simplecnn(tmp_path):
     image = pytest.importorskip("PIL.Image", reason="predict reads images with Pillow")
-    done = cifarnet(tmp_path, "mode=eval", "ckpt=pretrained:simplecnn", "data=synthetic", "data.train_size=20",
-                    "data.test_size=30", "hydra.run.dir=outputs/eval")
+    write_cifar(tmp_path / "cifar", test=30)                  # the CIFAR-10 layout and class names, tiny
+    done = cifarnet(tmp_path, "mode=eval", "ckpt=pretrained:simplecnn", "data.root=cifar", "data.download=false",
+                    "hydra.run.dir=outputs/eval")
     assert done.returncode == 0, done.stdout + done.stderr
     assert json.loads((tmp_path / "outputs" / "eval" / "eval.json").read_text())["images"] == 30
     for i, colour in enumerate([(200, 40, 40), (40, 200, 40)]):

@@ -63,6 +63,8 @@ def test_mlflow_records_one_run_with_config_metrics_and_artifacts(tmp_path, monk
     run = runs[0]
     assert run.info.status == "FINISHED" and run.data.tags["cifarnet.run_dir"] == str(run_dir.resolve())
     assert run.data.params["optimizer.lr"] == "0.01" and run.data.params["data.source"] == "synthetic"
+    # the model as built (the preset's values), not the config's unset keys
+    assert run.data.params["model.dropout"] == "0.5" and run.data.params["model.init"] == "pytorch"
     rows = read_metrics(run_dir)
     history = {m.step: m.value for m in client.get_metric_history(run.info.run_id, "test_acc")}
     assert history == {int(r["epoch"]): pytest.approx(float(r["test_acc"])) for r in rows}

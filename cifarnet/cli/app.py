@@ -1,25 +1,31 @@
 """``python -m cifarnet``: the Hydra entry point, a thin layer over :mod:`cifarnet.experiment`.
 
 It composes the config, turns it into a plain dict, works out which keys the user set on the
-command line, and trains, evaluates, predicts or exports (``mode=``). Expected failures end as one line and exit 1;
-interruptions exit 130 (SIGINT) or 143 (SIGTERM).
+command line, and trains, evaluates, predicts or exports (``mode=``). Expected failures end as one
+line on stderr and exit 1; interruptions exit 130 (SIGINT) or 143 (SIGTERM). In a sweep, a job
+that fails that way is recorded as failed (its ``result.json`` and its row in the summary give the
+cause) and the sweep goes on; the sweep's exit status then says that jobs failed.
 """
 from __future__ import annotations
 
+import json
 import logging
 import os
 import shlex
+import signal
 import sys
 from pathlib import Path
 
+from .. import __version__
 from .. import checkpoint as ckpt
 from ..experiment import ConfigError, evaluate_checkpoint, format_eval_report, merge_with_checkpoint, train
 from ..files import replace_atomically
 from ..run_dir import check as check_run_dir
 from ..run_dir import discard_if_empty
 from ..sweeps import write_summary
+from ..training.trainer import TrainingInterrupted
 from . import schema
-from .errors import report_and_exit
+from .errors import Terminated, expected_message, raise_terminated, report_and_exit
 
 log = logging.getLogger("cifarnet")
 
@@ -43,14 +49,59 @@ def explicit_keys(task_overrides) -> list[str]:
     return keys
 
 
-def task(cfg) -> float:
-    """One Hydra job: train, resume, evaluate, predict or export; returns the job's best accuracy (for sweepers)."""
+class FailedJob:
+    """What a sweep job that failed returns to Hydra instead of its accuracy. The basic sweeper
+    reads no value and goes on; a search sweeper (Optuna) converts it with ``float()``, which
+    raises, so it records the trial as failed and goes on (``max_failure_rate: 1.0`` in the
+    ``search`` preset)."""
+
+    def __init__(self, message: str):
+        self.message = message
+
+    def __float__(self) -> float:
+        raise ValueError(self.message)
+
+    def __repr__(self) -> str:
+        return f"job failed: {self.message}"
+
+
+class _BelowError(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.levelno < logging.ERROR
+
+
+def errors_to_stderr() -> None:
+    """Send error records to stderr as bare lines (``cifarnet: error: ...``), the rest to the console
+    handler Hydra set up (stdout) and the log file as before. Idempotent per logging setup."""
+    root = logging.getLogger()
+    if any(getattr(h, "cifarnet_errors", False) for h in root.handlers):
+        return
+    for handler in root.handlers:
+        if isinstance(handler, logging.StreamHandler) and getattr(handler, "stream", None) is sys.stdout:
+            handler.addFilter(_BelowError())
+    errors = logging.StreamHandler(sys.stderr)
+    errors.setLevel(logging.ERROR)
+    errors.setFormatter(logging.Formatter("%(message)s"))
+    errors.cifarnet_errors = True
+    root.addHandler(errors)
+
+
+def _log_file() -> Path | None:
+    return next((Path(h.baseFilename) for h in logging.getLogger().handlers if isinstance(h, logging.FileHandler)),
+                None)
+
+
+def task(cfg) -> float | FailedJob:
+    """One Hydra job: train, resume, evaluate, predict or export; returns the job's best accuracy (for
+    sweepers), or a :class:`FailedJob` for a sweep job that failed."""
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
     from omegaconf import OmegaConf
 
+    errors_to_stderr()
     hc = HydraConfig.get()
     run_dir = Path(hc.runtime.output_dir)
+    multirun = hc.mode == RunMode.MULTIRUN
     plain = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
     overrides = list(hc.overrides.task)
     explicit = explicit_keys(overrides)
@@ -67,32 +118,50 @@ def task(cfg) -> float:
         if plain["mode"] == "predict":
             return _predict(plain, explicit, run_dir)
         if plain["mode"] == "export":
-            return _export(plain, run_dir)
+            return _export(plain, explicit, run_dir)
 
         resume = None
         if plain["resume"]:
             resume = ckpt.resolve(plain["resume"], prefer="newest")
+            if resume.optimizer_state is None or "trainer" not in resume.meta.get("config", {}):
+                raise ConfigError(f"resume={plain['resume']}: {resume.path} holds weights only (no optimizer state "
+                                  "or training config), so there is no run to continue; to fine-tune from its "
+                                  f"weights, start a new run with init_from={plain['resume']}")
             plain = merge_with_checkpoint(resume.meta["config"], plain, explicit, source=str(resume.path))
         others = [o for o in overrides if not o.startswith("resume=")]
 
         def resume_command(path: Path) -> str:
-            """The command that continues this run from ``path``, in this run directory."""
-            return shlex.join(["python", "-m", "cifarnet", f"resume={path}", *others, f"hydra.run.dir={run_dir}"])
+            """The command that continues this run (from its newest checkpoint, ``path``) in its directory."""
+            return shlex.join(["python", "-m", "cifarnet", f"resume={run_dir}", *others])
 
         log.info("run directory %s", run_dir)
-        summary = train(plain, run_dir, resume, resume_command=resume_command)
+        summary = train(plain, run_dir, resume, resume_command=resume_command, overrides=overrides)
         log.info("best %s %.2f%% at epoch %d; checkpoints in %s", summary["metric"], 100 * summary["best_metric"],
                  summary["best_epoch"], run_dir / "checkpoints")
-        if hc.mode == RunMode.MULTIRUN:
-            _record_sweep_job(run_dir, overrides, summary)
+        if multirun:
+            _summarise_sweep(run_dir.parent)
             if plain.get("plots", True):
                 _plot_sweep(run_dir.parent)
         return float(summary["best_metric"])
     except BaseException as err:  # noqa: BLE001 - expected errors become one line, others re-raise
-        if discard_if_empty(run_dir):
-            log.debug("removed %s: the run failed before writing anything", run_dir)
+        interrupted = isinstance(err, (KeyboardInterrupt, Terminated, TrainingInterrupted))
+        message = None if interrupted or os.environ.get("CIFARNET_TRACEBACK") == "1" else expected_message(err)
+        if multirun and message is not None:          # the sweep goes on; this job is recorded as failed
+            log.error("cifarnet: error: %s", message)
+            _record_failed_job(run_dir, overrides, message)
+            return FailedJob(message)
+        own = None if hc.output_subdir in (None, ".hydra") else (hc.output_subdir, _log_file().name)
+        if discard_if_empty(run_dir, own, plain["mode"]):
+            where = f"its record in {run_dir}" if own else f"the run directory {run_dir}"
+            log.info("removed %s: the run failed before writing anything", where)
         report_and_exit(err, emit=log.error)
         raise
+
+
+def _check_model_matches(plain: dict, explicit: list[str], checkpoint: ckpt.Checkpoint) -> None:
+    if "model" in explicit and checkpoint.meta["model"].get("name") != plain["model"]["name"]:
+        raise ConfigError(f"checkpoint {plain['ckpt']} holds a different architecture (model "
+                          f"{checkpoint.meta['model'].get('name')!r}) than requested (model={plain['model']['name']})")
 
 
 def _predict(plain: dict, explicit: list[str], run_dir: Path) -> float:
@@ -102,26 +171,27 @@ def _predict(plain: dict, explicit: list[str], run_dir: Path) -> float:
     if not plain["ckpt"] or not plain["images"]:
         raise ConfigError("mode=predict needs ckpt=PATH (a checkpoint or a run directory) and images=FILE|DIR|GLOB")
     checkpoint = ckpt.resolve(plain["ckpt"], prefer="best")
-    if "model" in explicit and checkpoint.meta["model"].get("name") != plain["model"]["name"]:
-        raise ConfigError(f"checkpoint {plain['ckpt']} holds a different architecture (model "
-                          f"{checkpoint.meta['model'].get('name')!r}) than requested (model={plain['model']['name']})")
+    _check_model_matches(plain, explicit, checkpoint)
     check_run_dir(run_dir, "predict", bool(plain.get("overwrite")))
     backend = make_backend(plain["backend"])
     paths = find_images(plain["images"])
     rows = predict(restore_model(checkpoint, backend), checkpoint, paths, backend, plain["topk"])
     run_dir.mkdir(parents=True, exist_ok=True)
     write_csv(rows, run_dir / "predictions.csv")
-    log.info("top-%d classes for %d images (checkpoint %s):\n%s\nwritten to %s", len(rows[0]["top"]), len(rows),
+    skipped = len(paths) - len(rows)
+    log.info("top-%d classes for %d image%s%s (checkpoint %s):\n%s\nwritten to %s", len(rows[0]["top"]), len(rows),
+             "" if len(rows) == 1 else "s", f" ({skipped} unreadable, skipped)" if skipped else "",
              plain["ckpt"], format_rows(rows), run_dir / "predictions.csv")
     return 0.0
 
 
-def _export(plain: dict, run_dir: Path) -> float:
+def _export(plain: dict, explicit: list[str], run_dir: Path) -> float:
     from ..export import export_checkpoint
 
     if not plain["ckpt"]:
         raise ConfigError("mode=export needs ckpt=PATH (a checkpoint .npz file or a run directory)")
     checkpoint = ckpt.resolve(plain["ckpt"], prefer="best")
+    _check_model_matches(plain, explicit, checkpoint)
     check_run_dir(run_dir, "export", bool(plain.get("overwrite")))
     path = export_checkpoint(checkpoint, run_dir / "model.onnx")
     meta = checkpoint.meta
@@ -133,15 +203,18 @@ def _export(plain: dict, run_dir: Path) -> float:
     return 0.0
 
 
-def _record_sweep_job(run_dir: Path, overrides: list[str], summary: dict) -> None:
-    import json
+def _record_failed_job(run_dir: Path, overrides: list[str], message: str) -> None:
+    """A failed sweep job's ``result.json`` (status, cause, overrides), then the summary with its row."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    with replace_atomically(run_dir / "result.json") as f:
+        json.dump({"status": "failed", "error": message, "overrides": overrides, "run_dir": str(run_dir)}, f, indent=2)
+    _summarise_sweep(run_dir.parent)
 
-    summary = dict(summary, overrides=overrides)
-    with replace_atomically(run_dir / "result.json") as f:       # other jobs read it for their summaries
-        json.dump(summary, f, indent=2)
-    rows, table = write_summary(run_dir.parent)
+
+def _summarise_sweep(sweep_dir: Path) -> None:
+    rows, table = write_summary(sweep_dir)
     log.info("sweep summary so far (%d jobs), ranked by accuracy; %s:\n%s", len(rows),
-             run_dir.parent / "sweep_summary.csv", table)
+             sweep_dir / "sweep_summary.csv", table)
 
 
 def _plot_sweep(sweep_dir: Path) -> None:
@@ -154,18 +227,35 @@ def _plot_sweep(sweep_dir: Path) -> None:
         log.info("no sweep figure: %s", err)
 
 
-def main() -> None:
-    """Console entry point (``cifarnet`` and ``python -m cifarnet``)."""
+def _hydra_version() -> str:
     import hydra
 
+    return hydra.__version__
+
+
+def main() -> None:
+    """Console entry point (``cifarnet`` and ``python -m cifarnet``)."""
+    if "--version" in sys.argv[1:]:
+        print(f"cifarnet {__version__} (Hydra {_hydra_version()})")
+        return
+    import hydra
+
+    if Path(sys.argv[0]).name == "__main__.py":
+        # python -m cifarnet: Hydra names sys.argv[0] in its shell-completion commands, and the
+        # package's __main__.py cannot run as a script; the console script can.
+        sys.argv[0] = "cifarnet"
     os.environ["HYDRA_FULL_ERROR"] = "1"      # let composition errors reach report_and_exit
     if not sys.stderr.isatty():
         os.environ.setdefault("NO_COLOR", "1")  # no ANSI colours from plugins' loggers in logs and pipes
+    signal.signal(signal.SIGTERM, raise_terminated)   # until training installs its own: unwind, clean up, 143
     schema.register()
     entry = hydra.main(version_base="1.3", config_path=config_dir(), config_name="config")(task)
     try:
         entry()
     except SystemExit:
         raise
+    except BrokenPipeError:                   # the reader went away (cifarnet --help | head -1)
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        sys.exit(141)
     except BaseException as err:  # noqa: BLE001
         report_and_exit(err)

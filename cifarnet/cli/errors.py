@@ -1,7 +1,9 @@
 """Turn expected failures into one line on stderr and a non-zero exit, without a traceback."""
 from __future__ import annotations
 
+import errno
 import os
+import signal
 import sys
 
 from ..backend import BackendUnavailable
@@ -12,12 +14,13 @@ from ..export import ExportError
 from ..models import ModelSpecError
 from ..registry import UnknownNameError
 from ..run_dir import RunDirectoryError
+from ..tracking import TrackerError
 from ..training.trainer import NonFiniteError, TrainingInterrupted
 
 # ValueError: the library validates arguments (batch size, val_size, rates, ...) with ValueErrors
 # whose message names the value; CIFARNET_TRACEBACK=1 shows the traceback instead.
 EXPECTED = (BackendUnavailable, CheckpointError, DataError, ConfigError, ModelSpecError, UnknownNameError,
-            ExportError, NonFiniteError, RunDirectoryError, ValueError)
+            ExportError, NonFiniteError, RunDirectoryError, TrackerError, ValueError)
 
 # Hydra plugins behind cifarnet's launcher and sweeper presets: the config a preset extends, the
 # preset's name, the extra that installs the plugin, and the plugin's package.
@@ -28,6 +31,18 @@ PLUGINS = {
     "hydra/launcher/ray": ("hydra/launcher=ray", "ray", "hydra-ray-launcher"),
     "hydra/sweeper/optuna": ("hydra/sweeper=search", "optuna", "hydra-optuna-sweeper"),
 }
+
+
+class Terminated(BaseException):
+    """SIGTERM outside training (while starting up, loading data, evaluating): like Ctrl-C's
+    KeyboardInterrupt, it unwinds the job so that its cleanup runs, then exits 143."""
+
+    signum = signal.SIGTERM
+
+
+def raise_terminated(signum, frame) -> None:
+    """The SIGTERM handler the command line installs while no training loop has its own."""
+    raise Terminated()
 
 
 def one_line(text: str) -> str:
@@ -62,6 +77,26 @@ def hydra_message(err: BaseException) -> str | None:
     return None
 
 
+def os_message(err: OSError) -> str:
+    """``[Errno 30] Read-only file system: 'x'`` as ``cannot write x: read-only file system``."""
+    reason = (err.strerror or str(err)).rstrip(".")
+    reason = reason[:1].lower() + reason[1:]
+    if err.filename is None:
+        return reason
+    verb = "read" if err.errno in (errno.ENOENT, errno.EISDIR) else "write"
+    return f"cannot {verb} {err.filename}: {reason}"
+
+
+def expected_message(err: BaseException) -> str | None:
+    """The one-line message for an expected failure (a bad config, file, value or environment),
+    or None for anything else (a bug, whose traceback should be seen)."""
+    if isinstance(err, EXPECTED):
+        return one_line(str(err))
+    if isinstance(err, OSError) and err.errno is not None:      # a directory that cannot be made or written
+        return os_message(err)
+    return hydra_message(err)
+
+
 def report_and_exit(err: BaseException, emit=None) -> None:
     """Exit for ``err``: 130/143 for interruptions, 1 with one line for expected errors; re-raise others.
 
@@ -71,16 +106,13 @@ def report_and_exit(err: BaseException, emit=None) -> None:
         if err.aborted:
             _emit(f"cifarnet: {err}", emit)
         sys.exit(128 + err.signum)
-    if isinstance(err, KeyboardInterrupt):           # Ctrl-C outside training (loading data, evaluating)
-        _emit("cifarnet: interrupted (SIGINT)", emit)
-        sys.exit(130)
-    message = None
+    if isinstance(err, (KeyboardInterrupt, Terminated)):     # outside training (loading data, evaluating)
+        signum = signal.SIGTERM if isinstance(err, Terminated) else signal.SIGINT
+        _emit(f"cifarnet: interrupted ({signal.Signals(signum).name})", emit)
+        sys.exit(128 + signum)
     if os.environ.get("CIFARNET_TRACEBACK") == "1":
         raise err
-    if isinstance(err, EXPECTED):
-        message = one_line(str(err))
-    else:
-        message = hydra_message(err)
+    message = expected_message(err)
     if message is None:
         raise err
     _emit(f"cifarnet: error: {message}", emit)

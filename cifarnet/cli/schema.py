@@ -80,6 +80,8 @@ class LoaderConfig:
     batch_size: int = 64
     eval_batch_size: int = 500
     val_size: int = 0
+    max_train_images: Optional[int] = None   # a seeded random subset of this many (null: all): a quick look
+    max_test_images: Optional[int] = None
     normalization: NormalizationChoice = NormalizationChoice.dataset
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     prefetch: int = 2
@@ -112,12 +114,13 @@ class Config:
     data: Any = MISSING
     backend: BackendConfig = MISSING
     schedule: Any = MISSING
-    logger: Any = MISSING
+    logger: Any = field(default_factory=dict)   # logger=[]: none besides metrics.csv
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     mode: Mode = Mode.train
     seed: int = 0
     ckpt: Optional[str] = None
     resume: Optional[str] = None
+    init_from: Optional[str] = None  # train: start from this checkpoint's weights (fine-tuning)
     overwrite: bool = False          # replace an earlier run's outputs in hydra.run.dir
     plots: bool = True
     images: Optional[str] = None     # mode=predict: an image file, a directory or a glob

@@ -10,7 +10,7 @@ from typing import Any
 from ..registry import Registry
 from .augment import Augmentation
 from .cifar10 import DataError, load_cifar10
-from .dataset import Dataset, Split, carve_validation
+from .dataset import Dataset, Split, carve_validation, limit_splits
 from .image_folder import load_image_folder
 from .loader import BatchLoader
 from .normalize import CIFAR10_STATS, Normalization
@@ -22,11 +22,14 @@ DATA_SOURCES.register("synthetic")(load_synthetic)
 DATA_SOURCES.register("image_folder")(load_image_folder)
 
 
-def load_dataset(source: str, val_size: int = 0, val_seed: int = 0, **options: Any) -> Dataset:
-    """Load the source registered as ``source`` with its ``options``, then carve ``val_size``
-    training images into a validation split (chosen by ``val_seed``)."""
+def load_dataset(source: str, val_size: int = 0, val_seed: int = 0, max_train_images: int | None = None,
+                 max_test_images: int | None = None, **options: Any) -> Dataset:
+    """Load the source registered as ``source`` with its ``options``, keep at most
+    ``max_train_images`` and ``max_test_images`` (a subset chosen by ``val_seed``; None: all),
+    then carve ``val_size`` training images into a validation split (chosen by ``val_seed``)."""
     loader = DATA_SOURCES.get(source)
-    return carve_validation(loader(**options), val_size, val_seed)
+    dataset = limit_splits(loader(**options), max_train_images, max_test_images, val_seed)
+    return carve_validation(dataset, val_size, val_seed)
 
 
 __all__ = ["Augmentation", "BatchLoader", "CIFAR10_STATS", "DATA_SOURCES", "DataError", "Dataset",

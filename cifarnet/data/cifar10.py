@@ -85,7 +85,7 @@ def read_class_names(path: Path) -> list[str]:
 def _how_to_place(root: Path) -> str:
     return (f"Download {URL} (MD5 {ARCHIVE_MD5}) and extract it into {root}, so that "
             f"{root / FOLDER / 'data_batch_1'} exists, or write the same layout from another copy of "
-            "CIFAR-10 (see the README's quick start).")
+            "CIFAR-10 (see the README's Run section).")
 
 
 def ensure_cifar10(root: str | Path, download_missing: bool = True, url: str = URL,
@@ -106,11 +106,14 @@ def ensure_cifar10(root: str | Path, download_missing: bool = True, url: str = U
         raise DataError(f"CIFAR-10 not found: {missing[0]} is missing ({len(missing)} of {len(needed)} "
                         f"files) and download is disabled. {_how_to_place(root)}")
     archive = root / ARCHIVE_NAME
+    made = not root.exists()
     try:
         if not (archive.exists() and md5sum(archive) == md5):
             download(url, archive, md5)
         safe_extract(archive, root)
     except DownloadError as err:
+        if made and root.is_dir() and not any(root.iterdir()):
+            root.rmdir()                                   # leave no empty data/ behind
         raise DataError(f"CIFAR-10 not found under {folder} and the download failed: {err}. "
                         f"{_how_to_place(root)}") from None
     still = [p for p in needed if not p.exists()]

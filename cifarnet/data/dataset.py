@@ -68,3 +68,26 @@ def carve_validation(dataset: Dataset, val_size: int, seed: int) -> Dataset:
     return Dataset(train=dataset.train.subset(np.flatnonzero(keep)), test=dataset.test,
                    class_names=dataset.class_names, val=dataset.train.subset(np.sort(chosen)),
                    source=dataset.source, info=dict(dataset.info, val_size=val_size))
+
+
+def limit_splits(dataset: Dataset, max_train: int | None, max_test: int | None, seed: int) -> Dataset:
+    """Keep at most ``max_train`` training and ``max_test`` test images (None: all), a random subset
+    drawn from ``seed`` that keeps the images' order: a quick look at a large dataset.
+
+    Raises:
+        ValueError: a limit below 1.
+    """
+    def limited(split: Split, limit: int | None, stream: int, name: str) -> Split:
+        if limit is None or limit >= len(split):
+            return split
+        if limit < 1:
+            raise ValueError(f"data.max_{name}_images must be >= 1 (or null), got {limit}")
+        chosen = np.random.default_rng([seed, stream]).permutation(len(split))[:limit]
+        return split.subset(np.sort(chosen))
+
+    if max_train is None and max_test is None:
+        return dataset
+    return Dataset(train=limited(dataset.train, max_train, 0x5B1, "train"),
+                   test=limited(dataset.test, max_test, 0x5B2, "test"), class_names=dataset.class_names,
+                   val=dataset.val, source=dataset.source,
+                   info=dict(dataset.info, max_train_images=max_train, max_test_images=max_test))

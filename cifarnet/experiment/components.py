@@ -21,7 +21,8 @@ from ..schedules import LR_SCHEDULES, make_dropout_schedule, make_lr_schedule
 
 DTYPES = {"float32": np.float32, "float64": np.float64}
 # The keys of the data group that configure batches; the rest are the data source's options.
-LOADER_KEYS = ("source", "batch_size", "eval_batch_size", "val_size", "normalization", "augment", "prefetch")
+LOADER_KEYS = ("source", "batch_size", "eval_batch_size", "val_size", "max_train_images", "max_test_images",
+               "normalization", "augment", "prefetch")
 
 
 class ConfigError(ValueError):
@@ -74,11 +75,13 @@ def describe_model(model_cfg: dict[str, Any]) -> dict[str, Any]:
 
 
 def load_data(data_cfg: dict[str, Any], seed: int) -> Dataset:
-    """The dataset the ``data`` group names (every key but the loader's goes to the source), with
-    its validation split carved by ``seed``."""
+    """The dataset the ``data`` group names (every key but the loader's goes to the source), limited
+    to ``max_train_images``/``max_test_images`` and with its validation split carved, both by ``seed``."""
     options = {k: enum_value(v) for k, v in data_cfg.items() if k not in LOADER_KEYS}
     options = accepted(DATA_SOURCES.get(data_cfg["source"]), options)
-    return load_dataset(data_cfg["source"], val_size=data_cfg["val_size"], val_seed=seed, **options)
+    return load_dataset(data_cfg["source"], val_size=data_cfg["val_size"], val_seed=seed,
+                        max_train_images=data_cfg.get("max_train_images"),
+                        max_test_images=data_cfg.get("max_test_images"), **options)
 
 
 def normalization_for(data_cfg: dict[str, Any], dataset: Dataset) -> Normalization:

@@ -27,6 +27,10 @@ def evaluate_checkpoint(cfg: dict[str, Any], checkpoint: ckpt.Checkpoint, run_di
     if len(names) != dataset.num_classes:
         raise ConfigError(f"checkpoint {checkpoint.path} knows {len(names)} classes but the data has "
                           f"{dataset.num_classes}")
+    if list(names) != list(dataset.class_names):
+        raise ConfigError(f"checkpoint {checkpoint.path} was trained on other classes ({', '.join(names[:3])}, ...) "
+                          f"than the {dataset.source} data has ({', '.join(dataset.class_names[:3])}, ...); "
+                          "evaluate it on the data it was trained on (data=...)")
     norm = Normalization.from_dict(checkpoint.meta["normalization"])
     loader = BatchLoader(dataset.test, cfg["data"]["eval_batch_size"], norm, backend=backend,
                          prefetch=cfg["data"]["prefetch"], dtype=dtype)

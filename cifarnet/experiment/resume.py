@@ -32,7 +32,7 @@ def merge_with_checkpoint(saved: dict[str, Any], current: dict[str, Any], explic
             (when resuming) a different optimizer than the one whose state it holds.
     """
     merged = copy.deepcopy(saved)
-    for key in ("mode", "ckpt", "resume", "overwrite"):
+    for key in ("mode", "ckpt", "resume", "init_from", "overwrite"):
         merged[key] = current.get(key)
     merged["backend"] = copy.deepcopy(current["backend"])
     for key in explicit:

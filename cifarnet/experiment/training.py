@@ -35,13 +35,18 @@ log = logging.getLogger("cifarnet.experiment")
 
 
 def train(cfg: dict[str, Any], run_dir: str | Path, resume_from: ckpt.Checkpoint | None = None,
-          resume_command=None) -> dict[str, Any]:
+          resume_command=None, overrides: list[str] | None = None) -> dict[str, Any]:
     """Train as ``cfg`` says, writing metrics and checkpoints under ``run_dir``.
 
     With ``resume_from``, weights, optimizer state, schedule position, epoch counter, RNG states
     and metric history continue from that checkpoint (``cfg`` should come from
     :func:`merge_with_checkpoint`). Resuming into another directory copies the best checkpoint
-    so far into it, so the new directory is a complete record of the run.
+    so far into it, so the new directory is a complete record of the run. Otherwise, with
+    ``cfg["init_from"]`` (a checkpoint), a new run starts from that checkpoint's weights (and its
+    normalisation): fine-tuning. ``overrides`` (the command line's) are recorded in ``result.json``.
+
+    Everything the config names is checked (optimizer arguments, trackers, the init checkpoint)
+    before the data loads.
 
     Raises:
         RunDirectoryError: ``run_dir`` holds an earlier run (see :mod:`cifarnet.run_dir`).
@@ -56,18 +61,21 @@ def train(cfg: dict[str, Any], run_dir: str | Path, resume_from: ckpt.Checkpoint
                                nonfinite=enum_value(tcfg["nonfinite"]), workers=tcfg.get("workers"),
                                stop_after_minutes=tcfg.get("stop_after_minutes"))
     check_run_dir(run_dir, "train", bool(cfg.get("overwrite")), resume_from.path if resume_from else None)
-    run_dir.mkdir(parents=True, exist_ok=True)
     seed, dtype = int(cfg["seed"]), dtype_of(cfg)
+    optimizer = make_optimizer(cfg["optimizer"])
+    # a resumed run keeps the checkpoint's own description, whatever the presets say today
+    description = dict(resume_from.meta["model"]) if resume_from is not None else describe_model(cfg["model"])
+    init_from = ckpt.resolve(cfg["init_from"], prefer="best") if cfg.get("init_from") and not resume_from else None
+    trackers = make_trackers(cfg.get("logger"))
     backend = make_backend(cfg["backend"])
     dataset = load_data(cfg["data"], seed)
-    if resume_from is not None:
-        norm = Normalization.from_dict(resume_from.meta["normalization"])
+    run_dir.mkdir(parents=True, exist_ok=True)
+    if resume_from is not None or init_from is not None:
+        norm = Normalization.from_dict((resume_from or init_from).meta["normalization"])
     else:
         norm = normalization_for(cfg["data"], dataset)
     train_loader, eval_loaders = make_loaders(cfg["data"], dataset, norm, backend, seed, dtype)
 
-    # a resumed run keeps the checkpoint's own description, whatever the presets say today
-    description = dict(resume_from.meta["model"]) if resume_from is not None else describe_model(cfg["model"])
     requested = cfg["model"].get("num_classes")
     if requested is not None and requested != dataset.num_classes:
         raise ConfigError(f"model.num_classes={requested} but the {dataset.source} data has "
@@ -75,7 +83,8 @@ def train(cfg: dict[str, Any], run_dir: str | Path, resume_from: ckpt.Checkpoint
                           "from the data")
     description["num_classes"] = dataset.num_classes
     model = build_model(description, dataset.image_shape, seed=seed, dtype=dtype)
-    optimizer = make_optimizer(cfg["optimizer"])
+    if init_from is not None:
+        load_initial_weights(model, description, init_from)
     state = None
     if resume_from is not None:
         model.load_state_dict(resume_from.model_state)
@@ -100,9 +109,8 @@ def train(cfg: dict[str, Any], run_dir: str | Path, resume_from: ckpt.Checkpoint
     log.info("model %s: %s parameters; data %s: %d train, %s test images, %d classes; backend %s",
              description.get("name", "?"), f"{model.num_parameters():,}", dataset.source, len(dataset.train),
              len(dataset.test), dataset.num_classes, backend.name)
-    trackers = make_trackers(cfg.get("logger"))
-    for tracker in trackers:
-        tracker.start(run_dir, cfg, resumed=resume_from is not None)
+    for tracker in trackers:                    # the model as built: the preset's values, not the unset keys
+        tracker.start(run_dir, dict(cfg, model=description), resumed=resume_from is not None)
     trainer = Trainer(model, optimizer, lr_schedule, dropout_schedule, train_loader, eval_loaders,
                       dataset.num_classes, run_dir, settings, meta, resume_command=resume_command, trackers=trackers)
     parts, workers = parts_for(cfg["data"]["batch_size"], tcfg.get("workers"), backend.xp), tcfg.get("workers")
@@ -122,7 +130,8 @@ def train(cfg: dict[str, Any], run_dir: str | Path, resume_from: ckpt.Checkpoint
         write_json(run_dir / "best_eval.json", {"checkpoint": str(best_path), "epoch": best.meta["state"]["epoch"],
                                                  "split": "test", **result.to_dict(dataset.class_names)})
     last = {k: (None if v == "" else v) for k, v in state.history[-1].items()}     # JSON: null, not ""
-    summary = {"best_metric": state.best_metric, "best_epoch": state.best_epoch,
+    summary = {"status": "completed", "overrides": list(overrides or []),
+               "best_metric": state.best_metric, "best_epoch": state.best_epoch,
                "metric": "val_acc" if "val" in eval_loaders else "test_acc",
                "final": last, "epochs": state.epoch, "run_seconds": round(time.perf_counter() - started, 2),
                "run_dir": str(run_dir), "best_checkpoint": None if best_path is None else str(best_path),
@@ -132,6 +141,20 @@ def train(cfg: dict[str, Any], run_dir: str | Path, resume_from: ckpt.Checkpoint
     for tracker in trackers:
         tracker.finish([p for p in (best_path, *figures) if p is not None])
     return summary
+
+
+def load_initial_weights(model, description: dict[str, Any], source: ckpt.Checkpoint) -> None:
+    """Start ``model`` (built from ``description``) from ``source``'s weights (``init_from=``); the
+    architectures must match."""
+    theirs = source.meta.get("model", {}).get("name")
+    if theirs != description.get("name"):
+        raise ConfigError(f"init_from={source.path} holds model {theirs!r}, not the model being trained "
+                          f"({description.get('name')!r}): add model={theirs}")
+    try:
+        model.load_state_dict(source.model_state)
+    except (KeyError, ValueError) as err:
+        raise ConfigError(f"init_from={source.path}: its weights do not fit the model being trained ({err})") from None
+    log.info("initial weights from %s (epoch %d)", source.path, source.meta.get("state", {}).get("epoch", 0))
 
 
 def plot_figures(run_dir: Path) -> list[Path]:

@@ -10,6 +10,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ..registry import Registry
+from .builder import ModelSpecError
 
 MODELS = Registry("model")
 
@@ -63,5 +64,15 @@ for _depth in (20, 32, 44, 56, 110):
 
 def model_description(name: str, **overrides: Any) -> dict[str, Any]:
     """The plain-data description of a named reference model (see :data:`MODELS`), with
-    ``overrides`` (description-wide fields: ``dropout``, ``num_classes``, ``init``...) on top."""
-    return {**MODELS.get(name)(), **overrides}
+    ``overrides`` (description-wide fields: ``dropout``, ``num_classes``, ``init``...) on top.
+
+    Raises:
+        ModelSpecError: an override the model has no use for (``shortcut`` on SimpleCNN, which has
+            no residual blocks): it would be ignored silently.
+    """
+    description = MODELS.get(name)()
+    unused = sorted(set(overrides) - set(description))
+    if unused:
+        fields = ", ".join(sorted(set(description) - {"arch", "name", "layers"}))
+        raise ModelSpecError(f"model.{unused[0]} does not apply to {name}; its settable fields are: {fields}")
+    return {**description, **overrides}

@@ -16,8 +16,16 @@ from ..registry import Registry
 TRACKERS = Registry("logger")
 
 
+class TrackerError(RuntimeError):
+    """A tracker that cannot work here (its package is not installed, its server does not answer);
+    the message says which and what to do."""
+
+
 class Tracker:
     """What the trainer tells a tracker; every method may be left as it is (nothing happens)."""
+
+    def check(self) -> None:
+        """Before any work: raise :class:`TrackerError` if the tracker cannot work here."""
 
     def start(self, run_dir: Path, config: dict[str, Any], resumed: bool = False) -> None:
         """The run begins (or resumes) in ``run_dir`` with ``config`` (the composed config)."""
@@ -38,8 +46,12 @@ class CSVTracker(Tracker):
 
 
 def make_trackers(logger_cfg: dict[str, dict[str, Any]] | None) -> list[Tracker]:
-    """The trackers the ``logger`` group selects: ``{name: options}`` -> instances."""
-    return [TRACKERS.get(name)(**(options or {})) for name, options in (logger_cfg or {}).items()]
+    """The trackers the ``logger`` group selects, ``{name: options}`` -> instances, each checked
+    (:meth:`Tracker.check`). ``logger=[]`` (an empty list) and None select none."""
+    trackers = [TRACKERS.get(name)(**(options or {})) for name, options in dict(logger_cfg or {}).items()]
+    for tracker in trackers:
+        tracker.check()
+    return trackers
 
 
 def numbers(metrics: dict[str, Any]) -> dict[str, float]:

@@ -12,9 +12,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from . import TRACKERS, Tracker, numbers
+from . import TRACKERS, Tracker, TrackerError, numbers
 
 PARAMS_PER_CALL = 100                 # MLflow's limit for one batch of parameters
+SERVER_TIMEOUT = 5.0                  # seconds a tracking server has to answer at start-up
 
 
 def flatten(config: dict[str, Any], prefix: str = "") -> dict[str, str]:
@@ -29,11 +30,35 @@ def flatten(config: dict[str, Any], prefix: str = "") -> dict[str, str]:
     return out
 
 
-def _client(tracking_uri: str):
+def _require_mlflow() -> None:
     try:
-        from mlflow.tracking import MlflowClient
+        import mlflow.entities  # noqa: F401
+        import mlflow.tracking  # noqa: F401
     except ImportError:
-        raise ImportError("logger=mlflow needs MLflow: pip install 'cifarnet[mlflow]'") from None
+        raise TrackerError("logger=mlflow needs MLflow, which is not installed: "
+                           "pip install 'cifarnet[mlflow]'") from None
+
+
+def check_server(uri: str, timeout: float = SERVER_TIMEOUT) -> None:
+    """Raise :class:`TrackerError` unless the HTTP(S) tracking server at ``uri`` answers within
+    ``timeout`` seconds (any HTTP answer counts). MLflow's own client would retry for minutes."""
+    import urllib.error
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=timeout):
+            pass
+    except urllib.error.HTTPError:
+        pass                                  # it answered
+    except (urllib.error.URLError, OSError, ValueError) as err:
+        reason = getattr(err, "reason", err)
+        raise TrackerError(f"the MLflow tracking server logger.mlflow.tracking_uri={uri} does not answer "
+                           f"({reason}); start it, or leave tracking_uri unset for the local store") from None
+
+
+def _client(tracking_uri: str):
+    from mlflow.tracking import MlflowClient
+
     return MlflowClient(tracking_uri=tracking_uri)
 
 
@@ -45,6 +70,11 @@ class MLflowTracker(Tracker):
     def __init__(self, tracking_uri: str | None = None, experiment: str = "cifarnet"):
         self.tracking_uri, self.experiment = tracking_uri, experiment
         self.client = self.run_id = None
+
+    def check(self) -> None:
+        _require_mlflow()
+        if self.tracking_uri and self.tracking_uri.startswith(("http://", "https://")):
+            check_server(self.tracking_uri)
 
     def start(self, run_dir: Path, config: dict[str, Any], resumed: bool = False) -> None:
         from mlflow.entities import Param

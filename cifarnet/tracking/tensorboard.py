@@ -9,14 +9,15 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from . import TRACKERS, Tracker, numbers
+from . import TRACKERS, Tracker, TrackerError, numbers
 
 
 def _writer_class():
     try:
         from tensorboardX import SummaryWriter
     except ImportError:
-        raise ImportError("logger=tensorboard needs tensorboardX: pip install 'cifarnet[tensorboard]'") from None
+        raise TrackerError("logger=tensorboard needs tensorboardX, which is not installed: "
+                           "pip install 'cifarnet[tensorboard]'") from None
     return SummaryWriter
 
 
@@ -27,6 +28,9 @@ class TensorBoardTracker(Tracker):
     def __init__(self, subdir: str = "tensorboard"):
         self.subdir = subdir
         self.writer = None
+
+    def check(self) -> None:
+        _writer_class()
 
     def start(self, run_dir: Path, config: dict[str, Any], resumed: bool = False) -> None:
         import yaml

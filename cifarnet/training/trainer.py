@@ -354,9 +354,14 @@ class Trainer:
             writer.writerows(self.state.history)
 
     def _prune(self) -> None:
+        """Keep the last ``keep_last`` epoch checkpoints; drop interrupt checkpoints the run has passed."""
         epochs = sorted(p for p in self.ckpt_dir.glob(f"epoch*_{self.backend_name}.npz") if ckpt.position(p))
         for old in epochs[:-self.settings.keep_last]:
             old.unlink(missing_ok=True)
+        now = (self.state.epoch, 0)
+        for interrupted in self.ckpt_dir.glob("interrupt_*.npz"):
+            if (ckpt.position(interrupted) or now) < now:
+                interrupted.unlink(missing_ok=True)
 
     # -- interruption -------------------------------------------------------------------------
     def _interrupt(self, sums: dict[str, float]) -> None:
