@@ -44,12 +44,23 @@ def test_errors_after_the_job_starts_go_to_stderr(tmp_path, args, expected):
 def test_a_run_directory_under_a_file_is_one_line(tmp_path):
     (tmp_path / "afile").write_text("")
     message = one_error_on_stderr(cifarnet(tmp_path, *TINY, "hydra.run.dir=afile/run"))
-    assert "afile/run" in message and "not a directory" in message
+    assert message == "cifarnet: error: afile/run: not a directory"
+
+
+READ_ONLY = """
+import errno, pathlib
+real = pathlib.Path.mkdir
+def mkdir(self, *args, **kwargs):
+    if "readonly" in str(self):
+        raise OSError(errno.EROFS, "Read-only file system", str(self))
+    return real(self, *args, **kwargs)
+pathlib.Path.mkdir = mkdir
+"""
 
 
 def test_a_read_only_run_directory_is_one_line(tmp_path):
-    message = one_error_on_stderr(cifarnet(tmp_path, *TINY, "hydra.run.dir=/proc/cifarnet-run"))
-    assert "/proc/cifarnet-run" in message
+    done = run_driver(tmp_path, READ_ONLY, *TINY, "hydra.run.dir=readonly/run")
+    assert one_error_on_stderr(done) == "cifarnet: error: readonly/run: read-only file system"
 
 
 HIDE = """

@@ -1,7 +1,6 @@
 """Turn expected failures into one line on stderr and a non-zero exit, without a traceback."""
 from __future__ import annotations
 
-import errno
 import os
 import signal
 import sys
@@ -78,13 +77,10 @@ def hydra_message(err: BaseException) -> str | None:
 
 
 def os_message(err: OSError) -> str:
-    """``[Errno 30] Read-only file system: 'x'`` as ``cannot write x: read-only file system``."""
+    """``[Errno 30] Read-only file system: 'x'`` as ``x: read-only file system``."""
     reason = (err.strerror or str(err)).rstrip(".")
     reason = reason[:1].lower() + reason[1:]
-    if err.filename is None:
-        return reason
-    verb = "read" if err.errno in (errno.ENOENT, errno.EISDIR) else "write"
-    return f"cannot {verb} {err.filename}: {reason}"
+    return reason if err.filename is None else f"{err.filename}: {reason}"
 
 
 def expected_message(err: BaseException) -> str | None:
