@@ -85,6 +85,8 @@ CASES: dict[str, list[Case]] = {
         Case("momentum, new state", (_r(3, 4), _r(3, 4, seed=1), {}), {"lr": 0.1, "momentum": 0.9}),
         Case("nesterov, decay, state", (_r(3, 4), _r(3, 4, seed=1), {"velocity": _r(3, 4, seed=2)}),
              {"lr": 0.1, "momentum": 0.9, "nesterov": True, "weight_decay": 5e-4}),
+        Case("flat, decay per element", (_r(12), _r(12, seed=1), {"velocity": _r(12, seed=2)}),
+             {"lr": 0.1, "momentum": 0.9, "weight_decay": np.repeat([5e-4, 0.0, 5e-4], 4)}),
     ],
     "adam_update": [
         Case("first step", (_r(5,), _r(5, seed=1), {}), {"lr": 0.01, "beta1": 0.9, "beta2": 0.999, "eps": 1e-8,
@@ -92,6 +94,9 @@ CASES: dict[str, list[Case]] = {
         Case("decoupled, later step", (_r(3, 2), _r(3, 2, seed=1), {"m": _r(3, 2, seed=2), "v": _r(3, 2, seed=3) ** 2}),
              {"lr": 0.01, "beta1": 0.9, "beta2": 0.999, "eps": 1e-8, "step": 4, "weight_decay": 0.01,
               "decoupled": True}),
+        Case("flat, decay per element", (_r(8), _r(8, seed=1), {"m": _r(8, seed=2), "v": _r(8, seed=3) ** 2}),
+             {"lr": 0.01, "beta1": 0.9, "beta2": 0.999, "eps": 1e-8, "step": 2,
+              "weight_decay": np.repeat([0.0, 0.01], 4), "decoupled": True}),
     ],
 }
 

@@ -2,8 +2,10 @@
 
 ``sgd_update.apply(param, grad, state, lr=, momentum=, nesterov=, weight_decay=)`` and
 ``adam_update.apply(param, grad, state, lr=, beta1=, beta2=, eps=, weight_decay=, decoupled=,
-step=)``; ``state`` is the parameter's dict of slots (``velocity``; ``m`` and ``v``), created on
-the first update. Shapes: param, grad and every slot share one shape.
+step=)``; ``state`` is the dict of slots (``velocity``; ``m`` and ``v``), created on the first
+update. Shapes: param, grad and every slot share one shape; the optimizers pass the whole flat
+store (:mod:`cifarnet.store`), so one call updates every parameter. ``weight_decay`` is a number
+or an array of that shape too (per element: zero where a parameter is exempt).
 """
 from __future__ import annotations
 
@@ -14,6 +16,11 @@ sgd_update = Op("sgd_update")
 adam_update = Op("adam_update")
 
 
+def decays(weight_decay) -> bool:
+    """Whether a weight-decay coefficient (a number, or an array of them) decays anything."""
+    return not isinstance(weight_decay, (int, float)) or weight_decay != 0
+
+
 @sgd_update.reference
 class SGDReference:
     """PyTorch's SGD without dampening: ``g = grad + wd * p``; ``v = momentum * v + g``;
@@ -22,7 +29,7 @@ class SGDReference:
     @staticmethod
     def apply(param, grad, state, *, lr: float, momentum: float = 0.0, nesterov: bool = False,
               weight_decay: float = 0.0) -> None:
-        g = grad + weight_decay * param if weight_decay else grad
+        g = grad + weight_decay * param if decays(weight_decay) else grad
         if momentum:
             if "velocity" not in state:
                 state["velocity"] = g.copy()
@@ -43,11 +50,11 @@ class AdamReference:
     def apply(param, grad, state, *, lr: float, beta1: float, beta2: float, eps: float, step: int,
               weight_decay: float = 0.0, decoupled: bool = False) -> None:
         xp = array_module(param)
-        if weight_decay and decoupled:
+        if decays(weight_decay) and decoupled:
             param *= 1.0 - lr * weight_decay
             g = grad
         else:
-            g = grad + weight_decay * param if weight_decay else grad
+            g = grad + weight_decay * param if decays(weight_decay) else grad
         if "m" not in state:
             state["m"], state["v"] = xp.zeros_like(param), xp.zeros_like(param)
         m, v = state["m"], state["v"]

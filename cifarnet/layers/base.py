@@ -27,6 +27,7 @@ import numpy as np
 
 from ..backend import Backend, backend_of, to_numpy
 from ..functional import LOCAL
+from ..store import FlatStore
 
 Shape = tuple[int, ...]
 
@@ -137,17 +138,30 @@ class Layer:
 
     # -- arrays ---------------------------------------------------------------------------------
     def to(self, backend: Backend) -> Layer:
-        """Move every parameter and buffer to ``backend``, in place."""
+        """Move every parameter and buffer to ``backend``, in place (a flat model's parameters into
+        a new flat store there)."""
         for attr in ("params", "buffers"):
             for _, store, key in list(self._arrays(attr)):
                 store[key] = backend.asarray(store[key])
-        return self
+        return self._reflatten()
 
     def astype(self, dtype: Any) -> Layer:
         """Cast every parameter and buffer to ``dtype`` in place (e.g. float64 for gradient checks)."""
         for attr in ("params", "buffers"):
             for _, store, key in list(self._arrays(attr)):
                 store[key] = store[key].astype(dtype)
+        return self._reflatten()
+
+    def flatten(self) -> Layer:
+        """Put every parameter into one contiguous buffer (:class:`cifarnet.store.FlatStore`,
+        ``self.store``); the parameters become views of it."""
+        FlatStore.of(self)
+        return self
+
+    def _reflatten(self) -> Layer:
+        if getattr(self, "store", None) is not None:
+            self.store = None
+            self.flatten()
         return self
 
     def state_dict(self) -> dict[str, np.ndarray]:
@@ -174,9 +188,9 @@ class Layer:
             if tuple(state[name].shape) != tuple(store[key].shape):
                 raise ValueError(f"shape mismatch for {name!r}: model has {tuple(store[key].shape)}, "
                                  f"state has {tuple(state[name].shape)}")
-        for name, store, key in slots:
+        for name, store, key in slots:                 # in place: a flat store's views stay its views
             target = store[key]
-            store[key] = backend_of(target).asarray(to_numpy(state[name]), dtype=target.dtype).copy()
+            target[...] = backend_of(target).asarray(to_numpy(state[name]), dtype=target.dtype)
 
     def extra_repr(self) -> str:
         return ""

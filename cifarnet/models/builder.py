@@ -105,7 +105,8 @@ def build_model(description: Mapping[str, Any], input_shape: Sequence[int] = CIF
         seed: an int or a NumPy generator.
         dtype: parameter dtype (float32 for training, float64 for gradient checks).
     Returns:
-        A :class:`Sequential` on the NumPy backend; move it with ``model.to(backend)``.
+        A :class:`Sequential` on the NumPy backend, its parameters views of one flat buffer
+        (:mod:`cifarnet.store`); move it with ``model.to(backend)``.
     """
     arch = description.get("arch", "sequential")
     try:
@@ -113,4 +114,4 @@ def build_model(description: Mapping[str, Any], input_shape: Sequence[int] = CIF
     except UnknownNameError as err:
         raise ModelSpecError(str(err)) from None
     rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
-    return build_layers(to_specs(description), input_shape, rng, dtype)
+    return build_layers(to_specs(description), input_shape, rng, dtype).flatten()

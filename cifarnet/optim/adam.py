@@ -21,9 +21,9 @@ class Adam(Optimizer):
             raise ValueError(f"Adam needs 0 <= beta1, beta2 < 1 and eps > 0; got {beta1}, {beta2}, {eps}")
         self.beta1, self.beta2, self.eps = float(beta1), float(beta2), float(eps)
 
-    def update_one(self, param, grad, state) -> None:
-        adam_update.apply(param, grad, state, lr=self.lr, beta1=self.beta1, beta2=self.beta2, eps=self.eps,
-                          step=self.steps, weight_decay=self.decay_for(param), decoupled=self.decoupled)
+    def update(self, params, grads, slots, weight_decay) -> None:
+        adam_update.apply(params, grads, slots, lr=self.lr, beta1=self.beta1, beta2=self.beta2, eps=self.eps,
+                          step=self.steps, weight_decay=weight_decay, decoupled=self.decoupled)
 
     def hyperparameters(self):
         return {**super().hyperparameters(), "beta1": self.beta1, "beta2": self.beta2, "eps": self.eps}

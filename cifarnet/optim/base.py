@@ -1,19 +1,24 @@
-"""What every optimizer shares: named per-parameter state, weight-decay policy, state dicts."""
+"""What every optimizer shares: one update over the flat store, weight-decay policy, state dicts."""
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
-from ..backend import array_module, backend_of, to_numpy
+import numpy as np
+
+from ..backend import array_module, to_numpy
+from ..store import FlatStore, Layout, split
 
 
 class Optimizer:
-    """Base class; subclasses implement :meth:`update_one` with an update op of
-    :mod:`cifarnet.functional.optim`.
+    """Base class; subclasses implement :meth:`update` with an update op of
+    :mod:`cifarnet.functional.optim`, applied once to the whole flat store per step.
 
-    Per-parameter state (momentum, moment estimates) is created lazily on the parameter's own
-    backend the first time the parameter is updated, and is keyed by the parameter's dotted name,
-    so it survives a checkpoint round trip and a move between backends.
+    The state (momentum, moment estimates) is one flat buffer per slot, laid out like the model's
+    flat store (:mod:`cifarnet.store`) and created on the parameters' backend by the first update.
+    Checkpoints hold it per parameter under the dotted names (:meth:`state_dict`), so a saved state
+    survives a round trip, a move between backends and the per-parameter format of earlier
+    versions.
 
     Args:
         lr: learning rate; schedules overwrite ``optimizer.lr`` before each step.
@@ -29,54 +34,94 @@ class Optimizer:
         self.weight_decay = float(weight_decay)
         self.decay_norm_and_bias = decay_norm_and_bias
         self.steps = 0
-        self.state: dict[str, dict[str, Any]] = {}
+        self.slots: dict[str, Any] = {}             # slot name -> flat buffer of ``layout``
+        self.layout: Layout | None = None
+        self._loaded: dict[str, dict[str, np.ndarray]] = {}    # per-parameter state, until the first step
+        self._decay: tuple[Any, Any] | None = None              # (key, per-element coefficients)
 
-    def decay_for(self, param) -> float:
-        """The weight-decay coefficient that applies to ``param``."""
-        if not self.decay_norm_and_bias and param.ndim <= 1:
+    def decay_for(self, shape: tuple[int, ...]) -> float:
+        """The weight-decay coefficient that applies to a parameter of ``shape``."""
+        if not self.decay_norm_and_bias and len(shape) <= 1:
             return 0.0
         return self.weight_decay
 
     def step(self, model, grads: Mapping[str, Any]) -> None:
         """Update every parameter of ``model`` in place from ``grads`` (dotted name -> gradient, as
-        ``model.backward`` returns them)."""
-        self.update(model.named_parameters(), grads)
-
-    def update(self, params: Iterable[tuple[str, Any]], grads: Mapping[str, Any]) -> None:
-        """Update ``params`` (``(name, array)`` pairs) in place with ``grads[name]``."""
+        ``model.backward`` returns them, or views of the store's gradient buffer): one update op
+        over the whole flat store."""
+        store = FlatStore.of(model)
+        flat_grads = store.gather(grads)
+        self._adopt(store)
         self.steps += 1
-        for name, param in params:
-            if name not in grads:
-                raise KeyError(f"no gradient for parameter {name!r}; call backward before step")
-            self.update_one(param, grads[name], self._state_for(name, param))
+        self.update(store.params, flat_grads, self.slots, self._decay_of(store))
 
-    def _state_for(self, name: str, param) -> dict[str, Any]:
-        state = self.state.setdefault(name, {})
-        xp = array_module(param)
-        for key, value in state.items():
-            if array_module(value) is not xp:           # loaded from a checkpoint or another backend
-                state[key] = backend_of(param).asarray(to_numpy(value), dtype=param.dtype)
-        return state
-
-    def update_one(self, param, grad, state: dict[str, Any]) -> None:
+    def update(self, params, grads, slots: dict[str, Any], weight_decay) -> None:
+        """Apply this optimizer's update op to the flat ``params`` with the flat ``grads``; ``slots``
+        (created on the first update) and ``weight_decay`` (a number, or one per element) as the
+        op takes them."""
         raise NotImplementedError
+
+    # -- state ------------------------------------------------------------------------------------
+    def _adopt(self, store: FlatStore) -> None:
+        """Lay the state out like ``store``: the first time from a loaded per-parameter state, later
+        on the store's backend whenever the model moved."""
+        if self.layout is None:
+            self.layout = store.layout
+            self.slots = self._flatten_loaded(store)
+        elif self.layout != store.layout:
+            raise ValueError("this optimizer's state belongs to a model with other parameters")
+        for key, value in self.slots.items():
+            if array_module(value) is not store.backend.xp or value.dtype != store.params.dtype:
+                self.slots[key] = store.backend.asarray(to_numpy(value), dtype=store.params.dtype)
+
+    def _flatten_loaded(self, store: FlatStore) -> dict[str, Any]:
+        loaded, self._loaded = self._loaded, {}
+        if not loaded:
+            return {}
+        names = [name for name, _ in store.layout]
+        missing = [name for name in names if name not in loaded]
+        if missing:
+            raise KeyError(f"the loaded optimizer state has nothing for parameter {missing[0]!r}")
+        slots = {}
+        for key in loaded[names[0]]:
+            flat = store.backend.xp.empty_like(store.params)
+            for name in names:
+                store.view(flat, name)[...] = store.backend.asarray(loaded[name][key], dtype=store.params.dtype)
+            slots[key] = flat
+        return slots
+
+    def _decay_of(self, store: FlatStore):
+        """The weight decay for the flat store: the coefficient itself when it applies to every
+        parameter, else one per element (zero for the exempt biases and batch-norm parameters)."""
+        shapes = {len(shape) <= 1 for _, shape in store.layout}
+        if self.decay_norm_and_bias or self.weight_decay == 0 or shapes == {False}:
+            return self.weight_decay
+        key = (self.weight_decay, store.layout, store.backend.name, store.params.dtype.str)
+        if self._decay is None or self._decay[0] != key:
+            self._decay = (key, store.per_parameter(lambda name, shape: self.decay_for(shape)))
+        return self._decay[1]
 
     def hyperparameters(self) -> dict[str, Any]:
         return {"lr": self.lr, "weight_decay": self.weight_decay,
                 "decay_norm_and_bias": self.decay_norm_and_bias}
 
     def state_dict(self) -> dict[str, Any]:
-        """Host copy of everything needed to continue exactly: step count, lr, per-parameter state."""
-        return {
-            "steps": self.steps,
-            "hyperparameters": self.hyperparameters(),
-            "state": {name: {k: to_numpy(v).copy() for k, v in s.items()} for name, s in self.state.items()},
-        }
+        """Host copy of everything needed to continue exactly: step count, lr, and the state per
+        parameter (``{name: {slot: array}}``, the checkpoint format)."""
+        if self.layout is None:
+            state = {name: {k: v.copy() for k, v in s.items()} for name, s in self._loaded.items()}
+        else:
+            state: dict[str, dict[str, np.ndarray]] = {name: {} for name, _ in self.layout}
+            for key, flat in self.slots.items():
+                for name, view in split(to_numpy(flat), self.layout).items():
+                    state[name][key] = view.copy()
+            state = {name: s for name, s in state.items() if s}
+        return {"steps": self.steps, "hyperparameters": self.hyperparameters(), "state": state}
 
     def load_state_dict(self, state_dict: Mapping[str, Any]) -> None:
         """Restore what :meth:`state_dict` returned: step count, hyper-parameters, per-parameter state.
 
-        Arrays stay on the host until a parameter's first update moves them to its backend.
+        The state stays on the host until the first step lays it out like the model's store.
         """
         hyper = dict(state_dict["hyperparameters"])
         unknown = sorted(set(hyper) - set(self.hyperparameters()))
@@ -86,5 +131,6 @@ class Optimizer:
         self.steps = int(state_dict["steps"])
         for key, value in hyper.items():
             setattr(self, key, value)
-        self.state = {name: {k: to_numpy(v).copy() for k, v in s.items()}
-                      for name, s in state_dict["state"].items()}
+        self._loaded = {name: {k: to_numpy(v).copy() for k, v in s.items()}
+                        for name, s in state_dict["state"].items()}
+        self.slots, self.layout, self._decay = {}, None, None

@@ -21,9 +21,9 @@ class SGD(Optimizer):
             raise ValueError("Nesterov momentum needs momentum > 0")
         self.momentum, self.nesterov = float(momentum), bool(nesterov)
 
-    def update_one(self, param, grad, state) -> None:
-        sgd_update.apply(param, grad, state, lr=self.lr, momentum=self.momentum, nesterov=self.nesterov,
-                         weight_decay=self.decay_for(param))
+    def update(self, params, grads, slots, weight_decay) -> None:
+        sgd_update.apply(params, grads, slots, lr=self.lr, momentum=self.momentum, nesterov=self.nesterov,
+                         weight_decay=weight_decay)
 
     def hyperparameters(self):
         return {**super().hyperparameters(), "momentum": self.momentum, "nesterov": self.nesterov}

@@ -27,6 +27,7 @@ from ..files import replace_atomically
 from ..layers import BatchNorm, Dropout
 from ..losses import SoftmaxCrossEntropy
 from ..schedules import set_dropout_rate
+from ..store import FlatStore
 from ..tracking import Tracker
 from .evaluate import evaluate
 from .step import forward_backward
@@ -255,9 +256,10 @@ class Trainer:
             result = forward_backward(self.model, self.loss_fn, x, y, self.settings.workers)
             loss = float(result.loss)
             bad = None if math.isfinite(loss) else "loss"
-            if bad is None:
-                bad = _first_nonfinite((name, result.grads[name]) for name, _ in self.model.named_parameters())
-                bad = None if bad is None else f"gradient of {bad}"
+            store = FlatStore.of(self.model)
+            grads = store.gather(result.grads)                 # every gradient in one buffer ...
+            if bad is None and not bool(array_module(grads).isfinite(grads).all()):    # ... checked at once
+                bad = f"gradient of {_first_nonfinite(store.grad_views.items())}"
         if bad is not None:
             where = f"epoch {epoch + 1}, step {st.step + 1} (batch {st.batch + 1} of the epoch)"
             if self.settings.nonfinite == "stop":
@@ -275,7 +277,7 @@ class Trainer:
             st.skipped += 1
             log.warning("skipped batch with non-finite %s at %s", bad, where)
             return None, 0.0
-        self.optimizer.step(self.model, result.grads)
+        self.optimizer.step(self.model, store.grad_views)
         correct = float((result.logits.argmax(axis=1) == y).sum())
         return loss, correct
 
