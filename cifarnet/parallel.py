@@ -6,11 +6,13 @@ its own thread with one BLAS thread (:mod:`cifarnet.blas`), puts every core to w
 it; NumPy and OpenBLAS release the GIL inside their loops, so plain threads suffice. Layers keep
 nothing about a call, so the parts run the very same model, each with its own contexts.
 
-In training, batch norm must still see the whole batch: each part's :class:`Mode` carries a
-reducer from :class:`ThreadSums`, which adds the parts' per-channel sums before normalising, so a
-split step equals the one-thread step up to rounding; and each part's dropout layers draw from
-generators derived from the layers' own (:func:`fork_generators`), in a fixed order, so masks
-depend on the seed and the number of parts only.
+In training, batch norm must still see the whole batch: each part's :class:`Mode` carries its
+member of a :class:`ThreadGroup` (a communicator, :mod:`cifarnet.comm`), which adds the parts'
+per-channel sums before normalising, and the parts' gradient buffers are summed by the same
+group's ``allreduce``, so a split step equals the one-thread step up to rounding; and each
+part's dropout layers draw from generators derived from the layers' own
+(:func:`fork_generators`), in a fixed order, so masks depend on the seed and the number of
+parts only.
 
 Splitting applies to NumPy arrays where OpenBLAS's thread count can be set, with at least
 ``MIN_IMAGES_PER_PART`` images per part. Measured on a 2-core machine (paired): a ResNet-32
@@ -29,6 +31,7 @@ from typing import Any
 import numpy as np
 
 from .blas import blas_threads, limited_blas_threads
+from .comm import Communicator
 from .threads import default_workers, run_side_by_side
 
 MIN_IMAGES_PER_PART = 16
@@ -62,44 +65,64 @@ def run_parts(tasks: Sequence[Callable[[], Any]], on_error: Callable[[], None] |
         return run_side_by_side(tasks, on_error=on_error)
 
 
-class ThreadSums:
-    """Adds values across the parts of one split batch (an all-reduce between threads).
+class ThreadGroup:
+    """The parts of one split batch as a communication group (:mod:`cifarnet.comm`), one thread each.
 
-    Each part's thread uses :meth:`reducer` for its rank and calls ``sum`` in the same order as
-    the others. Two sets of slots alternate, so one barrier per sum suffices: a thread can only
+    Each part's thread uses :meth:`member` for its rank and makes the same calls in the same order
+    as the others. Two sets of slots alternate, so one barrier per sum suffices: a thread can only
     write a set again after every thread has passed the next barrier, hence read this one.
     """
 
     def __init__(self, parts: int):
+        self.size = parts
         self._barrier = threading.Barrier(parts)
         self._slots: list[list[Any]] = [[None] * parts, [None] * parts]
         self._calls = [0] * parts
 
-    def reducer(self, rank: int) -> PartSums:
-        return PartSums(self, rank)
+    def member(self, rank: int) -> ThreadMember:
+        return ThreadMember(self, rank)
 
     def abort(self) -> None:
-        """Release every thread waiting in ``sum`` with ``threading.BrokenBarrierError``."""
+        """Release every thread waiting in a collective with ``threading.BrokenBarrierError``."""
         self._barrier.abort()
 
-    def _sum(self, rank: int, values: tuple) -> tuple:
+    def _gather(self, rank: int, values: tuple) -> list[tuple]:
         slots = self._slots[self._calls[rank] % 2]
         self._calls[rank] += 1
         slots[rank] = values
         self._barrier.wait()
+        return slots
+
+    def _sum(self, rank: int, values: tuple) -> tuple:
+        slots = self._gather(rank, values)
         return tuple(reduce(add, (part[i] for part in slots)) for i in range(len(values)))
 
 
-class PartSums:
-    """One part's reducer (what batch norm's ``reducer`` argument expects)."""
+class ThreadMember(Communicator):
+    """One part's communicator; its ``leader`` (rank 0) alone updates the shared model's running
+    statistics."""
 
-    def __init__(self, group: ThreadSums, rank: int):
-        self.group, self.rank = group, rank
-        self.leader = rank == 0                  # only one part updates the running statistics
+    def __init__(self, group: ThreadGroup, rank: int):
+        self.group, self.rank, self.size = group, rank, group.size
+        self.leader = rank == 0
 
     def sum(self, *values):
         """Each of ``values`` (arrays or numbers) summed over all parts, in part order."""
         return self.group._sum(self.rank, values)
+
+    def allreduce(self, buffer) -> None:
+        """``buffer`` replaced by the sum of every part's, in part order (each part computes the
+        same sum; a second barrier keeps the buffers unchanged until every part has read them)."""
+        total, = self.group._sum(self.rank, (buffer,))
+        self.group._barrier.wait()
+        buffer[...] = total
+
+    def broadcast(self, buffer, root: int = 0) -> None:
+        slots = self.group._gather(self.rank, (buffer,))
+        source = slots[root][0].copy() if self.rank != root else None
+        self.group._barrier.wait()
+        if source is not None:
+            buffer[...] = source
 
 
 def fork_generators(model, parts: int) -> list[dict[int, np.random.Generator]]:

@@ -58,6 +58,7 @@ class FlatStore:
             holder[key] = view
             self._held.append((holder, key, view))
         self.grad_views = self.split(self.grads)
+        self._parts = [(self.grads, self.grad_views)]
 
     def __deepcopy__(self, memo) -> None:
         """A copied model is not flat (copied views would no longer share one buffer); the next
@@ -89,6 +90,14 @@ class FlatStore:
     def split(self, flat) -> dict[str, Any]:
         """``flat`` (a buffer of this layout) as views, by parameter name."""
         return split(flat, self.layout)
+
+    def part_grads(self, parts: int) -> list[tuple[Any, dict[str, Any]]]:
+        """``(buffer, views by name)`` for each of ``parts`` parts of a split batch: part 0 writes
+        into :attr:`grads`, the others into spare buffers of the same layout (kept for the next step)."""
+        while len(self._parts) < parts:
+            spare = self.backend.xp.zeros_like(self.grads)
+            self._parts.append((spare, self.split(spare)))
+        return self._parts[:parts]
 
     def gather(self, grads: Mapping[str, Any]):
         """The gradient buffer holding ``grads`` (name -> array): each copied into its view unless it

@@ -177,9 +177,11 @@ def test_missing_file(tmp_path):
         ckpt.load(tmp_path / "gone.npz")
 
 
-def test_a_checkpoint_of_the_previous_config_layout_evaluates_and_resumes(tmp_path):
+def test_a_checkpoint_of_the_previous_config_layout_evaluates_and_resumes(tmp_path, caplog):
     """Checkpoints written before the schemas were read off signatures saved every data source's
     keys side by side, every schedule's, and the whole model description in ``model``."""
+    import logging
+
     from cifarnet.experiment import evaluate_checkpoint, merge_with_checkpoint, train
 
     from .cli_helpers import compose_plain
@@ -195,9 +197,11 @@ def test_a_checkpoint_of_the_previous_config_layout_evaluates_and_resumes(tmp_pa
     ckpt.save(path, old.model_state, old.optimizer_state, dict(old.meta, config=config))
 
     saved = ckpt.load(path)
+    caplog.set_level(logging.INFO, logger="cifarnet.experiment")
     report = evaluate_checkpoint(merge_with_checkpoint(saved.meta["config"], cfg, [], str(path), "eval"), saved,
                                  tmp_path / "eval")
     assert report["images"] == 64
+    assert "load_synthetic takes no download, root (from an older config); left out" in caplog.text
     resumed = merge_with_checkpoint(saved.meta["config"], compose_plain("trainer.epochs=2"), ["trainer.epochs"],
                                     str(path))
     assert train(resumed, tmp_path / "run", saved)["epochs"] == 2

@@ -14,7 +14,7 @@ from cifarnet.layers.residual import BasicBlock
 from cifarnet.losses import SoftmaxCrossEntropy
 from cifarnet.models import build_model
 from cifarnet.optim import SGD
-from cifarnet.parallel import ThreadSums, fork_generators, parts_for
+from cifarnet.parallel import ThreadGroup, fork_generators, parts_for
 from cifarnet.threads import run_side_by_side
 from cifarnet.training import forward_backward, train_step
 
@@ -50,11 +50,11 @@ def _conv_and_features(rng):
 
 # -- the all-reduce -------------------------------------------------------------------------------
 def test_thread_sums_add_across_threads_call_after_call():
-    group, rounds = ThreadSums(3), 25
+    group, rounds = ThreadGroup(3), 25
     seen = {}
 
     def worker(rank):
-        link = group.reducer(rank)
+        link = group.member(rank)
         out = []
         for i in range(rounds):
             if rank == 1 and i % 7 == 0:
@@ -68,14 +68,53 @@ def test_thread_sums_add_across_threads_call_after_call():
         for i, (total, vector) in enumerate(seen[rank]):
             assert total == 3 + 30 * i
             np.testing.assert_array_equal(vector, np.full(4, 3.0 * i))
-    assert group.reducer(0).leader and not group.reducer(1).leader     # one part updates running statistics
+    assert group.member(0).leader and not group.member(1).leader     # one part updates running statistics
+
+
+def test_allreduce_and_broadcast_between_threads_round_after_round():
+    """Every part's flat buffer ends as the sum of all (in part order), then as the root's."""
+    group, rounds = ThreadGroup(3), 10
+    buffers = {rank: np.zeros(5) for rank in range(3)}
+    seen = {}
+
+    def worker(rank):
+        link, out = group.member(rank), []
+        for i in range(rounds):
+            if rank == 2 and i % 3 == 0:
+                time.sleep(0.002)                       # a slow part must still read the others' buffers whole
+            buffers[rank][...] = rank + 100 * i
+            link.allreduce(buffers[rank])
+            out.append(buffers[rank].copy())
+            buffers[rank][...] = rank
+            link.broadcast(buffers[rank], root=1)
+            out.append(buffers[rank].copy())
+        seen[rank] = out
+
+    run_side_by_side([lambda r=r: worker(r) for r in range(3)])
+    for rank in range(3):
+        for i in range(rounds):
+            np.testing.assert_array_equal(seen[rank][2 * i], np.full(5, 3.0 + 300 * i))
+            np.testing.assert_array_equal(seen[rank][2 * i + 1], np.full(5, 1.0))
+
+
+def test_a_split_step_leaves_the_summed_gradients_in_the_flat_store(rng):
+    from cifarnet.models import model_description
+
+    model = build_model(model_description("resnet20", dropout=0.0), seed=0, dtype=np.float64)
+    x, y = rng.standard_normal((32, 32, 32, 3)), rng.integers(0, 10, 32)
+    split = forward_backward(model, SoftmaxCrossEntropy(), x, y, workers=2)
+    assert all(split.grads[name] is view for name, view in model.store.grad_views.items())
+    summed = model.store.grads.copy()
+    whole = forward_backward(model, SoftmaxCrossEntropy(), x, y, workers=1)
+    np.testing.assert_allclose(summed, model.store.grads, rtol=1e-8, atol=1e-12)
+    assert whole.grads["fc.W"] is model.store.grad_views["fc.W"]
 
 
 def test_an_error_in_one_thread_releases_the_others_and_is_the_one_raised():
-    group = ThreadSums(2)
+    group = ThreadGroup(2)
 
     def waits():
-        group.reducer(0).sum(1.0)                       # would wait forever for rank 1
+        group.member(0).sum(1.0)                       # would wait forever for rank 1
         return "unreachable"
 
     def fails():
@@ -210,7 +249,7 @@ class _Record(Layer):
         self.seen.append(x.copy())
         return x, None
 
-    def backward(self, ctx, dout, need_dx=True):
+    def backward(self, ctx, dout, need_dx=True, into=None):
         return dout, {}
 
 

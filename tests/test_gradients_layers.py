@@ -142,7 +142,7 @@ def test_the_check_catches_a_wrong_backward(rng):
     """The checker itself must fail a gradient that is off by 0.1% or that forgets a term."""
 
     class SlightlyWrongLinear(Linear):
-        def backward(self, ctx, dout, need_dx=True):
+        def backward(self, ctx, dout, need_dx=True, into=None):
             dx, grads = super().backward(ctx, dout, need_dx)
             return dx * 1.001, grads
 
@@ -151,7 +151,7 @@ def test_the_check_catches_a_wrong_backward(rng):
     assert errors["x"] > 1e-4 and errors["W"] < SMOOTH
 
     class BatchStatsIgnored(BatchNorm):       # treats the batch mean and variance as constants
-        def backward(self, ctx, dout, need_dx=True):
+        def backward(self, ctx, dout, need_dx=True, into=None):
             centred, invstd, _, gamma, _, reducer = ctx.saved               # the NumPy variant's context
             eval_like = (centred, invstd, None, gamma, np.zeros_like(gamma), reducer)
             return super().backward(Ctx(ctx.variant, eval_like), dout, need_dx)

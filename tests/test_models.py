@@ -20,7 +20,7 @@ def test_resnet32_parameter_count_and_layout():
     assert model.num_parameters() == 466_906
     blocks = [layer for layer in model.children.values() if isinstance(layer, BasicBlock)]
     assert len(blocks) == 15
-    assert [b.stride for b in blocks].count(2) == 2 and sum(b.projection for b in blocks) == 2
+    assert [b.stride for b in blocks].count(2) == 2 and sum(b.shortcut == "projection" for b in blocks) == 2
     assert model.output_shape((32, 32, 3)) == (10,)
 
 

@@ -50,11 +50,6 @@ class BatchLoader:
         n, b = len(self.split), self.batch_size
         return n // b if self.drop_last else -(-n // b)
 
-    @property
-    def num_images(self) -> int:
-        """Images delivered per epoch."""
-        return len(self) * self.batch_size if self.drop_last else len(self.split)
-
     def order(self, epoch: int) -> np.ndarray:
         """Indices of the split in the order epoch ``epoch`` visits them."""
         if not self.shuffle:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import inspect
+import logging
 from collections.abc import Callable
 from typing import Any
 
@@ -19,6 +20,7 @@ from ..models import MODELS, build_model, model_description
 from ..optim import OPTIMIZERS
 from ..schedules import LR_SCHEDULES, make_dropout_schedule, make_lr_schedule
 
+log = logging.getLogger("cifarnet.experiment")
 DTYPES = {"float32": np.float32, "float64": np.float64}
 # The keys of the data group that configure batches; the rest are the data source's options.
 LOADER_KEYS = ("source", "batch_size", "eval_batch_size", "val_size", "max_train_images", "max_test_images",
@@ -40,6 +42,10 @@ def accepted(target: Callable, options: dict[str, Any]) -> dict[str, Any]:
     parameters = inspect.signature(target).parameters
     if any(p.kind is p.VAR_KEYWORD for p in parameters.values()):
         return dict(options)
+    dropped = sorted(set(options) - set(parameters))
+    if dropped:
+        log.info("%s takes no %s (from an older config); left out", getattr(target, "__name__", target),
+                 ", ".join(dropped))
     return {k: v for k, v in options.items() if k in parameters}
 
 

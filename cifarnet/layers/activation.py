@@ -13,5 +13,5 @@ class ReLU(Layer):
     def forward(self, x, mode: Mode = EVAL):
         return relu.forward(x, keep=mode.keep)
 
-    def backward(self, ctx, dout, need_dx: bool = True):
+    def backward(self, ctx, dout, need_dx: bool = True, into=None):
         return relu.backward(ctx, dout)

@@ -9,10 +9,12 @@ A layer owns its configuration and three kinds of state:
   under a stable dotted name such as ``stage1_block1.conv1.W``.
 
 A layer keeps nothing about a call. ``forward(x, mode) -> (out, ctx)`` returns what ``backward``
-needs as ``ctx``; ``backward(ctx, dout, need_dx=True) -> (dx, grads)`` returns the input gradient
-and a dict of parameter gradients under the same dotted names as :meth:`named_parameters`. The
-same layer can therefore run on several parts of a batch at once, each part with its own
-context (data-parallel training, :mod:`cifarnet.parallel`). The math lives in the ops of
+needs as ``ctx``; ``backward(ctx, dout, need_dx=True, into=None) -> (dx, grads)`` returns the
+input gradient and the parameter gradients under the same dotted names as
+:meth:`named_parameters`: a dict of new arrays, or, given ``into`` (dotted name -> array, the
+gradient views of a flat store, :mod:`cifarnet.store`), written into those arrays, which it then
+returns. The same layer can therefore run on several parts of a batch at once, each part with its
+own context and its own gradient buffer (data-parallel training, :mod:`cifarnet.parallel`). The math lives in the ops of
 :mod:`cifarnet.functional`; a layer passes its parameters to them.
 
 Images are NHWC throughout the library: ``(N, H, W, C)``.
@@ -98,8 +100,9 @@ class Layer:
         """``(out, ctx)``; ``ctx`` is None when ``mode.keep`` is False."""
         raise NotImplementedError
 
-    def backward(self, ctx, dout, need_dx: bool = True):
-        """``(dx, grads)`` for the ``ctx`` of one forward; ``dx`` is None when ``need_dx`` is False."""
+    def backward(self, ctx, dout, need_dx: bool = True, into: Mapping[str, Any] | None = None):
+        """``(dx, grads)`` for the ``ctx`` of one forward; ``dx`` is None when ``need_dx`` is False.
+        With ``into``, the gradients are written into its arrays (see the module docstring)."""
         raise NotImplementedError
 
     def trace(self, graph, value: int) -> int:
@@ -202,3 +205,34 @@ class Layer:
 def prefixed(name: str, grads: Mapping[str, Any]) -> dict[str, Any]:
     """A child's gradients under the names its container gives them (``name.key``)."""
     return {_join(name, key): value for key, value in grads.items()}
+
+
+class Within(Mapping):
+    """The part of a gradient destination (dotted name -> array) that belongs to child ``name``:
+    ``Within(into, "conv1")["W"]`` is ``into["conv1.W"]``."""
+
+    def __init__(self, into: Mapping[str, Any], name: str):
+        self.into, self.name = into, name
+
+    def __getitem__(self, key: str):
+        return self.into[_join(self.name, key)]
+
+    def __iter__(self):
+        prefix = self.name + "."
+        return (k[len(prefix):] for k in self.into if k.startswith(prefix))
+
+    def __len__(self) -> int:
+        return sum(1 for _ in self)
+
+
+def within(into: Mapping[str, Any] | None, name: str) -> Mapping[str, Any] | None:
+    return None if into is None else Within(into, name)
+
+
+def deliver(grads: Mapping[str, Any], into: Mapping[str, Any] | None) -> Mapping[str, Any]:
+    """A leaf layer's gradients as its ``backward`` returns them: as they are, or written into ``into``."""
+    if into is None:
+        return grads
+    for key, value in grads.items():
+        into[key][...] = value
+    return into

@@ -8,7 +8,7 @@ import numpy as np
 
 from ..functional import batch_norm
 from ..functional.batchnorm import fold
-from .base import EVAL, Layer, Mode, Shape
+from .base import EVAL, Layer, Mode, Shape, deliver
 
 
 class BatchNorm(Layer):
@@ -47,8 +47,9 @@ class BatchNorm(Layer):
                                   training=mode.training, momentum=self.momentum, eps=self.eps,
                                   reducer=mode.reducer, keep=mode.keep)
 
-    def backward(self, ctx, dout, need_dx: bool = True):
-        return batch_norm.backward(ctx, dout)
+    def backward(self, ctx, dout, need_dx: bool = True, into=None):
+        dx, grads = batch_norm.backward(ctx, dout)
+        return dx, deliver(grads, into)
 
     def folded(self):
         """``(scale, shift)``, each ``(C,)``: eval mode computes ``x * scale + shift``."""

@@ -7,7 +7,7 @@ import numpy as np
 
 from ..arrays.windows import output_size
 from ..functional import conv2d
-from .base import EVAL, Layer, Mode, Shape
+from .base import EVAL, Layer, Mode, Shape, deliver
 from .init import draw_weights
 
 
@@ -57,8 +57,9 @@ class Conv2d(Layer):
         return conv2d.forward(x, self.params["W"], self.params.get("b"), stride=self.stride, padding=self.padding,
                               keep=mode.keep)
 
-    def backward(self, ctx, dout, need_dx: bool = True):
-        return conv2d.backward(ctx, dout, need_dx=need_dx)
+    def backward(self, ctx, dout, need_dx: bool = True, into=None):
+        dx, grads = conv2d.backward(ctx, dout, need_dx=need_dx)
+        return dx, deliver(grads, into)
 
     def extra_repr(self) -> str:
         return (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "

@@ -46,7 +46,7 @@ class Dropout(Layer):
             return x, (_IDENTITY if mode.keep else None)
         return dropout.forward(x, rate=self.rate, generator=mode.generator(self), keep=mode.keep)
 
-    def backward(self, ctx, dout, need_dx: bool = True):
+    def backward(self, ctx, dout, need_dx: bool = True, into=None):
         return (dout, {}) if ctx is _IDENTITY else dropout.backward(ctx, dout)
 
     def trace(self, graph, value: int) -> int:

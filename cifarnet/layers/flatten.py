@@ -17,5 +17,5 @@ class Flatten(Layer):
     def forward(self, x, mode: Mode = EVAL):
         return x.reshape(x.shape[0], -1), (x.shape if mode.keep else None)
 
-    def backward(self, ctx, dout, need_dx: bool = True):
+    def backward(self, ctx, dout, need_dx: bool = True, into=None):
         return dout.reshape(ctx), {}

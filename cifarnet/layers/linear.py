@@ -6,7 +6,7 @@ from typing import Any
 import numpy as np
 
 from ..functional import linear
-from .base import EVAL, Layer, Mode, Shape
+from .base import EVAL, Layer, Mode, Shape, deliver
 from .init import draw_weights
 
 
@@ -42,8 +42,9 @@ class Linear(Layer):
     def forward(self, x, mode: Mode = EVAL):
         return linear.forward(x, self.params["W"], self.params.get("b"), keep=mode.keep)
 
-    def backward(self, ctx, dout, need_dx: bool = True):
-        return linear.backward(ctx, dout, need_dx=need_dx)
+    def backward(self, ctx, dout, need_dx: bool = True, into=None):
+        dx, grads = linear.backward(ctx, dout, need_dx=need_dx)
+        return dx, deliver(grads, into)
 
     def extra_repr(self) -> str:
         return f"{self.in_features}, {self.out_features}, bias={'b' in self.params}"

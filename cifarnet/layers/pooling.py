@@ -30,7 +30,7 @@ class MaxPool2d(Layer):
     def forward(self, x, mode: Mode = EVAL):
         return max_pool2d.forward(x, kernel=self.kernel_size, stride=self.stride, keep=mode.keep)
 
-    def backward(self, ctx, dout, need_dx: bool = True):
+    def backward(self, ctx, dout, need_dx: bool = True, into=None):
         return max_pool2d.backward(ctx, dout)
 
     def extra_repr(self) -> str:
@@ -48,5 +48,5 @@ class GlobalAvgPool(Layer):
     def forward(self, x, mode: Mode = EVAL):
         return global_avg_pool.forward(x, keep=mode.keep)
 
-    def backward(self, ctx, dout, need_dx: bool = True):
+    def backward(self, ctx, dout, need_dx: bool = True, into=None):
         return global_avg_pool.backward(ctx, dout)

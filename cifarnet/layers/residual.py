@@ -6,7 +6,7 @@ from typing import Any
 import numpy as np
 
 from ..functional import pad_shortcut, relu
-from .base import EVAL, Layer, Mode, Shape, prefixed
+from .base import EVAL, Layer, Mode, Shape, prefixed, within
 from .batchnorm import BatchNorm
 from .conv import Conv2d
 
@@ -50,10 +50,6 @@ class BasicBlock(Layer):
     def build(cls, in_shape: Shape, rng, dtype, out_channels: int, **options) -> BasicBlock:
         return cls(in_shape[-1], out_channels, rng=rng, dtype=dtype, **options)
 
-    @property
-    def projection(self) -> bool:
-        return self.shortcut == "projection"
-
     def output_shape(self, in_shape: Shape) -> Shape:
         return self.children["conv1"].output_shape(in_shape)[:2] + (self.out_channels,)
 
@@ -75,29 +71,27 @@ class BasicBlock(Layer):
         out, r2 = relu.forward(h + short, keep=mode.keep)
         return out, ((k1, n1, r1, k2, n2, ks, ns, r2) if mode.keep else None)
 
-    def backward(self, ctx, dout, need_dx: bool = True):
+    def backward(self, ctx, dout, need_dx: bool = True, into=None):
         k1, n1, r1, k2, n2, ks, ns, r2 = ctx
         c, grads = self.children, {}
+
+        def child(name, child_ctx, d, need=True):
+            d, g = c[name].backward(child_ctx, d, need_dx=need, into=within(into, name))
+            if into is None:
+                grads.update(prefixed(name, g))
+            return d
+
         dsum, _ = relu.backward(r2, dout)
-        d, g = c["bn2"].backward(n2, dsum)
-        grads.update(prefixed("bn2", g))
-        d, g = c["conv2"].backward(k2, d)
-        grads.update(prefixed("conv2", g))
+        d = child("conv2", k2, child("bn2", n2, dsum))
         d, _ = relu.backward(r1, d)
-        d, g = c["bn1"].backward(n1, d)
-        grads.update(prefixed("bn1", g))
-        dmain, g = c["conv1"].backward(k1, d, need_dx=need_dx)
-        grads.update(prefixed("conv1", g))
+        dmain = child("conv1", k1, child("bn1", n1, d), need_dx)
         if self.shortcut == "projection":
-            d, g = c["shortcut_bn"].backward(ns, dsum)
-            grads.update(prefixed("shortcut_bn", g))
-            dshort, g = c["shortcut_conv"].backward(ks, d, need_dx=need_dx)
-            grads.update(prefixed("shortcut_conv", g))
+            dshort = child("shortcut_conv", ks, child("shortcut_bn", ns, dsum), need_dx)
         elif self.shortcut == "zero_pad":
             dshort = pad_shortcut.backward(ks, dsum)[0] if need_dx else None
         else:
             dshort = dsum
-        return (dmain + dshort if need_dx else None), grads
+        return (dmain + dshort if need_dx else None), (grads if into is None else into)
 
     def trace(self, graph, value: int) -> int:
         c = self.children

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from .base import EVAL, Layer, Mode, Shape, prefixed
+from .base import EVAL, Layer, Mode, Shape, prefixed, within
 
 
 class Sequential(Layer):
@@ -34,14 +34,15 @@ class Sequential(Layer):
             contexts.append(ctx)
         return x, (contexts if mode.keep else None)
 
-    def backward(self, ctx, dout, need_dx: bool = True):
+    def backward(self, ctx, dout, need_dx: bool = True, into=None):
         grads = {}
         items = list(self.children.items())
         for i in range(len(items) - 1, -1, -1):
             name, layer = items[i]
-            dout, layer_grads = layer.backward(ctx[i], dout, need_dx=need_dx or i > 0)
-            grads.update(prefixed(name, layer_grads))
-        return dout, grads
+            dout, layer_grads = layer.backward(ctx[i], dout, need_dx=need_dx or i > 0, into=within(into, name))
+            if into is None:
+                grads.update(prefixed(name, layer_grads))
+        return dout, (grads if into is None else into)
 
     def trace(self, graph, value: int) -> int:
         for layer in self.children.values():

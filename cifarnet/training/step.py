@@ -2,21 +2,22 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import partial, reduce
-from operator import add
+from functools import partial
 from typing import Any
 
 from ..backend import array_module
 from ..layers import TRAIN, Mode
 from ..losses import SoftmaxCrossEntropy
 from ..optim import Optimizer
-from ..parallel import ThreadSums, fork_generators, part_edges, parts_for, run_parts
+from ..parallel import ThreadGroup, fork_generators, part_edges, parts_for, run_parts
+from ..store import FlatStore
 
 
 @dataclass
 class StepResult:
     """What one forward and backward produced: the 0-d ``loss``, the ``(N, K)`` ``logits`` and
-    ``grads`` (dotted parameter name -> gradient, summed over the parts of a split batch)."""
+    ``grads`` (dotted parameter name -> gradient, summed over the parts of a split batch): the
+    gradient views of the model's flat store (:mod:`cifarnet.store`)."""
 
     loss: Any
     logits: Any
@@ -24,37 +25,49 @@ class StepResult:
 
 
 def forward_backward(model, loss_fn: SoftmaxCrossEntropy, x, y, workers: int | None = None,
-                     mode: Mode = TRAIN) -> StepResult:
-    """Forward, loss and backward on one batch; the images get no gradient.
+                     mode: Mode = TRAIN, group: ThreadGroup | None = None) -> StepResult:
+    """Forward, loss and backward on one batch; the images get no gradient. The gradients are
+    written into the model's flat store (``model.store.grads``).
 
     With NumPy, the batch is split between ``workers`` threads (:mod:`cifarnet.parallel`; None:
-    one per core) when it is large enough: each part runs the same model with its own contexts,
-    batch norm adds its statistics across the parts, the loss is taken on the whole batch on
-    this thread, and the parts' gradients are added up. The result equals the one-thread step up
-    to rounding.
+    one per core) when it is large enough: each part runs the same model with its own contexts
+    and its own gradient buffer, and talks to the others through its member of ``group`` (a
+    :class:`ThreadGroup` of that many parts, made here if not given): batch norm adds its
+    statistics across the parts, the loss is taken on the whole batch on this thread, and the
+    parts' gradient buffers are summed by the group's ``allreduce``. The result equals the
+    one-thread step up to rounding.
 
     Args:
         x: ``(N, H, W, C)`` images on the model's backend;  y: ``(N,)`` integer labels.
     """
     n = x.shape[0]
+    store = FlatStore.of(model)
     parts = parts_for(n, workers, array_module(x))
     if parts < 2:
         logits, ctx = model.forward(x, mode)
         loss, loss_ctx = loss_fn.forward(logits, y)
-        _, grads = model.backward(ctx, loss_fn.backward(loss_ctx), need_dx=False)
-        return StepResult(loss, logits, grads)
+        model.backward(ctx, loss_fn.backward(loss_ctx), need_dx=False, into=store.grad_views)
+        return StepResult(loss, logits, store.grad_views)
     edges = part_edges(n, parts)
-    sums = ThreadSums(parts)
-    modes = [mode.part(sums.reducer(rank), generators) for rank, generators in enumerate(fork_generators(model, parts))]
+    group = group if group is not None and group.size == parts else ThreadGroup(parts)
+    members = [group.member(rank) for rank in range(parts)]
+    modes = [mode.part(member, generators) for member, generators in zip(members, fork_generators(model, parts),
+                                                                        strict=True)]
     forwards = run_parts([partial(model.forward, x[a:b], m) for (a, b), m in zip(edges, modes, strict=True)],
-                         on_error=sums.abort)
+                         on_error=group.abort)
     logits = array_module(x).concatenate([out for out, _ in forwards])
     loss, loss_ctx = loss_fn.forward(logits, y)
     dlogits = loss_fn.backward(loss_ctx)
-    backwards = run_parts([partial(model.backward, ctx, dlogits[a:b], need_dx=False)
-                           for (a, b), (_, ctx) in zip(edges, forwards, strict=True)], on_error=sums.abort)
-    shares = [grads for _, grads in backwards]
-    return StepResult(loss, logits, {name: reduce(add, (share[name] for share in shares)) for name in shares[0]})
+
+    def backward(rank: int, ctx, a: int, b: int) -> None:
+        buffer, views = store.part_grads(parts)[rank]
+        model.backward(ctx, dlogits[a:b], need_dx=False, into=views)
+        members[rank].allreduce(buffer)                # every part's buffer now holds the sum
+
+    run_parts([partial(backward, rank, ctx, a, b) for rank, ((a, b), (_, ctx)) in enumerate(zip(edges, forwards,
+                                                                                               strict=True))],
+              on_error=group.abort)
+    return StepResult(loss, logits, store.grad_views)
 
 
 def train_step(model, loss_fn: SoftmaxCrossEntropy, optimizer: Optimizer, x, y, workers: int | None = None) -> tuple:

@@ -1,0 +1,38 @@
+"""Communicators: what crosses the members of a data-parallel group, passed in by the caller.
+
+A group's members each run the same model on their share of a global batch: the parts of one
+batch split between threads (:class:`cifarnet.parallel.ThreadGroup`), or processes on one or
+several machines. What they exchange goes through a communicator, never through shared state:
+
+- ``sum(*values)``: each value (an array or a number) summed over the members, in rank order;
+  batch norm's per-channel sums in forward and backward (its ``reducer`` argument);
+- ``allreduce(buffer)``: a flat buffer (the gradients of a flat store) replaced, in place, by its
+  sum over the members, in rank order;
+- ``broadcast(buffer, root=0)``: every member's buffer replaced by the root's (initial weights,
+  generator states);
+- ``rank``, ``size``; ``leader``: whether this member updates the running statistics of the
+  model it runs (threads that share one model: only rank 0; a process owns its model).
+
+:data:`LOCAL` is the group of one: nothing crosses.
+"""
+from __future__ import annotations
+
+
+class Communicator:
+    """The interface (see the module docstring); the group of one by default."""
+
+    rank = 0
+    size = 1
+    leader = True
+
+    def sum(self, *values) -> tuple:
+        return values
+
+    def allreduce(self, buffer) -> None:
+        """``buffer`` summed over the members, in place."""
+
+    def broadcast(self, buffer, root: int = 0) -> None:
+        """``buffer`` replaced by the root member's, in place."""
+
+
+LOCAL = Communicator()
