@@ -30,7 +30,6 @@ from typing import Any
 import numpy as np
 
 from . import __version__
-from .layers import Dropout
 
 FORMAT_VERSION = 1
 log = logging.getLogger(__name__)
@@ -251,7 +250,10 @@ def resolve(target: str | Path, prefer: str = "newest") -> Checkpoint:
     if str(target).startswith("pretrained:"):                    # shipped with the package
         from . import pretrained
 
-        return load(pretrained.path(str(target)[len("pretrained:"):]))
+        try:
+            return load(pretrained.path(str(target)[len("pretrained:"):]))
+        except LookupError as err:
+            raise CheckpointError(str(err).strip("'\"")) from None
     target = Path(target)
     if not target.is_dir():
         return load(target)
@@ -290,19 +292,14 @@ def remove_stale_temporaries(folder: str | Path) -> list[Path]:
     return removed
 
 
-def rng_states(model) -> dict[str, Any]:
-    """JSON-ready states of every dropout generator in ``model``, by layer path."""
-    return {name: layer.rng.bit_generator.state for name, layer in _dropouts(model)}
-
-
-def restore_rng_states(model, states: dict[str, Any]) -> None:
-    """Put back what :func:`rng_states` returned."""
-    layers = dict(_dropouts(model))
-    if set(layers) != set(states):
-        raise CheckpointError(f"dropout layers differ: model has {sorted(layers)}, checkpoint has {sorted(states)}")
-    for name, state in states.items():
-        layers[name].rng.bit_generator.state = state
-
-
-def _dropouts(model):
-    return ((name or "dropout", layer) for name, layer in model.walk() if isinstance(layer, Dropout))
+def strip(source: str | Path, target: str | Path, provenance: dict[str, Any]) -> Path:
+    """Write ``source``'s model (without optimizer state or run history) to ``target``, with
+    ``provenance`` under ``meta["pretrained"]``: a checkpoint to ship (:mod:`cifarnet.pretrained`)."""
+    found = load(source)
+    keep = ("model", "input_shape", "normalization", "class_names", "backend", "dtype", "seed")
+    meta = {k: found.meta[k] for k in keep if k in found.meta}
+    state = found.meta["state"]
+    meta.update(state={"epoch": state["epoch"], "batch": 0, "step": state["step"]},
+                config={k: found.meta["config"][k] for k in ("model", "data", "backend", "seed")},
+                rng=found.meta.get("rng", {}), pretrained=dict(provenance))
+    return save(target, found.model_state, None, meta)

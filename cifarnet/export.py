@@ -157,7 +157,7 @@ def to_onnx(model, input_shape, class_names: list[str], normalization: dict[str,
 def export_checkpoint(checkpoint, path: str | Path) -> Path:
     """Write ``checkpoint``'s model (on either backend's checkpoint) as an ONNX file at ``path``."""
     from .backend import NUMPY
-    from .experiment import restore_model
+    from .models import restore_model
 
     onnx, _, _ = _onnx()
     model = restore_model(checkpoint, NUMPY, np.float32)

@@ -74,21 +74,14 @@ def _curves(plt, rows, keys, ylabel, title, path, percent=False):
 
 
 def _lr_per_step(run_dir: Path, rows: list[dict]) -> tuple[list[int], list[float]]:
-    """The schedule at every step, rebuilt from the run's config; per epoch if that is not possible."""
-    from . import checkpoint as ckpt
-    from .experiment import make_lr_schedule_from
-
-    steps = _column(rows, "step")
-    try:
-        cfg = ckpt.resolve(run_dir, prefer="newest").meta["config"] if steps else None
-    except ckpt.CheckpointError:
-        cfg = None
-    if cfg is not None:
-        per_epoch = int(steps[0])
-        epochs = cfg["trainer"]["epochs"]
-        schedule = make_lr_schedule_from(cfg["schedule"], cfg["optimizer"]["lr"], epochs, per_epoch)
-        xs = list(range(epochs * per_epoch))
-        return xs, [schedule(s) for s in xs]
+    """The learning rate of every step as the trainer recorded it (``lr.csv``); per epoch, from
+    ``metrics.csv``, for a run without that file."""
+    recorded = run_dir / "lr.csv"
+    if recorded.is_file():
+        with open(recorded, newline="") as f:
+            steps = [(int(r["step"]), float(r["lr"])) for r in csv.DictReader(f)]
+        if steps:
+            return [s for s, _ in steps], [lr for _, lr in steps]
     return [int(r["step"]) for r in rows], _column(rows, "lr") or []
 
 

@@ -25,7 +25,7 @@ def saved(tmp_path):
     out, ctx = model.forward(x, TRAIN)
     opt.step(model, model.backward(ctx, out)[1])
     meta = {"model": model_description("simplecnn"), "input_shape": [32, 32, 3], "backend": "numpy",
-            "state": {"epoch": 1}, "rng": ckpt.rng_states(model)}
+            "state": {"epoch": 1}, "rng": model.generator_states()}
     path = ckpt.save(tmp_path / "ckpts" / "epoch001_numpy.npz", model.state_dict(), opt.state_dict(), meta)
     return path, model, opt
 

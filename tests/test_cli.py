@@ -128,7 +128,7 @@ def test_bad_input_fails_with_one_line(trained, tmp_path, case):
     cwd, run, _ = trained
     ckpt = run / "checkpoints" / "epoch001_numpy.npz"
     args, expected = {
-        "unknown_key": (["trainer.epoch=3"], "Key 'epoch' not in 'TrainerConfig'"),
+        "unknown_key": (["trainer.epoch=3"], "Key 'epoch' not in 'TrainerSchema'"),
         "wrong_type": (["trainer.epochs=abc"], "Value 'abc' of type 'str' could not be converted to Integer"),
         "unknown_model": (["model=vgg16"], "unknown model 'vgg16'; known: resnet110, resnet20, resnet32"),
         "unknown_optimizer": (["optimizer=rmsprop"], "unknown optimizer 'rmsprop'; known: adam, adamw, sgd"),

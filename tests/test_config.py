@@ -130,7 +130,7 @@ def test_group_schemas_come_from_the_registered_signatures(composer):
 
 
 @pytest.mark.parametrize("overrides, message", [
-    (["trainer.epoch=3"], "Could not override 'trainer.epoch'. Key 'epoch' not in 'TrainerConfig'"),
+    (["trainer.epoch=3"], "Could not override 'trainer.epoch'. Key 'epoch' not in 'TrainerSchema'"),
     (["trainer.epochs=abc"], "Value 'abc' of type 'str' could not be converted to Integer"),
     (["optimizer=adam", "optimizer.momentum=0.9"], "Key 'momentum' not in 'AdamSchema'"),
     (["data.augment.pad_mode=wrap"], "Invalid value 'wrap', expected one of [zero, reflect]"),

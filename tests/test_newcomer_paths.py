@@ -216,18 +216,15 @@ experiment.load_data = load_data
 """
 
 CTRL_C_TWICE = """
-from cifarnet.training.trainer import Trainer
-real_step, real_save, calls = Trainer._step, Trainer.save_checkpoint, []
-def step(self, x, y, epoch):
-    calls.append(1)
-    if len(calls) == 3:
-        os.kill(os.getpid(), signal.SIGINT)             # the first Ctrl-C, mid-epoch
-    return real_step(self, x, y, epoch)
-def save_checkpoint(self, path):
-    if path.name.startswith("interrupt_"):
-        os.kill(os.getpid(), signal.SIGINT)             # the second, while the interrupt checkpoint is written
-    return real_save(self, path)
-Trainer._step, Trainer.save_checkpoint = step, save_checkpoint
+from cifarnet.tracking import TRACKERS, Tracker
+@TRACKERS.register("probe")                             # attached with +logger.probe={}
+class Probe(Tracker):
+    def log_step(self, step, lr):
+        if step == 2:
+            os.kill(os.getpid(), signal.SIGINT)         # the first Ctrl-C, mid-epoch
+    def on_checkpoint(self, path, kind, written):
+        if kind == "interrupt" and not written:
+            os.kill(os.getpid(), signal.SIGINT)         # the second, as the interrupt checkpoint is written
 """
 
 
@@ -241,7 +238,7 @@ def test_ctrl_c_while_the_data_loads_exits_quietly(tmp_path):
 
 
 def test_a_second_ctrl_c_while_the_interrupt_checkpoint_is_written_exits_quietly(tmp_path):
-    done = run_driver(tmp_path, CTRL_C_TWICE, *TINY, "trainer.epochs=2", "hydra.run.dir=outputs/x")
+    done = run_driver(tmp_path, CTRL_C_TWICE, *TINY, "trainer.epochs=2", "+logger.probe={}", "hydra.run.dir=outputs/x")
     output = done.stdout + done.stderr
     assert done.returncode == 130, output
     assert "Traceback" not in output and "KeyboardInterrupt" not in output

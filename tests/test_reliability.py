@@ -9,7 +9,8 @@ import pytest
 
 from cifarnet import checkpoint as ckpt
 from cifarnet.experiment import train
-from cifarnet.training.trainer import NonFiniteError
+from cifarnet.training.guard import NonFiniteError
+from cifarnet.training.hooks import Hook
 
 from .cli_helpers import TINY, cifarnet, compose_plain
 
@@ -102,21 +103,14 @@ def test_poisoned_batch_stops_within_one_step_and_keeps_checkpoints(tmp_path, po
     first = tmp_path / "checkpoints" / "epoch001_numpy.npz"
     cfg = compose_plain("trainer.epochs=3", "data.train_size=256")
     snapshot = {}
-    import cifarnet.training.trainer as trainer_module
 
-    real_finish = trainer_module.Trainer._finish_epoch
+    class Snapshot(Hook):
+        def on_checkpoint(self, path, kind, written):
+            if written and path == first:
+                snapshot.setdefault("bytes", first.read_bytes())      # the last good checkpoint, as written
 
-    def finish(self, sums):
-        real_finish(self, sums)
-        snapshot.setdefault("bytes", first.read_bytes())      # the last good checkpoint, as written
-        snapshot.setdefault("weights", {k: v.copy() for k, v in self.model.state_dict().items()})
-
-    trainer_module.Trainer._finish_epoch = finish
-    try:
-        with pytest.raises(NonFiniteError) as err:
-            train(cfg, tmp_path)
-    finally:
-        trainer_module.Trainer._finish_epoch = real_finish
+    with pytest.raises(NonFiniteError) as err:
+        train(cfg, tmp_path, hooks=[Snapshot()])
     message = str(err.value)
     assert "non-finite loss at epoch 2, step 11 (batch 3 of the epoch)" in message
     assert first.read_bytes() == snapshot["bytes"]
@@ -174,7 +168,7 @@ def test_evaluation_does_not_disturb_the_training_rng(tmp_path):
     from cifarnet.training import evaluate
 
     model = build_model(model_description("simplecnn"), seed=0)
-    before = ckpt.rng_states(model)
+    before = model.generator_states()
     data = load_dataset("synthetic", train_size=20, test_size=20)
     evaluate(model, BatchLoader(data.test, 10, Normalization.from_images(data.train.images)), 10)
-    assert ckpt.rng_states(model) == before
+    assert model.generator_states() == before

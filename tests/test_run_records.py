@@ -106,20 +106,18 @@ def test_overwrite_replaces_all_of_the_earlier_run(tmp_path):
 
 def test_interrupt_checkpoints_go_once_the_run_has_passed_them(tmp_path):
     patch = """
-from cifarnet.training.trainer import Trainer
-real_step, calls = Trainer._step, []
-def step(self, x, y, epoch):
-    calls.append(1)
-    if len(calls) == 3:
-        os.kill(os.getpid(), signal.SIGTERM)            # stop mid-epoch 1
-    return real_step(self, x, y, epoch)
-Trainer._step = step
+from cifarnet.tracking import TRACKERS, Tracker
+@TRACKERS.register("probe")                             # attached with +logger.probe={}
+class Probe(Tracker):
+    def log_step(self, step, lr):
+        if step == 2:
+            os.kill(os.getpid(), signal.SIGTERM)        # stop mid-epoch 1
 """
-    done = run_driver(tmp_path, patch, *TINY, "trainer.epochs=2", "hydra.run.dir=outputs/run")
+    done = run_driver(tmp_path, patch, *TINY, "trainer.epochs=2", "+logger.probe={}", "hydra.run.dir=outputs/run")
     assert done.returncode == 143, done.stdout + done.stderr
     checkpoints = tmp_path / "outputs" / "run" / "checkpoints"
     assert [p.name for p in checkpoints.glob("interrupt_*")] == ["interrupt_e001_b00003_numpy.npz"]
-    again = cifarnet(tmp_path, f"resume={tmp_path / 'outputs' / 'run'}")
+    again = cifarnet(tmp_path, f"resume={tmp_path / 'outputs' / 'run'}", "logger=[csv]")      # without the probe
     assert again.returncode == 0, again.stdout + again.stderr
     assert not list(checkpoints.glob("interrupt_*"))
     assert sorted(p.name for p in checkpoints.iterdir()) == ["best_numpy.npz", "epoch001_numpy.npz",

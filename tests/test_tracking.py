@@ -70,3 +70,25 @@ def test_mlflow_records_one_run_with_config_metrics_and_artifacts(tmp_path, monk
     assert history == {int(r["epoch"]): pytest.approx(float(r["test_acc"])) for r in rows}
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
     assert "best_numpy.npz" in artifacts and "accuracy.png" in artifacts
+
+
+def test_lr_csv_records_every_step_and_a_resume_continues_it(tmp_path):
+    """The csv logger writes the rate of every step; a run resumed from epoch 1 rewrites nothing
+    before its step and repeats nothing after it."""
+    from cifarnet import checkpoint as ckpt
+    from cifarnet.experiment import make_lr_schedule_from, merge_with_checkpoint, train
+
+    cfg = compose_plain("trainer.epochs=3", "schedule=cosine", "schedule.warmup_epochs=1")
+    train(cfg, tmp_path / "straight")
+    with open(tmp_path / "straight" / "lr.csv") as f:
+        straight = [(int(r["step"]), float(r["lr"])) for r in csv.DictReader(f)]
+    schedule = make_lr_schedule_from(cfg["schedule"], cfg["optimizer"]["lr"], 3, 8)      # 256 / 32 steps per epoch
+    assert straight == [(s, schedule(s)) for s in range(24)]
+    train(compose_plain("trainer.epochs=1", "schedule=cosine", "schedule.warmup_epochs=1"), tmp_path / "pieces")
+    first = ckpt.load(tmp_path / "pieces" / "checkpoints" / "epoch001_numpy.npz")
+    (tmp_path / "pieces" / "lr.csv").write_text("step,lr\n" + "".join(f"{s},9.0\n" for s in range(30)))   # stale rows
+    resumed = merge_with_checkpoint(first.meta["config"], cfg, ["trainer.epochs"], str(first.path))
+    train(resumed, tmp_path / "pieces", first)
+    with open(tmp_path / "pieces" / "lr.csv") as f:
+        pieces = [(int(r["step"]), float(r["lr"])) for r in csv.DictReader(f)]
+    assert [s for s, _ in pieces] == list(range(24)) and pieces[8:] == straight[8:]

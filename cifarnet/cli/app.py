@@ -23,7 +23,7 @@ from ..files import replace_atomically
 from ..run_dir import check as check_run_dir
 from ..run_dir import discard_if_empty
 from ..sweeps import write_summary
-from ..training.trainer import TrainingInterrupted
+from ..training.signals import TrainingInterrupted
 from . import schema
 from .errors import Terminated, expected_message, raise_terminated, report_and_exit
 
@@ -165,7 +165,8 @@ def _check_model_matches(plain: dict, explicit: list[str], checkpoint: ckpt.Chec
 
 
 def _predict(plain: dict, explicit: list[str], run_dir: Path) -> float:
-    from ..experiment import make_backend, restore_model
+    from ..experiment import make_backend
+    from ..models import restore_model
     from ..predict import find_images, format_rows, predict, write_csv
 
     if not plain["ckpt"] or not plain["images"]:

@@ -14,7 +14,8 @@ from ..models import ModelSpecError
 from ..registry import UnknownNameError
 from ..run_dir import RunDirectoryError
 from ..tracking import TrackerError
-from ..training.trainer import NonFiniteError, TrainingInterrupted
+from ..training.guard import NonFiniteError
+from ..training.signals import TrainingInterrupted
 
 # ValueError: the library validates arguments (batch size, val_size, rates, ...) with ValueErrors
 # whose message names the value; CIFARNET_TRACEBACK=1 shows the traceback instead.

@@ -4,11 +4,12 @@ Every YAML file under ``conf/`` is validated against these: an unknown key, a mi
 wrong type is rejected before any work starts, with a message naming the key. Only the command-line
 layer uses them; the library itself takes plain arguments.
 
-The schemas of the optimizer, schedule and data-source choices are read off the signatures of
-their registry entries (:func:`schema_of`): the keys, types and defaults of ``optimizer=adam`` are
-``Adam.__init__``'s, so they are written in one place, and a new optimizer, schedule or data source
-gets its schema by being registered. The rest (model, backend, trainer, the loader side of
-``data``, top-level keys) is written out below.
+The schemas of the trainer settings and of the optimizer, schedule, data-source and logger
+choices are read off the signatures of their classes or registry entries (:func:`schema_of`):
+the keys, types and defaults of ``optimizer=adam`` are ``Adam.__init__``'s and those of
+``trainer`` are :class:`cifarnet.training.settings.TrainerSettings`'s, so they are written in
+one place, and a new optimizer, schedule or data source gets its schema by being registered.
+The rest (model, backend, the loader side of ``data``, top-level keys) is written out below.
 """
 from __future__ import annotations
 
@@ -39,11 +40,6 @@ class PadMode(Enum):
 class NormalizationChoice(Enum):
     dataset = "dataset"     # mean/std of the training split
     cifar10 = "cifar10"     # the standard CIFAR-10 constants
-
-
-class NonFinite(Enum):
-    stop = "stop"
-    skip = "skip"
 
 
 @dataclass
@@ -95,19 +91,6 @@ class BackendConfig:
 
 
 @dataclass
-class TrainerConfig:
-    epochs: int = 20
-    label_smoothing: float = 0.0
-    dropout_schedule: str = "none"           # none | linear | cosine
-    dropout_final: float = 0.0
-    keep_last: int = 2
-    progress: bool = True
-    nonfinite: NonFinite = NonFinite.stop
-    workers: Optional[int] = None            # NumPy: threads a training batch is split between (null: one per core)
-    stop_after_minutes: Optional[float] = None   # end at the last epoch boundary before this much time
-
-
-@dataclass
 class Config:
     model: ModelConfig = MISSING
     optimizer: Any = MISSING
@@ -115,7 +98,7 @@ class Config:
     backend: BackendConfig = MISSING
     schedule: Any = MISSING
     logger: Any = field(default_factory=dict)   # logger=[]: none besides metrics.csv
-    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    trainer: Any = MISSING           # read off cifarnet.training.TrainerSettings (register())
     mode: Mode = Mode.train
     seed: int = 0
     ckpt: Optional[str] = None
@@ -181,9 +164,11 @@ def register() -> None:
     from ..optim import OPTIMIZERS
     from ..schedules import LR_SCHEDULES
     from ..tracking import TRACKERS
+    from ..training.settings import TrainerSettings
 
     cs = ConfigStore.instance()
     cs.store(name="cifarnet_schema", node=Config)
+    cs.store(name="schema_trainer", node=schema_of(TrainerSettings, "trainer", skip=("handle_signals",), named=False))
     cs.store(name="schema_backend", node=BackendConfig)
     for name in OPTIMIZERS:
         cs.store(name=f"schema_optimizer_{name}", node=schema_of(OPTIMIZERS.get(name), name))

@@ -9,6 +9,7 @@ Modules, one job each: :mod:`.components` (config group -> object), :mod:`.resum
 checkpoint's config merged with the command line; the best checkpoint carried over),
 :mod:`.training`, :mod:`.evaluate`, :mod:`.report` (JSON files and the evaluation text).
 """
+from ..models import restore_model  # re-exported: a checkpoint's model, on a backend
 from .components import (
                          ConfigError,
                          describe_model,
@@ -18,7 +19,6 @@ from .components import (
                          make_loaders,
                          make_lr_schedule_from,
                          make_optimizer,
-                         restore_model,
 )
 from .evaluate import evaluate_checkpoint
 from .report import format_eval_report, write_json

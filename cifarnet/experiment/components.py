@@ -11,12 +11,11 @@ from typing import Any
 
 import numpy as np
 
-from .. import checkpoint as ckpt
 from ..backend import get_backend
 from ..data import DATA_SOURCES, Augmentation, BatchLoader, Dataset, Normalization, load_dataset
 from ..data.normalize import CIFAR10_STATS
 from ..memory import keep_freed_memory
-from ..models import MODELS, build_model, model_description
+from ..models import MODELS, model_description
 from ..optim import OPTIMIZERS
 from ..schedules import LR_SCHEDULES, make_dropout_schedule, make_lr_schedule
 
@@ -133,15 +132,3 @@ def make_dropout_schedule_from(trainer_cfg: dict[str, Any], initial: float, epoc
     if trainer_cfg["dropout_schedule"] == "none":
         return None
     return make_dropout_schedule(trainer_cfg["dropout_schedule"], initial, epochs, final=trainer_cfg["dropout_final"])
-
-
-def restore_model(checkpoint: ckpt.Checkpoint, backend, dtype=np.float32):
-    """Rebuild the model a checkpoint describes and load its weights, on ``backend``."""
-    meta = checkpoint.meta
-    model = build_model(meta["model"], meta["input_shape"], seed=0, dtype=dtype)
-    try:
-        model.load_state_dict(checkpoint.model_state)
-    except (KeyError, ValueError) as err:
-        raise ckpt.CheckpointError(f"checkpoint {checkpoint.path} does not fit its own model description: "
-                                   f"{err}") from None
-    return model.to(backend)

@@ -6,9 +6,10 @@ from typing import Any
 
 from .. import checkpoint as ckpt
 from ..data import BatchLoader, Normalization
+from ..models import restore_model
 from ..run_dir import check as check_run_dir
 from ..training import evaluate
-from .components import ConfigError, dtype_of, load_data, make_backend, restore_model
+from .components import ConfigError, dtype_of, load_data, make_backend
 from .report import write_json
 
 

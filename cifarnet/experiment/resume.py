@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import checkpoint as ckpt
-from ..training.trainer import TrainState
+from ..training.state import TrainState
 from .components import ConfigError, describe_model
 
 log = logging.getLogger("cifarnet.experiment")

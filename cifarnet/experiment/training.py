@@ -3,19 +3,24 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from .. import checkpoint as ckpt
 from ..data import Normalization
-from ..models import build_model
+from ..models import build_model, restore_model
 from ..parallel import parts_for
 from ..run_dir import check as check_run_dir
 from ..tracking import make_trackers
 from ..training import evaluate
-from ..training.trainer import Trainer, TrainerSettings, TrainState
+from ..training.hooks import Hook
+from ..training.settings import TrainerSettings
+from ..training.state import TrainState
+from ..training.trainer import Trainer
 from .components import (
     ConfigError,
+    accepted,
     describe_model,
     dtype_of,
     enum_value,
@@ -26,7 +31,6 @@ from .components import (
     make_lr_schedule_from,
     make_optimizer,
     normalization_for,
-    restore_model,
 )
 from .report import write_json
 from .resume import carry_best_checkpoint
@@ -35,7 +39,7 @@ log = logging.getLogger("cifarnet.experiment")
 
 
 def train(cfg: dict[str, Any], run_dir: str | Path, resume_from: ckpt.Checkpoint | None = None,
-          resume_command=None, overrides: list[str] | None = None) -> dict[str, Any]:
+          resume_command=None, overrides: list[str] | None = None, hooks: Sequence[Hook] = ()) -> dict[str, Any]:
     """Train as ``cfg`` says, writing metrics and checkpoints under ``run_dir``.
 
     With ``resume_from``, weights, optimizer state, schedule position, epoch counter, RNG states
@@ -43,7 +47,9 @@ def train(cfg: dict[str, Any], run_dir: str | Path, resume_from: ckpt.Checkpoint
     :func:`merge_with_checkpoint`). Resuming into another directory copies the best checkpoint
     so far into it, so the new directory is a complete record of the run. Otherwise, with
     ``cfg["init_from"]`` (a checkpoint), a new run starts from that checkpoint's weights (and its
-    normalisation): fine-tuning. ``overrides`` (the command line's) are recorded in ``result.json``.
+    normalisation): fine-tuning. ``overrides`` (the command line's) are recorded in ``result.json``;
+    ``hooks`` hear of every step, epoch and checkpoint (:class:`cifarnet.training.hooks.Hook`) besides
+    the trackers the config names.
 
     Everything the config names is checked (optimizer arguments, trackers, the init checkpoint)
     before the data loads.
@@ -56,10 +62,7 @@ def train(cfg: dict[str, Any], run_dir: str | Path, resume_from: ckpt.Checkpoint
     started = time.perf_counter()
     run_dir = Path(run_dir)
     tcfg = cfg["trainer"]
-    settings = TrainerSettings(epochs=tcfg["epochs"], label_smoothing=tcfg["label_smoothing"],
-                               keep_last=tcfg["keep_last"], progress=tcfg["progress"],
-                               nonfinite=enum_value(tcfg["nonfinite"]), workers=tcfg.get("workers"),
-                               stop_after_minutes=tcfg.get("stop_after_minutes"))
+    settings = TrainerSettings(**accepted(TrainerSettings, {k: enum_value(v) for k, v in tcfg.items()}))
     check_run_dir(run_dir, "train", bool(cfg.get("overwrite")), resume_from.path if resume_from else None)
     seed, dtype = int(cfg["seed"]), dtype_of(cfg)
     optimizer = make_optimizer(cfg["optimizer"])
@@ -90,7 +93,10 @@ def train(cfg: dict[str, Any], run_dir: str | Path, resume_from: ckpt.Checkpoint
         model.load_state_dict(resume_from.model_state)
         if resume_from.optimizer_state is not None:
             optimizer.load_state_dict(resume_from.optimizer_state)
-        ckpt.restore_rng_states(model, resume_from.meta["rng"])
+        try:
+            model.load_generator_states(resume_from.meta["rng"])
+        except ValueError as err:
+            raise ckpt.CheckpointError(f"checkpoint {resume_from.path}: {err}") from None
         state = TrainState.from_dict(resume_from.meta["state"])
         if state.epoch >= settings.epochs:
             raise ConfigError(f"the checkpoint has finished {state.epoch} epochs and trainer.epochs is "
@@ -112,7 +118,8 @@ def train(cfg: dict[str, Any], run_dir: str | Path, resume_from: ckpt.Checkpoint
     for tracker in trackers:                    # the model as built: the preset's values, not the unset keys
         tracker.start(run_dir, dict(cfg, model=description), resumed=resume_from is not None)
     trainer = Trainer(model, optimizer, lr_schedule, dropout_schedule, train_loader, eval_loaders,
-                      dataset.num_classes, run_dir, settings, meta, resume_command=resume_command, trackers=trackers)
+                      dataset.num_classes, run_dir, settings, meta, resume_command=resume_command,
+                      hooks=[*trackers, *hooks])
     parts, workers = parts_for(cfg["data"]["batch_size"], tcfg.get("workers"), backend.xp), tcfg.get("workers")
     log.info("training batches of %d images %s (trainer.workers=%s)", cfg["data"]["batch_size"],
              f"split between {parts} threads" if parts > 1 else "on one thread",

@@ -139,6 +139,26 @@ class Layer:
     def num_parameters(self) -> int:
         return int(sum(p.size for _, p in self.named_parameters()))
 
+    def generator_states(self) -> dict[str, Any]:
+        """JSON-ready states of the generators of every layer that draws random numbers (dropout's
+        ``rng``), by dotted layer name (a lone such layer: ``"dropout"``)."""
+        return {name: layer.rng.bit_generator.state for name, layer in self._drawing()}
+
+    def load_generator_states(self, states: Mapping[str, Any]) -> None:
+        """Put back what :meth:`generator_states` returned.
+
+        Raises:
+            ValueError: the layers that draw random numbers are not the ones in ``states``.
+        """
+        layers = dict(self._drawing())
+        if set(layers) != set(states):
+            raise ValueError(f"dropout layers differ: model has {sorted(layers)}, the states have {sorted(states)}")
+        for name, state in states.items():
+            layers[name].rng.bit_generator.state = state
+
+    def _drawing(self) -> Iterator[tuple[str, Layer]]:
+        return ((name or "dropout", layer) for name, layer in self.walk() if getattr(layer, "rng", None) is not None)
+
     # -- arrays ---------------------------------------------------------------------------------
     def to(self, backend: Backend) -> Layer:
         """Move every parameter and buffer to ``backend``, in place (a flat model's parameters into

@@ -12,7 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from . import TRACKERS, Tracker, TrackerError, numbers
+from .base import TRACKERS, Tracker, TrackerError, numbers
 
 PARAMS_PER_CALL = 100                 # MLflow's limit for one batch of parameters
 SERVER_TIMEOUT = 5.0                  # seconds a tracking server has to answer at start-up

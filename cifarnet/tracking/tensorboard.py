@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from . import TRACKERS, Tracker, TrackerError, numbers
+from .base import TRACKERS, Tracker, TrackerError, numbers
 
 
 def _writer_class():

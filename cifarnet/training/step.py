@@ -5,7 +5,9 @@ from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
-from ..backend import array_module
+import numpy as np
+
+from ..backend import array_module, to_numpy
 from ..layers import TRAIN, Mode
 from ..losses import SoftmaxCrossEntropy
 from ..optim import Optimizer
@@ -68,6 +70,17 @@ def forward_backward(model, loss_fn: SoftmaxCrossEntropy, x, y, workers: int | N
                                                                                                strict=True))],
               on_error=group.abort)
     return StepResult(loss, logits, store.grad_views)
+
+
+def read_back(result: StepResult, y, grads) -> tuple[float, float, bool]:
+    """``(loss, number correct, whether every gradient is finite)`` of a step, read from the device in
+    one transfer (one host sync on a GPU): the three are reduced there and stacked first."""
+    xp = array_module(result.logits)
+    summary = xp.stack([xp.asarray(result.loss, dtype=np.float64),
+                        (result.logits.argmax(axis=1) == y).sum().astype(np.float64),
+                        xp.isfinite(grads).all().astype(np.float64)])
+    loss, correct, finite = (float(v) for v in to_numpy(summary))
+    return loss, correct, bool(finite)
 
 
 def train_step(model, loss_fn: SoftmaxCrossEntropy, optimizer: Optimizer, x, y, workers: int | None = None) -> tuple:

@@ -1,0 +1,62 @@
+"""The trainer's settings: the one typed definition the ``trainer`` config group is read off."""
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+
+log = logging.getLogger("cifarnet.training.trainer")
+
+
+@dataclass
+class TrainerSettings:
+    """Args:
+        epochs: total epochs (a resumed run continues up to this number).
+        label_smoothing: for the training loss.
+        dropout_schedule: ``none``, ``linear`` or ``cosine``: dropout rates from the model's own
+            to ``dropout_final`` over the run.
+        dropout_final: the rate the dropout schedule ends at.
+        keep_last: epoch checkpoints kept (older ones are deleted; the best is kept separately).
+        progress: draw a progress bar (tqdm) on an interactive terminal, for training and evaluation.
+        nonfinite: ``"stop"`` raises :class:`NonFiniteError`; ``"skip"`` drops the batch and counts it.
+        workers: threads each training batch is split between, batch norm synchronised
+            (:mod:`cifarnet.parallel`); None: one per core, 1: none.
+        stop_after_minutes: end cleanly at the last epoch boundary before this much training time
+            has passed (the next epoch is predicted to take as long as the last), so that a long
+            run goes in pieces that each fit a time limit; None: no limit.
+        handle_signals: turn SIGINT/SIGTERM into a checkpoint and :class:`TrainingInterrupted`
+            (not a config key: the library's callers may want their own handlers).
+    """
+
+    epochs: int = 20
+    label_smoothing: float = 0.0
+    dropout_schedule: str = "none"
+    dropout_final: float = 0.0
+    keep_last: int = 2
+    progress: bool = True
+    nonfinite: str = "stop"
+    workers: int | None = None
+    stop_after_minutes: float | None = None
+    handle_signals: bool = True
+
+    def __post_init__(self) -> None:
+        if self.epochs < 1:
+            raise ValueError(f"trainer.epochs must be >= 1, got {self.epochs}")
+        if self.keep_last < 1:
+            raise ValueError(f"trainer.keep_last must be >= 1, got {self.keep_last}")
+        if self.nonfinite not in ("stop", "skip"):
+            raise ValueError(f"trainer.nonfinite must be 'stop' or 'skip', got {self.nonfinite!r}")
+        if self.stop_after_minutes is not None and self.stop_after_minutes <= 0:
+            raise ValueError(f"trainer.stop_after_minutes must be > 0 (or null), got {self.stop_after_minutes}")
+
+
+def out_of_time(limit_minutes: float | None, started: float, epoch_started: float, epoch: int, epochs: int) -> bool:
+    """Whether another epoch as long as the last (begun at ``epoch_started``) would take training,
+    begun at ``started`` (``time.perf_counter()`` values), past ``limit_minutes``; says so in the log."""
+    now = time.perf_counter()
+    if limit_minutes is None or (now - started) + (now - epoch_started) <= 60 * limit_minutes:
+        return False
+    log.info("stopping after epoch %d of %d: trainer.stop_after_minutes=%g would be passed by the next epoch "
+             "(%.1f minutes so far, the last epoch %.1f)", epoch, epochs, limit_minutes, (now - started) / 60,
+             (now - epoch_started) / 60)
+    return True

@@ -1,0 +1,56 @@
+"""SIGINT and SIGTERM during training: finish the step, write a resumable checkpoint, stop."""
+from __future__ import annotations
+
+import signal
+import threading
+from contextlib import contextmanager
+from pathlib import Path
+
+
+class TrainingInterrupted(RuntimeError):
+    """SIGINT or SIGTERM arrived; a resumable checkpoint was written first, unless a second SIGINT
+    aborted at once (``aborted``).
+
+    Attributes: ``signum`` (the signal), ``checkpoint`` (the resumable checkpoint: the one just
+    written, or after an abort the newest complete one, or None), ``aborted``.
+    """
+
+    def __init__(self, signum: int, checkpoint: Path | None, aborted: bool = False):
+        name = signal.Signals(signum).name
+        if aborted:
+            where = f"the newest complete checkpoint is {checkpoint}" if checkpoint else "no checkpoint was written"
+            message = f"second {name}: aborted at once, without an interrupt checkpoint; {where}"
+        else:
+            message = f"interrupted by {name}; resumable checkpoint at {checkpoint}"
+        super().__init__(message)
+        self.signum, self.checkpoint, self.aborted = signum, checkpoint, aborted
+
+
+class StopRequest:
+    """The signal that asked training to stop (``signum``), or None. While :meth:`listening`, the
+    first SIGINT/SIGTERM sets it (the loop stops after the current step); a second SIGINT aborts
+    at once (KeyboardInterrupt). The previous handlers are restored afterwards."""
+
+    def __init__(self):
+        self.signum: int | None = None
+
+    @contextmanager
+    def listening(self, enabled: bool = True):
+        self.signum = None
+        if not enabled or threading.current_thread() is not threading.main_thread():
+            yield self
+            return
+        previous = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+
+        def handler(signum, frame):
+            if self.signum is not None and signum == signal.SIGINT:
+                raise KeyboardInterrupt          # second Ctrl-C: abort now; files are written atomically
+            self.signum = signum
+
+        try:
+            for s in previous:
+                signal.signal(s, handler)
+            yield self
+        finally:
+            for s, h in previous.items():
+                signal.signal(s, h)
