@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any, TypeVar
 
 T = TypeVar("T")
@@ -46,6 +47,21 @@ class Registry:
         except KeyError:
             known = ", ".join(sorted(self._entries)) or "(none)"
             raise UnknownNameError(f"unknown {self.name} {name!r}; known: {known}") from None
+
+    @contextmanager
+    def replaced(self, name: str, obj: Any) -> Iterator[Any]:
+        """Within the block, ``name`` stands for ``obj`` (registered or replaced); afterwards it is
+        as before. For tests and experiments that swap one entry for a while."""
+        missing = object()
+        before = self._entries.get(name, missing)
+        self._entries[name] = obj
+        try:
+            yield obj
+        finally:
+            if before is missing:
+                del self._entries[name]
+            else:
+                self._entries[name] = before
 
     def names(self) -> list[str]:
         return sorted(self._entries)

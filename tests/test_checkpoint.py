@@ -207,7 +207,7 @@ def test_a_checkpoint_of_the_previous_config_layout_evaluates_and_resumes(tmp_pa
     assert train(resumed, tmp_path / "run", saved)["epochs"] == 2
 
 
-def test_a_resumed_run_keeps_its_checkpoints_model_whatever_the_presets_say_now(tmp_path, monkeypatch):
+def test_a_resumed_run_keeps_its_checkpoints_model_whatever_the_presets_say_now(tmp_path):
     """A preset edited after the run started (here: SimpleCNN's dropout) must not change it."""
     from cifarnet.experiment import merge_with_checkpoint, train
     from cifarnet.models import presets
@@ -217,9 +217,9 @@ def test_a_resumed_run_keeps_its_checkpoints_model_whatever_the_presets_say_now(
     train(compose_plain("trainer.epochs=1"), tmp_path / "run")
     saved = ckpt.load(tmp_path / "run" / "checkpoints" / "epoch001_numpy.npz")
     original = presets.MODELS.get("simplecnn")
-    monkeypatch.setitem(presets.MODELS._entries, "simplecnn", lambda: {**original(), "dropout": 0.9})
-    resumed = merge_with_checkpoint(saved.meta["config"], compose_plain("trainer.epochs=2"), ["trainer.epochs"],
-                                    str(saved.path))
-    train(resumed, tmp_path / "run", saved)
+    with presets.MODELS.replaced("simplecnn", lambda: {**original(), "dropout": 0.9}):
+        resumed = merge_with_checkpoint(saved.meta["config"], compose_plain("trainer.epochs=2"), ["trainer.epochs"],
+                                        str(saved.path))
+        train(resumed, tmp_path / "run", saved)
     after = ckpt.load(tmp_path / "run" / "checkpoints" / "epoch002_numpy.npz")
     assert after.meta["model"] == saved.meta["model"] and after.meta["model"]["dropout"] == 0.5

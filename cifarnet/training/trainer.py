@@ -129,7 +129,7 @@ class Trainer:
         row = epoch_row(st, sums, self.optimizer.lr, self.model)
         for split, loader in self.eval_loaders.items():
             with np.errstate(over="ignore", invalid="ignore"):      # a non-finite loss is checked by the guard
-                result = evaluate(self.model, loader, self.num_classes, progress=self.settings.progress)
+                result = evaluate(self.model, loader, self.num_classes, self.settings.progress, self.settings.workers)
             row[f"{split}_loss"], row[f"{split}_acc"] = result.loss, result.accuracy
             self.guard.check_evaluation(split, result.loss, st.epoch + 1, st.skipped)
         improved = st.close_epoch(row, row["val_acc"] if "val" in self.eval_loaders else row.get("test_acc", ""))
