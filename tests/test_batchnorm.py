@@ -40,9 +40,9 @@ def test_eval_prediction_does_not_depend_on_the_batch(backend, rng, model_name):
     images = rng.standard_normal((9, 32, 32, 3)).astype(np.float32)
     for _ in range(3):                                    # give the running statistics some history
         model.forward(backend.asarray(images * 2 + 1), TRAIN)
-    alone = to_numpy(model(backend.asarray(images[:1])))
+    alone = to_numpy(model.forward_eval(backend.asarray(images[:1])))
     for batch in (images[:4], np.concatenate([images[:1], images[5:] * 100 - 50])):
-        inside = to_numpy(model(backend.asarray(batch)))[:1]
+        inside = to_numpy(model.forward_eval(backend.asarray(batch)))[:1]
         np.testing.assert_allclose(inside, alone, rtol=1e-5, atol=1e-5)
     trained = to_numpy(model.forward(backend.asarray(np.concatenate([images[:1], images[5:] * 100])), TRAIN)[0])[:1]
     assert not np.allclose(trained, alone, atol=1e-3)      # training mode does depend on the batch

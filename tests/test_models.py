@@ -56,7 +56,7 @@ def test_new_network_from_plain_data_alone():
     model = build_model(desc, input_shape=(16, 12, 3))
     assert list(model.children)[:3] == ["c1", "relu1", "maxpool1"]
     assert model["linear1"].in_features == 12
-    assert model(np.zeros((2, 16, 12, 3), np.float32)).shape == (2, 7)
+    assert model.forward_eval(np.zeros((2, 16, 12, 3), np.float32)).shape == (2, 7)
 
 
 def test_bad_descriptions_fail_clearly():
@@ -89,7 +89,7 @@ def test_state_dict_round_trip_and_mismatch_errors(backend):
     assert "batchnorm1.running_mean" in state and "conv1.W" in state
     dst.load_state_dict(state)
     x = backend.asarray(np.random.default_rng(0).standard_normal((2, 32, 32, 3)).astype(np.float32))
-    np.testing.assert_array_equal(to_numpy(src(x)), to_numpy(dst(x)))
+    np.testing.assert_array_equal(to_numpy(src.forward_eval(x)), to_numpy(dst.forward_eval(x)))
     assert type(dst["conv1"].params["W"]) is type(x)            # stayed on its backend
 
     other = build_model(model_description("simplecnn", num_classes=5))

@@ -25,7 +25,9 @@ from typing import Any, Callable, List, Optional
 from omegaconf import MISSING
 
 
-class Mode(Enum):
+class ModeChoice(Enum):
+    """The run's ``mode=`` (not the layers' pass mode, :class:`cifarnet.layers.Mode`)."""
+
     train = "train"
     eval = "eval"
     predict = "predict"
@@ -99,7 +101,7 @@ class Config:
     schedule: Any = MISSING
     logger: Any = field(default_factory=dict)   # logger=[]: none besides metrics.csv
     trainer: Any = MISSING           # read off cifarnet.training.TrainerSettings (register())
-    mode: Mode = Mode.train
+    mode: ModeChoice = ModeChoice.train
     seed: int = 0
     ckpt: Optional[str] = None
     resume: Optional[str] = None

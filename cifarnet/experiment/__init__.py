@@ -7,9 +7,11 @@ The command line composes the config with Hydra and hands over a plain ``dict`` 
 
 Modules, one job each: :mod:`.components` (config group -> object), :mod:`.resume` (a
 checkpoint's config merged with the command line; the best checkpoint carried over),
-:mod:`.training`, :mod:`.evaluate`, :mod:`.report` (JSON files and the evaluation text).
+:mod:`.training`, :mod:`.checkpoint_eval` (``mode=eval``), :mod:`.report` (JSON files and the
+evaluation text).
 """
 from ..models import restore_model  # re-exported: a checkpoint's model, on a backend
+from .checkpoint_eval import evaluate_checkpoint
 from .components import (
                          ConfigError,
                          describe_model,
@@ -20,7 +22,6 @@ from .components import (
                          make_lr_schedule_from,
                          make_optimizer,
 )
-from .evaluate import evaluate_checkpoint
 from .report import format_eval_report, write_json
 from .resume import carry_best_checkpoint, merge_with_checkpoint
 from .training import train

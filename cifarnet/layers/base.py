@@ -110,8 +110,9 @@ class Layer:
         ``value``; returns the output value. A leaf layer is one node; containers override this."""
         return graph.add(self, [value])
 
-    def __call__(self, x):
-        """Inference output for ``x`` (eval mode, nothing kept for backward)."""
+    def forward_eval(self, x):
+        """The unfused eval-mode output for ``x`` (nothing kept for backward): the reference the
+        fused inference plan (:func:`cifarnet.inference.infer`) is checked against."""
         return self.forward(x, INFER)[0]
 
     # -- the tree -------------------------------------------------------------------------------

@@ -1,4 +1,5 @@
-"""Evaluating a checkpoint on a test split (``mode=eval``)."""
+"""Evaluating a checkpoint on a test split (``mode=eval``); the pass over a loader itself is
+:func:`cifarnet.training.evaluate`."""
 from __future__ import annotations
 
 from pathlib import Path
