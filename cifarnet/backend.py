@@ -107,6 +107,9 @@ def array_module(x: Any) -> ModuleType:
 
     CuPy is consulted only if it has already been imported, so NumPy-only work never imports it.
     """
+    owner = getattr(x, "__cifarnet_module__", None)         # a stand-in device array (cifarnet.counting)
+    if owner is not None:
+        return owner
     cupy = sys.modules.get("cupy")
     if cupy is not None and isinstance(x, cupy.ndarray):
         return cupy
@@ -115,6 +118,8 @@ def array_module(x: Any) -> ModuleType:
 
 def to_numpy(a: Any) -> np.ndarray:
     """Copy a backend array to host memory as a NumPy array (no copy for NumPy input)."""
+    if getattr(a, "__cifarnet_module__", None) is not None:
+        return a.get()
     cupy = sys.modules.get("cupy")
     if cupy is not None and isinstance(a, cupy.ndarray):
         return cupy.asnumpy(a)

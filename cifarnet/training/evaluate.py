@@ -58,7 +58,10 @@ def evaluate(model, loader, num_classes: int, progress: bool = False, workers: i
             counts, total_loss = (cells, loss) if counts is None else (counts + cells, total_loss + loss)
             images += n
             bar.update(n)
-    confusion = to_numpy(counts).reshape(num_classes, num_classes) if counts is not None else \
-        np.zeros((num_classes, num_classes), dtype=np.int64)
-    accuracy = float(np.trace(confusion) / max(images, 1))
-    return EvalResult(float(to_numpy(total_loss)) / max(images, 1) if images else 0.0, accuracy, confusion, images)
+    if counts is None:
+        return EvalResult(0.0, 0.0, np.zeros((num_classes, num_classes), dtype=np.int64), 0)
+    xp = array_module(counts)
+    packed = to_numpy(xp.concatenate([counts.astype(np.float64), total_loss.reshape(1)]))     # one read-back
+    confusion = packed[:-1].astype(np.int64).reshape(num_classes, num_classes)
+    accuracy = float(np.trace(confusion) / images)
+    return EvalResult(float(packed[-1]) / images, accuracy, confusion, images)
