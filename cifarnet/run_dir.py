@@ -13,7 +13,8 @@ its mode: training writes ``metrics.csv``, ``result.json``, ``best_eval.json``, 
   write their own record beside it, ``.hydra-<mode>/`` and ``cifarnet-<mode>.log``
   (:func:`own_record`), so the training run's ``.hydra/`` and log are never touched.
 - ``resume=<run directory or a checkpoint in it>`` without ``hydra.run.dir`` continues in that
-  directory (:func:`of_checkpoint`); a continuation's record goes to ``.hydra-resume/``.
+  directory (:func:`of_checkpoint`): its log goes on in ``cifarnet.log``, the continuation's Hydra
+  record goes to ``.hydra-resume/`` (the run's first record stays in ``.hydra/``).
 - A run that fails before writing any output leaves nothing behind (:func:`discard_if_empty`).
 """
 from __future__ import annotations
@@ -58,12 +59,13 @@ def own_record(run_dir: str | Path, mode: str, resume: str | Path | None = None)
     """Where a job of ``mode`` about to start in ``run_dir`` keeps its Hydra record and log, as
     ``(record folder, log file name)``, when that is not Hydra's ``.hydra`` and ``cifarnet.log``:
     beside another run's record (evaluation, prediction or export into a training run's directory,
-    or a training run continued in its own directory). None: the usual names."""
+    or a training run continued in its own directory, whose log goes on in ``cifarnet.log``). None:
+    the usual names."""
     run_dir = Path(run_dir)
     if not (run_dir / ".hydra").is_dir():
         return None
     if mode == "train":
-        return (".hydra-resume", "cifarnet-resume.log") if resume and _inside(resume, run_dir) else None
+        return (".hydra-resume", "cifarnet.log") if resume and _inside(resume, run_dir) else None
     return f".hydra-{mode}", f"cifarnet-{mode}.log"
 
 
