@@ -141,7 +141,7 @@ def check_sweep(sweep_dir: str | Path, overwrite: bool = False) -> None:
     log.warning("overwrite=true: removed the earlier sweep's jobs %s from %s", ", ".join(done), sweep_dir)
 
 
-def discard_if_empty(run_dir: str | Path, record: tuple[str, str] | None = None, mode: str = "train") -> bool:
+def discard_if_empty(run_dir: str | Path, record: tuple[str, ...] | None = None, mode: str = "train") -> bool:
     """After a failure: remove what the failed job left, if it wrote none of its outputs.
 
     ``record`` is the job's own ``(record folder, log file)`` when it wrote them beside another

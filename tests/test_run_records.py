@@ -5,6 +5,7 @@ import json
 import os
 import stat
 
+import numpy as np
 import pytest
 
 from cifarnet import checkpoint as ckpt
@@ -129,10 +130,10 @@ class Probe(Tracker):
 def test_checkpoints_follow_the_umask_like_every_other_output(tmp_path):
     previous = os.umask(0o022)
     try:
-        path = ckpt.write_atomic(tmp_path / "c.npz", {"a": __import__("numpy").zeros(3)})
+        path = ckpt.write_atomic(tmp_path / "c.npz", {"a": np.zeros(3)})
         assert stat.S_IMODE(path.stat().st_mode) == 0o644
         os.umask(0o027)
-        path = ckpt.write_atomic(tmp_path / "d.npz", {"a": __import__("numpy").zeros(3)})
+        path = ckpt.write_atomic(tmp_path / "d.npz", {"a": np.zeros(3)})
         assert stat.S_IMODE(path.stat().st_mode) == 0o640
     finally:
         os.umask(previous)

@@ -150,7 +150,9 @@ def task(cfg) -> float | FailedJob:
             log.error("cifarnet: error: %s", message)
             _record_failed_job(run_dir, overrides, message)
             return FailedJob(message)
-        own = None if hc.output_subdir in (None, ".hydra") else (hc.output_subdir, _log_file().name)
+        log_file = _log_file()                         # None when Hydra's file logging is switched off
+        own = None if hc.output_subdir in (None, ".hydra") else \
+            (hc.output_subdir, *([log_file.name] if log_file else []))
         if discard_if_empty(run_dir, own, plain["mode"]):
             where = f"its record in {run_dir}" if own else f"the run directory {run_dir}"
             log.info("removed %s: the run failed before writing anything", where)
