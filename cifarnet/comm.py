@@ -10,6 +10,8 @@ several machines. What they exchange goes through a communicator, never through 
   sum over the members, in rank order;
 - ``broadcast(buffer, root=0)``: every member's buffer replaced by the root's (initial weights,
   generator states);
+- ``barrier()``: return once every member has called it (rank 0's files are written before the
+  others go on, or exit);
 - ``rank``, ``size``; ``leader``: whether this member updates the running statistics of the
   model it runs (threads that share one model: only rank 0; a process owns its model).
 
@@ -34,5 +36,18 @@ class Communicator:
     def broadcast(self, buffer, root: int = 0) -> None:
         """``buffer`` replaced by the root member's, in place."""
 
+    def barrier(self) -> None:
+        """Wait until every member has called it."""
+
 
 LOCAL = Communicator()
+
+
+def rank_zeros(comm: Communicator, decision: bool) -> bool:
+    """Rank 0's ``decision``, on every member (a time limit read off clocks that may disagree)."""
+    if comm.size == 1:
+        return decision
+    import numpy as np
+
+    (total,) = comm.sum(np.asarray([float(decision and comm.rank == 0)]))
+    return bool(total[0] > 0)

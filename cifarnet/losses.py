@@ -23,8 +23,10 @@ class SoftmaxCrossEntropy:
     def forward(self, logits, labels, keep: bool = True):
         return softmax_cross_entropy.forward(logits, labels, label_smoothing=self.label_smoothing, keep=keep)
 
-    def backward(self, ctx):
-        return softmax_cross_entropy.backward(ctx, None)[0]
+    def backward(self, ctx, scale: float | None = None):
+        """The gradient of the mean loss, times ``scale`` if given (a process's share of a global
+        batch: its size over the global batch's)."""
+        return softmax_cross_entropy.backward(ctx, scale)[0]
 
     def __call__(self, logits, labels):
         """The loss alone."""

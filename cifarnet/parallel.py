@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 
 from .blas import blas_threads, limited_blas_threads
-from .comm import Communicator
+from .comm import LOCAL, Communicator
 from .threads import default_workers, run_side_by_side
 
 MIN_IMAGES_PER_PART = 16
@@ -73,11 +73,12 @@ class ThreadGroup:
     write a set again after every thread has passed the next barrier, hence read this one.
     """
 
-    def __init__(self, parts: int):
-        self.size = parts
+    def __init__(self, parts: int, outer: Communicator = LOCAL):
+        self.size, self.outer = parts, outer
         self._barrier = threading.Barrier(parts)
         self._slots: list[list[Any]] = [[None] * parts, [None] * parts]
         self._calls = [0] * parts
+        self._shared: list[Any] = [None, None]
 
     def member(self, rank: int) -> ThreadMember:
         return ThreadMember(self, rank)
@@ -93,14 +94,25 @@ class ThreadGroup:
         self._barrier.wait()
         return slots
 
-    def _sum(self, rank: int, values: tuple) -> tuple:
+    def _sum(self, rank: int, values: tuple, outer: bool = True) -> tuple:
+        """The parts' sum; with ``outer`` (a group of processes around the threads), that sum summed
+        over the processes by part 0 alone, which hands it to the others (one more barrier)."""
+        which = self._calls[rank] % 2
         slots = self._gather(rank, values)
-        return tuple(reduce(add, (part[i] for part in slots)) for i in range(len(values)))
+        total = tuple(reduce(add, (part[i] for part in slots)) for i in range(len(values)))
+        if not outer or self.outer.size == 1:
+            return total
+        if rank == 0:
+            self._shared[which] = self.outer.sum(*total)
+        self._barrier.wait()
+        return self._shared[which]
 
 
 class ThreadMember(Communicator):
     """One part's communicator; its ``leader`` (rank 0) alone updates the shared model's running
-    statistics."""
+    statistics. ``sum`` reaches across the group's ``outer`` processes too (batch norm over the global
+    batch); ``allreduce`` and ``broadcast`` stay among the threads (the process's gradient buffer is
+    reduced over the processes once, after the threads: :func:`cifarnet.training.step.forward_backward`)."""
 
     def __init__(self, group: ThreadGroup, rank: int):
         self.group, self.rank, self.size = group, rank, group.size
@@ -113,7 +125,7 @@ class ThreadMember(Communicator):
     def allreduce(self, buffer) -> None:
         """``buffer`` replaced by the sum of every part's, in part order (each part computes the
         same sum; a second barrier keeps the buffers unchanged until every part has read them)."""
-        total, = self.group._sum(self.rank, (buffer,))
+        total, = self.group._sum(self.rank, (buffer,), outer=False)
         self.group._barrier.wait()
         buffer[...] = total
 
@@ -124,10 +136,30 @@ class ThreadMember(Communicator):
         if source is not None:
             buffer[...] = source
 
+    def barrier(self) -> None:
+        self.group._barrier.wait()
 
-def fork_generators(model, parts: int) -> list[dict[int, np.random.Generator]]:
-    """Per part, a generator for each layer of ``model`` that draws random numbers (``layer.rng``),
-    seeded from the layer's own generator, which advances: part by part, layers in model order."""
-    layers = [layer for _, layer in model.walk() if getattr(layer, "rng", None) is not None]
-    return [{id(layer): np.random.default_rng(layer.rng.integers(2**63)) for layer in layers}
-            for _ in range(parts)]
+
+class PartGenerators:
+    """The dropout generators of one part of a split batch, by the dotted name of their layer (a
+    name means the same layer in every process; an ``id`` would not)."""
+
+    def __init__(self, by_name: dict[str, np.random.Generator], names: dict[int, str]):
+        self.by_name, self._names = by_name, names
+
+    def of(self, layer) -> np.random.Generator | None:
+        """``layer``'s generator for this part, or None if it has none here."""
+        name = self._names.get(id(layer))
+        return None if name is None else self.by_name.get(name)
+
+
+def fork_generators(model, parts: int, first: int = 0, count: int | None = None) -> list[PartGenerators]:
+    """For each of ``parts`` parts of a global batch, a generator per layer of ``model`` that draws
+    random numbers (``layer.rng``), seeded from the layer's own generator, which advances: part by
+    part, layers in model order. Parts ``first .. first + count - 1`` are returned (a process of a
+    data-parallel group keeps its own parts; every process advances the layers' generators alike)."""
+    layers = [(name or "dropout", layer) for name, layer in model.walk() if getattr(layer, "rng", None) is not None]
+    names = {id(layer): name for name, layer in layers}
+    forks = [PartGenerators({name: np.random.default_rng(layer.rng.integers(2**63)) for name, layer in layers}, names)
+             for _ in range(parts)]
+    return forks[first:first + (parts - first if count is None else count)]

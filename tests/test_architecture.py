@@ -15,7 +15,7 @@ RANKS = [
     {"parallel", "inference"},
     {"training", "tracking", "export", "predict", "run_dir", "sweeps", "plot"},
     {"experiment"},
-    {"cli", "bench"},
+    {"cli", "bench", "distributed"},
     {"__main__", "__init__"},
 ]
 RANK = {name: i for i, names in enumerate(RANKS) for name in names}

@@ -155,10 +155,26 @@ def test_each_part_gets_its_own_dropout_generators_seeded_from_the_layers():
                         input_shape=(8, 8, 3), seed=0)
     drop = next(layer for _, layer in model.walk() if isinstance(layer, Dropout))
     before = drop.rng.bit_generator.state
+    name = next(name for name, layer in model.walk() if layer is drop)
     parts = fork_generators(model, 3)
-    assert [list(p) for p in parts] == [[id(drop)]] * 3
-    assert len({id(p[id(drop)]) for p in parts}) == 3 and drop.rng not in [p[id(drop)] for p in parts]
+    assert [list(p.by_name) for p in parts] == [[name]] * 3     # keyed by the layer's name, alike in every process
+    assert len({id(p.of(drop)) for p in parts}) == 3 and drop.rng not in [p.of(drop) for p in parts]
     assert drop.rng.bit_generator.state != before          # the layer's own generator advanced
+
+
+def test_a_process_keeps_its_own_parts_of_the_global_batch_generators():
+    """Process r of s, with k threads, draws from parts r*k .. r*k+k-1 of s*k: what one process with
+    s*k threads would hand those parts."""
+    def model():
+        return build_model({"arch": "resnet", "depth": 8, "widths": [4, 8, 16], "num_classes": 5, "dropout": 0.3},
+                           input_shape=(8, 8, 3), seed=0)
+
+    def states(forks):
+        return [p.by_name[name].bit_generator.state for p in forks for name in p.by_name]
+
+    whole = states(fork_generators(model(), 4))
+    assert states(fork_generators(model(), 4, first=2, count=2)) == whole[2:]
+    assert states(fork_generators(model(), 4, first=0, count=1)) == whole[:1]
 
 
 # -- the split step against one thread ------------------------------------------------------------

@@ -120,7 +120,7 @@ def test_prefetch_errors_reach_the_consumer_and_early_exit_stops_the_thread(spli
     import threading
 
     class Broken(Augmentation):
-        def __call__(self, images, rng):
+        def apply(self, images, oy, ox, flips):
             raise RuntimeError("augmentation exploded")
 
     with pytest.raises(RuntimeError, match="augmentation exploded"):
@@ -139,3 +139,19 @@ def test_bad_loader_arguments(split):
         BatchLoader(split, 100, IDENTITY, drop_last=True)
     with pytest.raises(ValueError, match="pad_mode"):
         Augmentation(pad_mode="wrap")
+
+
+@pytest.mark.parametrize("size", [2, 3])
+def test_shards_of_a_batch_are_its_parts_augmented_as_in_the_whole_batch(split, size):
+    """Each process reads only its part of every batch (data-parallel ranks); put together, the parts
+    are the batch one process gets, augmentation included."""
+    kwargs = dict(augmentation=Augmentation(crop_padding=2), shuffle=True, drop_last=True, seed=4, prefetch=0)
+    whole = list(BatchLoader(split, 16, IDENTITY, **kwargs).epoch(3))
+    shards = [list(BatchLoader(split, 16, IDENTITY, shard=(rank, size), **kwargs).epoch(3)) for rank in range(size)]
+    assert [BatchLoader(split, 16, IDENTITY, shard=(r, size)).share for r in range(size)] == \
+        [len(shards[r][0][1]) for r in range(size)]
+    for i, (x, y) in enumerate(whole):
+        np.testing.assert_array_equal(np.concatenate([s[i][0] for s in shards]), x)
+        np.testing.assert_array_equal(np.concatenate([s[i][1] for s in shards]), y)
+    with pytest.raises(ValueError, match="shard"):
+        BatchLoader(split, 16, IDENTITY, shard=(2, 2))

@@ -18,6 +18,9 @@ from pathlib import Path
 
 from .. import __version__
 from .. import checkpoint as ckpt
+from ..distributed.launch import launch
+from ..distributed.rank import finish, follow, lead, make_spec
+from ..distributed.world import in_mpi_job, world_rank, world_size
 from ..experiment import ConfigError, evaluate_checkpoint, format_eval_report, merge_with_checkpoint, train
 from ..files import replace_atomically
 from ..run_dir import check as check_run_dir
@@ -106,7 +109,10 @@ def task(cfg) -> float | FailedJob:
     overrides = list(hc.overrides.task)
     explicit = explicit_keys(overrides)
     try:
-        if plain["mode"] == "eval":
+        if in_mpi_job() and (plain["mode"] != "train" or multirun):
+            lead(None)                                 # the other ranks have nothing to do
+            raise ConfigError("under mpiexec, only a single training run (mode=train, no -m) spreads over "
+                              "the ranks; in a sweep, give each job trainer.processes=N instead")
             if not plain["ckpt"]:
                 raise ConfigError("mode=eval needs ckpt=PATH (a checkpoint .npz file or a run directory)")
             checkpoint = ckpt.resolve(plain["ckpt"], prefer="best")
@@ -135,7 +141,7 @@ def task(cfg) -> float | FailedJob:
             return shlex.join(["python", "-m", "cifarnet", f"resume={run_dir}", *others])
 
         log.info("run directory %s", run_dir)
-        summary = train(plain, run_dir, resume, resume_command=resume_command, overrides=overrides)
+        summary = _train(plain, run_dir, resume, resume_command, overrides, others, multirun)
         log.info("best %s %.2f%% at epoch %d; checkpoints in %s", summary["metric"], 100 * summary["best_metric"],
                  summary["best_epoch"], run_dir / "checkpoints")
         if multirun:
@@ -158,6 +164,25 @@ def task(cfg) -> float | FailedJob:
             log.info("removed %s: the run failed before writing anything", where)
         report_and_exit(err, emit=log.error)
         raise
+
+
+def _train(plain: dict, run_dir: Path, resume, resume_command, overrides: list[str], others: list[str],
+           multirun: bool) -> dict:
+    """Train in this process, on ``trainer.processes`` ranks it starts (:mod:`cifarnet.distributed.launch`),
+    or as rank 0 of a user's own ``mpiexec`` (the other ranks follow: :mod:`cifarnet.distributed.rank`)."""
+    processes = int(plain["trainer"].get("processes", 1))
+    resume_path = None if resume is None else resume.path
+    if in_mpi_job():
+        if processes not in (1, world_size()):
+            lead(None)
+            raise ConfigError(f"trainer.processes={processes} under mpiexec with {world_size()} ranks: leave it at 1 "
+                              "or set it to the number of ranks")
+        spec = make_spec(plain, run_dir, resume_path, overrides, others)
+        finish(spec, lead(spec))
+        return json.loads((run_dir / "result.json").read_text())
+    if processes > 1:
+        return launch(make_spec(plain, run_dir, resume_path, overrides, others), processes)
+    return train(plain, run_dir, resume, resume_command=resume_command, overrides=overrides)
 
 
 def _check_model_matches(plain: dict, explicit: list[str], checkpoint: ckpt.Checkpoint) -> None:
@@ -251,6 +276,8 @@ def main() -> None:
     if not sys.stderr.isatty():
         os.environ.setdefault("NO_COLOR", "1")  # no ANSI colours from plugins' loggers in logs and pipes
     signal.signal(signal.SIGTERM, raise_terminated)   # until training installs its own: unwind, clean up, 143
+    if in_mpi_job() and world_rank() != 0 and not {"--help", "-h", "--version"} & set(sys.argv[1:]):
+        follow()                                        # rank 0 composes the config; this rank trains with it
     schema.register()
     entry = hydra.main(version_base="1.3", config_path=config_dir(), config_name="config")(task)
     try:

@@ -8,6 +8,8 @@ import sys
 from ..backend import BackendUnavailable
 from ..checkpoint import CheckpointError
 from ..data import DataError
+from ..distributed.agreement import RankMismatch
+from ..distributed.launch import LaunchError
 from ..experiment import ConfigError
 from ..export import ExportError
 from ..models import ModelSpecError
@@ -20,7 +22,7 @@ from ..training.signals import TrainingInterrupted
 # ValueError: the library validates arguments (batch size, val_size, rates, ...) with ValueErrors
 # whose message names the value; CIFARNET_TRACEBACK=1 shows the traceback instead.
 EXPECTED = (BackendUnavailable, CheckpointError, DataError, ConfigError, ModelSpecError, UnknownNameError,
-            ExportError, NonFiniteError, RunDirectoryError, TrackerError, ValueError)
+            ExportError, NonFiniteError, RunDirectoryError, TrackerError, LaunchError, RankMismatch, ValueError)
 
 # Hydra plugins behind cifarnet's launcher and sweeper presets: the config a preset extends, the
 # preset's name, the extra that installs the plugin, and the plugin's package.

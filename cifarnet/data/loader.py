@@ -31,13 +31,19 @@ class BatchLoader:
         shuffle: draw a new order each epoch from ``(seed, epoch)``; False keeps file order.
         drop_last: drop the final incomplete batch (training); False covers every image (evaluation).
         prefetch: batches prepared ahead in a background thread (0: prepare inline).
+        shard: ``(rank, size)``: this process reads and augments only part ``rank`` of ``size``
+            of every batch (data-parallel processes); the parts are those of
+            :func:`cifarnet.parallel.part_edges`, and each image's augmentation is the one it gets
+            in the whole batch.
     Yields:
-        x ``(B, H, W, C)`` ``dtype`` and y ``(B,)`` int64, both on ``backend``.
+        x ``(B, H, W, C)`` ``dtype`` and y ``(B,)`` int64 (B: this shard's part of the batch),
+        both on ``backend``.
     """
 
     def __init__(self, split: Split, batch_size: int, normalization: Normalization, *,
                  backend: Backend = NUMPY, augmentation: Augmentation | None = None, shuffle: bool = False,
-                 drop_last: bool = False, seed: int = 0, prefetch: int = 2, dtype: Any = np.float32):
+                 drop_last: bool = False, seed: int = 0, prefetch: int = 2, dtype: Any = np.float32,
+                 shard: tuple[int, int] = (0, 1)):
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         if drop_last and batch_size > len(split):
@@ -45,10 +51,20 @@ class BatchLoader:
         self.split, self.batch_size, self.normalization = split, batch_size, normalization
         self.backend, self.augmentation, self.shuffle = backend, augmentation, shuffle
         self.drop_last, self.seed, self.prefetch, self.dtype = drop_last, seed, prefetch, dtype
+        rank, size = shard
+        if not 0 <= rank < size:
+            raise ValueError(f"shard must be (rank, size) with 0 <= rank < size, got {shard}")
+        self.shard = shard
 
     def __len__(self) -> int:
         n, b = len(self.split), self.batch_size
         return n // b if self.drop_last else -(-n // b)
+
+    @property
+    def share(self) -> int:
+        """Images of a full batch this shard takes."""
+        rank, size = self.shard
+        return self.batch_size * (rank + 1) // size - self.batch_size * rank // size
 
     def order(self, epoch: int) -> np.ndarray:
         """Indices of the split in the order epoch ``epoch`` visits them."""
@@ -60,9 +76,12 @@ class BatchLoader:
         """Batch ``index`` of epoch ``epoch``, prepared in the calling thread."""
         order = self.order(epoch) if order is None else order
         idx = np.sort(order[index * self.batch_size:(index + 1) * self.batch_size])
-        images, labels = self.split.images[idx], self.split.labels[idx]         # B, H, W, C uint8
+        rank, size = self.shard
+        start, stop = len(idx) * rank // size, len(idx) * (rank + 1) // size    # part_edges' part
+        images, labels = self.split.images[idx[start:stop]], self.split.labels[idx[start:stop]]  # B, H, W, C uint8
         if self.augmentation is not None:
-            images = self.augmentation(images, np.random.default_rng([self.seed, epoch, index, 0xA09]))
+            draws = self.augmentation.draw(len(idx), np.random.default_rng([self.seed, epoch, index, 0xA09]))
+            images = self.augmentation.apply(images, *(d[start:stop] for d in draws))
         x = self.normalization(self.backend.asarray(images), self.dtype)
         return x, self.backend.asarray(labels)
 

@@ -97,15 +97,16 @@ def normalization_for(data_cfg: dict[str, Any], dataset: Dataset) -> Normalizati
 
 
 def make_loaders(data_cfg: dict[str, Any], dataset: Dataset, norm: Normalization, backend, seed: int,
-                 dtype) -> tuple[BatchLoader, dict[str, BatchLoader]]:
-    """The shuffled, augmented training loader and the evaluation loaders (``val`` if carved, ``test``)."""
+                 dtype, shard: tuple[int, int] = (0, 1)) -> tuple[BatchLoader, dict[str, BatchLoader]]:
+    """The shuffled, augmented training loader (this process's ``shard`` of every batch: ``(rank,
+    size)``) and the evaluation loaders (``val`` if carved, ``test``)."""
     aug_cfg = data_cfg["augment"]
     augmentation = None
     if aug_cfg["enabled"]:
         augmentation = Augmentation(aug_cfg["crop_padding"], enum_value(aug_cfg["pad_mode"]), aug_cfg["flip"])
     common = {"backend": backend, "prefetch": data_cfg["prefetch"], "dtype": dtype}
     train = BatchLoader(dataset.train, data_cfg["batch_size"], norm, augmentation=augmentation, shuffle=True,
-                        drop_last=True, seed=seed, **common)
+                        drop_last=True, seed=seed, shard=shard, **common)
     evals = {}
     if dataset.val is not None:
         evals["val"] = BatchLoader(dataset.val, data_cfg["eval_batch_size"], norm, **common)

@@ -8,10 +8,12 @@ from pathlib import Path
 from typing import Any
 
 from .. import checkpoint as ckpt
+from ..comm import LOCAL, Communicator
 from ..data import Normalization
 from ..models import build_model, restore_model
 from ..parallel import parts_for
 from ..run_dir import check as check_run_dir
+from ..threads import default_workers
 from ..tracking import make_trackers
 from ..training import evaluate
 from ..training.hooks import Hook
@@ -39,7 +41,8 @@ log = logging.getLogger("cifarnet.experiment")
 
 
 def train(cfg: dict[str, Any], run_dir: str | Path, resume_from: ckpt.Checkpoint | None = None,
-          resume_command=None, overrides: list[str] | None = None, hooks: Sequence[Hook] = ()) -> dict[str, Any]:
+          resume_command=None, overrides: list[str] | None = None, hooks: Sequence[Hook] = (),
+          comm: Communicator = LOCAL) -> dict[str, Any]:
     """Train as ``cfg`` says, writing metrics and checkpoints under ``run_dir``.
 
     With ``resume_from``, weights, optimizer state, schedule position, epoch counter, RNG states
@@ -52,7 +55,8 @@ def train(cfg: dict[str, Any], run_dir: str | Path, resume_from: ckpt.Checkpoint
     the trackers the config names.
 
     Everything the config names is checked (optimizer arguments, trackers, the init checkpoint)
-    before the data loads.
+    before the data loads. With ``comm`` a group of processes (:mod:`cifarnet.distributed`), each
+    trains on its share of every batch and rank 0 alone writes files and talks to trackers.
 
     Raises:
         RunDirectoryError: ``run_dir`` holds an earlier run (see :mod:`cifarnet.run_dir`).
@@ -63,21 +67,27 @@ def train(cfg: dict[str, Any], run_dir: str | Path, resume_from: ckpt.Checkpoint
     run_dir = Path(run_dir)
     tcfg = cfg["trainer"]
     settings = TrainerSettings(**accepted(TrainerSettings, {k: enum_value(v) for k, v in tcfg.items()}))
-    check_run_dir(run_dir, "train", bool(cfg.get("overwrite")), resume_from.path if resume_from else None)
+    writes = comm.rank == 0
+    if settings.workers is None and comm.size > 1:          # the machine's cores shared among its processes
+        settings.workers = max(1, default_workers() // getattr(comm, "local_size", comm.size))
+    if writes:
+        check_run_dir(run_dir, "train", bool(cfg.get("overwrite")), resume_from.path if resume_from else None)
     seed, dtype = int(cfg["seed"]), dtype_of(cfg)
     optimizer = make_optimizer(cfg["optimizer"])
     # a resumed run keeps the checkpoint's own description, whatever the presets say today
     description = dict(resume_from.meta["model"]) if resume_from is not None else describe_model(cfg["model"])
     init_from = ckpt.resolve(cfg["init_from"], prefer="best") if cfg.get("init_from") and not resume_from else None
-    trackers = make_trackers(cfg.get("logger"))
+    trackers = make_trackers(cfg.get("logger")) if writes else []
     backend = make_backend(cfg["backend"])
     dataset = load_data(cfg["data"], seed)
-    run_dir.mkdir(parents=True, exist_ok=True)
+    if writes:
+        run_dir.mkdir(parents=True, exist_ok=True)
     if resume_from is not None or init_from is not None:
         norm = Normalization.from_dict((resume_from or init_from).meta["normalization"])
     else:
         norm = normalization_for(cfg["data"], dataset)
-    train_loader, eval_loaders = make_loaders(cfg["data"], dataset, norm, backend, seed, dtype)
+    train_loader, eval_loaders = make_loaders(cfg["data"], dataset, norm, backend, seed, dtype,
+                                              shard=(comm.rank, comm.size))
 
     requested = cfg["model"].get("num_classes")
     if requested is not None and requested != dataset.num_classes:
@@ -103,7 +113,8 @@ def train(cfg: dict[str, Any], run_dir: str | Path, resume_from: ckpt.Checkpoint
                               f"{settings.epochs}; ask for more, e.g. trainer.epochs={state.epoch + 1}")
         log.info("resuming from %s at epoch %d, batch %d (step %d)", resume_from.path, state.epoch + 1,
                  state.batch, state.step)
-        carry_best_checkpoint(resume_from, state, run_dir / "checkpoints")
+        if writes:
+            carry_best_checkpoint(resume_from, state, run_dir / "checkpoints")
     model.to(backend)
 
     steps_per_epoch = len(train_loader)
@@ -119,10 +130,12 @@ def train(cfg: dict[str, Any], run_dir: str | Path, resume_from: ckpt.Checkpoint
         tracker.start(run_dir, dict(cfg, model=description), resumed=resume_from is not None)
     trainer = Trainer(model, optimizer, lr_schedule, dropout_schedule, train_loader, eval_loaders,
                       dataset.num_classes, run_dir, settings, meta, resume_command=resume_command,
-                      hooks=[*trackers, *hooks])
-    parts, workers = parts_for(cfg["data"]["batch_size"], tcfg.get("workers"), backend.xp), tcfg.get("workers")
-    log.info("training batches of %d images %s (trainer.workers=%s)", cfg["data"]["batch_size"],
-             f"split between {parts} threads" if parts > 1 else "on one thread",
+                      hooks=[*trackers, *hooks] if writes else [], comm=comm)
+    parts, workers = parts_for(train_loader.share, settings.workers, backend.xp), tcfg.get("workers")
+    where = f"split between {parts} threads" if parts > 1 else "on one thread"
+    if comm.size > 1:
+        where = f"split between {comm.size} processes, each part {where}"
+    log.info("training batches of %d images %s (trainer.workers=%s)", cfg["data"]["batch_size"], where,
              "null" if workers is None else workers)
     try:
         state = trainer.fit(state)
@@ -130,7 +143,10 @@ def train(cfg: dict[str, Any], run_dir: str | Path, resume_from: ckpt.Checkpoint
         for tracker in trackers:
             tracker.finish([], failed=True)
         raise
-    best_path = trainer.best_checkpoint()
+    best_path = trainer.keeper.best()
+    if not writes:
+        return {"status": "completed", "best_metric": state.best_metric, "best_epoch": state.best_epoch,
+                "epochs": state.epoch, "run_dir": str(run_dir)}
     if best_path is not None:                  # per-class accuracy and confusion of the best epoch
         best = ckpt.load(best_path)
         result = evaluate(restore_model(best, backend, dtype), eval_loaders["test"], dataset.num_classes)

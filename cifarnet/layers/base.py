@@ -46,19 +46,19 @@ class Mode:
         reducer: adds batch norm's per-channel sums over the parts of a split batch
             (:data:`cifarnet.functional.LOCAL`: this call's batch only); its ``leader`` alone
             updates the running statistics.
-        generators: dropout layer id -> the generator this part of a split batch draws its masks
-            from; a layer not in it draws from its own.
+        generators: the generators this part of a split batch draws its dropout masks from
+            (:class:`cifarnet.parallel.PartGenerators`, by layer name); a layer not in it, or
+            every layer when None, draws from its own.
     """
 
     training: bool = False
     keep: bool = True
     reducer: Any = LOCAL
-    generators: Mapping[int, np.random.Generator] | None = None
+    generators: Any = None
 
     def generator(self, layer) -> np.random.Generator:
-        if self.generators and id(layer) in self.generators:
-            return self.generators[id(layer)]
-        return layer.rng
+        own = self.generators.of(layer) if self.generators is not None else None
+        return layer.rng if own is None else own
 
     def part(self, reducer, generators) -> Mode:
         """This mode for one part of a split batch."""

@@ -8,6 +8,7 @@ import numpy as np
 from tqdm import tqdm
 
 from ..backend import array_module, to_numpy
+from ..comm import LOCAL, Communicator
 from ..inference import InferencePlan, infer
 from ..losses import SoftmaxCrossEntropy
 
@@ -33,7 +34,8 @@ class EvalResult:
                 "class_names": names, "confusion_matrix": self.confusion.tolist()}
 
 
-def evaluate(model, loader, num_classes: int, progress: bool = False, workers: int | None = None) -> EvalResult:
+def evaluate(model, loader, num_classes: int, progress: bool = False, workers: int | None = None,
+             comm: Communicator = LOCAL) -> EvalResult:
     """Run ``model`` in eval mode over every batch of ``loader`` (epoch 0), each batch split
     between ``workers`` threads (:func:`cifarnet.inference.infer`; None: one per core).
 
@@ -43,25 +45,34 @@ def evaluate(model, loader, num_classes: int, progress: bool = False, workers: i
 
     Uses no random numbers, so evaluating never disturbs training's generators; runs the model's
     fused inference plan (:mod:`cifarnet.inference`), built once for the pass.
+
+    With ``comm`` a group of processes, each evaluates every ``size``-th batch (from its ``rank``)
+    and the sums are added across them once, at the end: every process gets the whole result.
     """
     plan = InferencePlan(model)
     loss_fn = SoftmaxCrossEntropy()
     counts = total_loss = None
-    images = 0
     with tqdm(total=len(loader.split), desc="evaluating", unit="img", leave=False,
               disable=not (progress and sys.stderr.isatty())) as bar:
-        for x, y in loader.epoch(0):
+        batches = loader.epoch(0) if comm.size == 1 else \
+            (loader.batch(0, i) for i in range(comm.rank, len(loader), comm.size))
+        for x, y in batches:
             logits = infer(plan, x, workers)
             xp, n = array_module(logits), len(y)
             loss = loss_fn(logits, y).astype(np.float64) * n
             cells = xp.bincount(y * num_classes + logits.argmax(axis=1), minlength=num_classes * num_classes)
             counts, total_loss = (cells, loss) if counts is None else (counts + cells, total_loss + loss)
-            images += n
             bar.update(n)
     if counts is None:
+        packed = np.zeros(num_classes * num_classes + 1)
+    else:
+        xp = array_module(counts)
+        packed = to_numpy(xp.concatenate([counts.astype(np.float64), total_loss.reshape(1)]))     # one read-back
+    if comm.size > 1:
+        packed, = comm.sum(packed)
+    images = int(packed[:-1].sum())
+    if images == 0:
         return EvalResult(0.0, 0.0, np.zeros((num_classes, num_classes), dtype=np.int64), 0)
-    xp = array_module(counts)
-    packed = to_numpy(xp.concatenate([counts.astype(np.float64), total_loss.reshape(1)]))     # one read-back
     confusion = packed[:-1].astype(np.int64).reshape(num_classes, num_classes)
     accuracy = float(np.trace(confusion) / images)
     return EvalResult(float(packed[-1]) / images, accuracy, confusion, images)

@@ -21,19 +21,24 @@ class CheckpointKeeper:
 
     Keeps the last ``keep_last`` epoch checkpoints of ``backend`` and one best checkpoint (whichever
     backend wrote it); an interrupt checkpoint goes once the run has passed it. ``hooks`` hear of
-    every write before and after it (:meth:`Hook.on_checkpoint`).
+    every write before and after it (:meth:`Hook.on_checkpoint`). With ``writes`` False (a process of
+    a data-parallel run other than rank 0) it names the files rank 0 writes and touches none.
     """
 
-    def __init__(self, folder: str | Path, backend: str, keep_last: int, hooks: Sequence[Hook] = ()):
+    def __init__(self, folder: str | Path, backend: str, keep_last: int, hooks: Sequence[Hook] = (),
+                 writes: bool = True):
         self.folder, self.backend, self.keep_last, self.hooks = Path(folder), backend, keep_last, list(hooks)
+        self.writes = writes
 
     def clean(self) -> None:
         """Remove temporary files an interrupted write left behind."""
-        if self.folder.is_dir():
+        if self.writes and self.folder.is_dir():
             for tmp in ckpt.remove_stale_temporaries(self.folder):
                 log.warning("removed %s, left by an interrupted checkpoint write", tmp)
 
     def write(self, path: Path, arrays: dict[str, np.ndarray], kind: str) -> Path:
+        if not self.writes:
+            return path
         for hook in self.hooks:
             hook.on_checkpoint(path, kind, written=False)
         ckpt.write_atomic(path, arrays)
@@ -44,6 +49,8 @@ class CheckpointKeeper:
     def end_of_epoch(self, epoch: int, arrays: dict[str, np.ndarray], improved: bool) -> None:
         """The checkpoint of ``epoch`` (and, if it ``improved``, the best one), then the rotation."""
         self.write(self.folder / ckpt.epoch_name(epoch, self.backend), arrays, "epoch")
+        if not self.writes:
+            return
         if improved:
             best = self.write(self.folder / ckpt.best_name(self.backend), arrays, "best")
             for other in self.folder.glob("best_*.npz"):         # one best file, whichever backend wrote it

@@ -78,3 +78,10 @@ class EpochBar:
 
     def close(self) -> None:
         self.bar.close()
+
+
+def accumulate(sums: dict[str, float], loss: float, correct: float, images: int) -> None:
+    """Add a step's mean ``loss``, number ``correct`` and ``images`` to the epoch's running ``sums``."""
+    sums["loss"] += loss * images
+    sums["correct"] += correct
+    sums["images"] += images

@@ -21,6 +21,13 @@ class TrainerSettings:
         nonfinite: ``"stop"`` raises :class:`NonFiniteError`; ``"skip"`` drops the batch and counts it.
         workers: threads each training batch is split between, batch norm synchronised
             (:mod:`cifarnet.parallel`); None: one per core, 1: none.
+        processes: processes one run is spread over (data-parallel, on MPI: :mod:`cifarnet.distributed`;
+            each takes its share of every batch); 1: this process alone. ``workers`` then counts the
+            threads of each process (None: the cores of its machine shared among its processes).
+        sync_batchnorm: with several processes, batch norm normalises over the global batch (its
+            per-channel sums cross the processes twice per layer and step: the same arithmetic as
+            one process); False: over each process's share (its own statistics, PyTorch DDP's
+            default; less traffic, and the running statistics rank 0 saves are its own).
         stop_after_minutes: end cleanly at the last epoch boundary before this much training time
             has passed (the next epoch is predicted to take as long as the last), so that a long
             run goes in pieces that each fit a time limit; None: no limit.
@@ -36,6 +43,8 @@ class TrainerSettings:
     progress: bool = True
     nonfinite: str = "stop"
     workers: int | None = None
+    processes: int = 1
+    sync_batchnorm: bool = True
     stop_after_minutes: float | None = None
     handle_signals: bool = True
 
@@ -46,6 +55,8 @@ class TrainerSettings:
             raise ValueError(f"trainer.keep_last must be >= 1, got {self.keep_last}")
         if self.nonfinite not in ("stop", "skip"):
             raise ValueError(f"trainer.nonfinite must be 'stop' or 'skip', got {self.nonfinite!r}")
+        if self.processes < 1:
+            raise ValueError(f"trainer.processes must be >= 1, got {self.processes}")
         if self.stop_after_minutes is not None and self.stop_after_minutes <= 0:
             raise ValueError(f"trainer.stop_after_minutes must be > 0 (or null), got {self.stop_after_minutes}")
 

@@ -1,10 +1,13 @@
 """SIGINT and SIGTERM during training: finish the step, write a resumable checkpoint, stop."""
 from __future__ import annotations
 
+import logging
 import signal
 import threading
 from contextlib import contextmanager
 from pathlib import Path
+
+log = logging.getLogger("cifarnet.training.trainer")
 
 
 class TrainingInterrupted(RuntimeError):
@@ -54,3 +57,12 @@ class StopRequest:
         finally:
             for s, h in previous.items():
                 signal.signal(s, h)
+
+
+def announce_stop(signum: int, state, steps_per_epoch: int, path: Path, resume_command: str) -> TrainingInterrupted:
+    """Log where a signal stopped training (``state``: the :class:`TrainState`) and how to go on; the
+    exception to raise."""
+    log.warning("%s received: stopped after step %d (epoch %d, batch %d of %d); checkpoint %s",
+                signal.Signals(signum).name, state.step, state.epoch + 1, state.batch, steps_per_epoch, path)
+    log.warning("resume with: %s", resume_command)
+    return TrainingInterrupted(signum, path)

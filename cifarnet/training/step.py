@@ -3,11 +3,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import partial
+from signal import SIGINT, SIGTERM
 from typing import Any
 
 import numpy as np
 
 from ..backend import array_module, to_numpy
+from ..comm import LOCAL, Communicator
 from ..layers import TRAIN, Mode
 from ..losses import SoftmaxCrossEntropy
 from ..optim import Optimizer
@@ -26,8 +28,32 @@ class StepResult:
     grads: dict[str, Any]
 
 
+def thread_group(share: int, workers: int | None, xp, comm: Communicator = LOCAL,
+                 sync_batchnorm: bool = True) -> ThreadGroup | None:
+    """The communicator of the threads a batch share of ``share`` images is split between, reaching
+    across ``comm``'s processes for batch norm if ``sync_batchnorm``; None for one thread in one process."""
+    parts = parts_for(share, workers, xp)
+    if parts == 1 and comm.size == 1:
+        return None
+    return ThreadGroup(parts, comm if sync_batchnorm else LOCAL)
+
+
+@dataclass
+class StepSummary:
+    """A step as the host sees it: the batch's mean ``loss``, the number ``correct``, whether every
+    gradient is ``finite``, the ``images`` in the (global) batch, and whether any process asked to
+    ``stop`` (the signal's number, or None)."""
+
+    loss: float
+    correct: float
+    finite: bool
+    images: int
+    stop: int | None = None
+
+
 def forward_backward(model, loss_fn: SoftmaxCrossEntropy, x, y, workers: int | None = None,
-                     mode: Mode = TRAIN, group: ThreadGroup | None = None) -> StepResult:
+                     mode: Mode = TRAIN, group: ThreadGroup | None = None, comm: Communicator = LOCAL,
+                     total: int | None = None) -> StepResult:
     """Forward, loss and backward on one batch; the images get no gradient. The gradients are
     written into the model's flat store (``model.store.grads``).
 
@@ -39,27 +65,36 @@ def forward_backward(model, loss_fn: SoftmaxCrossEntropy, x, y, workers: int | N
     parts' gradient buffers are summed by the group's ``allreduce``. The result equals the
     one-thread step up to rounding.
 
+    With ``comm`` a group of processes (:mod:`cifarnet.distributed`), ``x`` and ``y`` are this
+    process's share of a global batch of ``total`` images: batch norm's sums reach across the
+    processes too (if ``group.outer`` is ``comm``), the loss gradient is scaled to the global mean,
+    and the gradient buffer is summed over the processes once, after the threads. The parts of
+    every process together are the parts of the global batch: ``comm.size * parts`` of them, with
+    the dropout generators a one-process run with that many threads would use.
+
     Args:
         x: ``(N, H, W, C)`` images on the model's backend;  y: ``(N,)`` integer labels.
+        total: the global batch (``N`` if None); ``StepResult.loss`` stays this share's mean.
     """
     n = x.shape[0]
     store = FlatStore.of(model)
     parts = parts_for(n, workers, array_module(x))
-    if parts < 2:
+    scale = None if total is None or total == n else n / total
+    if parts < 2 and comm.size == 1:
         logits, ctx = model.forward(x, mode)
         loss, loss_ctx = loss_fn.forward(logits, y)
-        model.backward(ctx, loss_fn.backward(loss_ctx), need_dx=False, into=store.grad_views)
+        model.backward(ctx, loss_fn.backward(loss_ctx, scale), need_dx=False, into=store.grad_views)
         return StepResult(loss, logits, store.grad_views)
     edges = part_edges(n, parts)
-    group = group if group is not None and group.size == parts else ThreadGroup(parts)
+    group = group if group is not None and group.size == parts else ThreadGroup(parts, comm)
     members = [group.member(rank) for rank in range(parts)]
-    modes = [mode.part(member, generators) for member, generators in zip(members, fork_generators(model, parts),
-                                                                        strict=True)]
+    forks = fork_generators(model, comm.size * parts, first=comm.rank * parts, count=parts)
+    modes = [mode.part(member, generators) for member, generators in zip(members, forks, strict=True)]
     forwards = run_parts([partial(model.forward, x[a:b], m) for (a, b), m in zip(edges, modes, strict=True)],
                          on_error=group.abort)
     logits = array_module(x).concatenate([out for out, _ in forwards])
     loss, loss_ctx = loss_fn.forward(logits, y)
-    dlogits = loss_fn.backward(loss_ctx)
+    dlogits = loss_fn.backward(loss_ctx, scale)
 
     def backward(rank: int, ctx, a: int, b: int) -> None:
         buffer, views = store.part_grads(parts)[rank]
@@ -69,18 +104,26 @@ def forward_backward(model, loss_fn: SoftmaxCrossEntropy, x, y, workers: int | N
     run_parts([partial(backward, rank, ctx, a, b) for rank, ((a, b), (_, ctx)) in enumerate(zip(edges, forwards,
                                                                                                strict=True))],
               on_error=group.abort)
+    comm.allreduce(store.grads)                        # over the processes (nothing crosses for one)
     return StepResult(loss, logits, store.grad_views)
 
 
-def read_back(result: StepResult, y, grads) -> tuple[float, float, bool]:
-    """``(loss, number correct, whether every gradient is finite)`` of a step, read from the device in
-    one transfer (one host sync on a GPU): the three are reduced there and stacked first."""
+def read_back(result: StepResult, y, grads, comm: Communicator = LOCAL, stop: int | None = None) -> StepSummary:
+    """What a step did, read from the device in one transfer (one host sync on a GPU): the values
+    are reduced there and stacked first. Across processes (``comm``) they are summed in one more
+    exchange, so every process sees the global batch's loss and count, and a stop any of them asked
+    for (the number of a signal it received, ``stop``: SIGINT wins over SIGTERM)."""
     xp = array_module(result.logits)
-    summary = xp.stack([xp.asarray(result.loss, dtype=np.float64),
+    n = len(y)
+    summary = xp.stack([xp.asarray(result.loss, dtype=np.float64) * n,
                         (result.logits.argmax(axis=1) == y).sum().astype(np.float64),
                         xp.isfinite(grads).all().astype(np.float64)])
-    loss, correct, finite = (float(v) for v in to_numpy(summary))
-    return loss, correct, bool(finite)
+    values = [float(v) for v in to_numpy(summary)] + [float(n), float(stop == SIGINT), float(stop == SIGTERM)]
+    if comm.size > 1:
+        values = [float(v) for v in comm.sum(np.asarray(values))[0]]
+    loss_sum, correct, finite, images, interrupts, terminations = values
+    agreed = SIGINT if interrupts else SIGTERM if terminations else None
+    return StepSummary(loss_sum / images, correct, finite == comm.size, int(images), agreed)
 
 
 def train_step(model, loss_fn: SoftmaxCrossEntropy, optimizer: Optimizer, x, y, workers: int | None = None) -> tuple:

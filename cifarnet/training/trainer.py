@@ -11,19 +11,19 @@ from typing import Any
 
 import numpy as np
 
+from ..comm import LOCAL, Communicator, rank_zeros
 from ..losses import SoftmaxCrossEntropy
-from ..parallel import ThreadGroup, parts_for
 from ..schedules import set_dropout_rate
 from ..store import FlatStore
 from .evaluate import evaluate
 from .guard import NonFiniteGuard
 from .hooks import Hook
 from .keeper import CheckpointKeeper, pack_run
-from .metrics import EpochBar, epoch_line, epoch_row, statistics_note, write_metrics
+from .metrics import EpochBar, accumulate, epoch_line, epoch_row, statistics_note, write_metrics
 from .settings import TrainerSettings, out_of_time
-from .signals import StopRequest, TrainingInterrupted
+from .signals import StopRequest, TrainingInterrupted, announce_stop
 from .state import TrainState
-from .step import forward_backward, read_back
+from .step import StepSummary, forward_backward, read_back, thread_group
 
 log = logging.getLogger(__name__)
 
@@ -35,24 +35,27 @@ class Trainer:
     ``eval_loaders`` (``{"val": ..., "test": ...}``, either may be absent; selection uses ``val``
     if present); ``run_dir`` (gets ``metrics.csv`` and ``checkpoints/``); ``meta`` (static checkpoint
     metadata); ``resume_command`` (path -> the command that continues the run); ``hooks`` (told of
-    every step, epoch and checkpoint: :class:`Hook`; trackers are hooks).
+    every step, epoch and checkpoint: :class:`Hook`); ``comm`` (the processes of a data-parallel run,
+    :mod:`cifarnet.distributed`: they agree on every step, stop and time limit; rank 0 writes files).
     """
 
     def __init__(self, model, optimizer, lr_schedule: Callable[[int], float],
                  dropout_schedule: Callable[[float], float] | None, train_loader, eval_loaders: dict[str, Any],
                  num_classes: int, run_dir: str | Path, settings: TrainerSettings, meta: dict[str, Any],
-                 resume_command: Callable[[Path], str] | None = None, hooks: Sequence[Hook] = ()):
+                 resume_command: Callable[[Path], str] | None = None, hooks: Sequence[Hook] = (),
+                 comm: Communicator = LOCAL):
         self.model, self.optimizer, self.lr_schedule, self.dropout_schedule = model, optimizer, lr_schedule, \
             dropout_schedule
         self.train_loader, self.eval_loaders, self.num_classes = train_loader, eval_loaders, num_classes
         self.run_dir, self.settings, self.meta, self.hooks = Path(run_dir), settings, meta, list(hooks)
         self.loss_fn = SoftmaxCrossEntropy(settings.label_smoothing)
+        self.comm, self.writes, self.bar_shown = comm, comm.rank == 0, settings.progress and comm.rank == 0
         self.keeper = CheckpointKeeper(self.run_dir / "checkpoints", meta.get("backend", "numpy"), settings.keep_last,
-                                       self.hooks)
+                                       self.hooks, writes=self.writes)
         self.guard, self.stop = NonFiniteGuard(settings.nonfinite), StopRequest()
         self.resume_command = resume_command or (lambda p: f"python -m cifarnet resume={p}")
-        parts = parts_for(train_loader.batch_size, settings.workers, FlatStore.of(model).backend.xp)
-        self.group = ThreadGroup(parts) if parts > 1 else None      # the parts' communicator, for every step
+        self.group = thread_group(train_loader.share, settings.workers, FlatStore.of(model).backend.xp, comm,
+                                  settings.sync_batchnorm)        # the threads' communicator, for every step
         self.state, self.stopped_early = TrainState(), False       # stopped_early: at stop_after_minutes
 
     def fit(self, state: TrainState | None = None) -> TrainState:
@@ -64,9 +67,9 @@ class Trainer:
                 while self.state.epoch < self.settings.epochs and not self.stopped_early:
                     epoch_started = time.perf_counter()
                     self._run_epoch()
-                    st, limit = self.state, self.settings.stop_after_minutes
-                    self.stopped_early = st.epoch < self.settings.epochs and out_of_time(
-                        limit, started, epoch_started, st.epoch, self.settings.epochs)
+                    epoch, epochs = self.state.epoch, self.settings.epochs
+                    self.stopped_early = rank_zeros(self.comm, epoch < epochs and out_of_time(
+                        self.settings.stop_after_minutes, started, epoch_started, epoch, epochs))
                 if self.stopped_early:
                     log.info("continue with: %s", self.resume_command(self.keeper.newest()))
             except KeyboardInterrupt:
@@ -76,17 +79,13 @@ class Trainer:
         return self.state
 
     def checkpoint_arrays(self) -> dict[str, np.ndarray]:
-        return pack_run(self.model, self.optimizer, self.meta, self.state)
-
-    def best_checkpoint(self) -> Path | None:
-        """The best checkpoint of this run, or None if there is none (yet)."""
-        return self.keeper.best()
+        """The checkpoint's entries (none on a process that does not write)."""
+        return pack_run(self.model, self.optimizer, self.meta, self.state) if self.writes else {}
 
     def _run_epoch(self) -> None:
         st, steps_per_epoch = self.state, len(self.train_loader)
         sums = {"loss": 0.0, "correct": 0.0, "images": 0.0, "seconds": 0.0, **st.partial}
-        bar = EpochBar(steps_per_epoch, st.batch, f"epoch {st.epoch + 1}/{self.settings.epochs}",
-                       self.settings.progress)
+        bar = EpochBar(steps_per_epoch, st.batch, f"epoch {st.epoch + 1}/{self.settings.epochs}", self.bar_shown)
         tick = time.perf_counter()
         for x, y in self.train_loader.epoch(st.epoch, start_batch=st.batch):
             self.optimizer.lr = lr = self.lr_schedule(st.step)
@@ -94,34 +93,35 @@ class Trainer:
                 set_dropout_rate(self.model, self.dropout_schedule(st.epoch + st.batch / steps_per_epoch))
             for hook in self.hooks:
                 hook.log_step(st.step, lr)
-            loss, correct = self._step(x, y)
+            done = self._step(x, y)
             st.batch += 1
-            if loss is not None:
+            if done.finite:
                 st.step += 1
-                sums["loss"], sums["correct"], sums["images"] = sums["loss"] + loss * len(y), \
-                    sums["correct"] + correct, sums["images"] + len(y)
+                accumulate(sums, done.loss, done.correct, done.images)
             bar.advance(sums, lr, sums["seconds"] + time.perf_counter() - tick)
-            if self.stop.signum is not None:
+            if done.stop is not None:
                 bar.close()
-                self._interrupt(dict(sums, seconds=sums["seconds"] + time.perf_counter() - tick))
+                self._interrupt(dict(sums, seconds=sums["seconds"] + time.perf_counter() - tick), done.stop)
         bar.close()
         sums["seconds"] += time.perf_counter() - tick
         self._finish_epoch(sums)
 
-    def _step(self, x, y) -> tuple[float | None, float]:
-        """One optimisation step with one read-back of (loss, correct, gradients finite); returns
-        (loss, correct), or (None, 0) for a skipped batch."""
+    def _step(self, x, y) -> StepSummary:
+        """One optimisation step, one read-back (:func:`read_back`); a skipped batch comes back not ``finite``."""
         st = self.state
         self.guard.before(self.model)
         with np.errstate(over="ignore", invalid="ignore"):     # overflow is caught by the guard, by name
-            result = forward_backward(self.model, self.loss_fn, x, y, self.settings.workers, group=self.group)
-            loss, correct, finite = read_back(result, y, self.model.store.grads)     # the step's one host sync
+            result = forward_backward(self.model, self.loss_fn, x, y, self.settings.workers, group=self.group,
+                                      comm=self.comm, total=self.train_loader.batch_size)
+            done = read_back(result, y, self.model.store.grads, self.comm,       # the step's one host sync
+                             stop=self.stop.signum)
         where = f"epoch {st.epoch + 1}, step {st.step + 1} (batch {st.batch + 1} of the epoch)"
-        if not self.guard.check(self.model, loss, bool(finite), where):
+        if not self.guard.check(self.model, done.loss, done.finite, where):
             st.skipped += 1
-            return None, 0.0
+            done.finite = False
+            return done
         self.optimizer.step(self.model, result.grads)
-        return loss, correct
+        return done
 
     def _finish_epoch(self, sums: dict[str, float]) -> None:
         st = self.state
@@ -129,21 +129,21 @@ class Trainer:
         row = epoch_row(st, sums, self.optimizer.lr, self.model)
         for split, loader in self.eval_loaders.items():
             with np.errstate(over="ignore", invalid="ignore"):      # a non-finite loss is checked by the guard
-                result = evaluate(self.model, loader, self.num_classes, self.settings.progress, self.settings.workers)
-            row[f"{split}_loss"], row[f"{split}_acc"] = result.loss, result.accuracy
-            self.guard.check_evaluation(split, result.loss, st.epoch + 1, st.skipped)
+                got = evaluate(self.model, loader, self.num_classes, self.bar_shown, self.settings.workers, self.comm)
+            row[f"{split}_loss"], row[f"{split}_acc"] = got.loss, got.accuracy
+            self.guard.check_evaluation(split, got.loss, st.epoch + 1, st.skipped)
         improved = st.close_epoch(row, row["val_acc"] if "val" in self.eval_loaders else row.get("test_acc", ""))
-        write_metrics(self.run_dir, st.history)
+        if self.writes:
+            write_metrics(self.run_dir, st.history)
         for hook in self.hooks:
             hook.log_epoch(st.epoch, st.step, row)
         self.keeper.end_of_epoch(st.epoch, self.checkpoint_arrays(), improved)
         log.info("%s", epoch_line(row, self.settings.epochs, list(self.eval_loaders), improved)
                  + statistics_note(self.model, st.step))
 
-    def _interrupt(self, sums: dict[str, float]) -> None:
-        st, signum, st.partial = self.state, self.stop.signum, sums
+    def _interrupt(self, sums: dict[str, float], stop: int) -> None:
+        """Every process stops at this step (the stop went round with it) once rank 0's checkpoint is written."""
+        st, st.partial = self.state, sums
         path = self.keeper.interrupt(st.epoch + 1, st.batch, self.checkpoint_arrays())
-        log.warning("%s received: stopped after step %d (epoch %d, batch %d of %d); checkpoint %s",
-                    signal.Signals(signum).name, st.step, st.epoch + 1, st.batch, len(self.train_loader), path)
-        log.warning("resume with: %s", self.resume_command(path))
-        raise TrainingInterrupted(signum, path)
+        self.comm.barrier()
+        raise announce_stop(stop, st, len(self.train_loader), path, self.resume_command(path))

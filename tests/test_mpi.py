@@ -1,0 +1,298 @@
+"""Training over several processes on MPI (:mod:`cifarnet.distributed`): the same arithmetic as one
+process with threads, one run directory, and nothing lost when a rank is signalled, killed or fails.
+
+Every test starts real ranks through ``mpiexec`` (the mpich wheel's) and carries a timeout, so a
+hang fails instead of blocking CI. They skip, with the reason, where the ``[mpi]`` extra is missing.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from cifarnet import checkpoint as ckpt
+from cifarnet.distributed.agreement import RankMismatch, check_agreement, identity
+
+from .cli_helpers import TINY, cifarnet, compose_plain, errors_in
+
+try:
+    import mpi4py  # noqa: F401
+    MPIEXEC = str(Path(sys.executable).with_name("mpiexec")) if Path(sys.executable).with_name("mpiexec").is_file() \
+        else shutil.which("mpiexec")
+except ImportError:
+    MPIEXEC = None
+needs_mpi = pytest.mark.skipif(MPIEXEC is None, reason="needs the [mpi] extra (pip install 'cifarnet[mpi]': "
+                                                       "mpi4py and the mpich wheel's mpiexec)")
+TESTS = Path(__file__).resolve().parent
+LONG = [*TINY, "data.train_size=2048", "trainer.epochs=60", "trainer.progress=false"]   # long enough to interrupt
+
+
+def mpiexec(*args: str, cwd: Path, timeout: float = 120) -> subprocess.CompletedProcess:
+    return subprocess.run([MPIEXEC, *args], cwd=cwd, capture_output=True, text=True, timeout=timeout,
+                          env=dict(os.environ, OPENBLAS_NUM_THREADS="1"))
+
+
+def metrics(run_dir: Path) -> np.ndarray:
+    rows = (run_dir / "metrics.csv").read_text().splitlines()[1:]
+    return np.array([[float(v) for v in row.split(",")[2:4] + row.split(",")[6:8]] for row in rows])
+
+
+# -- the same arithmetic ------------------------------------------------------------------------
+@needs_mpi
+@pytest.mark.parametrize("model", ["simplecnn", "resnet20"])
+def test_two_processes_take_the_steps_of_one_process_with_two_threads(tmp_path, model):
+    """3 steps, seed 0, global batch 32, batch norm synchronised: losses and weights to 1e-5 relative
+    (on this machine they agree exactly: two summands add the same in either order)."""
+    sys.path.insert(0, str(TESTS))
+    from mpi_steps import steps
+
+    done = mpiexec("-n", "2", sys.executable, str(TESTS / "mpi_steps.py"), model, str(tmp_path / "two.npz"),
+                   cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    losses, weights = steps(model, workers=2)
+    two = np.load(tmp_path / "two.npz")
+    np.testing.assert_allclose(two["losses"], losses, rtol=1e-5)
+    assert set(weights) == set(two.files) - {"losses"}
+    for name, value in weights.items():
+        np.testing.assert_allclose(two[name], value, rtol=1e-5, atol=1e-7, err_msg=name)
+
+
+@needs_mpi
+def test_threads_within_processes_take_the_steps_of_one_process_with_all_those_threads(tmp_path):
+    """2 processes x 2 threads against 1 process x 4 threads, batch 64 (four parts of 16): batch norm's
+    sums go through the threads, then across the processes. In float64, to 1e-10: the arithmetic is
+    the same but for the order of four summands, which float32 rounds differently (by about 1e-7,
+    amplified to 1e-4 in the weights by batch norm's cancellations on parts of 16 images)."""
+    sys.path.insert(0, str(TESTS))
+    from mpi_steps import steps
+
+    done = mpiexec("-n", "2", sys.executable, str(TESTS / "mpi_steps.py"), "resnet20", str(tmp_path / "two.npz"), "2",
+                   "64", "3", "float64", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    losses, weights = steps("resnet20", workers=4, batch=64, dtype="float64")
+    two = np.load(tmp_path / "two.npz")
+    np.testing.assert_allclose(two["losses"], losses, rtol=1e-10)
+    for name, value in weights.items():
+        np.testing.assert_allclose(two[name], value, rtol=1e-10, atol=1e-12, err_msg=name)
+
+
+@needs_mpi
+def test_a_two_process_run_is_one_run_with_the_metrics_of_one_process(tmp_path):
+    one = cifarnet(tmp_path, *TINY, "trainer.epochs=2", "trainer.workers=2", "hydra.run.dir=one")
+    two = cifarnet(tmp_path, *TINY, "trainer.epochs=2", "trainer.processes=2", "trainer.workers=1",
+                   "hydra.run.dir=two")
+    assert one.returncode == 0 and two.returncode == 0, two.stdout + two.stderr
+    np.testing.assert_allclose(metrics(tmp_path / "two"), metrics(tmp_path / "one"), rtol=1e-4)
+    run = tmp_path / "two"
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["best_numpy.npz", "epoch001_numpy.npz",
+                                                                     "epoch002_numpy.npz"]
+    log = (run / "cifarnet.log").read_text()
+    assert "rank 0 of 2 processes" in log and log.count("epoch 2/2") == 1       # one log, rank 0's lines once
+    assert len((run / "metrics.csv").read_text().splitlines()) == 3
+    assert [p.name for p in tmp_path.iterdir() if p.is_dir()] == sorted(["one", "two"]) or \
+        {p.name for p in tmp_path.iterdir() if p.is_dir()} == {"one", "two"}
+
+
+@needs_mpi
+def test_resume_a_two_process_checkpoint_in_one_process(tmp_path):
+    """Epoch 1 on 2 processes; epoch 2 continued on 2 processes and, from the same checkpoint, on 1
+    process with 2 threads: the same metrics and weights up to the reduction's rounding."""
+    first = cifarnet(tmp_path, *TINY, "trainer.epochs=1", "trainer.processes=2", "trainer.workers=1",
+                     "hydra.run.dir=first")
+    assert first.returncode == 0, first.stderr
+    start = tmp_path / "first" / "checkpoints" / "epoch001_numpy.npz"
+    two = cifarnet(tmp_path, f"resume={start}", "trainer.epochs=2", "trainer.processes=2", "trainer.workers=1",
+                   "hydra.run.dir=two")
+    one = cifarnet(tmp_path, f"resume={start}", "trainer.epochs=2", "trainer.processes=1", "trainer.workers=2",
+                   "hydra.run.dir=one")
+    assert two.returncode == 0 and one.returncode == 0, two.stderr + one.stderr
+    np.testing.assert_allclose(metrics(tmp_path / "one"), metrics(tmp_path / "two"), rtol=1e-6)
+    a = ckpt.load(tmp_path / "one" / "checkpoints" / "epoch002_numpy.npz").model_state
+    b = ckpt.load(tmp_path / "two" / "checkpoints" / "epoch002_numpy.npz").model_state
+    for name in a:
+        np.testing.assert_allclose(a[name], b[name], rtol=1e-5, atol=1e-7, err_msg=name)
+
+
+# -- faults ---------------------------------------------------------------------------------------
+def start_long_run(tmp_path: Path, *extra: str) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "cifarnet", *LONG, "trainer.processes=2", "trainer.workers=1",
+                             "hydra.run.dir=run", *extra], cwd=tmp_path, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+
+
+def wait_for_epoch(run: Path, proc: subprocess.Popen, timeout: float = 90) -> None:
+    deadline = time.monotonic() + timeout
+    while not (run / "checkpoints" / "epoch001_numpy.npz").exists():
+        assert proc.poll() is None, proc.communicate()
+        assert time.monotonic() < deadline, "the run did not finish its first epoch"
+        time.sleep(0.1)
+
+
+def rank_pids() -> list[int]:
+    """The ranks' processes (mpiexec's own command line names them too, after its arguments)."""
+    found = subprocess.run(["pgrep", "-f", f"^{sys.executable} -m cifarnet.distributed.rank"], capture_output=True,
+                           text=True)
+    return sorted(int(p) for p in found.stdout.split())
+
+
+def assert_resumable(run: Path) -> Path:
+    """One interrupt checkpoint, every checkpoint loadable, no temporary files; returns the interrupt one."""
+    files = sorted((run / "checkpoints").iterdir())
+    assert not [p for p in files if not p.name.endswith(".npz")], files
+    for path in files:
+        ckpt.load(path)
+    interrupts = [p for p in files if p.name.startswith("interrupt_")]
+    assert len(interrupts) == 1, files
+    return interrupts[0]
+
+
+@needs_mpi
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_a_signal_to_the_launcher_stops_every_rank_at_one_step_with_one_checkpoint(tmp_path, signum):
+    proc = start_long_run(tmp_path)
+    wait_for_epoch(tmp_path / "run", proc)
+    proc.send_signal(signum)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 128 + signum, out + err
+    interrupt = assert_resumable(tmp_path / "run")
+    assert f"{signal.Signals(signum).name} received: stopped after step" in out
+    assert [p.name for p in tmp_path.iterdir()] == ["run"]                        # one run directory
+    resumed = cifarnet(tmp_path, f"resume={tmp_path / 'run'}", "trainer.epochs=3", "trainer.processes=2",
+                       "trainer.workers=1")
+    assert resumed.returncode == 0, resumed.stderr
+    assert f"resuming from {interrupt}" in resumed.stdout
+    assert rank_pids() == []
+
+
+@needs_mpi
+def test_a_signal_to_one_rank_stops_them_all_with_rank_zeros_checkpoint(tmp_path):
+    proc = start_long_run(tmp_path)
+    wait_for_epoch(tmp_path / "run", proc)
+    pids = rank_pids()
+    assert len(pids) == 2, pids
+    os.kill(pids[-1], signal.SIGTERM)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 143, out + err
+    assert_resumable(tmp_path / "run")
+    assert rank_pids() == []
+
+
+@needs_mpi
+def test_a_killed_rank_ends_the_others_within_seconds_with_earlier_checkpoints_intact(tmp_path):
+    proc = start_long_run(tmp_path)
+    wait_for_epoch(tmp_path / "run", proc)
+    pids = rank_pids()
+    os.kill(pids[-1], signal.SIGKILL)
+    killed = time.monotonic()
+    out, err = proc.communicate(timeout=60)
+    assert time.monotonic() - killed < 15
+    assert proc.returncode == 1 and errors_in(proc_result(out, err)) and "training processes failed" in err
+    files = sorted((tmp_path / "run" / "checkpoints").iterdir())
+    assert files and all(p.name.endswith(".npz") for p in files)
+    for path in files:
+        ckpt.load(path)
+    assert rank_pids() == []
+
+
+CRASHING_RANK = """
+import sys
+import cifarnet.training.trainer as trainer
+from cifarnet.distributed import rank
+from cifarnet.distributed.mpi import MPICommunicator
+
+if MPICommunicator().rank == 1:                     # rank 1 fails at its 5th step
+    original, calls = trainer.forward_backward, []
+    def failing(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 5:
+            raise MemoryError("out of memory on rank 1 (a test's injected failure)")
+        return original(*args, **kwargs)
+    trainer.forward_backward = failing
+rank.main(sys.argv[1:])
+"""
+
+
+@needs_mpi
+def test_a_rank_that_crashes_ends_every_rank_names_itself_and_leaves_no_partial_file(tmp_path):
+    import json
+
+    from cifarnet.distributed.rank import make_spec
+
+    first = cifarnet(tmp_path, *TINY, "trainer.epochs=1", "hydra.run.dir=run")      # a finished epoch to keep
+    assert first.returncode == 0, first.stderr
+    before = {p.name: p.read_bytes() for p in (tmp_path / "run" / "checkpoints").iterdir()}
+    spec = make_spec(compose_plain("trainer.epochs=3", "data.train_size=512"), tmp_path / "run",
+                     tmp_path / "run" / "checkpoints" / "epoch001_numpy.npz", [], [])
+    (tmp_path / "spec.json").write_text(json.dumps(spec))
+    (tmp_path / "crash.py").write_text(CRASHING_RANK)
+    started = time.monotonic()
+    done = mpiexec("-n", "2", sys.executable, str(tmp_path / "crash.py"), str(tmp_path / "spec.json"), cwd=tmp_path,
+                   timeout=90)
+    assert time.monotonic() - started < 60
+    assert done.returncode != 0
+    assert errors_in(done) == ["cifarnet: error: rank 1 of 2: Traceback (most recent call last):"], done.stderr
+    assert "MemoryError: out of memory on rank 1" in done.stderr          # an unexpected error shows its traceback
+    after = {p.name: p.read_bytes() for p in (tmp_path / "run" / "checkpoints").iterdir()}
+    assert all(name.endswith(".npz") for name in after)                 # no temporary file left
+    assert {name: after[name] for name in before} == before              # the earlier checkpoints untouched
+    for name in after:
+        ckpt.load(tmp_path / "run" / "checkpoints" / name)
+
+
+def proc_result(out: str, err: str) -> subprocess.CompletedProcess:
+    return subprocess.CompletedProcess([], 0, out, err)
+
+
+# -- refusing to start ----------------------------------------------------------------------------
+@needs_mpi
+def test_ranks_started_with_different_arguments_refuse_in_one_line(tmp_path):
+    done = mpiexec("-n", "1", sys.executable, "-m", "cifarnet", *TINY, "trainer.epochs=2", "hydra.run.dir=run", ":",
+                   "-n", "1", sys.executable, "-m", "cifarnet", *TINY, "trainer.epochs=3", "hydra.run.dir=run",
+                   cwd=tmp_path)
+    assert done.returncode == 1
+    assert errors_in(done) == ["cifarnet: error: rank 1 was started with other arguments than rank 0 ("
+                               f"'{' '.join([*TINY, 'trainer.epochs=3', 'hydra.run.dir=run'])}' vs "
+                               f"'{' '.join([*TINY, 'trainer.epochs=2', 'hydra.run.dir=run'])}'): every rank "
+                               "must run the same command"]
+    assert not (tmp_path / "run").exists()
+
+
+@needs_mpi
+def test_ranks_running_other_code_refuse_in_one_line(tmp_path):
+    package = Path(__file__).resolve().parents[1] / "cifarnet"
+    other = tmp_path / "other"
+    shutil.copytree(package, other / "cifarnet", ignore=shutil.ignore_patterns("__pycache__", "*.npz"))
+    shutil.copytree(package.parent / "conf", other / "conf")
+    with open(other / "cifarnet" / "losses.py", "a") as f:
+        f.write("\n# changed on one machine\n")
+    args = [*TINY, "trainer.epochs=2", "hydra.run.dir=run"]
+    done = mpiexec("-n", "1", sys.executable, "-m", "cifarnet", *args, ":",
+                   "-n", "1", "-env", "PYTHONPATH", str(other), sys.executable, "-m", "cifarnet", *args, cwd=tmp_path)
+    assert done.returncode == 1
+    lines = errors_in(done)
+    assert len(lines) == 1 and "rank 1 runs other code than rank 0" in lines[0], done.stdout + done.stderr
+
+
+def test_agreement_names_the_first_rank_that_differs():
+    me = identity(["a=1"])
+    check_agreement([me, dict(me)])
+    with pytest.raises(RankMismatch, match="rank 2 runs other code"):
+        check_agreement([me, me, dict(me, code="0" * 16)])
+    with pytest.raises(RankMismatch, match="rank 1 was started with other arguments"):
+        check_agreement([me, dict(me, argv=["a=2"])])
+
+
+def test_without_mpi_trainer_processes_fails_in_one_line(tmp_path, monkeypatch):
+    from cifarnet.distributed import launch
+
+    monkeypatch.setattr(launch.shutil, "which", lambda name: None)
+    monkeypatch.setattr(launch.sys, "executable", str(tmp_path / "python"))
+    with pytest.raises(launch.LaunchError, match=r"pip install 'cifarnet\[mpi\]'"):
+        launch.find_mpiexec()
