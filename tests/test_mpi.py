@@ -96,8 +96,26 @@ def test_a_two_process_run_is_one_run_with_the_metrics_of_one_process(tmp_path):
     log = (run / "cifarnet.log").read_text()
     assert "rank 0 of 2 processes" in log and log.count("epoch 2/2") == 1       # one log, rank 0's lines once
     assert len((run / "metrics.csv").read_text().splitlines()) == 3
-    assert [p.name for p in tmp_path.iterdir() if p.is_dir()] == sorted(["one", "two"]) or \
-        {p.name for p in tmp_path.iterdir() if p.is_dir()} == {"one", "two"}
+    assert {p.name for p in tmp_path.iterdir()} == {"one", "two"}
+
+
+@needs_mpi
+def test_a_users_own_mpiexec_runs_the_same_run_in_rank_zeros_directory(tmp_path):
+    """``mpiexec -n 2 python -m cifarnet ...``: rank 0 composes the config and names the run directory
+    (the default one, stamped with rank 0's clock), the other rank follows; what is not a single
+    training run is refused on every rank."""
+    one = cifarnet(tmp_path, *TINY, "trainer.epochs=2", "trainer.workers=2", "hydra.run.dir=one")
+    done = mpiexec("-n", "2", sys.executable, "-m", "cifarnet", *TINY, "trainer.epochs=2", "trainer.workers=1",
+                   cwd=tmp_path)
+    assert one.returncode == 0 and done.returncode == 0, done.stdout + done.stderr
+    runs = [p.parent for p in (tmp_path / "outputs").rglob("metrics.csv")]
+    assert len(runs) == 1 and len(list((tmp_path / "outputs").rglob(".hydra"))) == 1
+    np.testing.assert_allclose(metrics(runs[0]), metrics(tmp_path / "one"), rtol=1e-4)
+    refused = mpiexec("-n", "2", sys.executable, "-m", "cifarnet", "mode=eval", f"ckpt={tmp_path / 'one'}",
+                      cwd=tmp_path)
+    assert refused.returncode == 1
+    assert errors_in(refused) == ["cifarnet: error: under mpiexec, only a single training run (mode=train, no -m) "
+                                  "spreads over the ranks; in a sweep, give each job trainer.processes=N instead"]
 
 
 @needs_mpi

@@ -115,16 +115,16 @@ def read_back(result: StepResult, y, grads, comm: Communicator = LOCAL, stop: in
     for (the number of a signal it received, ``stop``: SIGINT wins over SIGTERM)."""
     xp = array_module(result.logits)
     n = len(y)
-    summary = xp.stack([xp.asarray(result.loss, dtype=np.float64) * n,
+    summary = xp.stack([xp.asarray(result.loss, dtype=np.float64),
                         (result.logits.argmax(axis=1) == y).sum().astype(np.float64),
                         xp.isfinite(grads).all().astype(np.float64)])
-    values = [float(v) for v in to_numpy(summary)] + [float(n), float(stop == SIGINT), float(stop == SIGTERM)]
-    if comm.size > 1:
-        values = [float(v) for v in comm.sum(np.asarray(values))[0]]
-    loss_sum, correct, finite, images, interrupts, terminations = values
+    loss, correct, finite = (float(v) for v in to_numpy(summary))
+    if comm.size == 1:
+        return StepSummary(loss, correct, bool(finite), n, stop)
+    loss_sum, correct, finite, images, interrupts, terminations = comm.sum(np.asarray(
+        [loss * n, correct, finite, n, stop == SIGINT, stop == SIGTERM], dtype=np.float64))[0].tolist()
     agreed = SIGINT if interrupts else SIGTERM if terminations else None
     return StepSummary(loss_sum / images, correct, finite == comm.size, int(images), agreed)
-
 
 def train_step(model, loss_fn: SoftmaxCrossEntropy, optimizer: Optimizer, x, y, workers: int | None = None) -> tuple:
     """Forward, loss, backward and update on one batch (see :func:`forward_backward`).
