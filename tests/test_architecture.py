@@ -7,7 +7,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "cifarnet"
 # Lowest first; a module may import modules of its own rank or below (docs/architecture.md).
 RANKS = [
     {"backend", "counting", "registry", "files", "comm", "blas", "threads", "memory", "pretrained"},
-    {"arrays"},
+    {"arrays", "kernels"},
     {"functional"},
     {"store", "checkpoint"},
     {"layers", "optim", "losses"},

@@ -14,6 +14,7 @@ import numpy as np
 from ..backend import get_backend
 from ..data import DATA_SOURCES, Augmentation, BatchLoader, Dataset, Normalization, load_dataset
 from ..data.normalize import CIFAR10_STATS
+from ..functional.dispatch import use_fused_kernels
 from ..memory import keep_freed_memory
 from ..models import MODELS, model_description
 from ..optim import OPTIMIZERS
@@ -50,7 +51,12 @@ def accepted(target: Callable, options: dict[str, Any]) -> dict[str, Any]:
 
 def make_backend(backend_cfg: dict[str, Any]):
     """The backend ``backend_cfg["name"]`` names; on NumPy, keep freed memory for reuse unless
-    ``keep_freed_memory`` is false (see :mod:`cifarnet.memory`)."""
+    ``keep_freed_memory`` is false (see :mod:`cifarnet.memory`); on CuPy, the fused kernels if
+    ``kernels`` is ``fused`` (:mod:`cifarnet.functional.fused`; ``reference`` by default)."""
+    kernels = backend_cfg.get("kernels", "reference")
+    if kernels not in ("reference", "fused"):
+        raise ConfigError(f"backend.kernels must be 'reference' or 'fused', got {kernels!r}")
+    use_fused_kernels(kernels == "fused")
     backend = get_backend(backend_cfg["name"])
     if backend.name == "numpy" and backend_cfg.get("keep_freed_memory", True):
         keep_freed_memory()

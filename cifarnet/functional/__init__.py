@@ -5,6 +5,7 @@ Each op is a pair ``forward(x, ...) -> (out, ctx)`` and ``backward(ctx, dout) ->
 these; a GPU kernel is a new variant of an op (``@op.implementation("cupy")``), tested against the
 op's reference by ``tests/test_variants.py``, with no layer code touched.
 """
+from . import fused  # noqa: F401,E402 - registers the "cupy-fused" variants
 from .activation import relu
 from .batchnorm import LOCAL, batch_norm
 from .conv import conv2d

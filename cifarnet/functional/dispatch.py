@@ -10,6 +10,12 @@ remembers its variant, so ``backward`` always runs the matching one.
 
 Update ops (the optimizers' in-place parameter updates) have ``apply`` instead of
 ``forward``/``backward``; they dispatch the same way.
+
+**Fused kernels.** A variant registered as ``"cupy-fused"`` (:mod:`cifarnet.functional.fused`: CUDA
+kernels of :mod:`cifarnet.kernels`, each with a NumPy twin) is used for CuPy arrays only while
+:func:`use_fused_kernels` is on (``backend.kernels=fused``); it is off by default until a GPU run
+has validated the kernels. On NumPy arrays such a variant runs its twins, which is how the variant
+harness checks it on the CPU.
 """
 from __future__ import annotations
 
@@ -20,6 +26,17 @@ from ..backend import array_module
 from ..registry import Registry
 
 OPS = Registry("op")
+FUSED = "cupy-fused"
+_fused = {"on": False}
+
+
+def use_fused_kernels(on: bool) -> None:
+    """Whether CuPy arrays take the ``"cupy-fused"`` variants where an op has one (default: off)."""
+    _fused["on"] = bool(on)
+
+
+def fused_kernels() -> bool:
+    return _fused["on"]
 
 
 @dataclass(frozen=True)
@@ -49,7 +66,8 @@ class Op:
         return self._add("reference", cls)
 
     def implementation(self, module: str):
-        """Decorator: register the variant used for arrays of ``module`` (``"numpy"`` or ``"cupy"``)."""
+        """Decorator: register the variant used for arrays of ``module`` (``"numpy"``, ``"cupy"``, or
+        ``"cupy-fused"``: CuPy's while fused kernels are on)."""
         if module == "reference":
             raise ValueError("use Op.reference for the reference variant")
         return lambda cls: self._add(module, cls)
@@ -63,8 +81,12 @@ class Op:
 
     # -- dispatch ---------------------------------------------------------------------------------
     def variant_for(self, x) -> type:
-        """The variant that runs for array ``x``: its module's own, else the reference."""
-        return self.variants.get(array_module(x).__name__, self.variants["reference"])
+        """The variant that runs for array ``x``: its module's own (CuPy's fused one while they are
+        switched on), else the reference."""
+        module = array_module(x).__name__
+        if module == "cupy" and _fused["on"] and FUSED in self.variants:
+            return self.variants[FUSED]
+        return self.variants.get(module, self.variants["reference"])
 
     def forward(self, x, *args, **kwargs) -> tuple[Any, Ctx | None]:
         """``(out, ctx)``; ``ctx`` is None when the call asked to keep nothing (``keep=False``)."""

@@ -1,0 +1,125 @@
+"""The ``"cupy-fused"`` variants: convolution, batch norm and ReLU on the fused kernels of
+:mod:`cifarnet.kernels` (see :mod:`cifarnet.functional.dispatch` for when they run).
+
+Launches per call (counted by :mod:`cifarnet.counting`), against the reference's:
+
+- ``conv2d``: forward im2col + one product (the reference pads first: one more); backward the
+  weight product, the column-gradient product and col2im (the reference scatters the columns back
+  in KH*KW additions, each an add and a copy: 2 + 2*KH*KW);
+- ``batch_norm`` in training: forward ``bn_stats`` (both statistics and the running update) and
+  ``bn_apply``; backward ``bn_grad_sums`` and ``bn_dx`` (the reference: about 19 and 10);
+- ``relu``: one each way (the reference: three and one).
+
+Each variant runs on NumPy arrays too (the kernels' twins), so the variant harness checks it on
+the CPU. Batch norm's statistics stay within one device's batch: a ``reducer`` that reaches
+across parts or processes is refused (the CuPy path splits nothing).
+"""
+from __future__ import annotations
+
+from ..backend import array_module
+from ..comm import LOCAL
+from ..kernels import batchnorm as bn
+from ..kernels.relu import relu_backward, relu_forward
+from ..kernels.windows import col2im, im2col
+from .activation import relu
+from .batchnorm import _check, batch_norm
+from .conv import _inference_only, conv2d
+from .dispatch import FUSED
+
+
+@conv2d.implementation(FUSED)
+class Conv2dFused:
+    @staticmethod
+    def forward(x, W, b=None, *, stride: int = 1, padding: int = 0, residual=None, relu: bool = False,
+                keep: bool = True):
+        _inference_only(keep, residual, relu)
+        xp = array_module(x)
+        x = xp.ascontiguousarray(x)
+        n, h, w, c = x.shape
+        kh, kw, _, c_out = W.shape
+        ho, wo = (h + 2 * padding - kh) // stride + 1, (w + 2 * padding - kw) // stride + 1
+        cols = xp.empty((n * ho * wo, kh * kw * c), dtype=x.dtype)
+        im2col(xp, cols.size, x, cols, n, h, w, c, kh, kw, stride, padding, ho, wo)
+        out = (cols @ W.reshape(-1, c_out)).reshape(n, ho, wo, c_out)
+        if b is not None:
+            out += b
+        if residual is not None:
+            out += residual
+        if relu:
+            relu_forward(xp, out.size, out, out, out.size)
+        return out, ((cols, x.shape, W, b is not None, stride, padding) if keep else None)
+
+    @staticmethod
+    def backward(saved, dout, need_dx: bool = True):
+        cols, (n, h, w, c), W, has_bias, stride, padding = saved
+        xp = array_module(dout)
+        kh, kw, _, c_out = W.shape
+        _, ho, wo, _ = dout.shape
+        d = xp.ascontiguousarray(dout).reshape(-1, c_out)                     # N*Ho*Wo, C_out
+        grads = {"W": (cols.T @ d).reshape(W.shape)}
+        if has_bias:
+            grads["b"] = d.sum(axis=0)
+        if not need_dx:
+            return None, grads
+        dcols = d @ W.reshape(-1, c_out).T                                     # N*Ho*Wo, KH*KW*C_in
+        dx = xp.empty((n, h, w, c), dtype=dout.dtype)
+        col2im(xp, dx.size, dcols, dx, n, h, w, c, kh, kw, stride, padding, ho, wo)
+        return dx, grads
+
+
+@batch_norm.implementation(FUSED)
+class BatchNormFused:
+    @staticmethod
+    def forward(x, gamma, beta, running_mean, running_var, *, training: bool, momentum: float = 0.1,
+                eps: float = 1e-5, reducer=LOCAL, keep: bool = True):
+        _check(x, gamma)
+        if reducer is not LOCAL:
+            raise ValueError("fused batch norm normalises one device's batch; a batch split between threads or "
+                             "processes takes backend.kernels=reference")
+        xp = array_module(x)
+        x = xp.ascontiguousarray(x)
+        c = gamma.shape[0]
+        rows = x.size // c
+        if training:
+            _check(x, gamma, rows)
+            mean, invstd = xp.empty(c, dtype=x.dtype), xp.empty(c, dtype=x.dtype)
+            bn.bn_stats(xp, c, x, mean, invstd, running_mean, running_var, rows, c, float(eps), float(momentum),
+                        True)
+        else:
+            mean, invstd = running_mean, 1.0 / xp.sqrt(running_var + eps)
+        out = xp.empty_like(x)
+        bn.bn_apply(xp, x.size, x, mean, invstd, gamma, beta, out, x.size, c)
+        return out, ((x, mean, invstd, gamma, training, rows) if keep else None)
+
+    @staticmethod
+    def backward(saved, dout):
+        x, mean, invstd, gamma, training, rows = saved
+        xp = array_module(dout)
+        dout = xp.ascontiguousarray(dout)
+        c = gamma.shape[0]
+        dbeta, dgamma = xp.empty(c, dtype=dout.dtype), xp.empty(c, dtype=dout.dtype)
+        bn.bn_grad_sums(xp, c, dout, x, mean, invstd, dbeta, dgamma, rows, c)
+        if not training:
+            return dout * (gamma * invstd), {"gamma": dgamma, "beta": dbeta}
+        dx = xp.empty_like(dout)
+        bn.bn_dx(xp, dx.size, dout, x, mean, invstd, gamma, dbeta, dgamma, dx, dx.size, c, rows)
+        return dx, {"gamma": dgamma, "beta": dbeta}
+
+
+@relu.implementation(FUSED)
+class ReluFused:
+    @staticmethod
+    def forward(x, *, keep: bool = True):
+        xp = array_module(x)
+        x = xp.ascontiguousarray(x)
+        out = xp.empty_like(x)
+        relu_forward(xp, x.size, x, out, x.size)
+        return out, (out if keep else None)
+
+    @staticmethod
+    def backward(out, dout):
+        xp = array_module(dout)
+        dout = xp.ascontiguousarray(dout)
+        dx = xp.empty_like(dout)
+        relu_backward(xp, dx.size, out, dout, dx, dx.size)
+        return dx, {}

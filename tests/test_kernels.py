@@ -1,0 +1,129 @@
+"""The fused kernels (:mod:`cifarnet.kernels`): every CUDA source compiles with NVRTC for sm_80 and
+sm_90 without spills, runs on the CPU (``tests/cuda_shim.py``) to the numbers of its NumPy twin, and
+the fused variants' launch counts; the variants themselves are in the variant harness
+(``tests/test_variants.py``, variant ``cupy-fused``)."""
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import pytest
+
+import cifarnet.functional  # noqa: F401 - registers the fused variants and their kernels
+from cifarnet.kernels import KERNELS, compile_report
+
+from .cuda_shim import COMPILER, compiled
+
+
+def _r(*shape, seed=0):
+    return np.random.default_rng(seed).standard_normal(shape)
+
+
+def _conv_args(kernel: str):
+    n, h, w, c, kh, kw, stride, pad = 2, 5, 6, 3, 3, 3, 2, 1
+    ho, wo = (h + 2 * pad - kh) // stride + 1, (w + 2 * pad - kw) // stride + 1
+    if kernel == "im2col":
+        return 4, [_r(n, h, w, c), np.zeros((n * ho * wo, kh * kw * c)), n, h, w, c, kh, kw, stride, pad, ho, wo]
+    return 4, [_r(n * ho * wo, kh * kw * c), np.zeros((n, h, w, c)), n, h, w, c, kh, kw, stride, pad, ho, wo]
+
+
+def _bn_args(kernel: str):
+    rows, c = 37, 5
+    x, dout = _r(rows, c) * 2 + 1, _r(rows, c, seed=1)
+    mean, invstd = x.mean(axis=0), 1 / np.sqrt(x.var(axis=0) + 1e-5)
+    gamma, beta = np.random.default_rng(2).uniform(0.5, 2, c), _r(c, seed=3)
+    dbeta, dgamma = dout.sum(axis=0), (dout * (x - mean)).sum(axis=0) * invstd
+    return {
+        "bn_stats": (c, [x, np.zeros(c), np.zeros(c), _r(c, seed=4), np.abs(_r(c, seed=5)) + 0.5, rows, c, 1e-5, 0.1,
+                         1]),
+        "bn_apply": (3, [x, mean, invstd, gamma, beta, np.zeros((rows, c)), rows * c, c]),
+        "bn_grad_sums": (c, [dout, x, mean, invstd, np.zeros(c), np.zeros(c), rows, c]),
+        "bn_dx": (3, [dout, x, mean, invstd, gamma, dbeta, dgamma, np.zeros((rows, c)), rows * c, c, rows]),
+    }[kernel]
+
+
+def _relu_args(kernel: str):
+    x = _r(4, 7)
+    x[0, 0] = np.nan
+    if kernel == "relu_forward":
+        return 3, [x, np.zeros((4, 7)), x.size]
+    return 3, [np.maximum(x, 0), _r(4, 7, seed=1), np.zeros((4, 7)), x.size]
+
+
+ARGS = {"im2col": _conv_args, "col2im": _conv_args, "bn_stats": _bn_args, "bn_apply": _bn_args,
+        "bn_grad_sums": _bn_args, "bn_dx": _bn_args, "relu_forward": _relu_args, "relu_backward": _relu_args}
+
+
+def test_every_kernel_has_a_case():
+    assert set(KERNELS) == set(ARGS)
+
+
+@pytest.mark.skipif(COMPILER is None, reason="needs a C++ compiler (g++) to run CUDA sources on the CPU")
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("name", sorted(ARGS))
+def test_the_cuda_source_run_on_the_cpu_computes_what_its_twin_does(name, dtype):
+    kernel = KERNELS[name]
+    grid, args = ARGS[name](name)
+    args = [a.astype(dtype) if isinstance(a, np.ndarray) else a for a in args]
+    theirs, ours = copy.deepcopy(args), copy.deepcopy(args)
+    kernel.twin(*theirs)
+    compiled(kernel, dtype)(grid, *ours)
+    rtol = 1e-12 if dtype == np.float64 else 2e-6
+    for i, (a, b) in enumerate(zip(ours, theirs, strict=True)):
+        if isinstance(a, np.ndarray):
+            np.testing.assert_allclose(a, b, rtol=rtol, atol=rtol, equal_nan=True, err_msg=f"{name} argument {i}")
+    written = [i for i, (a, b) in enumerate(zip(theirs, args, strict=True))
+               if isinstance(a, np.ndarray) and not np.array_equal(a, b, equal_nan=True)]
+    assert written, f"{name}: the twin wrote nothing"
+
+
+def test_a_shim_catches_a_wrong_kernel():
+    """The shim's comparison fails for a source that indexes wrongly (the check can fail)."""
+    from cifarnet.kernels import Kernel
+    from cifarnet.kernels.relu import RELU_FORWARD, relu_forward_twin
+
+    if COMPILER is None:
+        pytest.skip("needs a C++ compiler (g++)")
+    wrong = Kernel.__new__(Kernel)
+    wrong.name, wrong.source, wrong.twin = "relu_forward", RELU_FORWARD.replace("x[i] > (real)0 ? x[i]",
+                                                                                 "x[i] > (real)0 ? x[0]"), relu_forward_twin
+    x = _r(3, 4)
+    out, want = np.zeros_like(x), np.zeros_like(x)
+    compiled(wrong, np.float64)(2, x, out, x.size)
+    relu_forward_twin(x, want, x.size)
+    assert not np.allclose(out, want)
+
+
+
+def _nvrtc_or_skip():
+    try:
+        from cupy.cuda import nvrtc as module
+
+        module.getVersion()
+    except Exception as err:  # noqa: BLE001 - CuPy or the NVRTC wheel missing: say which
+        pytest.skip(f"NVRTC not available (pip install cupy-cuda12x nvidia-cuda-nvrtc-cu12): {err}")
+
+
+@pytest.mark.parametrize("arch", ["sm_80", "sm_90"])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("name", sorted(ARGS))
+def test_every_cuda_source_compiles_with_nvrtc_without_spills(name, arch, dtype):
+    _nvrtc_or_skip()
+    report = compile_report(KERNELS[name], arch, dtype)
+    assert report["registers"] > 0, report["log"]
+    assert report["spill_stores"] == 0 and report["spill_loads"] == 0, report["log"]
+
+
+def test_a_source_that_does_not_compile_says_why():
+    _nvrtc_or_skip()
+    from cifarnet.kernels import Kernel
+    from cifarnet.kernels.base import KERNELS as registry
+
+    broken = Kernel("broken_kernel", 'extern "C" __global__ void broken_kernel(real* x) { x[0] = y; }',
+                    lambda x: None)
+    try:
+        with pytest.raises(RuntimeError, match=r"broken_kernel \(sm_80, float\) does not compile:[\s\S]*identifier "
+                                               r"\"y\" is undefined"):
+            compile_report(broken, "sm_80")
+    finally:
+        registry.pop("broken_kernel")
