@@ -85,8 +85,8 @@ def test_a_shim_catches_a_wrong_kernel():
     if COMPILER is None:
         pytest.skip("needs a C++ compiler (g++)")
     wrong = Kernel.__new__(Kernel)
-    wrong.name, wrong.source, wrong.twin = "relu_forward", RELU_FORWARD.replace("x[i] > (real)0 ? x[i]",
-                                                                                 "x[i] > (real)0 ? x[0]"), relu_forward_twin
+    wrong.name, wrong.twin = "relu_forward", relu_forward_twin
+    wrong.source = RELU_FORWARD.replace("x[i] > (real)0 ? x[i]", "x[i] > (real)0 ? x[0]")
     x = _r(3, 4)
     out, want = np.zeros_like(x), np.zeros_like(x)
     compiled(wrong, np.float64)(2, x, out, x.size)
@@ -127,3 +127,23 @@ def test_a_source_that_does_not_compile_says_why():
             compile_report(broken, "sm_80")
     finally:
         registry.pop("broken_kernel")
+
+
+def test_gpu_check_without_a_gpu_does_what_the_cpu_can_and_says_so(tmp_path, capsys):
+    import json
+
+    from cifarnet.bench import gpu_check
+
+    assert gpu_check.main(["--out", str(tmp_path / "check.json")]) == 0
+    report = json.loads((tmp_path / "check.json").read_text())
+    printed = capsys.readouterr().out
+    assert report["gpu"] is None and report["why_no_gpu"] and "no GPU" in printed
+    assert report["failed"] == [] and report["step"] == [] and report["timing"] == []
+    assert {v["variant"] for v in report["variants"]} == {"cupy-fused"} and all(v["ok"] for v in report["variants"])
+    assert {v["op"] for v in report["variants"]} == {"conv2d", "batch_norm", "relu"}
+    counts = report["launches"]["counted_on_cpu"]
+    assert counts["resnet32"]["fused"] < 600 < counts["resnet32"]["reference"]
+    if isinstance(report["compile"], list):                 # NVRTC present: every kernel, both archs and dtypes
+        assert len(report["compile"]) == len(KERNELS) * 2 * 2
+    else:
+        assert report["compile"].startswith("not run")

@@ -15,6 +15,6 @@ statistics with the running update, normalisation, gradient sums, input gradient
 """
 from __future__ import annotations
 
-from .base import KERNELS, Kernel, compile_report
+from .base import KERNELS, Kernel, KernelCompileError, compile_report
 
-__all__ = ["KERNELS", "Kernel", "compile_report"]
+__all__ = ["KERNELS", "Kernel", "KernelCompileError", "compile_report"]

@@ -13,6 +13,10 @@ MAX_BLOCKS = 4096              # grid-stride kernels loop over what a grid of th
 KERNELS: dict[str, Kernel] = {}
 
 
+class KernelCompileError(RuntimeError):
+    """NVRTC rejected a kernel's source (the message holds its log)."""
+
+
 @dataclass
 class Kernel:
     """``name``: the ``extern "C" __global__`` function in ``source`` (CUDA C, element type ``real``);
@@ -72,7 +76,7 @@ def _scalar(a, dtype):
 def compile_report(kernel: Kernel, arch: str = "sm_80", dtype=np.float32) -> dict[str, Any]:
     """Compile ``kernel`` for ``arch`` with NVRTC (CuPy's bindings and the CUDA NVRTC wheel; no GPU
     needed). Returns ``{"kernel", "arch", "dtype", "registers", "spill_stores", "spill_loads",
-    "log"}``; raises RuntimeError with NVRTC's log if it does not compile."""
+    "log"}``; raises :class:`KernelCompileError` with NVRTC's log if it does not compile."""
     from cupy.cuda import nvrtc
 
     program = nvrtc.createProgram(kernel.code(dtype), f"{kernel.name}.cu", [], [])
@@ -80,7 +84,7 @@ def compile_report(kernel: Kernel, arch: str = "sm_80", dtype=np.float32) -> dic
         try:
             nvrtc.compileProgram(program, [f"--gpu-architecture={arch}", "-Xptxas=-v"])
         except Exception as err:  # noqa: BLE001 - NVRTC's own error type; its log says why
-            raise RuntimeError(f"{kernel.name} ({arch}, {ctype(dtype)}) does not compile:\n"
+            raise KernelCompileError(f"{kernel.name} ({arch}, {ctype(dtype)}) does not compile:\n"
                                f"{nvrtc.getProgramLog(program)}") from err
         log = nvrtc.getProgramLog(program)
     finally:

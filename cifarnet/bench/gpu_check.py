@@ -1,0 +1,285 @@
+"""The one command to run when a GPU is lent: is the CuPy path right, how many launches, how fast.
+
+    python -m cifarnet.bench.gpu_check --out docs/gpu_check.json     # under 5 minutes on any NVIDIA GPU
+
+Needs the ``cuda12`` (or ``cuda13``) extra on the GPU machine; PyTorch with CUDA, if importable,
+adds its times and counts the kernels a step launches. Without a GPU it says so, does what the CPU
+can (the kernels compiled by NVRTC, the fused variants' NumPy twins against the references, the
+launch counts of :mod:`cifarnet.counting`) and exits 0. Exit status 1 when a check failed.
+
+The JSON (``--out``): ``{"machine", "cupy", "gpu": {name, compute_capability, memory_gib, driver,
+runtime} or null, "why_no_gpu", "compile": [{kernel, arch, dtype, registers, spill_stores,
+spill_loads}], "variants": [{op, variant, case, dtype, on, max_rel_error, ok}], "step": [{model,
+kernels, loss_rel_error, grad_rel_error, ok}], "launches": {"counted_on_cpu": {model: {reference,
+fused}}, "on_gpu": {model: {kernels: count}} or null}, "timing": [{model, what, batch, kernels,
+framework, median_ms or images_per_s}], "failed": [names of failed checks]}``; error ratios are the
+largest absolute difference over the largest absolute reference value.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from ..backend import NUMPY, cupy_available, get_backend, to_numpy
+from ..functional import batch_norm, conv2d, relu
+from ..functional.dispatch import FUSED, use_fused_kernels
+from ..kernels import KERNELS, KernelCompileError, compile_report
+from ..losses import SoftmaxCrossEntropy
+from ..models import build_model, model_description
+from . import machine_description
+
+
+def _r(*shape, seed=0):
+    return np.random.default_rng(seed).standard_normal(shape)
+
+
+def _bn(c):
+    rng = np.random.default_rng(c)
+    return [rng.uniform(0.5, 2, c), rng.standard_normal(c), rng.standard_normal(c), rng.uniform(0.2, 3, c)]
+
+
+# (op, case, args, kwargs): odd shapes on purpose (batch 1, one channel, non-square, stride 2)
+CASES = [
+    (conv2d, "3x3 same, bias", [_r(2, 7, 9, 3), _r(3, 3, 3, 4, seed=1), _r(4, seed=2)], {"stride": 1, "padding": 1}),
+    (conv2d, "stride 2, 16 channels", [_r(3, 9, 8, 16), _r(3, 3, 16, 8, seed=1), None], {"stride": 2, "padding": 1}),
+    (conv2d, "1x1 stride 2, batch 1", [_r(1, 6, 6, 4), _r(1, 1, 4, 6, seed=1), None], {"stride": 2, "padding": 0}),
+    (batch_norm, "images, training", [_r(4, 5, 3, 6) * 2 + 1, *_bn(6)], {"training": True}),
+    (batch_norm, "features, training, batch 3", [_r(3, 5) * 3 - 1, *_bn(5)], {"training": True}),
+    (batch_norm, "images, eval", [_r(3, 4, 4, 3), *_bn(3)], {"training": False}),
+    (relu, "images", [_r(2, 3, 4, 5)], {}),
+]
+
+
+def _error(got, want) -> float:
+    got, want = np.asarray(to_numpy(got), dtype=np.float64), np.asarray(want, dtype=np.float64)
+    return float(np.abs(got - want).max(initial=0.0) / max(float(np.abs(want).max(initial=0.0)), 1e-30))
+
+
+def check_variant(op, variant: str, case: str, args, kwargs, dtype, backend) -> dict:
+    """One case through ``op``'s ``variant`` on ``backend`` against the reference (NumPy, float64)."""
+    reference, tried = op.variants["reference"], op.variants[variant]
+    ref_args = [None if a is None else a.copy() for a in args]
+    var_args = [None if a is None else backend.asarray(a, dtype=dtype) for a in args]
+    out_ref, saved_ref = reference.forward(*ref_args, **kwargs)
+    out_var, saved_var = tried.forward(*var_args, **kwargs)
+    errors = [_error(out_var, out_ref)]
+    errors += [_error(a, b) for a, b in zip(var_args[1:], ref_args[1:], strict=True) if b is not None]
+    dout = _r(*np.shape(out_ref), seed=99)
+    dx_ref, grads_ref = reference.backward(saved_ref, dout)
+    dx_var, grads_var = tried.backward(saved_var, backend.asarray(dout, dtype=dtype))
+    errors += [_error(dx_var, dx_ref)] + [_error(grads_var[k], grads_ref[k]) for k in grads_ref]
+    worst = max(errors)
+    tolerance = 1e-10 if dtype == np.float64 else 2e-4
+    return {"op": op.name, "variant": variant, "case": case, "dtype": np.dtype(dtype).name, "on": backend.name,
+            "max_rel_error": worst, "ok": worst <= tolerance}
+
+
+def check_step(model_name: str, backend, fused: bool) -> dict:
+    """One training step's loss and gradients on ``backend`` against NumPy's, float32, the same weights."""
+    from ..training.step import forward_backward
+
+    results = {}
+    for where in (NUMPY, backend):
+        use_fused_kernels(fused and where is backend)
+        model = build_model(model_description(model_name, dropout=0.0), seed=0).to(where)
+        rng = np.random.default_rng(0)
+        x = where.asarray(rng.standard_normal((16, 32, 32, 3)).astype(np.float32))
+        y = where.asarray(rng.integers(0, 10, 16))
+        result = forward_backward(model, SoftmaxCrossEntropy(), x, y, workers=1)
+        results[where.name] = (float(result.loss), to_numpy(model.store.grads))
+    use_fused_kernels(False)
+    (loss_a, grads_a), (loss_b, grads_b) = results["numpy"], results[backend.name]
+    loss_err, grad_err = abs(loss_a - loss_b) / abs(loss_a), _error(grads_b, grads_a)
+    return {"model": model_name, "kernels": "fused" if fused else "reference", "loss_rel_error": loss_err,
+            "grad_rel_error": grad_err, "ok": loss_err <= 1e-4 and grad_err <= 1e-2}
+
+
+def cpu_launch_counts() -> dict:
+    from ..counting import counting_backend
+    from ..training.step import forward_backward, read_back
+
+    counts = {}
+    for name in ("resnet32", "simplecnn"):
+        counts[name] = {}
+        for kernels in ("reference", "fused"):
+            use_fused_kernels(kernels == "fused")
+            backend = counting_backend()
+            model = build_model(model_description(name), seed=0).to(backend)
+            x = backend.xp.asarray(_r(4, 32, 32, 3).astype(np.float32))
+            y = backend.xp.asarray(np.arange(4) % 10)
+            backend.xp.reset()
+            read_back(forward_backward(model, SoftmaxCrossEntropy(), x, y, workers=1), y, model.store.grads)
+            counts[name][kernels] = backend.xp.launches      # forward, loss, backward, read-back (no update)
+    use_fused_kernels(False)
+    return counts
+
+
+def gpu_kernel_count(model_name: str, backend, batch: int) -> int | None:
+    """Kernels one forward-backward launches on the GPU, from PyTorch's profiler (CUPTI records every
+    kernel of the process, CuPy's included); None without PyTorch on CUDA."""
+    try:
+        import torch
+        from torch.profiler import ProfilerActivity, profile
+    except ImportError:
+        return None
+    if not torch.cuda.is_available():
+        return None
+    from ..training.step import forward_backward
+
+    model = build_model(model_description(model_name), seed=0).to(backend)
+    x = backend.asarray(_r(batch, 32, 32, 3).astype(np.float32))
+    y = backend.asarray(np.arange(batch) % 10)
+    forward_backward(model, SoftmaxCrossEntropy(), x, y, workers=1)
+    backend.synchronize()
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        forward_backward(model, SoftmaxCrossEntropy(), x, y, workers=1)
+        backend.synchronize()
+    return sum(1 for e in prof.events() if e.device_type.name == "CUDA")
+
+
+def time_step(model_name: str, backend, batch: int, repeats: int = 10) -> float:
+    """Median ms of a training step (forward, backward, SGD) on ``backend``; one line on out-of-memory."""
+    from ..optim import SGD
+    from ..training import train_step
+
+    model = build_model(model_description(model_name), seed=0).to(backend)
+    x = backend.asarray(_r(batch, 32, 32, 3).astype(np.float32))
+    y = backend.asarray(np.arange(batch) % 10)
+    optimizer, loss_fn, times = SGD(lr=0.01, momentum=0.9), SoftmaxCrossEntropy(), []
+    try:
+        for i in range(repeats + 3):
+            start = time.perf_counter()
+            train_step(model, loss_fn, optimizer, x, y, workers=1)
+            backend.synchronize()
+            if i >= 3:
+                times.append(1e3 * (time.perf_counter() - start))
+    except backend.xp.cuda.memory.OutOfMemoryError:
+        total = backend.xp.cuda.Device().mem_info[1] / 2**30
+        raise SystemExit(f"cifarnet: error: out of GPU memory at batch {batch} ({model_name}; the device has "
+                         f"{total:.1f} GiB): try --batch {batch // 2}") from None
+    return statistics.median(times)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m cifarnet.bench.gpu_check", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", default="gpu_check.json", help="the JSON report (default: gpu_check.json)")
+    parser.add_argument("--batch", type=int, default=128, help="ResNet-32 batch for the timings")
+    args = parser.parse_args(argv)
+    report: dict = {"machine": machine_description(), "failed": []}
+    ok, why = cupy_available()
+    report["gpu"], report["why_no_gpu"] = None, None if ok else why
+    try:
+        import cupy
+        report["cupy"] = cupy.__version__
+    except ImportError:
+        report["cupy"] = None
+    backend = get_backend("cupy") if ok else NUMPY
+    if ok:
+        props = cupy.cuda.runtime.getDeviceProperties(0)
+        report["gpu"] = {"name": props["name"].decode(), "compute_capability": f"{props['major']}{props['minor']}",
+                         "memory_gib": round(props["totalGlobalMem"] / 2**30, 1),
+                         "driver": cupy.cuda.runtime.driverGetVersion(),
+                         "runtime": cupy.cuda.runtime.runtimeGetVersion()}
+    print(f"cifarnet gpu_check on {report['machine']}: " + (report["gpu"]["name"] if ok else f"no GPU ({why}); "
+                                                             "running what the CPU can"), flush=True)
+    archs = [f"sm_{report['gpu']['compute_capability']}"] if ok else ["sm_80", "sm_90"]
+    report["compile"] = []
+    try:
+        for kernel in KERNELS.values():
+            for arch in archs:
+                for dtype in (np.float32, np.float64):
+                    found = compile_report(kernel, arch, dtype)
+                    found.pop("log")
+                    report["compile"].append(found)
+    except KernelCompileError as err:
+        report["failed"].append(f"compile: {err}")
+    except Exception as err:  # noqa: BLE001 - no CuPy or no NVRTC library here: say so, go on
+        report["compile"] = f"not run: {type(err).__name__}: {err}"
+    report["variants"] = []
+    for op, case, cargs, kwargs in CASES:
+        variants = [v for v in ("reference", "cupy", FUSED) if v in op.variants] if ok else [FUSED]
+        for variant in variants:
+            for dtype in (np.float64, np.float32):
+                use_fused_kernels(variant == FUSED)
+                result = check_variant(op, variant, case, cargs, kwargs, dtype, backend if ok else NUMPY)
+                report["variants"].append(result)
+                if not result["ok"]:
+                    report["failed"].append(f"variant {op.name}/{variant}/{case}/{result['dtype']}")
+    use_fused_kernels(False)
+    report["step"] = [check_step("resnet20", backend, fused) for fused in (False, True)] if ok else []
+    report["failed"] += [f"step {s['model']} {s['kernels']}" for s in report["step"] if not s["ok"]]
+    report["launches"] = {"counted_on_cpu": cpu_launch_counts(), "on_gpu": None}
+    report["timing"] = []
+    if ok:
+        report["launches"]["on_gpu"] = {}
+        for kernels in ("reference", "fused"):
+            use_fused_kernels(kernels == "fused")
+            report["launches"]["on_gpu"][f"resnet32/{kernels}"] = gpu_kernel_count("resnet32", backend, 16)
+            report["timing"].append({"model": "resnet32", "what": "training step", "batch": args.batch,
+                                     "kernels": kernels, "framework": "cifarnet",
+                                     "median_ms": time_step("resnet32", backend, args.batch)})
+        use_fused_kernels(False)
+        report["timing"] += torch_times(args.batch)
+    Path(args.out).write_text(json.dumps(report, indent=2))
+    for line in summary(report):
+        print(line)
+    print(f"written to {args.out}")
+    return 1 if report["failed"] else 0
+
+
+def torch_times(batch: int) -> list[dict]:
+    """PyTorch eager's ResNet-32 step on CUDA (the same architecture), if PyTorch with CUDA is importable."""
+    try:
+        import torch
+    except ImportError:
+        return []
+    if not torch.cuda.is_available():
+        return []
+    from .torch_reference import build
+
+    model = build("resnet32").cuda()
+    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+    x, y = torch.randn(batch, 3, 32, 32, device="cuda"), torch.randint(0, 10, (batch,), device="cuda")
+    times = []
+    for i in range(13):
+        torch.cuda.synchronize()
+        start = time.perf_counter()
+        opt.zero_grad(set_to_none=True)
+        torch.nn.functional.cross_entropy(model(x), y).backward()
+        opt.step()
+        torch.cuda.synchronize()
+        if i >= 3:
+            times.append(1e3 * (time.perf_counter() - start))
+    return [{"model": "resnet32", "what": "training step", "batch": batch, "kernels": "eager",
+             "framework": f"torch {torch.__version__}", "median_ms": statistics.median(times)}]
+
+
+def summary(report: dict) -> list[str]:
+    variants = report["variants"]
+    lines = [f"variants: {sum(v['ok'] for v in variants)} of {len(variants)} within tolerance "
+             f"(on {variants[0]['on'] if variants else '-'})"]
+    if isinstance(report["compile"], list):
+        spills = [c for c in report["compile"] if c["spill_stores"] or c["spill_loads"]]
+        lines.append(f"compiled: {len(report['compile'])} kernel builds, {len(spills)} with spills")
+    else:
+        lines.append(f"compiled: {report['compile']}")
+    for model, counts in report["launches"]["counted_on_cpu"].items():
+        lines.append(f"launches of a {model} forward-backward counted on the CPU: {counts['reference']} "
+                     f"(reference), {counts['fused']} (fused)")
+    lines += [f"step {s['model']} ({s['kernels']}): loss {s['loss_rel_error']:.1e}, gradients "
+              f"{s['grad_rel_error']:.1e} from NumPy's" for s in report["step"]]
+    lines += [f"{t['framework']} {t['model']} {t['what']} (batch {t['batch']}, {t['kernels']}): "
+              f"{t['median_ms']:.1f} ms" for t in report["timing"]]
+    lines.append("failed: " + (", ".join(report["failed"]) or "nothing"))
+    return lines
+
+
+if __name__ == "__main__":
+    sys.exit(main())
