@@ -28,9 +28,17 @@ try:
         else shutil.which("mpiexec")
 except ImportError:
     MPIEXEC = None
-needs_mpi = pytest.mark.skipif(MPIEXEC is None, reason="needs the [mpi] extra (pip install 'cifarnet[mpi]': "
-                                                       "mpi4py and the mpich wheel's mpiexec)")
+needs_mpi = [pytest.mark.slow,            # real ranks: end-to-end, with the slow set
+             pytest.mark.skipif(MPIEXEC is None, reason="needs the [mpi] extra (pip install 'cifarnet[mpi]': "
+                                                       "mpi4py and the mpich wheel's mpiexec)")]
 TESTS = Path(__file__).resolve().parent
+
+
+def mpi_ranks(test):
+    """Mark a test that starts ranks: slow, and skipped without the [mpi] extra."""
+    for mark in needs_mpi:
+        test = mark(test)
+    return test
 LONG = [*TINY, "data.train_size=2048", "trainer.epochs=60", "trainer.progress=false"]   # long enough to interrupt
 
 
@@ -45,7 +53,7 @@ def metrics(run_dir: Path) -> np.ndarray:
 
 
 # -- the same arithmetic ------------------------------------------------------------------------
-@needs_mpi
+@mpi_ranks
 @pytest.mark.parametrize("model", ["simplecnn", "resnet20"])
 def test_two_processes_take_the_steps_of_one_process_with_two_threads(tmp_path, model):
     """3 steps, seed 0, global batch 32, batch norm synchronised: losses and weights to 1e-5 relative
@@ -64,7 +72,7 @@ def test_two_processes_take_the_steps_of_one_process_with_two_threads(tmp_path, 
         np.testing.assert_allclose(two[name], value, rtol=1e-5, atol=1e-7, err_msg=name)
 
 
-@needs_mpi
+@mpi_ranks
 def test_threads_within_processes_take_the_steps_of_one_process_with_all_those_threads(tmp_path):
     """2 processes x 2 threads against 1 process x 4 threads, batch 64 (four parts of 16): batch norm's
     sums go through the threads, then across the processes. In float64, to 1e-10: the arithmetic is
@@ -83,7 +91,7 @@ def test_threads_within_processes_take_the_steps_of_one_process_with_all_those_t
         np.testing.assert_allclose(two[name], value, rtol=1e-10, atol=1e-12, err_msg=name)
 
 
-@needs_mpi
+@mpi_ranks
 def test_a_two_process_run_is_one_run_with_the_metrics_of_one_process(tmp_path):
     one = cifarnet(tmp_path, *TINY, "trainer.epochs=2", "trainer.workers=2", "hydra.run.dir=one")
     two = cifarnet(tmp_path, *TINY, "trainer.epochs=2", "trainer.processes=2", "trainer.workers=1",
@@ -99,7 +107,7 @@ def test_a_two_process_run_is_one_run_with_the_metrics_of_one_process(tmp_path):
     assert {p.name for p in tmp_path.iterdir()} == {"one", "two"}
 
 
-@needs_mpi
+@mpi_ranks
 def test_a_users_own_mpiexec_runs_the_same_run_in_rank_zeros_directory(tmp_path):
     """``mpiexec -n 2 python -m cifarnet ...``: rank 0 composes the config and names the run directory
     (the default one, stamped with rank 0's clock), the other rank follows; what is not a single
@@ -118,7 +126,7 @@ def test_a_users_own_mpiexec_runs_the_same_run_in_rank_zeros_directory(tmp_path)
                                   "spreads over the ranks; in a sweep, give each job trainer.processes=N instead"]
 
 
-@needs_mpi
+@mpi_ranks
 def test_resume_a_two_process_checkpoint_in_one_process(tmp_path):
     """Epoch 1 on 2 processes; epoch 2 continued on 2 processes and, from the same checkpoint, on 1
     process with 2 threads: the same metrics and weights up to the reduction's rounding."""
@@ -171,7 +179,7 @@ def assert_resumable(run: Path) -> Path:
     return interrupts[0]
 
 
-@needs_mpi
+@mpi_ranks
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
 def test_a_signal_to_the_launcher_stops_every_rank_at_one_step_with_one_checkpoint(tmp_path, signum):
     proc = start_long_run(tmp_path)
@@ -189,7 +197,7 @@ def test_a_signal_to_the_launcher_stops_every_rank_at_one_step_with_one_checkpoi
     assert rank_pids() == []
 
 
-@needs_mpi
+@mpi_ranks
 def test_a_signal_to_one_rank_stops_them_all_with_rank_zeros_checkpoint(tmp_path):
     proc = start_long_run(tmp_path)
     wait_for_epoch(tmp_path / "run", proc)
@@ -202,7 +210,7 @@ def test_a_signal_to_one_rank_stops_them_all_with_rank_zeros_checkpoint(tmp_path
     assert rank_pids() == []
 
 
-@needs_mpi
+@mpi_ranks
 def test_a_killed_rank_ends_the_others_within_seconds_with_earlier_checkpoints_intact(tmp_path):
     proc = start_long_run(tmp_path)
     wait_for_epoch(tmp_path / "run", proc)
@@ -237,7 +245,7 @@ rank.main(sys.argv[1:])
 """
 
 
-@needs_mpi
+@mpi_ranks
 def test_a_rank_that_crashes_ends_every_rank_names_itself_and_leaves_no_partial_file(tmp_path):
     import json
 
@@ -269,7 +277,7 @@ def proc_result(out: str, err: str) -> subprocess.CompletedProcess:
 
 
 # -- refusing to start ----------------------------------------------------------------------------
-@needs_mpi
+@mpi_ranks
 def test_ranks_started_with_different_arguments_refuse_in_one_line(tmp_path):
     done = mpiexec("-n", "1", sys.executable, "-m", "cifarnet", *TINY, "trainer.epochs=2", "hydra.run.dir=run", ":",
                    "-n", "1", sys.executable, "-m", "cifarnet", *TINY, "trainer.epochs=3", "hydra.run.dir=run",
@@ -282,7 +290,7 @@ def test_ranks_started_with_different_arguments_refuse_in_one_line(tmp_path):
     assert not (tmp_path / "run").exists()
 
 
-@needs_mpi
+@mpi_ranks
 def test_ranks_running_other_code_refuse_in_one_line(tmp_path):
     package = Path(__file__).resolve().parents[1] / "cifarnet"
     other = tmp_path / "other"
