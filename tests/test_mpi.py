@@ -322,3 +322,34 @@ def test_without_mpi_trainer_processes_fails_in_one_line(tmp_path, monkeypatch):
     monkeypatch.setattr(launch.sys, "executable", str(tmp_path / "python"))
     with pytest.raises(launch.LaunchError, match=r"pip install 'cifarnet\[mpi\]'"):
         launch.find_mpiexec()
+
+
+@mpi_ranks
+def test_on_a_terminal_rank_zero_draws_the_progress_bar_through_mpiexec(tmp_path):
+    import pty
+    import select
+
+    args = [sys.executable, "-m", "cifarnet", *TINY, "trainer.epochs=1", "trainer.processes=2", "trainer.workers=1"]
+    master, slave = pty.openpty()
+    proc = subprocess.Popen([*args, "hydra.run.dir=tty"], cwd=tmp_path, stdin=slave, stdout=slave, stderr=slave)
+    os.close(slave)
+    out, deadline = b"", time.monotonic() + 120
+    while time.monotonic() < deadline:
+        ready, _, _ = select.select([master], [], [], 1.0)
+        if ready:
+            try:
+                chunk = os.read(master, 4096)
+            except OSError:                                   # the terminal closed: the run ended
+                break
+            if not chunk:
+                break
+            out += chunk
+        elif proc.poll() is not None:
+            break
+    os.close(master)
+    assert proc.wait(timeout=30) == 0, out.decode(errors="replace")
+    text = out.decode(errors="replace")
+    assert "epoch 1/1:" in text and "batch" in text and "\r" in text          # tqdm's bar, drawn in place
+    piped = cifarnet(tmp_path, *TINY, "trainer.epochs=1", "trainer.processes=2", "trainer.workers=1",
+                     "hydra.run.dir=piped")
+    assert piped.returncode == 0 and "epoch 1/1:" not in piped.stdout + piped.stderr   # no bar into a pipe

@@ -4,7 +4,8 @@ The launcher is the Hydra job the user started: it has composed the config and m
 directory. It writes the run's spec (:func:`cifarnet.distributed.rank.make_spec`) to a temporary
 file, starts ``mpiexec -n N python -m cifarnet.distributed.rank SPEC`` in a session of its
 own (so a Ctrl-C on the terminal reaches the launcher alone), and passes SIGINT and SIGTERM on to
-every rank, which stop together at the next step with rank 0's checkpoint (:mod:`.rank`). Its exit
+every rank, which stop together at the next step with rank 0's checkpoint (:mod:`.rank`). On a
+terminal, rank 0 draws the progress bars (mpiexec passes them through). Its exit
 is the run's: 0, 130/143 after a signal, or 1 with one line when a rank failed (that rank's line is
 above it).
 """
@@ -22,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import checkpoint as ckpt
+from ..training.metrics import TERMINAL_VARIABLE
 from ..training.signals import TrainingInterrupted
 
 log = logging.getLogger("cifarnet")
@@ -74,8 +76,9 @@ def launch(spec: dict[str, Any], processes: int) -> dict[str, Any]:
         log.info("starting %d processes: %s", processes, " ".join(rank_command("mpiexec", processes, spec_file)))
         previous = {s: signal.signal(s, forward) for s in (signal.SIGINT, signal.SIGTERM)}
         try:
+            terminal = {TERMINAL_VARIABLE: "1"} if sys.stderr.isatty() else {}     # rank 0 draws the bars
             ranks = subprocess.Popen(rank_command(mpiexec, processes, spec_file), stdin=subprocess.DEVNULL,
-                                     start_new_session=True)
+                                     start_new_session=True, env=dict(os.environ, **terminal))
             status = ranks.wait()
         finally:
             for s, handler in previous.items():

@@ -1,7 +1,6 @@
 """Evaluation: loss, accuracy, per-class accuracy and confusion matrix over a loader."""
 from __future__ import annotations
 
-import sys
 from dataclasses import dataclass
 
 import numpy as np
@@ -11,6 +10,7 @@ from ..backend import array_module, to_numpy
 from ..comm import LOCAL, Communicator
 from ..inference import InferencePlan, infer
 from ..losses import SoftmaxCrossEntropy
+from .metrics import on_terminal
 
 
 @dataclass
@@ -53,7 +53,7 @@ def evaluate(model, loader, num_classes: int, progress: bool = False, workers: i
     loss_fn = SoftmaxCrossEntropy()
     counts = total_loss = None
     with tqdm(total=len(loader.split), desc="evaluating", unit="img", leave=False,
-              disable=not (progress and sys.stderr.isatty())) as bar:
+              disable=not (progress and on_terminal())) as bar:
         batches = loader.epoch(0) if comm.size == 1 else \
             (loader.batch(0, i) for i in range(comm.rank, len(loader), comm.size))
         for x, y in batches:

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import csv
 import math
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -61,12 +62,21 @@ def epoch_line(row: dict[str, Any], epochs: int, splits: list[str], improved: bo
             + ("  (best)" if improved else ""))
 
 
+TERMINAL_VARIABLE = "CIFARNET_TERMINAL"
+
+
+def on_terminal() -> bool:
+    """Whether progress bars should be drawn: stderr is a terminal, or this is rank 0 of processes
+    whose launcher's stderr is one (it sets ``CIFARNET_TERMINAL=1``; mpiexec passes the bars through)."""
+    return sys.stderr.isatty() or os.environ.get(TERMINAL_VARIABLE) == "1"
+
+
 class EpochBar:
     """The epoch's progress bar (tqdm), on an interactive terminal only."""
 
     def __init__(self, total: int, done: int, title: str, enabled: bool):
         self.bar = tqdm(total=total, initial=done, desc=title, unit="batch", leave=False,
-                        disable=not (enabled and sys.stderr.isatty()))
+                        disable=not (enabled and on_terminal()))
 
     def advance(self, sums: dict[str, float], lr: float, seconds: float) -> None:
         if self.bar.disable:
