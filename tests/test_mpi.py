@@ -353,3 +353,10 @@ def test_on_a_terminal_rank_zero_draws_the_progress_bar_through_mpiexec(tmp_path
     piped = cifarnet(tmp_path, *TINY, "trainer.epochs=1", "trainer.processes=2", "trainer.workers=1",
                      "hydra.run.dir=piped")
     assert piped.returncode == 0 and "epoch 1/1:" not in piped.stdout + piped.stderr   # no bar into a pipe
+
+
+def test_several_processes_on_cupy_are_refused_in_one_line(tmp_path):
+    done = cifarnet(tmp_path, *TINY, "backend=cupy", "trainer.processes=2", "hydra.run.dir=run")
+    assert done.returncode == 1 and not (tmp_path / "run").exists()
+    assert errors_in(done) == ["cifarnet: error: several processes train on backend=numpy only (their exchanges go "
+                               "through MPI on the host; a GPU path over NCCL is not built: docs/distributed.md)"]

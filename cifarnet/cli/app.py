@@ -172,6 +172,11 @@ def _train(plain: dict, run_dir: Path, resume, resume_command, overrides: list[s
     or as rank 0 of a user's own ``mpiexec`` (the other ranks follow: :mod:`cifarnet.distributed.rank`)."""
     processes = int(plain["trainer"].get("processes", 1))
     resume_path = None if resume is None else resume.path
+    if (processes > 1 or in_mpi_job()) and plain["backend"]["name"] != "numpy":
+        if in_mpi_job():
+            lead(None)
+        raise ConfigError("several processes train on backend=numpy only (their exchanges go through MPI on the "
+                          "host; a GPU path over NCCL is not built: docs/distributed.md)")
     if in_mpi_job():
         if processes not in (1, world_size()):
             lead(None)

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import checkpoint as ckpt
+from ..threads import default_workers
 from ..training.metrics import TERMINAL_VARIABLE
 from ..training.signals import TrainingInterrupted
 
@@ -60,6 +61,10 @@ def launch(spec: dict[str, Any], processes: int) -> dict[str, Any]:
     """
     mpiexec = find_mpiexec()
     run_dir = Path(spec["run_dir"])
+    cores = default_workers()
+    if processes > cores:
+        log.warning("trainer.processes=%d on %d cores: the processes will share cores and each step will be "
+                    "slower than with %d", processes, cores, cores)
     with tempfile.TemporaryDirectory(prefix="cifarnet-ranks-") as tmp:
         spec_file = Path(tmp) / "spec.json"
         spec_file.write_text(json.dumps(spec))
