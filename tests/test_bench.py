@@ -47,3 +47,24 @@ def test_data_benchmark_runs_on_synthetic_data(tmp_path):
     result = json.loads(out.read_text())
     assert result["images_per_second_prefetch0"] > 0 and result["images_per_second_prefetch2"] > 0
     assert "background thread" in done.stdout
+
+
+def test_shape_benchmark_runs_and_reports(tmp_path):
+    from cifarnet.bench import shapes
+
+    out = tmp_path / "shapes.json"
+    assert shapes.main(["--images", "2", "--repeats", "1", "--json", str(out)]) == 0
+    found = json.loads(out.read_text())
+    assert [(r["channels"], r["product"][:7]) for r in found["products"]][:3] == [(16, "forward"), (16, "weight "),
+                                                                                 (16, "column ")]
+    assert len(found["products"]) == 9 and all(r["gflops"] > 0 and r["gflops_transposed"] > 0
+                                               for r in found["products"])
+    assert len(found["passes"]) == 12 and all(r["ns_per_element"] > 0 for r in found["passes"])
+
+
+def test_processes_benchmark_runs_and_reports():
+    pytest.importorskip("mpi4py", reason="needs the [mpi] extra")
+    done = subprocess.run([sys.executable, "-m", "cifarnet.bench.processes", "--model", "simplecnn", "--batch", "32",
+                           "--steps", "1", "--rounds", "1"], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert "round 1: 2 processes x 1 threads" in done.stdout and "median step:" in done.stdout

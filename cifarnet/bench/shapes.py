@@ -1,0 +1,107 @@
+"""The matrix products and element-wise passes of a ResNet-32 step, one shape at a time.
+
+    python -m cifarnet.bench.shapes                  # one BLAS thread, a 64-image part (the training split)
+    python -m cifarnet.bench.shapes --threads 2 --images 128 --json shapes.json
+
+For each stage's 3x3 convolution (16, 32 and 64 channels at 32x32, 16x16 and 8x8) it times the three
+products of im2col convolution, forward ``(NHW, 9C) @ (9C, C)``, weight gradient ``(9C, NHW) @ (NHW,
+C)`` and column gradient ``(NHW, C) @ (C, 9C)``, each also in the transposed orientation (the same
+product computed as ``(B.T @ A.T).T``, which BLAS may run faster for narrow shapes), in GFLOP/s; and
+the element-wise passes batch norm and ReLU make over that stage's activations (``add``,
+``multiply``, ``maximum``, a per-channel sum), in ns per element. Medians of ``--repeats`` after a
+warm-up; the machine is printed with them. Meant for comparing machines (AMD, Intel) and spotting
+the shape that holds a step back; run it on an idle machine.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from functools import partial
+
+import numpy as np
+
+from ..blas import limited_blas_threads
+from . import machine_description
+
+STAGES = ((16, 32), (32, 16), (64, 8))           # channels, image side
+
+
+def _median_s(fn, repeats: int) -> float:
+    fn()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def _transposed(a, b):
+    """``a @ b`` computed as ``(b.T @ a.T).T``."""
+    return (b.T @ a.T).T
+
+
+def products(images: int, repeats: int) -> list[dict]:
+    rng = np.random.default_rng(0)
+    rows = []
+    for c, side in STAGES:
+        m, k = images * side * side, 9 * c
+        cols = rng.standard_normal((m, k), dtype=np.float32)
+        w = rng.standard_normal((k, c), dtype=np.float32)
+        d = rng.standard_normal((m, c), dtype=np.float32)
+        operands = {"forward (NHW,9C)@(9C,C)": (cols, w), "weight grad (9C,NHW)@(NHW,C)": (cols.T, d),
+                    "column grad (NHW,C)@(C,9C)": (d, w.T)}
+        cases = {name: (partial(np.matmul, a, b), partial(_transposed, a, b)) for name, (a, b) in operands.items()}
+        for name, (plain, transposed) in cases.items():
+            flops = 2 * m * k * c
+            a, b = _median_s(plain, repeats), _median_s(transposed, repeats)
+            rows.append({"channels": c, "side": side, "product": name, "gflops": flops / a / 1e9,
+                         "gflops_transposed": flops / b / 1e9, "ms": 1e3 * a, "ms_transposed": 1e3 * b})
+    return rows
+
+
+def passes(images: int, repeats: int) -> list[dict]:
+    rng = np.random.default_rng(1)
+    rows = []
+    for c, side in STAGES:
+        x = rng.standard_normal((images * side * side, c), dtype=np.float32)
+        y, out = rng.standard_normal(x.shape, dtype=np.float32), np.empty_like(x)
+        zero = np.float32(0)
+        cases = {"add": partial(np.add, x, y, out=out), "multiply": partial(np.multiply, x, y, out=out),
+                 "maximum (ReLU)": partial(np.maximum, x, zero, out=out), "per-channel sum": partial(np.sum, x, axis=0)}
+        for name, fn in cases.items():
+            rows.append({"channels": c, "side": side, "pass": name, "ns_per_element": 1e9 * _median_s(fn, repeats)
+                         / x.size})
+    return rows
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m cifarnet.bench.shapes", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--images", type=int, default=64, help="images per product (64: one part of a split batch)")
+    parser.add_argument("--threads", type=int, default=1, help="BLAS threads")
+    parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--json", help="also write the results to this file")
+    args = parser.parse_args(argv)
+    with limited_blas_threads(args.threads):
+        found = {"machine": machine_description(), "images": args.images, "threads": args.threads,
+                 "products": products(args.images, args.repeats), "passes": passes(args.images, args.repeats)}
+    print(f"{found['machine']}; {args.images} images, {args.threads} BLAS thread(s), medians of {args.repeats}")
+    print(f"{'C':>3} {'HxW':>6}  {'product':30} {'GFLOP/s':>8} {'transposed':>10}  {'ms':>7}")
+    for r in found["products"]:
+        print(f"{r['channels']:>3} {r['side']:>3}x{r['side']:<2}  {r['product']:30} {r['gflops']:8.1f} "
+              f"{r['gflops_transposed']:10.1f}  {r['ms']:7.2f}")
+    print(f"{'C':>3} {'HxW':>6}  {'pass':30} {'ns/element':>10}")
+    for r in found["passes"]:
+        print(f"{r['channels']:>3} {r['side']:>3}x{r['side']:<2}  {r['pass']:30} {r['ns_per_element']:10.2f}")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(found, f, indent=2)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
