@@ -360,3 +360,23 @@ def test_several_processes_on_cupy_are_refused_in_one_line(tmp_path):
     assert done.returncode == 1 and not (tmp_path / "run").exists()
     assert errors_in(done) == ["cifarnet: error: several processes train on backend=numpy only (their exchanges go "
                                "through MPI on the host; a GPU path over NCCL is not built: docs/distributed.md)"]
+
+
+@mpi_ranks
+@pytest.mark.parametrize("args, error", [
+    (["resume=/nonexistent"], "cifarnet: error: checkpoint /nonexistent not found"),
+    (["trainer.epoch=3"], "cifarnet: error: Could not override 'trainer.epoch'. Key 'epoch' not in 'TrainerSchema'"),
+])
+def test_under_mpiexec_a_failure_of_rank_zero_before_training_ends_every_rank(tmp_path, args, error):
+    """Rank 0 fails before it hands the run over (a bad key, a missing checkpoint): the other ranks,
+    waiting for it, exit too, instead of waiting forever."""
+    started = time.monotonic()
+    done = mpiexec("-n", "2", sys.executable, "-m", "cifarnet", *TINY, *args, cwd=tmp_path, timeout=60)
+    assert done.returncode == 1 and time.monotonic() - started < 30
+    assert errors_in(done) == [error]
+
+
+@mpi_ranks
+def test_under_mpiexec_what_ends_without_training_releases_every_rank(tmp_path):
+    done = mpiexec("-n", "2", sys.executable, "-m", "cifarnet", *TINY, "--cfg", "job", cwd=tmp_path, timeout=60)
+    assert done.returncode == 0 and "trainer:" in done.stdout

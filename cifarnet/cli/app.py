@@ -19,7 +19,7 @@ from pathlib import Path
 from .. import __version__
 from .. import checkpoint as ckpt
 from ..distributed.launch import launch
-from ..distributed.rank import finish, follow, lead, make_spec
+from ..distributed.rank import finish, follow, lead, make_spec, release_followers
 from ..distributed.world import in_mpi_job, world_rank, world_size
 from ..experiment import ConfigError, evaluate_checkpoint, format_eval_report, merge_with_checkpoint, train
 from ..files import replace_atomically
@@ -110,9 +110,9 @@ def task(cfg) -> float | FailedJob:
     explicit = explicit_keys(overrides)
     try:
         if in_mpi_job() and (plain["mode"] != "train" or multirun):
-            lead(None)                                 # the other ranks have nothing to do
             raise ConfigError("under mpiexec, only a single training run (mode=train, no -m) spreads over "
                               "the ranks; in a sweep, give each job trainer.processes=N instead")
+        if plain["mode"] == "eval":
             if not plain["ckpt"]:
                 raise ConfigError("mode=eval needs ckpt=PATH (a checkpoint .npz file or a run directory)")
             checkpoint = ckpt.resolve(plain["ckpt"], prefer="best")
@@ -173,13 +173,10 @@ def _train(plain: dict, run_dir: Path, resume, resume_command, overrides: list[s
     processes = int(plain["trainer"].get("processes", 1))
     resume_path = None if resume is None else resume.path
     if (processes > 1 or in_mpi_job()) and plain["backend"]["name"] != "numpy":
-        if in_mpi_job():
-            lead(None)
         raise ConfigError("several processes train on backend=numpy only (their exchanges go through MPI on the "
                           "host; a GPU path over NCCL is not built: docs/distributed.md)")
     if in_mpi_job():
         if processes not in (1, world_size()):
-            lead(None)
             raise ConfigError(f"trainer.processes={processes} under mpiexec with {world_size()} ranks: leave it at 1 "
                               "or set it to the number of ranks")
         spec = make_spec(plain, run_dir, resume_path, overrides, others)
@@ -287,10 +284,20 @@ def main() -> None:
     entry = hydra.main(version_base="1.3", config_path=config_dir(), config_name="config")(task)
     try:
         entry()
-    except SystemExit:
+    except SystemExit as done:
+        _release_followers(failed=done.code not in (None, 0))
         raise
     except BrokenPipeError:                   # the reader went away (cifarnet --help | head -1)
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         sys.exit(141)
     except BaseException as err:  # noqa: BLE001
+        _release_followers(failed=True)
         report_and_exit(err)
+    else:
+        _release_followers(failed=False)
+
+
+def _release_followers(failed: bool) -> None:
+    """Under a user's ``mpiexec``, rank 0 lets the other ranks go if it never handed them a run."""
+    if in_mpi_job() and world_rank() == 0:
+        release_followers(failed)

@@ -104,20 +104,34 @@ def finish(spec: dict[str, Any], comm: MPICommunicator, argv: list[str] | None =
 
 
 # -- a user's own mpiexec: rank 0 runs Hydra, the others follow -----------------------------------
+_led = {"done": False}
+FAILED = {"failed": True}          # what rank 0 hands over when it failed before the run began
+
+
 def lead(spec: dict[str, Any] | None) -> MPICommunicator:
-    """On rank 0, inside the Hydra job: hand ``spec`` (None: nothing to run, the followers exit 0)
-    to the other ranks."""
+    """On rank 0, inside the Hydra job: hand ``spec`` to the other ranks (None: nothing to run, they
+    exit 0; :data:`FAILED`: rank 0 failed, they exit 1). Once only."""
     comm = MPICommunicator()
-    comm.broadcast_object(spec)
+    if not _led["done"]:
+        _led["done"] = True
+        comm.broadcast_object(spec)
     return comm
+
+
+def release_followers(failed: bool) -> None:
+    """On rank 0 of a user's ``mpiexec``, when it is about to exit without having handed a spec over
+    (a bad command line, ``--cfg job``, an error before training): let the other ranks go, with exit
+    status 1 if rank 0 failed, 0 otherwise, instead of waiting for it forever."""
+    if not _led["done"]:
+        lead(FAILED if failed else None)
 
 
 def follow() -> None:
     """On ranks other than 0 of a user's ``mpiexec``: wait for rank 0's spec, then train with it."""
     comm = MPICommunicator()
     spec = comm.broadcast_object(None)
-    if spec is None:
-        sys.exit(0)
+    if spec is None or spec == FAILED:
+        sys.exit(1 if spec == FAILED else 0)            # rank 0 has said why
     setup_logging(comm.rank, Path(spec["run_dir"]))
     finish(spec, comm)
     sys.exit(0)
