@@ -43,8 +43,17 @@ LONG = [*TINY, "data.train_size=2048", "trainer.epochs=60", "trainer.progress=fa
 
 
 def mpiexec(*args: str, cwd: Path, timeout: float = 120) -> subprocess.CompletedProcess:
-    return subprocess.run([MPIEXEC, *args], cwd=cwd, capture_output=True, text=True, timeout=timeout,
-                          env=dict(os.environ, OPENBLAS_NUM_THREADS="1"))
+    """``mpiexec ARGS``; past ``timeout`` every process it started is killed (ranks waiting in a
+    collective spin, and would outlive a killed mpiexec), then the test fails."""
+    proc = subprocess.Popen([MPIEXEC, *args], cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=dict(os.environ, OPENBLAS_NUM_THREADS="1"), start_new_session=True)
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.communicate()
+        raise
+    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
 
 
 def metrics(run_dir: Path) -> np.ndarray:
