@@ -36,6 +36,7 @@ from __future__ import annotations
 import sys
 import types
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -223,8 +224,12 @@ class CountingModule(types.ModuleType):
         return sorted(((op, sum(calls.values())) for op, calls in self.by_op.items()), key=lambda r: -r[1])
 
 
+PACKAGE = str(Path(__file__).resolve().parent)
+
+
 def _current_op() -> str:
-    """The op whose method is running (``name.forward``), else the cifarnet file that called."""
+    """The op whose method is running (``name.forward``), else the cifarnet file that called
+    (relative to the package), else ``"?"``."""
     frame = sys._getframe(2)
     caller = None
     while frame is not None:
@@ -233,9 +238,8 @@ def _current_op() -> str:
             op = frame.f_locals.get("self")
             if op is not None:
                 return f"{op.name}.{code.co_name}"
-        if caller is None and "cifarnet" in code.co_filename and not code.co_filename.endswith("counting.py"):
-            parts = code.co_filename.replace("\\", "/").split("/cifarnet/")
-            caller = parts[-1] if len(parts) > 1 else code.co_filename
+        if caller is None and code.co_filename.startswith(PACKAGE) and code.co_filename != __file__:
+            caller = Path(code.co_filename).relative_to(PACKAGE).as_posix()
         frame = frame.f_back
     return caller or "?"
 

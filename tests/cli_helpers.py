@@ -43,6 +43,7 @@ def errors_in(done) -> list[str]:
 # sent at a chosen moment, a function made to fail).
 DRIVER = """
 import os, signal, sys
+signal.signal(signal.SIGINT, signal.default_int_handler)   # as on a terminal, even if started in the background
 {patch}
 from cifarnet.cli.app import main
 sys.argv[0] = "cifarnet"
