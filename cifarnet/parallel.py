@@ -94,13 +94,13 @@ class ThreadGroup:
         self._barrier.wait()
         return slots
 
-    def _sum(self, rank: int, values: tuple, outer: bool = True) -> tuple:
-        """The parts' sum; with ``outer`` (a group of processes around the threads), that sum summed
+    def _sum(self, rank: int, values: tuple) -> tuple:
+        """The parts' sum; with an ``outer`` group of processes around the threads, that sum summed
         over the processes by part 0 alone, which hands it to the others (one more barrier)."""
         which = self._calls[rank] % 2
         slots = self._gather(rank, values)
         total = tuple(reduce(add, (part[i] for part in slots)) for i in range(len(values)))
-        if not outer or self.outer.size == 1:
+        if self.outer.size == 1:
             return total
         if rank == 0:
             self._shared[which] = self.outer.sum(*total)
@@ -123,11 +123,17 @@ class ThreadMember(Communicator):
         return self.group._sum(self.rank, values)
 
     def allreduce(self, buffer) -> None:
-        """``buffer`` replaced by the sum of every part's, in part order (each part computes the
-        same sum; a second barrier keeps the buffers unchanged until every part has read them)."""
-        total, = self.group._sum(self.rank, (buffer,), outer=False)
+        """``buffer`` replaced by the sum of every part's, in part order. Each part sums one slice
+        of the buffers (along their first axis) and writes it into all of them, so the work is
+        shared rather than repeated; the slices are disjoint, and the closing barrier keeps every
+        buffer from being used before all slices are in."""
+        slots = self.group._gather(self.rank, (buffer,))
+        a, b = part_edges(buffer.shape[0], self.size)[self.rank]
+        if b > a:
+            total = reduce(add, (part[0][a:b] for part in slots))
+            for part in slots:
+                part[0][a:b] = total
         self.group._barrier.wait()
-        buffer[...] = total
 
     def broadcast(self, buffer, root: int = 0) -> None:
         slots = self.group._gather(self.rank, (buffer,))

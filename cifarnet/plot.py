@@ -2,11 +2,15 @@
 
     python -m cifarnet.plot outputs/2026-11-26/14-52-40.815433     # one run
     python -m cifarnet.plot outputs/multirun/2026-11-26/15-00-00.1  # a sweep: all jobs compared
+    python -m cifarnet.plot --compare curves.png cifarnet=run/metrics.csv pytorch=torch.csv
 
 A run gets ``loss.png`` and ``accuracy.png`` (training and test/validation curves against epoch),
 ``lr_schedule.png`` (the learning rate at every step), and, from ``best_eval.json``,
 ``per_class_accuracy.png`` and ``confusion_matrix.png`` of the best checkpoint. A sweep gets
 ``sweep_test_accuracy.png``: every job's test-accuracy curve, labelled by its overrides.
+``--compare OUT LABEL=CSV ...`` draws any runs' metrics files (cifarnet's ``metrics.csv``, or any
+CSV with ``epoch``, ``train_loss``, ``train_acc``, ``test_loss``, ``test_acc`` columns, such as
+``cifarnet.bench.torch_train``'s) side by side: accuracy and loss against epoch, one colour per run.
 """
 from __future__ import annotations
 
@@ -170,9 +174,63 @@ def plot_sweep(sweep_dir: str | Path) -> Path:
     return path
 
 
+def _labelled_csvs(pairs: list[str]) -> list[tuple[str, list[dict]]]:
+    runs = []
+    for pair in pairs:
+        label, sep, name = pair.partition("=")
+        if not sep or not label or not name:
+            raise PlotError(f"{pair!r}: give each run as LABEL=path/to/metrics.csv")
+        path = Path(name)
+        if not path.is_file():
+            raise PlotError(f"{path} not found")
+        with open(path, newline="") as f:
+            rows = list(csv.DictReader(f))
+        if not rows or "epoch" not in rows[0]:
+            raise PlotError(f"{path} has no rows with an 'epoch' column")
+        runs.append((label, rows))
+    return runs
+
+
+def plot_compare(target: str | Path, pairs: list[str]) -> Path:
+    """One figure of several runs: test and training accuracy (left), test and training loss
+    (right) against epoch; solid lines test, dashed training. ``pairs``: ``"label=metrics.csv"``."""
+    plt = _pyplot()
+    runs = _labelled_csvs(pairs)
+    fig, (acc_ax, loss_ax) = plt.subplots(1, 2, figsize=(11.0, 4.4))
+    all_epochs: list[int] = []
+    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for i, (label, rows) in enumerate(runs):
+        colour = colours[i % len(colours)]
+        epochs = [int(r["epoch"]) for r in rows]
+        all_epochs += epochs
+        for ax, key, percent in ((acc_ax, "acc", True), (loss_ax, "loss", False)):
+            for split, style in (("test", "-"), ("train", "--")):
+                values = _column(rows, f"{split}_{key}")
+                if values is not None:
+                    ax.plot(epochs, [100 * v for v in values] if percent else values, style, color=colour,
+                            label=f"{label}, {split}")
+    acc_ax.set(xlabel="epoch", ylabel="accuracy (%)", title="Accuracy")
+    loss_ax.set(xlabel="epoch", ylabel="cross-entropy loss", title="Loss")
+    for ax in (acc_ax, loss_ax):
+        epoch_axis(ax, all_epochs)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(target, dpi=110)
+    plt.close(fig)
+    return Path(target)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
-    if len(args) != 1 or args[0] in ("-h", "--help"):
+    if args and args[0] == "--compare" and len(args) >= 3:
+        try:
+            print(plot_compare(args[1], args[2:]))
+        except PlotError as err:
+            print(f"cifarnet.plot: error: {err}", file=sys.stderr)
+            return 1
+        return 0
+    if len(args) != 1 or args[0] in ("-h", "--help") or args[0] == "--compare":
         print(__doc__)
         return 0 if args and args[0] in ("-h", "--help") else 2
     target = Path(args[0])

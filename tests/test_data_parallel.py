@@ -97,6 +97,48 @@ def test_allreduce_and_broadcast_between_threads_round_after_round():
             np.testing.assert_array_equal(seen[rank][2 * i + 1], np.full(5, 1.0))
 
 
+@pytest.mark.parametrize("length", [1, 2, 7, 1000])
+def test_allreduce_sums_in_part_order_to_the_last_bit(length):
+    """Each part sums a slice of the buffers (some slices empty when the buffer is shorter than the
+    group); the result is exactly the part-ordered float32 sum, in every part's buffer."""
+    values = np.random.default_rng(length).standard_normal((3, length)).astype(np.float32) * 1e3
+    buffers = [row.copy() for row in values]
+    group = ThreadGroup(3)
+    run_side_by_side([lambda r=r: group.member(r).allreduce(buffers[r]) for r in range(3)])
+    expected = (values[0] + values[1]) + values[2]
+    for buffer in buffers:
+        assert buffer.dtype == np.float32 and buffer.tobytes() == expected.tobytes()
+
+
+class CountingProcesses(parallel.Communicator):
+    """Stands in for rank 0 of two processes: counts what would cross, crosses nothing."""
+
+    rank, size = 0, 2
+
+    def __init__(self):
+        self.sums = self.allreduces = 0
+
+    def sum(self, *values):
+        self.sums += 1
+        return values
+
+    def allreduce(self, buffer):
+        self.allreduces += 1
+
+
+@pytest.mark.parametrize("given_outer, batch_norm_crosses", [(None, True), ("local", False)])
+def test_a_group_made_for_a_smaller_batch_keeps_the_callers_batch_norm_choice(small_parts, given_outer,
+                                                                             batch_norm_crosses):
+    """``trainer.sync_batchnorm=false`` hands a group whose batch norm stays in the process; a batch
+    that splits into another number of parts gets a new group, which must keep that choice."""
+    model, shape = _conv_and_features(np.random.default_rng(0))
+    comm = CountingProcesses()
+    group = None if given_outer is None else ThreadGroup(3, parallel.LOCAL)
+    x, y = np.random.default_rng(1).standard_normal((4, *shape)), np.array([0, 1, 2, 0])
+    forward_backward(model, SoftmaxCrossEntropy(), x, y, workers=2, group=group, comm=comm, total=8)
+    assert comm.allreduces == 1 and (comm.sums > 0) == batch_norm_crosses
+
+
 def test_a_split_step_leaves_the_summed_gradients_in_the_flat_store(rng):
     from cifarnet.models import model_description
 

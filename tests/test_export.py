@@ -5,7 +5,10 @@ import numpy as np
 import pytest
 
 from cifarnet import checkpoint as ckpt
+from cifarnet import pretrained
+from cifarnet.backend import NUMPY
 from cifarnet.data import Normalization, load_dataset
+from cifarnet.experiment import restore_model
 from cifarnet.inference import infer
 from cifarnet.models import build_model, model_description
 
@@ -93,3 +96,12 @@ def test_mode_export_writes_model_onnx_into_its_run_directory(tmp_path):
     onnx.checker.check_model(proto)
     again = cifarnet(tmp_path, "mode=export", "ckpt=outputs/run", "hydra.run.dir=outputs/export")
     assert again.returncode == 1 and "already holds an earlier run's model.onnx" in again.stdout + again.stderr
+
+
+@pytest.mark.parametrize("name", pretrained.NAMES)
+def test_each_shipped_checkpoint_exports_and_onnxruntime_agrees(tmp_path, rng, name):
+    found = ckpt.resolve(f"pretrained:{name}")
+    proto = onnx.load(str(export_checkpoint(found, tmp_path / "model.onnx")))
+    onnx.checker.check_model(proto, full_check=True)
+    x = rng.standard_normal((7, *found.meta["input_shape"])).astype(np.float32)
+    assert_same_logits(run_onnx(proto, x), infer(restore_model(found, NUMPY), x))

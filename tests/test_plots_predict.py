@@ -45,6 +45,23 @@ def test_plot_command_redraws_a_run(run, tmp_path):
     assert bad.returncode == 1 and "neither metrics.csv nor job directories" in bad.stderr
 
 
+def test_compare_figure_of_two_runs_in_either_csv_layout(run, tmp_path):
+    _, run_dir, _ = run
+    torch_csv = tmp_path / "torch.csv"
+    torch_csv.write_text("epoch,train_loss,train_acc,test_loss,test_acc,seconds\n"
+                         "1,2.1,0.21,2.0,0.25,3.0\n2,1.9,0.30,1.8,0.33,3.0\n")
+    out = tmp_path / "both.png"
+    argv = [sys.executable, "-m", "cifarnet.plot", "--compare", str(out)]
+    done = subprocess.run(argv + [f"cifarnet={run_dir / 'metrics.csv'}", f"pytorch={torch_csv}"],
+                          capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == str(out) and out.read_bytes()[:4] == b"\x89PNG" and out.stat().st_size > 10000
+    unlabelled = subprocess.run(argv + [str(torch_csv)], capture_output=True, text=True)
+    assert unlabelled.returncode == 1 and "LABEL=path/to/metrics.csv" in unlabelled.stderr
+    missing = subprocess.run(argv + [f"x={tmp_path / 'nope.csv'}"], capture_output=True, text=True)
+    assert missing.returncode == 1 and "nope.csv not found" in missing.stderr
+
+
 def test_sweep_comparison_figure(tmp_path):
     done = cifarnet(tmp_path, "-m", *TINY, "data.train_size=64", "trainer.epochs=2", "optimizer.lr=0.1,0.01",
                     "plots=true", "hydra.sweep.dir=outputs/sweep")

@@ -28,21 +28,22 @@ def test_each_shipped_checkpoint_is_intact_and_says_how_it_was_made(name):
 
 
 def test_an_unknown_name_lists_the_shipped_ones():
-    with pytest.raises(ckpt.CheckpointError, match="no pre-trained checkpoint 'vgg'; there are: simplecnn"):
+    with pytest.raises(ckpt.CheckpointError, match="no pre-trained checkpoint 'vgg'; there are: simplecnn, resnet32"):
         ckpt.resolve("pretrained:vgg")
 
 
 @pytest.mark.slow
-def test_evaluate_and_predict_with_the_shipped_simplecnn(tmp_path):
+@pytest.mark.parametrize("name", pretrained.NAMES)
+def test_evaluate_and_predict_with_each_shipped_checkpoint(tmp_path, name):
     image = pytest.importorskip("PIL.Image", reason="predict reads images with Pillow")
     write_cifar(tmp_path / "cifar", test=30)                  # the CIFAR-10 layout and class names, tiny
-    done = cifarnet(tmp_path, "mode=eval", "ckpt=pretrained:simplecnn", "data.root=cifar", "data.download=false",
+    done = cifarnet(tmp_path, "mode=eval", f"ckpt=pretrained:{name}", "data.root=cifar", "data.download=false",
                     "hydra.run.dir=outputs/eval")
     assert done.returncode == 0, done.stdout + done.stderr
     assert json.loads((tmp_path / "outputs" / "eval" / "eval.json").read_text())["images"] == 30
     for i, colour in enumerate([(200, 40, 40), (40, 200, 40)]):
         image.new("RGB", (32, 32), colour).save(tmp_path / f"{i}.png")
-    done = cifarnet(tmp_path, "mode=predict", "ckpt=pretrained:simplecnn", "images=*.png",
+    done = cifarnet(tmp_path, "mode=predict", f"ckpt=pretrained:{name}", "images=*.png",
                     "hydra.run.dir=outputs/predict")
     assert done.returncode == 0, done.stdout + done.stderr
     rows = (tmp_path / "outputs" / "predict" / "predictions.csv").read_text().splitlines()

@@ -11,7 +11,7 @@ from importlib import resources
 from pathlib import Path
 
 PREFIX = "pretrained:"
-NAMES = ("simplecnn",)
+NAMES = ("simplecnn", "resnet32")
 
 
 def path(name: str) -> Path:

@@ -86,7 +86,8 @@ def forward_backward(model, loss_fn: SoftmaxCrossEntropy, x, y, workers: int | N
         model.backward(ctx, loss_fn.backward(loss_ctx, scale), need_dx=False, into=store.grad_views)
         return StepResult(loss, logits, store.grad_views)
     edges = part_edges(n, parts)
-    group = group if group is not None and group.size == parts else ThreadGroup(parts, comm)
+    if group is None or group.size != parts:                  # e.g. a last, smaller batch
+        group = ThreadGroup(parts, comm if group is None else group.outer)
     members = [group.member(rank) for rank in range(parts)]
     forks = fork_generators(model, comm.size * parts, first=comm.rank * parts, count=parts)
     modes = [mode.part(member, generators) for member, generators in zip(members, forks, strict=True)]
