@@ -191,11 +191,9 @@ def _labelled_csvs(pairs: list[str]) -> list[tuple[str, list[dict]]]:
     return runs
 
 
-def plot_compare(target: str | Path, pairs: list[str]) -> Path:
-    """One figure of several runs: test and training accuracy (left), test and training loss
-    (right) against epoch; solid lines test, dashed training. ``pairs``: ``"label=metrics.csv"``."""
-    plt = _pyplot()
-    runs = _labelled_csvs(pairs)
+def compare_figure(plt, runs: list[tuple[str, list[dict]]]):
+    """The figure of :func:`plot_compare` for ``(label, metrics rows)`` pairs: accuracy (left) and
+    loss (right) against epoch, one colour per run, solid lines test, dashed training."""
     fig, (acc_ax, loss_ax) = plt.subplots(1, 2, figsize=(11.0, 4.4))
     all_epochs: list[int] = []
     colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
@@ -216,31 +214,35 @@ def plot_compare(target: str | Path, pairs: list[str]) -> Path:
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
     fig.tight_layout()
+    return fig
+
+
+def plot_compare(target: str | Path, pairs: list[str]) -> Path:
+    """One figure of several runs (:func:`compare_figure`) saved to ``target``.
+    ``pairs``: ``"label=metrics.csv"``."""
+    plt = _pyplot()
+    fig = compare_figure(plt, _labelled_csvs(pairs))
     fig.savefig(target, dpi=110)
     plt.close(fig)
     return Path(target)
 
 
+def _plot_target(target: Path) -> list[Path]:
+    if (target / "metrics.csv").is_file():
+        return plot_run(target)
+    if list(target.glob("*/metrics.csv")):
+        return [plot_sweep(target)]
+    raise PlotError(f"{target} holds neither metrics.csv nor job directories with one")
+
+
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
-    if args and args[0] == "--compare" and len(args) >= 3:
-        try:
-            print(plot_compare(args[1], args[2:]))
-        except PlotError as err:
-            print(f"cifarnet.plot: error: {err}", file=sys.stderr)
-            return 1
-        return 0
-    if len(args) != 1 or args[0] in ("-h", "--help") or args[0] == "--compare":
+    comparing = len(args) >= 3 and args[0] == "--compare"
+    if not comparing and (len(args) != 1 or args[0] in ("-h", "--help", "--compare")):
         print(__doc__)
         return 0 if args and args[0] in ("-h", "--help") else 2
-    target = Path(args[0])
     try:
-        if (target / "metrics.csv").is_file():
-            paths = plot_run(target)
-        elif list(target.glob("*/metrics.csv")):
-            paths = [plot_sweep(target)]
-        else:
-            raise PlotError(f"{target} holds neither metrics.csv nor job directories with one")
+        paths = [plot_compare(args[1], args[2:])] if comparing else _plot_target(Path(args[0]))
     except PlotError as err:
         print(f"cifarnet.plot: error: {err}", file=sys.stderr)
         return 1

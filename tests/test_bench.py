@@ -1,5 +1,7 @@
 """The benchmark commands run and report what they promise (timings themselves are not asserted)."""
 import json
+import os
+import re
 import subprocess
 import sys
 
@@ -60,6 +62,10 @@ def test_shape_benchmark_runs_and_reports(tmp_path):
     assert len(found["products"]) == 9 and all(r["gflops"] > 0 and r["gflops_transposed"] > 0
                                                for r in found["products"])
     assert len(found["passes"]) == 12 and all(r["ns_per_element"] > 0 for r in found["passes"])
+    layouts = [(r["channels"], r["block"], r["default"]) for r in found["convolutions"]]
+    assert layouts == [(16, 1, False), (16, 2, True), (32, 1, True), (32, 2, False), (64, 1, True), (64, 2, False)]
+    assert all(r["forward_ms"] > 0 and r["weight_grad_ms"] > 0 and r["input_grad_ms"] >= 0
+               and r["total_ms"] > r["forward_ms"] for r in found["convolutions"])
 
 
 def test_processes_benchmark_runs_and_reports():
@@ -68,3 +74,12 @@ def test_processes_benchmark_runs_and_reports():
                            "--steps", "1", "--rounds", "1"], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     assert "round 1: 2 processes x 1 threads" in done.stdout and "median step:" in done.stdout
+
+
+def test_machine_description_tells_cpu_generations_apart():
+    from cifarnet.bench import machine_description
+
+    text = machine_description()
+    assert f"{os.cpu_count()} cores" in text and "NumPy" in text
+    if os.path.exists("/proc/cpuinfo"):                       # family, model and AVX-512 from cpuinfo
+        assert re.search(r"\(family \d+, model \d+, (AVX-512|no AVX-512)\)", text), text

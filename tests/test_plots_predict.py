@@ -62,6 +62,28 @@ def test_compare_figure_of_two_runs_in_either_csv_layout(run, tmp_path):
     assert missing.returncode == 1 and "nope.csv not found" in missing.stderr
 
 
+def test_compare_figure_draws_test_and_training_curves_per_run():
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from cifarnet.plot import compare_figure
+
+    full = [{"epoch": "1", "train_loss": "2.1", "train_acc": "0.21", "test_loss": "2.0", "test_acc": "0.25"},
+            {"epoch": "2", "train_loss": "1.9", "train_acc": "0.30", "test_loss": "1.8", "test_acc": "0.33"}]
+    no_test = [{k: v for k, v in r.items() if not k.startswith("test")} | {"epoch": str(i + 3)}
+               for i, r in enumerate(full)]
+    fig = compare_figure(plt, [("a", full), ("b", no_test)])
+    acc_ax, loss_ax = fig.axes
+    assert [ln.get_label() for ln in acc_ax.lines] == ["a, test", "a, train", "b, train"]
+    assert [ln.get_label() for ln in loss_ax.lines] == ["a, test", "a, train", "b, train"]
+    assert list(acc_ax.lines[0].get_ydata()) == pytest.approx([25.0, 33.0])        # accuracy in percent
+    assert list(loss_ax.lines[2].get_xdata()) == [3, 4] and list(loss_ax.lines[2].get_ydata()) == [2.1, 1.9]
+    assert acc_ax.lines[0].get_color() != acc_ax.lines[2].get_color()              # one colour per run
+    assert acc_ax.lines[0].get_linestyle() == "-" and acc_ax.lines[1].get_linestyle() == "--"
+    plt.close(fig)
+
+
 def test_sweep_comparison_figure(tmp_path):
     done = cifarnet(tmp_path, "-m", *TINY, "data.train_size=64", "trainer.epochs=2", "optimizer.lr=0.1,0.01",
                     "plots=true", "hydra.sweep.dir=outputs/sweep")

@@ -8,7 +8,11 @@ products of im2col convolution, forward ``(NHW, 9C) @ (9C, C)``, weight gradient
 C)`` and column gradient ``(NHW, C) @ (C, 9C)``, each also in the transposed orientation (the same
 product computed as ``(B.T @ A.T).T``, which BLAS may run faster for narrow shapes), in GFLOP/s; and
 the element-wise passes batch norm and ReLU make over that stage's activations (``add``,
-``multiply``, ``maximum``, a per-channel sum), in ns per element. Medians of ``--repeats`` after a
+``multiply``, ``maximum``, a per-channel sum), in ns per element; and each stage's convolution as
+cifarnet runs it (the ``numpy`` variant of ``conv2d``, gathers and chunking included), per pass
+(forward, weight gradient, input gradient), in each layout it can take: plain im2col, or blocked
+(one patch per 2x2 block of output pixels; :mod:`cifarnet.arrays.blocks`), with the layout the
+variant picks by default marked. Medians of ``--repeats`` after a
 warm-up; the machine is printed with them. Meant for comparing machines (AMD, Intel) and spotting
 the shape that holds a step back; run it on an idle machine.
 """
@@ -78,6 +82,28 @@ def passes(images: int, repeats: int) -> list[dict]:
     return rows
 
 
+def convolutions(images: int, repeats: int) -> list[dict]:
+    """Forward, weight-gradient and input-gradient time (ms) of each stage's 3x3 convolution per layout."""
+    from ..functional.conv import Conv2dNumpy, choose_block
+
+    rng = np.random.default_rng(2)
+    rows = []
+    for c, side in STAGES:
+        x = rng.standard_normal((images, side, side, c), dtype=np.float32)
+        w = (0.1 * rng.standard_normal((3, 3, c, c))).astype(np.float32)
+        dout = rng.standard_normal(x.shape, dtype=np.float32)
+        default = choose_block(c, (3, 3), 1, side, side)
+        for block in (1, 2):
+            _, ctx = Conv2dNumpy.forward(x, w, None, padding=1, block=block)
+            forward = _median_s(partial(Conv2dNumpy.forward, x, w, None, padding=1, block=block), repeats)
+            weight = _median_s(partial(Conv2dNumpy.backward, ctx, dout, need_dx=False), repeats)
+            both = _median_s(partial(Conv2dNumpy.backward, ctx, dout), repeats)
+            rows.append({"channels": c, "side": side, "block": block, "default": block == default,
+                         "forward_ms": 1e3 * forward, "weight_grad_ms": 1e3 * weight,
+                         "input_grad_ms": 1e3 * max(0.0, both - weight), "total_ms": 1e3 * (forward + both)})
+    return rows
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m cifarnet.bench.shapes", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -88,7 +114,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     with limited_blas_threads(args.threads):
         found = {"machine": machine_description(), "images": args.images, "threads": args.threads,
-                 "products": products(args.images, args.repeats), "passes": passes(args.images, args.repeats)}
+                 "products": products(args.images, args.repeats), "passes": passes(args.images, args.repeats),
+                 "convolutions": convolutions(args.images, args.repeats)}
     print(f"{found['machine']}; {args.images} images, {args.threads} BLAS thread(s), medians of {args.repeats}")
     print(f"{'C':>3} {'HxW':>6}  {'product':30} {'GFLOP/s':>8} {'transposed':>10}  {'ms':>7}")
     for r in found["products"]:
@@ -97,6 +124,12 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{'C':>3} {'HxW':>6}  {'pass':30} {'ns/element':>10}")
     for r in found["passes"]:
         print(f"{r['channels']:>3} {r['side']:>3}x{r['side']:<2}  {r['pass']:30} {r['ns_per_element']:10.2f}")
+    print(f"{'C':>3} {'HxW':>6}  {'3x3 conv layout':30} {'forward':>8} {'weight grad':>11} {'input grad':>10} "
+          f"{'total ms':>8}")
+    for r in found["convolutions"]:
+        layout = ("blocked 2x2" if r["block"] == 2 else "plain") + (" (default)" if r["default"] else "")
+        print(f"{r['channels']:>3} {r['side']:>3}x{r['side']:<2}  {layout:30} {r['forward_ms']:8.2f} "
+              f"{r['weight_grad_ms']:11.2f} {r['input_grad_ms']:10.2f} {r['total_ms']:8.2f}")
     if args.json:
         with open(args.json, "w") as f:
             json.dump(found, f, indent=2)
