@@ -77,8 +77,8 @@ def _arenas_after_a_worker_thread(mode: str) -> int:
 def test_worker_threads_allocate_from_the_one_arena_the_thresholds_govern():
     # a thread arena unmaps its empty heaps whatever the thresholds say: in a two-thread ResNet-32
     # step that was up to 92,000 page faults a step, all in the worker thread (cifarnet.memory)
-    assert _arenas_after_a_worker_thread("thresholds") == 2
-    assert _arenas_after_a_worker_thread("keep") == 1
+    assert _arenas_after_a_worker_thread("thresholds") >= 2     # the worker got an arena of its own
+    assert _arenas_after_a_worker_thread("keep") == 1            # every thread in the main arena
 
 
 @glibc_only

@@ -24,6 +24,7 @@ import numpy as np
 from ..blas import limited_blas_threads
 from ..comm import LOCAL
 from ..losses import SoftmaxCrossEntropy
+from ..memory import keep_freed_memory
 from ..models import build_model, model_description
 from ..optim import SGD
 from ..parallel import part_edges
@@ -57,7 +58,9 @@ def time_steps(model: str, batch: int, workers: int, steps: int, comm=LOCAL) -> 
 
 
 def _child(args) -> None:
-    """One timed configuration; prints the median step in ms (rank 0)."""
+    """One timed configuration; prints the median step in ms (rank 0). Freed memory is kept for
+    reuse (:mod:`cifarnet.memory`), as the experiment runner does on the NumPy backend."""
+    keep_freed_memory()
     comm = LOCAL
     if args.as_rank:
         from ..distributed.mpi import MPICommunicator
