@@ -83,3 +83,20 @@ def test_machine_description_tells_cpu_generations_apart():
     assert f"{os.cpu_count()} cores" in text and "NumPy" in text
     if os.path.exists("/proc/cpuinfo"):                       # family, model and AVX-512 from cpuinfo
         assert re.search(r"\(family \d+, model \d+, (AVX-512|no AVX-512)\)", text), text
+
+
+def test_layout_benchmark_times_each_limit_in_turn_and_restores_the_default(monkeypatch, tmp_path):
+    from cifarnet.bench import layouts
+    from cifarnet.functional import conv
+
+    seen = []
+    choose = conv.choose_block
+    monkeypatch.setattr(conv, "choose_block", lambda *a, **k: seen.append(conv.BLOCK_MAX_CHANNELS) or choose(*a, **k))
+    rows = layouts.compare_limits([16, 0], pairs=2, model="resnet20", batch=8, eval_rounds=1)
+    assert [(r["limit"], r["default"]) for r in rows] == [(16, True), (0, False)]
+    assert rows[0]["ratio"] == 1.0 and all(r["step_ms"] > 0 and r["eval_img_per_s"] > 0 for r in rows)
+    assert conv.BLOCK_MAX_CHANNELS == 16 and {0, 16} <= set(seen)          # both ran; the default is back
+    with pytest.raises(SystemExit):
+        layouts.main(["--limits", "16,x"])
+    with pytest.raises(SystemExit):
+        layouts.main(["--limits", "16,16"])

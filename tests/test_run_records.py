@@ -98,11 +98,13 @@ def test_overwrite_replaces_all_of_the_earlier_run(tmp_path):
     pytest.importorskip("tensorboardX")
     train_tiny(tmp_path, "outputs/run", "trainer.epochs=1", "logger=[csv,tensorboard]", "seed=1")
     run = tmp_path / "outputs" / "run"
-    old_events = set((run / "tensorboard").iterdir())
-    assert old_events
+    assert list((run / "tensorboard").iterdir())
+    # an event file's name holds the second it was made, so a run within the same second reuses it:
+    # a file of the old run's tensorboard/ that the new run would never write tells them apart
+    (run / "tensorboard" / "events.out.tfevents.old-run").write_bytes(b"")
     train_tiny(tmp_path, "outputs/run", "trainer.epochs=1", "logger=[csv,tensorboard]", "overwrite=true")
-    assert not old_events & set((run / "tensorboard").iterdir())                   # the old event files are gone
-    assert len(list((run / "tensorboard").iterdir())) == 1
+    events = list((run / "tensorboard").iterdir())
+    assert len(events) == 1 and events[0].name != "events.out.tfevents.old-run"    # the old event files are gone
     log = (run / "cifarnet.log").read_text()
     assert log.count("run directory") == 1 and "seed=1" not in (run / ".hydra" / "overrides.yaml").read_text()
 
