@@ -66,6 +66,8 @@ def test_shape_benchmark_runs_and_reports(tmp_path):
     assert layouts == [(16, 1, False), (16, 2, True), (32, 1, True), (32, 2, False), (64, 1, True), (64, 2, False)]
     assert all(r["forward_ms"] > 0 and r["weight_grad_ms"] > 0 and r["input_grad_ms"] >= 0
                and r["total_ms"] > r["forward_ms"] for r in found["convolutions"])
+    torch_rows = found["torch_convolutions"]                  # PyTorch's, where it is importable
+    assert torch_rows is None or [r["channels"] for r in torch_rows] == [16, 32, 64]
 
 
 def test_processes_benchmark_runs_and_reports():

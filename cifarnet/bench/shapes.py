@@ -12,7 +12,9 @@ the element-wise passes batch norm and ReLU make over that stage's activations (
 cifarnet runs it (the ``numpy`` variant of ``conv2d``, gathers and chunking included), per pass
 (forward, weight gradient, input gradient), in each layout it can take: plain im2col, or blocked
 (one patch per 2x2 block of output pixels; :mod:`cifarnet.arrays.blocks`), with the layout the
-variant picks by default marked. Medians of ``--repeats`` after a
+variant picks by default marked; and, when PyTorch is importable (run it from an environment
+with both, as for :mod:`cifarnet.bench.models`), PyTorch's convolution of the same shapes per pass
+beside them. Medians of ``--repeats`` after a
 warm-up; the machine is printed with them. Meant for comparing machines (AMD, Intel) and spotting
 the shape that holds a step back; run it on an idle machine.
 """
@@ -104,6 +106,35 @@ def convolutions(images: int, repeats: int) -> list[dict]:
     return rows
 
 
+def torch_convolutions(images: int, repeats: int, threads: int) -> list[dict] | None:
+    """The same convolutions in PyTorch (NCHW, ``threads`` intra-op threads), per pass, in ms;
+    None when PyTorch is not importable. The weight and input gradients are timed apart through
+    ``aten.convolution_backward`` with one output asked for at a time."""
+    try:
+        import torch
+    except ImportError:
+        return None
+    torch.set_num_threads(threads)
+    backward = torch.ops.aten.convolution_backward
+    generator = torch.Generator().manual_seed(2)
+    rows = []
+    with torch.no_grad():
+        for c, side in STAGES:
+            x = torch.randn(images, c, side, side, generator=generator)
+            w = 0.1 * torch.randn(c, c, 3, 3, generator=generator)
+            dout = torch.randn(images, c, side, side, generator=generator)
+
+            def grad(mask, x=x, w=w, dout=dout):
+                return backward(dout, x, w, None, [1, 1], [1, 1], [1, 1], False, [0, 0], 1, mask)
+
+            forward = _median_s(partial(torch.nn.functional.conv2d, x, w, padding=1), repeats)
+            weight = _median_s(partial(grad, [False, True, False]), repeats)
+            inputs = _median_s(partial(grad, [True, False, False]), repeats)
+            rows.append({"channels": c, "side": side, "forward_ms": 1e3 * forward, "weight_grad_ms": 1e3 * weight,
+                         "input_grad_ms": 1e3 * inputs, "total_ms": 1e3 * (forward + weight + inputs)})
+    return rows
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m cifarnet.bench.shapes", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -115,7 +146,8 @@ def main(argv: list[str] | None = None) -> int:
     with limited_blas_threads(args.threads):
         found = {"machine": machine_description(), "images": args.images, "threads": args.threads,
                  "products": products(args.images, args.repeats), "passes": passes(args.images, args.repeats),
-                 "convolutions": convolutions(args.images, args.repeats)}
+                 "convolutions": convolutions(args.images, args.repeats),
+                 "torch_convolutions": torch_convolutions(args.images, args.repeats, args.threads)}
     print(f"{found['machine']}; {args.images} images, {args.threads} BLAS thread(s), medians of {args.repeats}")
     print(f"{'C':>3} {'HxW':>6}  {'product':30} {'GFLOP/s':>8} {'transposed':>10}  {'ms':>7}")
     for r in found["products"]:
@@ -126,8 +158,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{r['channels']:>3} {r['side']:>3}x{r['side']:<2}  {r['pass']:30} {r['ns_per_element']:10.2f}")
     print(f"{'C':>3} {'HxW':>6}  {'3x3 conv layout':30} {'forward':>8} {'weight grad':>11} {'input grad':>10} "
           f"{'total ms':>8}")
-    for r in found["convolutions"]:
-        layout = ("blocked 2x2" if r["block"] == 2 else "plain") + (" (default)" if r["default"] else "")
+    layouts = [(("blocked 2x2" if r["block"] == 2 else "plain") + (" (default)" if r["default"] else ""), r)
+               for r in found["convolutions"]]
+    layouts += [("PyTorch (NCHW)", r) for r in found["torch_convolutions"] or []]
+    for layout, r in sorted(layouts, key=lambda pair: pair[1]["channels"]):
         print(f"{r['channels']:>3} {r['side']:>3}x{r['side']:<2}  {layout:30} {r['forward_ms']:8.2f} "
               f"{r['weight_grad_ms']:11.2f} {r['input_grad_ms']:10.2f} {r['total_ms']:8.2f}")
     if args.json:
