@@ -9,15 +9,18 @@ Raising both thresholds keeps that memory in malloc's heap for reuse. Peak memor
 (the same arrays are live at the peak); resident memory simply stays at the peak after a step
 instead of falling back.
 
-The thresholds govern only the main arena. A thread that allocates on its own (the second part of
-a data-parallel step, an evaluation part) gets a per-thread arena made of 64 MiB heaps, and glibc
-unmaps such a heap as soon as it is empty, whatever the thresholds say: a ResNet-32 step at batch
-128 then faulted about 92,000 pages (360 MB) back in, every step, in most processes (a few got by
-with about 5,000, hence run-to-run swings of a quarter of the step time). One arena for every
-thread (``M_ARENA_MAX`` = 1) puts all of them under the thresholds: 2 faults a step. The lock the
-threads then share costs nothing measurable: a step allocates a few hundred large arrays, not
-millions of small objects. The setting must come before the threads first allocate, which the
-runner and the benchmark ensure by calling :func:`keep_freed_memory` while setting the backend up.
+The thresholds govern the main arena. A thread that allocates on its own (the second part of a
+data-parallel step, an evaluation part) gets an arena of its own, made of separate 64 MiB heaps
+that glibc shrinks and unmaps by rules of its own: in a two-thread ResNet-32 step at batch 128 the
+worker thread faulted 84,000 to 92,000 pages (330 to 360 MB) back in, every step, in most
+processes, and a few hundred in others, which made the step time swing by a quarter from process
+to process. One arena for every thread (``M_ARENA_MAX`` = 1) puts all of them under the
+thresholds: 2 faults a step. The lock the threads then share costs nothing measurable: a step
+allocates a few hundred large arrays, not millions of small objects. The setting must come before
+any other thread allocates (a thread that already has an arena keeps it, and later threads may be
+handed that one), so the experiment runner makes its backend, which calls
+:func:`keep_freed_memory`, before anything that starts threads (trackers, data loaders, the
+training threads).
 
 This touches the whole process, so it happens only when asked: the experiment runner and the
 benchmark ask for it on the NumPy backend (``backend.keep_freed_memory``, default true).

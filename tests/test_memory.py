@@ -50,8 +50,9 @@ if sys.argv[1] == "keep":
     from cifarnet.memory import keep_freed_memory
     assert keep_freed_memory()
 else:                                               # the thresholds alone, as before M_ARENA_MAX
+    from cifarnet.memory import KEEP_BELOW, M_MMAP_THRESHOLD, M_TRIM_THRESHOLD
     libc = ctypes.CDLL("libc.so.6")
-    assert libc.mallopt(-3, 1 << 30) and libc.mallopt(-1, 2**31 - 1)
+    assert libc.mallopt(M_MMAP_THRESHOLD, KEEP_BELOW) and libc.mallopt(M_TRIM_THRESHOLD, 2**31 - 1)
 worker = threading.Thread(target=lambda: np.ones(2 << 20, dtype=np.float32).sum())
 worker.start()
 worker.join()
@@ -94,3 +95,17 @@ def test_make_backend_honours_the_switch(monkeypatch):
     assert calls == []
     make_backend({"name": "numpy"})
     assert calls == [1]
+
+
+def test_the_runner_sets_the_allocator_up_before_trackers_start_their_threads(tmp_path, monkeypatch):
+    import cifarnet.experiment.training as runner
+    from cifarnet.experiment import train
+
+    from .cli_helpers import compose_plain
+
+    order = []
+    make_backend, make_trackers = runner.make_backend, runner.make_trackers
+    monkeypatch.setattr(runner, "make_backend", lambda cfg: order.append("backend") or make_backend(cfg))
+    monkeypatch.setattr(runner, "make_trackers", lambda cfg: order.append("trackers") or make_trackers(cfg))
+    train(compose_plain("trainer.epochs=1", "data.train_size=64"), tmp_path)
+    assert order == ["backend", "trackers"]

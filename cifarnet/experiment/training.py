@@ -77,8 +77,8 @@ def train(cfg: dict[str, Any], run_dir: str | Path, resume_from: ckpt.Checkpoint
     # a resumed run keeps the checkpoint's own description, whatever the presets say today
     description = dict(resume_from.meta["model"]) if resume_from is not None else describe_model(cfg["model"])
     init_from = ckpt.resolve(cfg["init_from"], prefer="best") if cfg.get("init_from") and not resume_from else None
+    backend = make_backend(cfg["backend"])        # first: it sets the allocator up before any thread allocates
     trackers = make_trackers(cfg.get("logger")) if writes else []
-    backend = make_backend(cfg["backend"])
     dataset = load_data(cfg["data"], seed)
     if writes:
         run_dir.mkdir(parents=True, exist_ok=True)
