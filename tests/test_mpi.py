@@ -19,6 +19,7 @@ import pytest
 
 from cifarnet import checkpoint as ckpt
 from cifarnet.distributed.agreement import RankMismatch, check_agreement, identity
+from cifarnet.training.signals import TrainingInterrupted
 
 from .cli_helpers import TINY, cifarnet, compose_plain, errors_in
 
@@ -389,3 +390,25 @@ def test_under_mpiexec_a_failure_of_rank_zero_before_training_ends_every_rank(tm
 def test_under_mpiexec_what_ends_without_training_releases_every_rank(tmp_path):
     done = mpiexec("-n", "2", sys.executable, "-m", "cifarnet", *TINY, "--cfg", "job", cwd=tmp_path, timeout=60)
     assert done.returncode == 0 and "trainer:" in done.stdout
+
+
+@pytest.mark.parametrize("agreed", [True, False])
+def test_an_exit_status_of_143_is_a_stop_only_with_rank_zeros_interrupt_checkpoint(tmp_path, monkeypatch, agreed):
+    # mpiexec may end the survivors of a killed rank with SIGTERM and report 143 itself: without the
+    # interrupt checkpoint the ranks write when they stop together, that is a failure, not a stop
+    from cifarnet.distributed import launch
+
+    run = tmp_path / "run"
+    (run / "checkpoints").mkdir(parents=True)
+    interrupt = run / "checkpoints" / "interrupt_e002_b00005_numpy.npz"
+    fake = tmp_path / "mpiexec"
+    fake.write_text(f"#!/bin/sh\n{'touch ' + str(interrupt) if agreed else ''}\nexit 143\n")
+    fake.chmod(0o755)
+    monkeypatch.setattr(launch, "find_mpiexec", lambda: str(fake))
+    if agreed:
+        with pytest.raises(TrainingInterrupted) as stop:
+            launch.launch({"run_dir": str(run)}, 2)
+        assert stop.value.signum == signal.SIGTERM and stop.value.checkpoint == interrupt
+    else:
+        with pytest.raises(launch.LaunchError, match="training processes failed"):
+            launch.launch({"run_dir": str(run)}, 2)

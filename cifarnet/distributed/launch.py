@@ -52,6 +52,11 @@ def rank_command(mpiexec: str, processes: int, spec_file: Path) -> list[str]:
     return [mpiexec, "-n", str(processes), sys.executable, "-m", "cifarnet.distributed.rank", str(spec_file)]
 
 
+def _interrupts(run_dir: Path) -> dict[str, int]:
+    """The run's interrupt checkpoints (the ranks' agreed stops), by name, with their mtimes in ns."""
+    return {p.name: p.stat().st_mtime_ns for p in (run_dir / "checkpoints").glob("interrupt_*.npz")}
+
+
 def launch(spec: dict[str, Any], processes: int) -> dict[str, Any]:
     """Run ``spec`` on ``processes`` ranks of this machine; returns rank 0's ``result.json``.
 
@@ -79,6 +84,7 @@ def launch(spec: dict[str, Any], processes: int) -> dict[str, Any]:
                     pass
 
         log.info("starting %d processes: %s", processes, " ".join(rank_command("mpiexec", processes, spec_file)))
+        interrupts_before = _interrupts(run_dir)
         previous = {s: signal.signal(s, forward) for s in (signal.SIGINT, signal.SIGTERM)}
         try:
             terminal = {TERMINAL_VARIABLE: "1"} if sys.stderr.isatty() else {}     # rank 0 draws the bars
@@ -88,7 +94,10 @@ def launch(spec: dict[str, Any], processes: int) -> dict[str, Any]:
         finally:
             for s, handler in previous.items():
                 signal.signal(s, handler)
-    stopped = received[0] if received else (status - 128 if status in (130, 143) else None)
+    # a signal to one rank also stops them all, with rank 0's interrupt checkpoint; an exit status of
+    # 130/143 without that checkpoint is mpiexec ending the survivors of a failed rank
+    agreed_stop = _interrupts(run_dir).items() - interrupts_before.items()      # written during this launch
+    stopped = received[0] if received else (status - 128 if status in (130, 143) and agreed_stop else None)
     if stopped is not None:
         newest = [p for p in (run_dir / "checkpoints").glob("*.npz") if ckpt.position(p)]
         raise TrainingInterrupted(stopped, max(newest, key=ckpt.position) if newest else None)
