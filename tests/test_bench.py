@@ -102,3 +102,52 @@ def test_layout_benchmark_times_each_limit_in_turn_and_restores_the_default(monk
         layouts.main(["--limits", "16,x"])
     with pytest.raises(SystemExit):
         layouts.main(["--limits", "16,16"])
+
+
+def test_checkout_comparison_alternates_fresh_runs_and_compares_pair_by_pair(tmp_path):
+    from cifarnet.bench import checkouts
+
+    calls = []
+
+    def fake(checkout, model, steps):                       # the second checkout 10% faster, the machine drifting
+        calls.append((checkout.name, model, steps))
+        drift = 1 + 0.5 * ((len(calls) - 1) // 2)             # the same within a pair
+        return {"step_ms": drift * (90.0 if checkout.name == "new" else 100.0), "eval_img_per_s": 500.0 / drift,
+                "peak_rss_mb": 450.0 + len(calls)}
+
+    result = checkouts.compare(tmp_path / "old", tmp_path / "new", "resnet32", pairs=3, steps=15, runner=fake,
+                               progress=lambda line: None)
+    assert calls == [("old", "resnet32", 15), ("new", "resnet32", 15)] * 3       # old, new, old, new, ...
+    assert result["pairs"] == 3 and result["second_faster"] == 3
+    assert abs(result["step_ratio"] - 0.9) < 1e-12 and result["eval_ratio"] == 1.0
+    assert result["first"]["step_ms"] == 150.0 and result["second"]["peak_rss_mb"] == [452.0, 456.0]
+    with pytest.raises(ValueError):
+        checkouts.summarise([], [])
+    with pytest.raises(ValueError, match="not a cifarnet checkout"):
+        checkouts.check_checkout(tmp_path)
+    with pytest.raises(SystemExit):
+        checkouts.main([str(tmp_path), "."])
+
+
+def test_checkout_comparison_runs_each_checkout_s_own_code(tmp_path):
+    """Two copies of the package: each run imports the copy it was started in."""
+    from pathlib import Path
+
+    from cifarnet.bench import checkouts
+
+    root = Path(__file__).resolve().parents[1]
+    probe = tmp_path / "probe"
+    (probe / "cifarnet" / "bench").mkdir(parents=True)
+    (probe / "cifarnet" / "__init__.py").write_text("")
+    (probe / "cifarnet" / "bench" / "__init__.py").write_text("")
+    (probe / "cifarnet" / "bench" / "models.py").write_text(   # a stand-in that reports which copy ran
+        "import json, sys\nout = sys.argv[sys.argv.index('--json') + 1]\n"
+        "json.dump({'results': [{'cifarnet': {'step_ms': 1.0, 'eval_img_per_s': 2.0, 'peak_rss_mb': 3.0,"
+        " 'argv': sys.argv[1:], 'file': __file__}}]}, open(out, 'w'))\n")
+    mine = checkouts.run_models_bench(checkouts.check_checkout(probe), "simplecnn", 7)
+    assert mine["file"].startswith(str(probe.resolve())) and mine["argv"][-2:] == ["--steps", "7"]
+    out = tmp_path / "ab.json"
+    assert checkouts.main([str(root), str(root), "--models", "simplecnn", "--pairs", "1", "--steps", "2",
+                           "--json", str(out)]) == 0
+    found = json.loads(out.read_text())
+    assert found["results"]["simplecnn"]["pairs"] == 1 and found["results"]["simplecnn"]["first"]["step_ms"] > 0
