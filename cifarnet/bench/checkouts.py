@@ -10,8 +10,9 @@ then once in the second, each with its own directory as the working directory an
 within minutes on shared machines) falls on both alike. The report gives each checkout's median
 training step, evaluation throughput and peak memory, the median over pairs of the second's step
 time divided by the first's (below 1: the second is faster), and in how many pairs the second was
-faster. Differences of a few percent need many pairs (``docs/performance.md`` used 8 to 20). This
-is how the "no regression" rows there were measured. Both checkouts need the ``bench.models`` command
+faster. Differences of a few percent need many pairs (``docs/performance.md`` used 8 to 20); its
+"no regression" rows on Zen 3 follow this protocol (the first of them ran as a shell loop before this
+command existed). Both checkouts need the ``bench.models`` command
 line of November 2026 or later (``--no-torch``, ``--steps``, ``--json``). Run it on an idle machine.
 """
 from __future__ import annotations
