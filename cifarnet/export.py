@@ -1,15 +1,17 @@
 """A trained model as an ONNX file (``mode=export``), built from its fused inference plan.
 
 The graph is the one evaluation runs (:mod:`cifarnet.inference`): each batch norm folded into the
-convolution or linear layer before it, the residual addition and ReLU as their own ONNX nodes
-after it. It is float32, with a dynamic batch dimension, and takes **NCHW** input, ``(N, 3, H,
-W)``: ONNX's ``Conv`` and ``MaxPool`` are defined on NCHW, and so are the tools that feed such
-models (PyTorch, torchvision, OpenCV's ``blobFromImage``, most serving stacks); cifarnet's NHWC
-weights are transposed once here. The input is normalised RGB images, ``(pixel / 255 - mean) /
-std`` per channel with the mean and standard deviation recorded in the model's metadata
-(``cifarnet.normalization``; ``cifarnet.preprocessing`` spells the formula out), exactly as
-cifarnet normalises. ``cifarnet.class_names`` names the outputs; the output is logits
-``(N, num_classes)``. Needs the ``onnx`` package (``pip install 'cifarnet[onnx]'``).
+convolution or linear layer before it, the residual addition and activation as their own ONNX nodes
+after it. Each node kind writes its own ONNX nodes (its ``onnx`` rule,
+:mod:`cifarnet.layers.kinds`); this module only walks the plan. It is float32, with a dynamic batch
+dimension, and takes **NCHW** input, ``(N, 3, H, W)``: ONNX's ``Conv`` and ``MaxPool`` are defined
+on NCHW, and so are the tools that feed such models (PyTorch, torchvision, OpenCV's
+``blobFromImage``, most serving stacks); cifarnet's NHWC weights are transposed once here. The input
+is normalised RGB images, ``(pixel / 255 - mean) / std`` per channel with the mean and standard
+deviation recorded in the model's metadata (``cifarnet.normalization``; ``cifarnet.preprocessing``
+spells the formula out), exactly as cifarnet normalises. ``cifarnet.class_names`` names the outputs;
+the output is logits ``(N, num_classes)``. Needs the ``onnx`` package (``pip install
+'cifarnet[onnx]'``).
 """
 from __future__ import annotations
 
@@ -20,9 +22,8 @@ from typing import Any
 import numpy as np
 
 from . import __version__
-from .backend import to_numpy
 from .inference import fuse, trace
-from .inference.plan import weights_of
+from .layers.kinds import kind_of
 
 OPSET = 17
 
@@ -62,63 +63,6 @@ class _Builder:
         return output
 
 
-def _emit(g: _Builder, node, args: list[str], out: str, rank: dict[str, int]) -> None:
-    """Add the ONNX nodes for one plan node; ``rank`` tracks each value's number of axes."""
-    kind, layer, key = node.kind, node.layer, f"n{node.output}"
-    if kind == "conv":
-        W, b = (None if v is None else to_numpy(v) for v in weights_of(node))
-        kh, kw = layer.kernel_size
-        p = layer.padding
-        inputs = [args[0], g.const(f"{key}_W", W.transpose(3, 2, 0, 1))]          # HWIO -> OIHW
-        if b is not None:
-            inputs.append(g.const(f"{key}_b", b))
-        value = g.node("Conv", inputs, kernel_shape=[kh, kw], strides=[layer.stride] * 2, pads=[p, p, p, p])
-        if node.attrs.get("residual"):
-            value = g.node("Add", [value, args[1]])
-        g.node("Relu", [value], out) if node.attrs.get("relu") else g.node("Identity", [value], out)
-        rank[out] = 4
-    elif kind == "linear":
-        W, b = (None if v is None else to_numpy(v) for v in weights_of(node))
-        inputs = [args[0], g.const(f"{key}_W", W)] + ([g.const(f"{key}_b", b)] if b is not None else [])
-        value = g.node("Gemm", inputs)
-        g.node("Relu", [value], out) if node.attrs.get("relu") else g.node("Identity", [value], out)
-        rank[out] = 2
-    elif kind == "batchnorm":                                    # a batch norm with nothing to fold into
-        scale, shift = (to_numpy(v) for v in layer.folded())
-        shape = (1, -1, 1, 1) if rank[args[0]] == 4 else (1, -1)
-        scaled = g.node("Mul", [args[0], g.const(f"{key}_scale", scale.reshape(shape))])
-        g.node("Add", [scaled, g.const(f"{key}_shift", shift.reshape(shape))], out)
-        rank[out] = rank[args[0]]
-    elif kind == "relu":
-        g.node("Relu", [args[0]], out)
-        rank[out] = rank[args[0]]
-    elif kind == "add":
-        g.node("Add", args, out)
-        rank[out] = rank[args[0]]
-    elif kind == "maxpool":
-        g.node("MaxPool", [args[0]], out, kernel_shape=[layer.kernel_size] * 2, strides=[layer.stride] * 2)
-        rank[out] = 4
-    elif kind == "global_avg_pool":
-        g.node("Flatten", [g.node("GlobalAveragePool", [args[0]])], out, axis=1)
-        rank[out] = 2
-    elif kind == "flatten":                                      # cifarnet flattens in (H, W, C) order
-        g.node("Flatten", [g.node("Transpose", [args[0]], perm=[0, 2, 3, 1])], out, axis=1)
-        rank[out] = 2
-    elif kind == "pad_shortcut":                                 # x[:, :, ::s, ::s], zero channels around
-        s, channels = node.attrs["stride"], node.attrs["channels"]
-        c = node.attrs["in_channels"]
-        before = (channels - c) // 2
-        sub = g.node("Slice", [args[0], g.const(f"{key}_starts", np.array([0, 0], np.int64)),
-                               g.const(f"{key}_ends", np.array([2**62, 2**62], np.int64)),
-                               g.const(f"{key}_axes", np.array([2, 3], np.int64)),
-                               g.const(f"{key}_steps", np.array([s, s], np.int64))])
-        pads = np.array([0, before, 0, 0, 0, channels - c - before, 0, 0], np.int64)
-        g.node("Pad", [sub, g.const(f"{key}_pads", pads)], out, mode="constant")
-        rank[out] = 4
-    else:
-        raise ExportError(f"no ONNX rule for the op {kind!r}")
-
-
 def to_onnx(model, input_shape, class_names: list[str], normalization: dict[str, Any],
             description: dict[str, Any] | None = None):
     """The ONNX ``ModelProto`` of ``model`` for per-example input ``input_shape`` ``(H, W, C)``.
@@ -131,10 +75,13 @@ def to_onnx(model, input_shape, class_names: list[str], normalization: dict[str,
     plan = fuse(nodes, output)
     g = _Builder(helper, numpy_helper)
     h, w, c = (int(v) for v in input_shape)
-    names, rank = {0: "images"}, {"images": 4}
+    names, rank = {0: "images"}, {0: 4}
     for node in plan:
+        rule = kind_of(node.kind).onnx
+        if rule is None:
+            raise ExportError(f"no ONNX rule for the op {node.kind!r}")
         out = "logits" if node.output == output else f"v{node.output}"
-        _emit(g, node, [names[i] for i in node.inputs], out, rank)
+        rank[node.output] = rule(g, node, [names[i] for i in node.inputs], out, [rank[i] for i in node.inputs])
         names[node.output] = out
     k = int(model.output_shape((h, w, c))[-1])
     graph = helper.make_graph(

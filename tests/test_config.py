@@ -136,7 +136,7 @@ def test_group_schemas_come_from_the_registered_signatures(composer):
     (["data.augment.pad_mode=wrap"], "Invalid value 'wrap', expected one of [zero, reflect]"),
     (["mode=serve"], "Invalid value 'serve', expected one of [train, eval, predict, export]"),
     (["model=resnet18"],
-     "unknown model 'resnet18'; known: resnet110, resnet20, resnet32, resnet44, resnet56, simplecnn"),
+     "unknown model 'resnet18'; known: airbench94, resnet110, resnet20, resnet32, resnet44, resnet56, simplecnn"),
     (["optimizer=rmsprop"], "unknown optimizer 'rmsprop'; known: adam, adamw, sgd"),
 ])
 def test_schema_rejects_bad_keys_and_types(composer, overrides, message):

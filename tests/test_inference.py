@@ -69,8 +69,8 @@ def test_the_fusion_pass_folds_each_norm_and_takes_the_residual_and_relu():
         "conv", "conv", "conv",                   # stage 3 likewise
         "global_avg_pool", "linear"]
     shortcut, second = fused[4], fused[5]
-    assert second.attrs["residual"] and second.attrs["relu"] and second.inputs[1] == shortcut.output
-    assert not shortcut.attrs["residual"] and not shortcut.attrs["relu"]
+    assert second.attrs["residual"] and second.attrs["activation"] == "relu" and second.inputs[1] == shortcut.output
+    assert not shortcut.attrs["residual"] and shortcut.attrs["activation"] is None
     assert sum("norm" in n.attrs for n in fused) == 9
     assert fused[-1].output == output
 

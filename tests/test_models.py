@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 from cifarnet.backend import to_numpy
-from cifarnet.layers import LAYERS, BasicBlock
+from cifarnet.layers import KINDS, BasicBlock
 from cifarnet.models import MODELS, ModelSpecError, build_model, model_description, summary
 
 
@@ -70,15 +70,15 @@ def test_bad_descriptions_fail_clearly():
         build_model({"arch": "resnet", "depth": 30})
     with pytest.raises(ModelSpecError, match="does not fit"):
         build_model({"layers": [{"type": "conv", "out_channels": 3, "kernel_size": 5}]}, input_shape=(3, 3, 1))
-    with pytest.raises(ModelSpecError, match="known: resnet, sequential"):
+    with pytest.raises(ModelSpecError, match="known: airbench, resnet, sequential"):
         build_model({"arch": "vgg"})
-    with pytest.raises(KeyError, match="known: resnet110, resnet20"):
+    with pytest.raises(KeyError, match="known: airbench94, resnet110, resnet20"):
         model_description("resnet18")
 
 
 def test_registries_reject_duplicates():
     with pytest.raises(ValueError, match="already registered"):
-        LAYERS.register("conv")(object)
+        KINDS.register("conv")(object)
     assert "simplecnn" in MODELS and "resnet32" in MODELS
 
 

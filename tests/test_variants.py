@@ -74,6 +74,7 @@ CASES: dict[str, list[Case]] = {
         Case("batch 1, no bias", (_r(1, 4), _r(4, 2, seed=1), None)),
     ],
     "relu": [Case("images", (_r(2, 3, 4, 5),))],
+    "gelu": [Case("images", (_r(2, 3, 4, 5, scale=3),)), Case("features", (_r(7, 3),))],
     "dropout": [Case("rate 0.3", (_r(6, 20),), {"rate": 0.3, "generator": "seed:7"})],
     "softmax_cross_entropy": [
         Case("plain", (_r(6, 5, scale=3), np.arange(6) % 5), {"label_smoothing": 0.0}, {"dloss": None}),

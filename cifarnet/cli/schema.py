@@ -57,8 +57,9 @@ class ModelConfig:
     dropout: Optional[float] = None
     num_classes: Optional[int] = None        # null: as many as the data has classes
     bn_momentum: Optional[float] = None
-    init: Optional[str] = None               # he_normal | he_uniform | pytorch
+    init: Optional[str] = None               # he_normal | he_uniform | pytorch | pytorch_dirac
     shortcut: Optional[str] = None           # ResNets: projection | zero_pad
+    fit_images: Optional[int] = None         # airbench: training images the whitening layer is fitted to
 
 
 @dataclass

@@ -10,7 +10,8 @@ from typing import Any
 from .. import checkpoint as ckpt
 from ..comm import LOCAL, Communicator
 from ..data import Normalization
-from ..models import build_model, restore_model
+from ..models import build_model, fit_to_data, fits_data, restore_model
+from ..models.data_init import FIT_IMAGES
 from ..parallel import parts_for
 from ..run_dir import check as check_run_dir
 from ..threads import default_workers
@@ -98,6 +99,9 @@ def train(cfg: dict[str, Any], run_dir: str | Path, resume_from: ckpt.Checkpoint
     model = build_model(description, dataset.image_shape, seed=seed, dtype=dtype)
     if init_from is not None:
         load_initial_weights(model, description, init_from)
+    elif resume_from is None and fits_data(model):            # a fresh model: its data-dependent layers
+        count = int(description.get("fit_images", FIT_IMAGES))
+        fit_to_data(model, norm(dataset.train.images[:count], model_dtype(model)))
     state = None
     if resume_from is not None:
         model.load_state_dict(resume_from.model_state)
@@ -164,6 +168,11 @@ def train(cfg: dict[str, Any], run_dir: str | Path, resume_from: ckpt.Checkpoint
     for tracker in trackers:
         tracker.finish([p for p in (best_path, *figures) if p is not None])
     return summary
+
+
+def model_dtype(model):
+    """The dtype of ``model``'s parameters."""
+    return next(p for _, p in model.named_parameters()).dtype
 
 
 def load_initial_weights(model, description: dict[str, Any], source: ckpt.Checkpoint) -> None:

@@ -6,7 +6,7 @@ these; a GPU kernel is a new variant of an op (``@op.implementation("cupy")``), 
 op's reference by ``tests/test_variants.py``, with no layer code touched.
 """
 from . import fused  # noqa: F401,E402 - registers the "cupy-fused" variants
-from .activation import relu
+from .activation import gelu, relu
 from .batchnorm import LOCAL, batch_norm
 from .conv import conv2d
 from .dispatch import OPS, Ctx, Op
@@ -17,5 +17,5 @@ from .optim import adam_update, sgd_update
 from .pooling import global_avg_pool, max_pool2d
 from .shortcut import pad_shortcut
 
-__all__ = ["LOCAL", "OPS", "Ctx", "Op", "adam_update", "batch_norm", "conv2d", "dropout", "global_avg_pool",
-           "linear", "max_pool2d", "pad_shortcut", "relu", "sgd_update", "softmax_cross_entropy"]
+__all__ = ["LOCAL", "OPS", "Ctx", "Op", "adam_update", "batch_norm", "conv2d", "dropout", "gelu",
+           "global_avg_pool", "linear", "max_pool2d", "pad_shortcut", "relu", "sgd_update", "softmax_cross_entropy"]

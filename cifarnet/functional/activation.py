@@ -1,4 +1,4 @@
-"""Element-wise activations.
+"""Element-wise activations: ReLU and GELU.
 
 ``relu.forward(x, keep=True) -> (max(x, 0), ctx)``; any shape. The gradient at exactly 0 is taken
 as 0. NaN passes through (as in PyTorch), so bad numbers surface in the loss instead of vanishing.
@@ -21,3 +21,28 @@ class ReluReference:
     @staticmethod
     def backward(mask, dout):
         return dout * mask, {}
+
+
+gelu = Op("gelu")
+
+GELU_C = 0.7978845608028654      # sqrt(2 / pi)
+GELU_A = 0.044715
+
+
+@gelu.reference
+class GeluReference:
+    """GELU in its tanh form, ``0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))`` (Hendrycks and
+    Gimpel 2016; PyTorch's ``GELU(approximate="tanh")``). NumPy has no erf, and the tanh form is
+    within 5e-4 of the erf form everywhere (``tests/test_gradients_layers.py`` measures it)."""
+
+    @staticmethod
+    def forward(x, *, keep: bool = True):
+        xp = array_module(x)
+        t = xp.tanh(GELU_C * (x + GELU_A * x * x * x))
+        return 0.5 * x * (1 + t), ((x, t) if keep else None)
+
+    @staticmethod
+    def backward(saved, dout):
+        x, t = saved
+        slope = 0.5 * (1 + t) + 0.5 * x * (1 - t * t) * GELU_C * (1 + 3 * GELU_A * x * x)
+        return dout * slope, {}

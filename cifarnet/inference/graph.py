@@ -2,17 +2,21 @@
 
 :meth:`Layer.trace` turns a model into nodes in execution order: each node names its kind
 (``conv``, ``batchnorm``, ``relu``, ``add``, ...), the values it reads and the value it writes,
-and, for a layer, the layer. :func:`fuse` then rewrites the list: a convolution or linear layer
-followed by an eval-mode batch norm becomes one node with the batch norm folded into its weights
-and bias, and that node also takes a following residual addition and ReLU, which the
-convolution applies while each chunk of its output is still in cache. Nothing in the layers
-knows about fusion; a new pattern is a new rule here.
+and, for a layer, the layer. :func:`fuse` then rewrites the list by the kinds' roles
+(:mod:`cifarnet.layers.kinds`): a convolution or linear layer (role ``folds_norm``) followed by an
+eval-mode batch norm (``norm``) becomes one node with the batch norm folded into its weights and
+bias, and that node also takes a following residual addition (``add``, where the kind
+``takes_residual``) and activation (``activation``: ReLU, which the convolution applies while
+each chunk of its output is still in cache, or GELU). The layers know nothing about fusion; a new
+pattern is a new rule here, a new kind only says its role.
 """
 from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
+
+from ..layers.kinds import kind_of
 
 
 @dataclass
@@ -52,9 +56,11 @@ def trace(model) -> tuple[list[Node], int]:
 
 
 def fuse(nodes: list[Node], output: int) -> list[Node]:
-    """Fold each batch norm into the convolution or linear node before it (where that node's
-    output feeds only the batch norm), then let the folded node take the residual addition (a
-    convolution) and the ReLU that follow when nothing else reads the values in between.
+    """Fold each batch norm into the ``folds_norm`` node before it (where that node's output feeds
+    only the batch norm), then let the node take the residual addition (a kind that
+    ``takes_residual``) and the activation that follow when nothing else reads the values in
+    between. A fused node's ``attrs``: ``norm`` (the batch norm layer, when one was folded),
+    ``residual`` (its second input is added), ``activation`` (the activation kind's name, or None).
 
     A fused node sits where the last node it absorbed sat, so every value it reads (the residual
     included) is computed before it.
@@ -66,30 +72,36 @@ def fuse(nodes: list[Node], output: int) -> list[Node]:
         for i in node.inputs:
             readers.setdefault(i, []).append(node)
 
-    def sole_reader(value: int, kind: str) -> Node | None:
+    def sole_reader(value: int, role: str) -> Node | None:
         found = readers.get(value, [])
-        return found[0] if uses[value] == 1 and len(found) == 1 and found[0].kind == kind else None
+        if uses[value] == 1 and len(found) == 1 and kind_of(found[0].kind).role == role:
+            return found[0]
+        return None
 
     replaced: dict[int, Node] = {}        # id of the last absorbed node -> the fused node
     absorbed: set[int] = set()
     for node in nodes:
-        if node.kind not in ("conv", "linear") or id(node) in absorbed:
+        kind = kind_of(node.kind)
+        if kind.role != "folds_norm" or id(node) in absorbed:
             continue
-        norm = sole_reader(node.output, "batchnorm")
-        if norm is None:
-            continue
-        chain, value, residual, relu = [node, norm], norm.output, None, False
-        add = sole_reader(value, "add") if node.kind == "conv" else None
+        chain, value, attrs, residual, activation = [node], node.output, {}, None, None
+        norm = sole_reader(value, "norm")
+        if norm is not None:
+            chain.append(norm)
+            value, attrs["norm"] = norm.output, norm.layer
+        add = sole_reader(value, "add") if kind.takes_residual else None
         if add is not None and id(add) not in absorbed:
             residual = add.inputs[1] if add.inputs[0] == value else add.inputs[0]
             chain.append(add)
             value = add.output
-        after = sole_reader(value, "relu")
+        after = sole_reader(value, "activation")
         if after is not None and id(after) not in absorbed:
             chain.append(after)
-            value, relu = after.output, True
+            value, activation = after.output, after.kind
+        if len(chain) == 1:
+            continue
         absorbed.update(id(n) for n in chain)
-        fused = Node(node.kind, node.inputs + ([residual] if residual is not None else []), value, node.layer,
-                     {"norm": norm.layer, "relu": relu, "residual": residual is not None})
+        attrs.update(residual=residual is not None, activation=activation)
+        fused = Node(node.kind, node.inputs + ([residual] if residual is not None else []), value, node.layer, attrs)
         replaced[id(chain[-1])] = fused
     return [replaced.get(id(n), n) for n in nodes if id(n) not in absorbed or id(n) in replaced]

@@ -6,9 +6,11 @@ from typing import Any
 
 import numpy as np
 
+from ..backend import to_numpy
 from ..functional import batch_norm
 from ..functional.batchnorm import fold
 from .base import EVAL, Layer, Mode, Shape, deliver
+from .kinds import Kind, register_kind
 
 
 class BatchNorm(Layer):
@@ -19,20 +21,23 @@ class BatchNorm(Layer):
     biased variance and updates the running statistics (unbiased variance, as PyTorch); eval mode
     uses the running statistics only, so one image's output does not depend on its batch.
 
+    With ``scale=False`` the scale is fixed at 1: ``gamma`` is a buffer of ones (saved with the
+    model, never trained) and only the shift ``beta`` is a parameter (airbench's batch norm).
+
     Shapes:
         x, out: ``(N, ..., C)``;  gamma, beta, running_mean, running_var: ``(C,)``
     """
 
     kind = "batchnorm"
 
-    def __init__(self, num_features: int, momentum: float = 0.1, eps: float = 1e-5, *,
+    def __init__(self, num_features: int, momentum: float = 0.1, eps: float = 1e-5, scale: bool = True, *,
                  dtype: Any = np.float32):
         super().__init__()
         if num_features < 1 or not 0.0 <= momentum <= 1.0 or eps <= 0:
             raise ValueError(f"BatchNorm needs num_features >= 1, 0 <= momentum <= 1, eps > 0; "
                              f"got {num_features}, {momentum}, {eps}")
         self.num_features, self.momentum, self.eps = num_features, momentum, eps
-        self.params["gamma"] = np.ones(num_features, dtype=dtype)
+        (self.params if scale else self.buffers)["gamma"] = np.ones(num_features, dtype=dtype)
         self.params["beta"] = np.zeros(num_features, dtype=dtype)
         self.buffers["running_mean"] = np.zeros(num_features, dtype=dtype)
         self.buffers["running_var"] = np.ones(num_features, dtype=dtype)
@@ -41,20 +46,37 @@ class BatchNorm(Layer):
     def build(cls, in_shape: Shape, rng, dtype, **options) -> BatchNorm:
         return cls(in_shape[-1], dtype=dtype, **options)
 
+    @property
+    def gamma(self):
+        return self.params["gamma"] if "gamma" in self.params else self.buffers["gamma"]
+
     def forward(self, x, mode: Mode = EVAL):
         p, b = self.params, self.buffers
-        return batch_norm.forward(x, p["gamma"], p["beta"], b["running_mean"], b["running_var"],
+        return batch_norm.forward(x, self.gamma, p["beta"], b["running_mean"], b["running_var"],
                                   training=mode.training, momentum=self.momentum, eps=self.eps,
                                   reducer=mode.reducer, keep=mode.keep)
 
     def backward(self, ctx, dout, need_dx: bool = True, into=None):
         dx, grads = batch_norm.backward(ctx, dout)
-        return dx, deliver(grads, into)
+        return dx, deliver({key: grads[key] for key in self.params}, into)
 
     def folded(self):
         """``(scale, shift)``, each ``(C,)``: eval mode computes ``x * scale + shift``."""
         p, b = self.params, self.buffers
-        return fold(p["gamma"], p["beta"], b["running_mean"], b["running_var"], self.eps)
+        return fold(self.gamma, p["beta"], b["running_mean"], b["running_var"], self.eps)
 
     def extra_repr(self) -> str:
-        return f"{self.num_features}, momentum={self.momentum}, eps={self.eps}"
+        return f"{self.num_features}, momentum={self.momentum}, eps={self.eps}, scale={'gamma' in self.params}"
+
+
+def onnx_batchnorm(g, node, args, out, ranks) -> int:
+    """A batch norm with nothing to fold into: ``x * scale + shift`` per channel."""
+    key = f"n{node.output}"
+    scale, shift = (to_numpy(v) for v in node.layer.folded())
+    shape = (1, -1, 1, 1) if ranks[0] == 4 else (1, -1)
+    scaled = g.node("Mul", [args[0], g.const(f"{key}_scale", scale.reshape(shape))])
+    g.node("Add", [scaled, g.const(f"{key}_shift", shift.reshape(shape))], out)
+    return ranks[0]
+
+
+register_kind(Kind("batchnorm", BatchNorm, role="norm", onnx=onnx_batchnorm))

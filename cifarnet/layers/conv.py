@@ -6,9 +6,11 @@ from typing import Any
 import numpy as np
 
 from ..arrays.windows import output_size
+from ..backend import to_numpy
 from ..functional import conv2d
 from .base import EVAL, Layer, Mode, Shape, deliver
 from .init import draw_weights
+from .kinds import Kind, apply_activation, emit_activation, folded_weights, register_kind
 
 
 class Conv2d(Layer):
@@ -64,3 +66,33 @@ class Conv2d(Layer):
     def extra_repr(self) -> str:
         return (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
                 f"stride={self.stride}, padding={self.padding}, bias={'b' in self.params}")
+
+
+def infer_conv(node, args):
+    """A convolution node: its batch norm folded in, then the residual and the activation it took
+    (ReLU inside the convolution's output pass, any other after it)."""
+    layer, a = node.layer, node.attrs
+    W, b = folded_weights(node)
+    activation = a.get("activation")
+    out = conv2d.forward(args[0], W, b, stride=layer.stride, padding=layer.padding,
+                         residual=args[1] if a.get("residual") else None, relu=activation == "relu", keep=False)[0]
+    return out if activation in (None, "relu") else apply_activation(activation, out)
+
+
+def onnx_conv(g, node, args, out, ranks) -> int:
+    layer, key = node.layer, f"n{node.output}"
+    W, b = (None if v is None else to_numpy(v) for v in folded_weights(node))
+    kh, kw = layer.kernel_size
+    p = layer.padding
+    inputs = [args[0], g.const(f"{key}_W", W.transpose(3, 2, 0, 1))]          # HWIO -> OIHW
+    if b is not None:
+        inputs.append(g.const(f"{key}_b", b))
+    value = g.node("Conv", inputs, kernel_shape=[kh, kw], strides=[layer.stride] * 2, pads=[p, p, p, p])
+    if node.attrs.get("residual"):
+        value = g.node("Add", [value, args[1]])
+    emit_activation(g, node.attrs.get("activation"), value, out, 4)
+    return 4
+
+
+register_kind(Kind("conv", Conv2d, weighted=True, role="folds_norm", takes_residual=True,
+                   infer=infer_conv, onnx=onnx_conv))

@@ -5,6 +5,7 @@ import numpy as np
 
 from ..functional import dropout
 from .base import EVAL, Layer, Mode, Shape
+from .kinds import Kind, register_kind
 
 _IDENTITY = object()           # the context of an eval-mode pass: backward passes dout through
 
@@ -54,3 +55,6 @@ class Dropout(Layer):
 
     def extra_repr(self) -> str:
         return f"rate={self.rate}"
+
+
+register_kind(Kind("dropout", Dropout))         # traced as the identity: never a node

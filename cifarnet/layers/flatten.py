@@ -4,6 +4,7 @@ from __future__ import annotations
 import math
 
 from .base import EVAL, Layer, Mode, Shape
+from .kinds import Kind, register_kind
 
 
 class Flatten(Layer):
@@ -19,3 +20,15 @@ class Flatten(Layer):
 
     def backward(self, ctx, dout, need_dx: bool = True, into=None):
         return dout.reshape(ctx), {}
+
+
+def onnx_flatten(g, node, args, out, ranks) -> int:
+    """cifarnet flattens in (H, W, C) order, ONNX's input is NCHW: transpose first."""
+    if ranks[0] == 4:
+        g.node("Flatten", [g.node("Transpose", [args[0]], perm=[0, 2, 3, 1])], out, axis=1)
+    else:
+        g.node("Flatten", [args[0]], out, axis=1)
+    return 2
+
+
+register_kind(Kind("flatten", Flatten, onnx=onnx_flatten))

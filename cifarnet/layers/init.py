@@ -6,7 +6,10 @@ Schemes, by the name a model description's ``init`` gives (``fan_in`` = inputs f
 * ``he_normal``: weights from N(0, 2 / fan_in), biases 0 (Kaiming/He for layers before a ReLU);
 * ``he_uniform``: weights uniform in +-sqrt(6 / fan_in) (the same variance), biases 0;
 * ``pytorch``: what PyTorch's ``Conv2d`` and ``Linear`` do by default: weights Kaiming-uniform
-  with ``a = sqrt(5)``, which is uniform in +-1/sqrt(fan_in), and biases uniform in the same range.
+  with ``a = sqrt(5)``, which is uniform in +-1/sqrt(fan_in), and biases uniform in the same range;
+* ``pytorch_dirac``: ``pytorch``'s weights, then the first ``C_in`` output filters of a
+  convolution set to the identity (PyTorch's ``dirac_``: 1 at the kernel's centre from input
+  channel i to output channel i, 0 elsewhere), biases 0 (airbench's convolutions).
 """
 from __future__ import annotations
 
@@ -51,6 +54,20 @@ def _pytorch(rng, shape, fan_in, bias: int | None, dtype):
     out = {"W": _uniform(rng, shape, bound, dtype)}
     if bias is not None:
         out["b"] = _uniform(rng, (bias,), bound, dtype)
+    return out
+
+
+@INITS.register("pytorch_dirac")
+def _pytorch_dirac(rng, shape, fan_in, bias: int | None, dtype):
+    out = _pytorch(rng, shape, fan_in, bias, dtype)
+    W = out["W"]
+    if W.ndim == 4:
+        kh, kw, c_in, c_out = W.shape
+        first = min(c_in, c_out)
+        W[..., :first] = 0
+        W[kh // 2, kw // 2, np.arange(first), np.arange(first)] = 1
+    if bias is not None:
+        out["b"] = np.zeros(bias, dtype=dtype)
     return out
 
 

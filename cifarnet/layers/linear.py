@@ -5,9 +5,11 @@ from typing import Any
 
 import numpy as np
 
+from ..backend import to_numpy
 from ..functional import linear
 from .base import EVAL, Layer, Mode, Shape, deliver
 from .init import draw_weights
+from .kinds import Kind, apply_activation, emit_activation, folded_weights, register_kind
 
 
 class Linear(Layer):
@@ -48,3 +50,22 @@ class Linear(Layer):
 
     def extra_repr(self) -> str:
         return f"{self.in_features}, {self.out_features}, bias={'b' in self.params}"
+
+
+def infer_linear(node, args):
+    """A linear node: its batch norm folded in, then the activation it took."""
+    W, b = folded_weights(node)
+    activation = node.attrs.get("activation")
+    out = linear.forward(args[0], W, b, relu=activation == "relu", keep=False)[0]
+    return out if activation in (None, "relu") else apply_activation(activation, out)
+
+
+def onnx_linear(g, node, args, out, ranks) -> int:
+    key = f"n{node.output}"
+    W, b = (None if v is None else to_numpy(v) for v in folded_weights(node))
+    inputs = [args[0], g.const(f"{key}_W", W)] + ([g.const(f"{key}_b", b)] if b is not None else [])
+    emit_activation(g, node.attrs.get("activation"), g.node("Gemm", inputs), out, 2)
+    return 2
+
+
+register_kind(Kind("linear", Linear, weighted=True, role="folds_norm", infer=infer_linear, onnx=onnx_linear))

@@ -4,6 +4,7 @@ from __future__ import annotations
 from ..arrays.windows import output_size
 from ..functional import global_avg_pool, max_pool2d
 from .base import EVAL, Layer, Mode, Shape
+from .kinds import Kind, register_kind
 
 
 class MaxPool2d(Layer):
@@ -50,3 +51,18 @@ class GlobalAvgPool(Layer):
 
     def backward(self, ctx, dout, need_dx: bool = True, into=None):
         return global_avg_pool.backward(ctx, dout)
+
+
+def onnx_maxpool(g, node, args, out, ranks) -> int:
+    layer = node.layer
+    g.node("MaxPool", [args[0]], out, kernel_shape=[layer.kernel_size] * 2, strides=[layer.stride] * 2)
+    return 4
+
+
+def onnx_global_avg_pool(g, node, args, out, ranks) -> int:
+    g.node("Flatten", [g.node("GlobalAveragePool", [args[0]])], out, axis=1)
+    return 2
+
+
+register_kind(Kind("maxpool", MaxPool2d, onnx=onnx_maxpool))
+register_kind(Kind("global_avg_pool", GlobalAvgPool, onnx=onnx_global_avg_pool))

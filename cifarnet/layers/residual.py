@@ -9,6 +9,7 @@ from ..functional import pad_shortcut, relu
 from .base import EVAL, Layer, Mode, Shape, prefixed, within
 from .batchnorm import BatchNorm
 from .conv import Conv2d
+from .kinds import Kind, register_kind
 
 SHORTCUTS = ("projection", "zero_pad")
 
@@ -108,3 +109,29 @@ class BasicBlock(Layer):
 
     def extra_repr(self) -> str:
         return f"{self.in_channels}, {self.out_channels}, stride={self.stride}, shortcut={self.shortcut}"
+
+
+def onnx_add(g, node, args, out, ranks) -> int:
+    g.node("Add", args, out)
+    return ranks[0]
+
+
+def onnx_pad_shortcut(g, node, args, out, ranks) -> int:
+    """``x[:, :, ::s, ::s]`` with zero channels around it (NCHW)."""
+    key, a = f"n{node.output}", node.attrs
+    s, channels, c = a["stride"], a["channels"], a["in_channels"]
+    before = (channels - c) // 2
+    sub = g.node("Slice", [args[0], g.const(f"{key}_starts", np.array([0, 0], np.int64)),
+                           g.const(f"{key}_ends", np.array([2**62, 2**62], np.int64)),
+                           g.const(f"{key}_axes", np.array([2, 3], np.int64)),
+                           g.const(f"{key}_steps", np.array([s, s], np.int64))])
+    pads = np.array([0, before, 0, 0, 0, channels - c - before, 0, 0], np.int64)
+    g.node("Pad", [sub, g.const(f"{key}_pads", pads)], out, mode="constant")
+    return 4
+
+
+register_kind(Kind("basic_block", BasicBlock, weighted=True))     # a container: traced into the kinds below
+register_kind(Kind("add", role="add", infer=lambda node, args: args[0] + args[1], onnx=onnx_add))
+register_kind(Kind("pad_shortcut", onnx=onnx_pad_shortcut,
+                   infer=lambda node, args: pad_shortcut.forward(args[0], stride=node.attrs["stride"],
+                                                                 channels=node.attrs["channels"], keep=False)[0]))

@@ -8,7 +8,7 @@ A description is what a YAML file under ``conf/model/`` holds, e.g.::
                 {"type": "linear", "out_features": 10}]}
 
 ``arch`` names an entry of :data:`ARCHITECTURES`, a function turning the description into a list
-of layer specs; each spec's ``type`` names an entry of :data:`cifarnet.layers.LAYERS`, and the
+of layer specs; each spec's ``type`` names a kind of :data:`cifarnet.layers.KINDS` that builds a layer, and the
 remaining keys are that layer's options. Input widths (``in_channels``, ``in_features``) are
 inferred from the input shape by walking the specs in order, so nobody writes ``1800`` by hand.
 """
@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from ..layers import LAYERS, Sequential
+from ..layers import KINDS, Sequential, kind_of
 from ..registry import Registry, UnknownNameError
 
 ARCHITECTURES = Registry("model architecture")
@@ -30,9 +30,6 @@ CIFAR_INPUT_SHAPE = (32, 32, 3)   # H, W, C
 
 class ModelSpecError(ValueError):
     """A model description that cannot be built; the message says which layer and why."""
-
-
-WEIGHTED = ("conv", "linear", "basic_block")      # layer types that draw initial weights
 
 
 @ARCHITECTURES.register("sequential")
@@ -51,7 +48,7 @@ def sequential_specs(description: Mapping[str, Any]) -> list[dict[str, Any]]:
     for spec in specs:
         if spec.get("type") == "dropout" and description.get("dropout") is not None:
             spec.setdefault("rate", float(description["dropout"]))
-        if spec.get("type") in WEIGHTED and description.get("init") is not None:
+        if kind_of(spec.get("type", "")).weighted and description.get("init") is not None:
             spec.setdefault("init", description["init"])
     if description.get("num_classes") is not None:
         linear = [spec for spec in specs if spec.get("type") == "linear"]
@@ -81,9 +78,11 @@ def build_layers(specs: Sequence[Mapping[str, Any]], input_shape: Sequence[int],
         counts[kind] += 1
         name = spec.pop("name", f"{kind}{counts[kind]}")
         try:
-            cls = LAYERS.get(kind)
+            cls = KINDS.get(kind).layer
         except UnknownNameError as err:
             raise ModelSpecError(f"layer {index} ({name}): {err}") from None
+        if cls is None:
+            raise ModelSpecError(f"layer {index} ({name}): {kind!r} is an op that containers emit, not a layer type")
         try:
             layer = cls.build(shape, rng, dtype, **spec)
             shape = tuple(layer.output_shape(shape))

@@ -62,6 +62,15 @@ for _depth in (20, 32, 44, 56, 110):
     MODELS.register(f"resnet{_depth}")(_resnet(_depth, 0.3))
 
 
+@MODELS.register("airbench94")
+def airbench94() -> dict[str, Any]:
+    """airbench94 (Jordan 2024): whitening 2x2, three conv groups of 64/256/256 channels, a linear
+    head (1,971,352 parameters trained; the whitening filters are fitted to data). Its recipe is
+    ``+experiment=airbench94``."""
+    return {"arch": "airbench", "name": "airbench94", "widths": [64, 256, 256], "num_classes": 10,
+            "bn_momentum": 0.4, "init": "pytorch_dirac", "fit_images": 5000}
+
+
 def model_description(name: str, **overrides: Any) -> dict[str, Any]:
     """The plain-data description of a named reference model (see :data:`MODELS`), with
     ``overrides`` (description-wide fields: ``dropout``, ``num_classes``, ``init``...) on top.

@@ -1,0 +1,91 @@
+"""The one registry of layer kinds: what the rest of cifarnet needs to know about each kind.
+
+A *kind* is what a model description's ``type`` names (``conv``, ``batchnorm``, ``basic_block``)
+and what a node of a traced model is (:mod:`cifarnet.inference`): the layer kinds, plus op nodes
+that containers emit (``add``, ``pad_shortcut``). Each kind is one :class:`Kind` record,
+registered next to the code that implements it (``register_kind`` at the foot of the layer's
+module), holding:
+
+* ``layer``: the class a description's ``type`` builds (None for op nodes);
+* ``weighted``: it draws initial weights, so a description-wide ``init`` reaches it;
+* ``role``: what the fusion pass may do with it: ``"folds_norm"`` (a convolution or linear
+  layer: a following eval-mode batch norm folds into its weights), ``"norm"`` (that batch norm),
+  ``"add"`` (a residual addition a folded convolution takes), ``"activation"`` (applied by a
+  folded node in its output pass);
+* ``takes_residual``: a ``folds_norm`` kind whose folded node also adds a residual input;
+* ``infer``: the inference rule, ``(node, inputs) -> output`` (None: the layer's eval-mode
+  forward with nothing kept);
+* ``onnx``: the export rule, ``(builder, node, input names, output name, input ranks) -> output
+  rank``, writing the node's ONNX nodes through :class:`cifarnet.export`'s builder (``const``,
+  ``node``); None: the kind cannot be exported.
+
+The builder, the fusion pass, the inference plan and the ONNX export read these records and name
+no kind themselves, so a new kind is added in one place.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from ..registry import Registry
+
+ROLES = (None, "folds_norm", "norm", "add", "activation")
+
+
+@dataclass(frozen=True)
+class Kind:
+    """Everything about one kind; see the module docstring."""
+
+    name: str
+    layer: type | None = None
+    weighted: bool = False
+    role: str | None = None
+    takes_residual: bool = False
+    infer: Callable[..., Any] | None = None
+    onnx: Callable[..., int] | None = None
+
+    def __post_init__(self):
+        if self.role not in ROLES:
+            raise ValueError(f"kind {self.name!r}: role must be one of {ROLES}, got {self.role!r}")
+
+
+KINDS = Registry("layer type")
+_NONE = Kind("")
+
+
+def register_kind(kind: Kind) -> Kind:
+    """Add ``kind`` to :data:`KINDS` (a name may be registered once); returns it."""
+    KINDS.register(kind.name)(kind)
+    return kind
+
+
+def kind_of(name: str) -> Kind:
+    """The record of ``name``, or an empty one (no role, no rules) for a kind nobody registered."""
+    return KINDS.get(name) if name in KINDS else _NONE
+
+
+def folded_weights(node):
+    """``(W, b)`` of a ``folds_norm`` node, with its batch norm folded in when the fusion pass gave
+    it one (``W * scale``, ``shift + b * scale``), from the layers' current arrays; ``b`` may be
+    None. The inference rules and the ONNX rules both use it."""
+    layer = node.layer
+    W = layer.params["W"] if "W" in layer.params else layer.buffers["W"]     # fixed filters are a buffer
+    b = layer.params.get("b")
+    if "norm" not in node.attrs:
+        return W, b
+    scale, shift = node.attrs["norm"].folded()
+    return W * scale, (shift + b * scale if b is not None else shift)
+
+
+def apply_activation(name: str | None, x):
+    """``x`` through the activation kind ``name`` (None: unchanged), as a folded node applies it."""
+    return x if name is None else KINDS.get(name).infer(None, [x])
+
+
+def emit_activation(g, name: str | None, value: str, out: str, rank: int) -> None:
+    """The ONNX nodes of activation kind ``name`` from ``value`` to ``out`` (an Identity for None)."""
+    if name is None:
+        g.node("Identity", [value], out)
+    else:
+        KINDS.get(name).onnx(g, None, [value], out, [rank])
