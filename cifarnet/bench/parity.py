@@ -1,0 +1,94 @@
+"""airbench94 in cifarnet against its PyTorch twin, in float64: the whitening filters (up to each
+filter's sign), the training-mode forward, the summed label-smoothed loss, every gradient and
+the batch norms' running statistics after the step.
+
+    python -m cifarnet.bench.parity                      # the full widths, batch 8
+    python -m cifarnet.bench.parity --widths 16 32 32 --batch 4
+
+Prints one line per quantity with its relative error ``max |cifarnet - torch| / max |torch|`` and
+exits 1 if any is above ``--tolerance`` (1e-8). Needs torch (another environment:
+``PYTHONPATH=<checkout> python -m cifarnet.bench.parity``).
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+
+import numpy as np
+
+from ..layers import TRAIN
+from ..losses import SoftmaxCrossEntropy
+from ..models import build_model, fit_to_data, model_description
+from .torch_airbench import build, copy_from_cifarnet, whitening_weights
+
+
+def relative(mine, theirs) -> float:
+    mine, theirs = np.asarray(mine, np.float64), np.asarray(theirs, np.float64)
+    return float(np.abs(mine - theirs).max() / max(np.abs(theirs).max(), 1e-300))
+
+
+def to_torch_layout(name: str, value: np.ndarray) -> np.ndarray:
+    return value.transpose(3, 2, 0, 1) if value.ndim == 4 else value.T if value.ndim == 2 else value
+
+
+def compare(widths, batch: int, seed: int, smoothing: float = 0.2) -> dict[str, float]:
+    """Relative errors by quantity (see the module docstring)."""
+    import torch
+
+    rng = np.random.default_rng(seed)
+    images = rng.standard_normal((batch, 32, 32, 3)) * 0.8 + 0.1
+    labels = rng.integers(0, 10, batch)
+    model = build_model(model_description("airbench94", widths=list(widths)), seed=seed, dtype=np.float64)
+    fit_to_data(model, images)
+    net = build(widths)
+    x = torch.from_numpy(images.transpose(0, 3, 1, 2).copy())
+    errors = {}
+
+    filters = whitening_weights(x).numpy()                              # (24, 3, 2, 2)
+    mine = model["whiten"].buffers["W"].transpose(3, 2, 0, 1)
+    signs = np.sign(np.einsum("oihw,oihw->o", mine, filters))[:, None, None, None]
+    errors["whitening filters (up to sign)"] = relative(mine * signs, filters)
+
+    copy_from_cifarnet(net, model)
+    net.train()
+    logits_t = net(x)
+    loss_t = torch.nn.functional.cross_entropy(logits_t, torch.from_numpy(labels), label_smoothing=smoothing,
+                                               reduction="sum")
+    loss_t.backward()
+    loss_fn = SoftmaxCrossEntropy(smoothing)
+    logits, ctx = model.forward(images, TRAIN)
+    loss, loss_ctx = loss_fn.forward(logits, labels)
+    _, grads = model.backward(ctx, loss_fn.backward(loss_ctx) * batch, need_dx=False)   # mean -> summed loss
+    errors["logits"] = relative(logits, logits_t.detach().numpy())
+    errors["summed loss"] = relative(float(loss) * batch, loss_t.item())
+    theirs = dict(net.named_parameters())
+    for name, grad in grads.items():
+        layer, array = name.rsplit(".", 1)
+        torch_name = f"{layer}.{'weight' if array == 'W' else 'bias'}"
+        errors[f"gradient {name}"] = relative(to_torch_layout(name, grad), theirs[torch_name].grad.numpy())
+    buffers = dict(net.named_buffers())
+    for name, value in model.named_buffers():
+        layer, array = name.rsplit(".", 1)
+        if array.startswith("running"):
+            errors[f"after the step: {name}"] = relative(value, buffers[name].numpy())
+    return errors
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m cifarnet.bench.parity", description=__doc__.split("\n")[0])
+    parser.add_argument("--widths", type=int, nargs=3, default=[64, 256, 256])
+    parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--tolerance", type=float, default=1e-8)
+    args = parser.parse_args(argv)
+    errors = compare(args.widths, args.batch, args.seed)
+    worst = max(errors.values())
+    for name, error in errors.items():
+        print(f"{error:9.2e}  {name}")
+    print(f"worst {worst:.2e} over {len(errors)} quantities (tolerance {args.tolerance:g}): "
+          f"{'PASS' if worst <= args.tolerance else 'FAIL'}")
+    return 0 if worst <= args.tolerance else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
