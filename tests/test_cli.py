@@ -129,10 +129,11 @@ def test_bad_input_fails_with_one_line(trained, tmp_path, case):
     ckpt = run / "checkpoints" / "epoch001_numpy.npz"
     args, expected = {
         "unknown_key": (["trainer.epoch=3"], "Key 'epoch' not in 'TrainerSchema'"),
-        "wrong_type": (["trainer.epochs=abc"], "Value 'abc' of type 'str' could not be converted to Integer"),
+        "wrong_type": (["trainer.epochs=abc"], "Value 'abc' of type 'str' could not be converted to Float"),
         "unknown_model": (["model=vgg16"], "unknown model 'vgg16'; known: airbench94, resnet110, resnet20, resnet32"),
         "unknown_optimizer": (["optimizer=rmsprop"], "unknown optimizer 'rmsprop'; known: adam, adamw, sgd"),
-        "unknown_arch": ([*TINY, "model.arch=vgg"], "unknown model architecture 'vgg'; known: airbench, resnet, sequential"),
+        "unknown_arch": ([*TINY, "model.arch=vgg"],
+                         "unknown model architecture 'vgg'; known: airbench, resnet, sequential"),
         "missing_ckpt": (["mode=eval", f"ckpt={tmp_path}/nope.npz"], f"checkpoint {tmp_path}/nope.npz not found"),
         "corrupt_ckpt": (["mode=eval", f"ckpt={corrupt_copy(ckpt, tmp_path / 'bad.npz')}"], "bad.npz"),
         "other_architecture": (["mode=eval", f"ckpt={ckpt}", "model=resnet20"],

@@ -51,7 +51,7 @@ def test_options_in_epochs_become_steps():
 
 
 def test_unknown_schedule_lists_known():
-    with pytest.raises(KeyError, match="known: constant, cosine, linear, step"):
+    with pytest.raises(KeyError, match="known: constant, cosine, linear, piecewise, step"):
         make_lr_schedule("poly", 0.1, 10, 1)
 
 

@@ -85,12 +85,14 @@ class BatchLoader:
         x = self.normalization(self.backend.asarray(images), self.dtype)
         return x, self.backend.asarray(labels)
 
-    def epoch(self, epoch: int, start_batch: int = 0) -> Iterator[tuple[Any, Any]]:
-        """Batches ``start_batch, ..., len(self) - 1`` of epoch ``epoch``."""
-        if not 0 <= start_batch <= len(self):
-            raise ValueError(f"start_batch must be in [0, {len(self)}], got {start_batch}")
+    def epoch(self, epoch: int, start_batch: int = 0, stop_batch: int | None = None) -> Iterator[tuple[Any, Any]]:
+        """Batches ``start_batch, ..., stop_batch - 1`` of epoch ``epoch`` (``stop_batch``: all of them
+        when None; fewer for the last epoch of a run of fractional epochs)."""
+        stop_batch = len(self) if stop_batch is None else stop_batch
+        if not 0 <= start_batch <= stop_batch <= len(self):
+            raise ValueError(f"need 0 <= start_batch <= stop_batch <= {len(self)}, got {start_batch}, {stop_batch}")
         order = self.order(epoch)
-        indices = range(start_batch, len(self))
+        indices = range(start_batch, stop_batch)
         if self.prefetch <= 0:
             for i in indices:
                 yield self.batch(epoch, i, order)

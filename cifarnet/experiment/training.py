@@ -114,7 +114,7 @@ def train(cfg: dict[str, Any], run_dir: str | Path, resume_from: ckpt.Checkpoint
         state = TrainState.from_dict(resume_from.meta["state"])
         if state.epoch >= settings.epochs:
             raise ConfigError(f"the checkpoint has finished {state.epoch} epochs and trainer.epochs is "
-                              f"{settings.epochs}; ask for more, e.g. trainer.epochs={state.epoch + 1}")
+                              f"{settings.epochs:g}; ask for more, e.g. trainer.epochs={state.epoch + 1}")
         log.info("resuming from %s at epoch %d, batch %d (step %d)", resume_from.path, state.epoch + 1,
                  state.batch, state.step)
         if writes:

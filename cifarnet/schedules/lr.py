@@ -5,10 +5,10 @@ A schedule is a callable ``step -> lr`` for ``step = 0, 1, ..., total_steps - 1`
 and the schedule proper then runs over the remaining ``total_steps - w`` steps.
 
 The classes count in steps. :data:`LR_SCHEDULES` names the config-facing factories, which count
-in epochs (fractions allowed) and convert: ``factory(base_lr, epochs, steps_per_epoch,
-**options)``. The ``schedule`` config group passes its options straight to them, and its schema
-is read off their signatures (:mod:`cifarnet.cli.schema`), so a new schedule is a class and a
-factory here plus a YAML file.
+in epochs (fractions allowed, the run's length too: :func:`total_steps`) and convert:
+``factory(base_lr, epochs, steps_per_epoch, **options)``. The ``schedule`` config group passes
+its options straight to them, and its schema is read off their signatures
+(:mod:`cifarnet.cli.schema`), so a new schedule is a class and a factory here plus a YAML file.
 """
 from __future__ import annotations
 
@@ -87,39 +87,79 @@ class LinearLR(LRSchedule):
         return self.base_lr + (self.end_lr - self.base_lr) * self.progress(step)
 
 
+class PiecewiseLinearLR(LRSchedule):
+    """``base_lr`` times a factor that runs straight between knots ``(step, factor)``: before the
+    first knot the first factor, after the last the last (airbench's 0.2 -> 1.0 -> 0.07)."""
+
+    def __init__(self, base_lr: float, total_steps: int, knots: Sequence[tuple[float, float]], warmup_steps: int = 0):
+        super().__init__(base_lr, total_steps, warmup_steps)
+        self.knots = [(float(s), float(f)) for s, f in knots]
+        steps = [s for s, _ in self.knots]
+        if not self.knots or steps != sorted(steps):
+            raise ValueError(f"knots must be a non-empty list of (step, factor) in increasing step order, got {knots}")
+
+    def after_warmup(self, step: int) -> float:
+        (s0, f0), rest = self.knots[0], self.knots[1:]
+        if step <= s0:
+            return self.base_lr * f0
+        for s1, f1 in rest:
+            if step <= s1:
+                return self.base_lr * (f0 + (f1 - f0) * (step - s0) / (s1 - s0) if s1 > s0 else f1)
+            s0, f0 = s1, f1
+        return self.base_lr * f0
+
+
+def total_steps(epochs: float, steps_per_epoch: int) -> int:
+    """The steps of a run of ``epochs`` epochs, a fraction of an epoch rounded up (9.9 x 48 -> 476)."""
+    return max(1, math.ceil(round(epochs * steps_per_epoch, 6)))
+
+
 def _steps(epochs: float, steps_per_epoch: int) -> int:
     return round(epochs * steps_per_epoch)
 
 
 @LR_SCHEDULES.register("constant")
-def constant(base_lr: float, epochs: int, steps_per_epoch: int, warmup_epochs: float = 0.0) -> ConstantLR:
+def constant(base_lr: float, epochs: float, steps_per_epoch: int, warmup_epochs: float = 0.0) -> ConstantLR:
     """``base_lr`` throughout, after ``warmup_epochs`` of linear warm-up."""
-    return ConstantLR(base_lr, epochs * steps_per_epoch, _steps(warmup_epochs, steps_per_epoch))
+    return ConstantLR(base_lr, total_steps(epochs, steps_per_epoch), _steps(warmup_epochs, steps_per_epoch))
 
 
 @LR_SCHEDULES.register("step")
-def step(base_lr: float, epochs: int, steps_per_epoch: int, milestones: Sequence[float] = (10, 15),
+def step(base_lr: float, epochs: float, steps_per_epoch: int, milestones: Sequence[float] = (10, 15),
          gamma: float = 0.1, warmup_epochs: float = 0.0) -> StepLR:
     """``lr *= gamma`` at each milestone (in epochs)."""
-    return StepLR(base_lr, epochs * steps_per_epoch, [_steps(m, steps_per_epoch) for m in milestones], gamma,
-                  _steps(warmup_epochs, steps_per_epoch))
+    return StepLR(base_lr, total_steps(epochs, steps_per_epoch), [_steps(m, steps_per_epoch) for m in milestones],
+                  gamma, _steps(warmup_epochs, steps_per_epoch))
 
 
 @LR_SCHEDULES.register("cosine")
-def cosine(base_lr: float, epochs: int, steps_per_epoch: int, min_lr: float = 0.0,
+def cosine(base_lr: float, epochs: float, steps_per_epoch: int, min_lr: float = 0.0,
            warmup_epochs: float = 0.0) -> CosineLR:
     """Half a cosine from ``base_lr`` to ``min_lr`` after the warm-up."""
-    return CosineLR(base_lr, epochs * steps_per_epoch, min_lr, _steps(warmup_epochs, steps_per_epoch))
+    return CosineLR(base_lr, total_steps(epochs, steps_per_epoch), min_lr, _steps(warmup_epochs, steps_per_epoch))
 
 
 @LR_SCHEDULES.register("linear")
-def linear(base_lr: float, epochs: int, steps_per_epoch: int, end_lr: float = 0.0,
+def linear(base_lr: float, epochs: float, steps_per_epoch: int, end_lr: float = 0.0,
            warmup_epochs: float = 0.0) -> LinearLR:
     """A straight line from ``base_lr`` to ``end_lr`` after the warm-up."""
-    return LinearLR(base_lr, epochs * steps_per_epoch, end_lr, _steps(warmup_epochs, steps_per_epoch))
+    return LinearLR(base_lr, total_steps(epochs, steps_per_epoch), end_lr, _steps(warmup_epochs, steps_per_epoch))
 
 
-def make_lr_schedule(name: str, base_lr: float, epochs: int, steps_per_epoch: int, **options) -> LRSchedule:
-    """The schedule registered as ``name`` (constant, step, cosine, linear) for a run of ``epochs``
+@LR_SCHEDULES.register("piecewise")
+def piecewise(base_lr: float, epochs: float, steps_per_epoch: int,
+              knots: Sequence[Sequence[float]] = ((0.0, 1.0), (1.0, 1.0)),
+              warmup_epochs: float = 0.0) -> PiecewiseLinearLR:
+    """``base_lr`` times a piecewise-linear factor; ``knots`` are ``[fraction of the run, factor]``
+    pairs, a fraction ``f`` placed at step ``int(f * total_steps)`` (airbench's warm-up length),
+    the last at ``total_steps``: ``[[0, 0.2], [0.23, 1.0], [1.0, 0.07]]`` is airbench's. A
+    ``warmup_epochs`` ramp, if any, comes first and the factor applies after it."""
+    total = total_steps(epochs, steps_per_epoch)
+    points = [(total if float(f) >= 1.0 else int(float(f) * total), float(v)) for f, v in knots]
+    return PiecewiseLinearLR(base_lr, total, points, _steps(warmup_epochs, steps_per_epoch))
+
+
+def make_lr_schedule(name: str, base_lr: float, epochs: float, steps_per_epoch: int, **options) -> LRSchedule:
+    """The schedule registered as ``name`` (constant, step, cosine, linear, piecewise) for a run of ``epochs``
     epochs of ``steps_per_epoch`` steps; ``options`` in epochs, as the config gives them."""
     return LR_SCHEDULES.get(name)(base_lr, epochs, steps_per_epoch, **options)

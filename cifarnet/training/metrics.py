@@ -54,10 +54,10 @@ def epoch_row(state, sums: dict[str, float], lr: float, model) -> dict[str, Any]
     return row
 
 
-def epoch_line(row: dict[str, Any], epochs: int, splits: list[str], improved: bool) -> str:
+def epoch_line(row: dict[str, Any], epochs: float, splits: list[str], improved: bool) -> str:
     """The log line of an epoch's row."""
     evals = "  ".join(f"{s} loss {row[f'{s}_loss']:.4f} acc {row[f'{s}_acc']:.2%}" for s in splits)
-    return (f"epoch {row['epoch']}/{epochs}  train loss {row['train_loss']:.4f} acc {100 * row['train_acc']:.2f}%  "
+    return (f"epoch {row['epoch']}/{epochs:g}  train loss {row['train_loss']:.4f} acc {100 * row['train_acc']:.2f}%  "
             f"{evals}  lr {row['lr']:.4g}  {row['epoch_seconds']:.1f} s  {row['images_per_second']:.0f} img/s"
             + ("  (best)" if improved else ""))
 

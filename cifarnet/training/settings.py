@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import time
 from dataclasses import dataclass
 
@@ -11,8 +12,12 @@ log = logging.getLogger("cifarnet.training.trainer")
 @dataclass
 class TrainerSettings:
     """Args:
-        epochs: total epochs (a resumed run continues up to this number).
+        epochs: total epochs (a resumed run continues up to this number); a fraction ends the last
+            epoch early, after that fraction of its batches (9.9: nine epochs and 90% of a tenth,
+            the steps rounded up).
         label_smoothing: for the training loss.
+        loss_reduction: ``mean`` (the usual) or ``sum``: the training loss's gradient is that of
+            the loss summed over the batch (airbench's; the logged loss stays the mean).
         dropout_schedule: ``none``, ``linear`` or ``cosine``: dropout rates from the model's own
             to ``dropout_final`` over the run.
         dropout_final: the rate the dropout schedule ends at.
@@ -35,8 +40,9 @@ class TrainerSettings:
             (not a config key: the library's callers may want their own handlers).
     """
 
-    epochs: int = 20
+    epochs: float = 20
     label_smoothing: float = 0.0
+    loss_reduction: str = "mean"
     dropout_schedule: str = "none"
     dropout_final: float = 0.0
     keep_last: int = 2
@@ -49,8 +55,10 @@ class TrainerSettings:
     handle_signals: bool = True
 
     def __post_init__(self) -> None:
-        if self.epochs < 1:
-            raise ValueError(f"trainer.epochs must be >= 1, got {self.epochs}")
+        if not self.epochs > 0:
+            raise ValueError(f"trainer.epochs must be > 0, got {self.epochs}")
+        if self.loss_reduction not in ("mean", "sum"):
+            raise ValueError(f"trainer.loss_reduction must be 'mean' or 'sum', got {self.loss_reduction!r}")
         if self.keep_last < 1:
             raise ValueError(f"trainer.keep_last must be >= 1, got {self.keep_last}")
         if self.nonfinite not in ("stop", "skip"):
@@ -59,6 +67,11 @@ class TrainerSettings:
             raise ValueError(f"trainer.processes must be >= 1, got {self.processes}")
         if self.stop_after_minutes is not None and self.stop_after_minutes <= 0:
             raise ValueError(f"trainer.stop_after_minutes must be > 0 (or null), got {self.stop_after_minutes}")
+
+
+def epochs_to_run(epochs: float) -> int:
+    """The epochs a run of ``epochs`` (fractions allowed) starts: 9.9 -> 10."""
+    return max(1, math.ceil(round(epochs, 6)))
 
 
 def out_of_time(limit_minutes: float | None, started: float, epoch_started: float, epoch: int, epochs: int) -> bool:

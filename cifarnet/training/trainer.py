@@ -14,13 +14,14 @@ import numpy as np
 from ..comm import LOCAL, Communicator, rank_zeros
 from ..losses import SoftmaxCrossEntropy
 from ..schedules import set_dropout_rate
+from ..schedules.lr import total_steps
 from ..store import FlatStore
 from .evaluate import evaluate
 from .guard import NonFiniteGuard
 from .hooks import Hook
 from .keeper import CheckpointKeeper, pack_run
 from .metrics import EpochBar, accumulate, epoch_line, epoch_row, statistics_note, write_metrics
-from .settings import TrainerSettings, out_of_time
+from .settings import TrainerSettings, epochs_to_run, out_of_time
 from .signals import StopRequest, TrainingInterrupted, announce_stop
 from .state import TrainState
 from .step import StepSummary, forward_backward, read_back, thread_group
@@ -48,7 +49,9 @@ class Trainer:
             dropout_schedule
         self.train_loader, self.eval_loaders, self.num_classes = train_loader, eval_loaders, num_classes
         self.run_dir, self.settings, self.meta, self.hooks = Path(run_dir), settings, meta, list(hooks)
-        self.loss_fn = SoftmaxCrossEntropy(settings.label_smoothing)
+        self.loss_fn = SoftmaxCrossEntropy(settings.label_smoothing, settings.loss_reduction)
+        self.total_steps = total_steps(settings.epochs, len(train_loader))     # batches, fractional epochs too
+        self.epochs = epochs_to_run(settings.epochs)
         self.comm, self.writes, self.bar_shown = comm, comm.rank == 0, settings.progress and comm.rank == 0
         self.keeper = CheckpointKeeper(self.run_dir / "checkpoints", meta.get("backend", "numpy"), settings.keep_last,
                                        self.hooks, writes=self.writes)
@@ -64,10 +67,10 @@ class Trainer:
         self.keeper.clean()
         with self.stop.listening(self.settings.handle_signals):
             try:
-                while self.state.epoch < self.settings.epochs and not self.stopped_early:
+                while self.state.epoch < self.epochs and not self.stopped_early:
                     epoch_started = time.perf_counter()
                     self._run_epoch()
-                    epoch, epochs = self.state.epoch, self.settings.epochs
+                    epoch, epochs = self.state.epoch, self.epochs
                     self.stopped_early = rank_zeros(self.comm, epoch < epochs and out_of_time(
                         self.settings.stop_after_minutes, started, epoch_started, epoch, epochs))
                 if self.stopped_early:
@@ -84,10 +87,11 @@ class Trainer:
 
     def _run_epoch(self) -> None:
         st, steps_per_epoch = self.state, len(self.train_loader)
+        batches = min(steps_per_epoch, self.total_steps - st.epoch * steps_per_epoch)   # fewer in a fractional last
         sums = {"loss": 0.0, "correct": 0.0, "images": 0.0, "seconds": 0.0, **st.partial}
-        bar = EpochBar(steps_per_epoch, st.batch, f"epoch {st.epoch + 1}/{self.settings.epochs}", self.bar_shown)
+        bar = EpochBar(batches, st.batch, f"epoch {st.epoch + 1}/{self.settings.epochs:g}", self.bar_shown)
         tick = time.perf_counter()
-        for x, y in self.train_loader.epoch(st.epoch, start_batch=st.batch):
+        for x, y in self.train_loader.epoch(st.epoch, start_batch=st.batch, stop_batch=batches):
             self.optimizer.lr = lr = self.lr_schedule(st.step)
             if self.dropout_schedule is not None:
                 set_dropout_rate(self.model, self.dropout_schedule(st.epoch + st.batch / steps_per_epoch))
