@@ -121,7 +121,8 @@ def test_group_schemas_come_from_the_registered_signatures(composer):
     from cifarnet.optim import Adam
 
     adam = composer("optimizer=adam")["optimizer"]
-    defaults = {k: p.default for k, p in inspect.signature(Adam.__init__).parameters.items() if k != "self"}
+    defaults = {k: list(p.default) if isinstance(p.default, tuple) else p.default       # a tuple is a list there
+                for k, p in inspect.signature(Adam.__init__).parameters.items() if k != "self"}
     assert adam == {"name": "adam", **defaults, "lr": 0.01}          # lr: the model's recommendation
     assert composer("schedule=step")["schedule"] == {"name": "step", "milestones": [10, 15], "gamma": 0.1,
                                                      "warmup_epochs": 0.0}

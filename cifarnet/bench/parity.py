@@ -1,6 +1,9 @@
 """airbench94 in cifarnet against its PyTorch twin, in float64: the whitening filters (up to each
 filter's sign), the training-mode forward, the summed label-smoothed loss, every gradient and
-the batch norms' running statistics after the step.
+the batch norms' running statistics after the step; then three optimizer steps of airbench's
+(decoupled Nesterov SGD, batch-norm shifts at 64x the learning rate, the whitening bias frozen
+at the third) against PyTorch's SGD with airbench's parameter groups: the change they made to
+every weight.
 
     python -m cifarnet.bench.parity                      # the full widths, batch 8
     python -m cifarnet.bench.parity --widths 16 32 32 --batch 4
@@ -19,6 +22,7 @@ import numpy as np
 from ..layers import TRAIN
 from ..losses import SoftmaxCrossEntropy
 from ..models import build_model, fit_to_data, model_description
+from ..optim import SGD
 from .torch_airbench import build, copy_from_cifarnet, whitening_weights
 
 
@@ -71,6 +75,53 @@ def compare(widths, batch: int, seed: int, smoothing: float = 0.2) -> dict[str, 
         layer, array = name.rsplit(".", 1)
         if array.startswith("running"):
             errors[f"after the step: {name}"] = relative(value, buffers[name].numpy())
+    errors.update(after_steps(model, net, rng, batch, smoothing))
+    return errors
+
+
+AIRBENCH_GROUPS = [{"kind": "batchnorm", "lr_scale": 64.0}, {"match": "whiten.b", "frozen_after_epochs": 2}]
+
+
+def after_steps(model, net, rng, batch: int, smoothing: float, steps=((0.2, 0), (0.6, 1), (1.0, 2))):
+    """Both frameworks take the same optimizer steps (schedule factor, epoch) on the same batches."""
+    import torch
+
+    lr, momentum, wd, kilo_batch = 11.5, 0.85, 0.0153, 1024
+    opt = SGD(lr=lr, momentum=momentum, nesterov=True, weight_decay=wd, decoupled=True, groups=AIRBENCH_GROUPS)
+    opt.batch_size = kilo_batch
+    d = 1024 * (1 + 1 / (1 - momentum))
+    torch_lr, torch_wd = lr / d, wd * kilo_batch / d
+    norms = [p for n, p in net.named_parameters() if "norm" in n and p.requires_grad]
+    others = [p for n, p in net.named_parameters() if "norm" not in n and p.requires_grad]
+    torch_opt = torch.optim.SGD([{"params": norms, "lr": torch_lr * 64, "weight_decay": torch_wd / (torch_lr * 64)},
+                                 {"params": others, "lr": torch_lr, "weight_decay": torch_wd / torch_lr}],
+                                momentum=momentum, nesterov=True)
+    initial = [g["lr"] for g in torch_opt.param_groups]
+    before = {name: value.copy() for name, value in model.named_parameters()}
+    loss_fn = SoftmaxCrossEntropy(smoothing, "sum")
+    for factor, epoch in steps:
+        images, labels = rng.standard_normal((batch, 32, 32, 3)), rng.integers(0, 10, batch)
+        logits, ctx = model.forward(images, TRAIN)
+        _, loss_ctx = loss_fn.forward(logits, labels)
+        _, grads = model.backward(ctx, loss_fn.backward(loss_ctx), need_dx=False)
+        opt.lr, opt.epoch = lr * factor, epoch
+        opt.step(model, grads)
+        net.whiten.bias.requires_grad_(epoch < 2)
+        for group, start in zip(torch_opt.param_groups, initial, strict=True):
+            group["lr"] = start * factor
+        torch_opt.zero_grad(set_to_none=True)
+        out = net(torch.from_numpy(images.transpose(0, 3, 1, 2).copy()))
+        torch.nn.functional.cross_entropy(out, torch.from_numpy(labels), label_smoothing=smoothing,
+                                          reduction="sum").backward()
+        torch_opt.step()
+    theirs = dict(net.state_dict())
+    names = {"W": "weight", "b": "bias", "beta": "bias"}
+    errors = {}
+    for name, value in model.named_parameters():                      # the change the steps made
+        layer, array = name.rsplit(".", 1)
+        start = to_torch_layout(name, before[name])
+        errors[f"{len(steps)} SGD steps, change of {name}"] = relative(
+            to_torch_layout(name, value) - start, theirs[f"{layer}.{names[array]}"].numpy() - start)
     return errors
 
 

@@ -75,6 +75,7 @@ def train(cfg: dict[str, Any], run_dir: str | Path, resume_from: ckpt.Checkpoint
         check_run_dir(run_dir, "train", bool(cfg.get("overwrite")), resume_from.path if resume_from else None)
     seed, dtype = int(cfg["seed"]), dtype_of(cfg)
     optimizer = make_optimizer(cfg["optimizer"])
+    optimizer.batch_size = int(cfg["data"]["batch_size"])      # the global batch: rates given per example
     # a resumed run keeps the checkpoint's own description, whatever the presets say today
     description = dict(resume_from.meta["model"]) if resume_from is not None else describe_model(cfg["model"])
     init_from = ckpt.resolve(cfg["init_from"], prefer="best") if cfg.get("init_from") and not resume_from else None

@@ -1,13 +1,14 @@
 """What every optimizer shares: one update over the flat store, weight-decay policy, state dicts."""
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
 
 from ..backend import array_module, to_numpy
 from ..store import FlatStore, Layout, split
+from .groups import ParamGroups
 
 
 class Optimizer:
@@ -25,12 +26,21 @@ class Optimizer:
         weight_decay: decay coefficient (L2 added to the gradient, or decoupled for AdamW).
         decay_norm_and_bias: when False, parameters with at most one axis (biases, batch-norm
             gamma and beta) are exempt from weight decay.
+        groups: parameter groups (:mod:`cifarnet.optim.groups`): learning-rate scales, weight
+            decays and freezing for the parameters they select.
+
+    Attributes the runner sets: ``lr`` before each step (the schedule's value), ``epoch`` (groups
+    frozen after some epochs), ``batch_size`` (the global batch, for rates given per example).
     """
 
-    def __init__(self, lr: float, weight_decay: float = 0.0, decay_norm_and_bias: bool = True):
+    def __init__(self, lr: float, weight_decay: float = 0.0, decay_norm_and_bias: bool = True,
+                 groups: Sequence[Mapping[str, Any]] = ()):
         if lr < 0 or weight_decay < 0:
             raise ValueError(f"lr and weight_decay must be >= 0, got lr={lr}, weight_decay={weight_decay}")
-        self.lr = float(lr)
+        self.lr = self.base_lr = float(lr)
+        self.groups = ParamGroups(groups)
+        self.epoch, self.batch_size = 0, None
+        self._group_rates: tuple[Any, Any, Any] | None = None     # (key, lr scales, decays) per element
         self.weight_decay = float(weight_decay)
         self.decay_norm_and_bias = decay_norm_and_bias
         self.steps = 0
@@ -53,13 +63,41 @@ class Optimizer:
         flat_grads = store.gather(grads)
         self._adopt(store)
         self.steps += 1
-        self.update(store.params, flat_grads, self.slots, self._decay_of(store))
+        lr, weight_decay = self.rates(model, store)
+        self.update(store.params, flat_grads, self.slots, weight_decay, lr)
 
-    def update(self, params, grads, slots: dict[str, Any], weight_decay) -> None:
+    def update(self, params, grads, slots: dict[str, Any], weight_decay, lr) -> None:
         """Apply this optimizer's update op to the flat ``params`` with the flat ``grads``; ``slots``
-        (created on the first update) and ``weight_decay`` (a number, or one per element) as the
-        op takes them."""
+        (created on the first update), ``weight_decay`` and ``lr`` (each a number, or one per
+        element) as the op takes them."""
         raise NotImplementedError
+
+    def rates(self, model, store: FlatStore):
+        """``(lr, weight_decay)`` of this step, each a number or one per element of the store."""
+        if not self.groups:
+            return self.lr, self._decay_of(store)
+        scales, decays = self.group_rates(model, store)
+        return self.lr * scales, decays
+
+    def group_rates(self, model, store: FlatStore):
+        """Per element: the groups' learning-rate scales and weight decays (0 and 0 where frozen at
+        ``self.epoch``), kept until the frozen groups or the store change."""
+        key = (self.groups.epoch_key(self.epoch), store.layout, store.backend.name, store.params.dtype.str)
+        if self._group_rates is None or self._group_rates[0] != key:
+            assigned = self.groups.assign(model)
+
+            def scale(name, shape):
+                group = assigned[name]
+                return 1.0 if group is None else 0.0 if group.frozen_at(self.epoch) else group.lr_scale
+
+            def decay(name, shape):
+                group = assigned[name]
+                if group is not None and group.frozen_at(self.epoch):
+                    return 0.0
+                return self.decay_for(shape) if group is None or group.weight_decay is None else group.weight_decay
+
+            self._group_rates = (key, store.per_parameter(scale), store.per_parameter(decay))
+        return self._group_rates[1], self._group_rates[2]
 
     # -- state ------------------------------------------------------------------------------------
     def _adopt(self, store: FlatStore) -> None:
@@ -102,7 +140,7 @@ class Optimizer:
         return self._decay[1]
 
     def hyperparameters(self) -> dict[str, Any]:
-        return {"lr": self.lr, "weight_decay": self.weight_decay,
+        return {"lr": self.lr, "base_lr": self.base_lr, "weight_decay": self.weight_decay,
                 "decay_norm_and_bias": self.decay_norm_and_bias}
 
     def state_dict(self) -> dict[str, Any]:
@@ -133,4 +171,4 @@ class Optimizer:
             setattr(self, key, value)
         self._loaded = {name: {k: to_numpy(v).copy() for k, v in s.items()}
                         for name, s in state_dict["state"].items()}
-        self.slots, self.layout, self._decay = {}, None, None
+        self.slots, self.layout, self._decay, self._group_rates = {}, None, None, None

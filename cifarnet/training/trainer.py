@@ -93,6 +93,7 @@ class Trainer:
         tick = time.perf_counter()
         for x, y in self.train_loader.epoch(st.epoch, start_batch=st.batch, stop_batch=batches):
             self.optimizer.lr = lr = self.lr_schedule(st.step)
+            self.optimizer.epoch = st.epoch
             if self.dropout_schedule is not None:
                 set_dropout_rate(self.model, self.dropout_schedule(st.epoch + st.batch / steps_per_epoch))
             for hook in self.hooks:
