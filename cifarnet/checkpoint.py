@@ -4,6 +4,7 @@ Layout of the archive (every entry a plain numeric or unicode array):
 
 * ``model/<dotted name>``            parameters and batch-norm buffers (``model.state_dict()``)
 * ``optim/<param name>/<state key>`` optimizer state (momentum, Adam moments)
+* ``extra/<key>``                    other arrays of a run (``extra/ema/<dotted name>``: its weight average)
 * ``__meta__``                        JSON text: model description, normalisation statistics, class
                                       names, epoch, step, position in the epoch, best metric,
                                       backend, dtype, cifarnet version, RNG states, optimizer
@@ -23,7 +24,7 @@ import os
 import re
 import tempfile
 import zipfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -55,12 +56,14 @@ class Checkpoint:
             defaults: those are in ``meta["optimizer"]``).
         meta: the JSON metadata.
         path: where it was read from.
+        extras: other named arrays a run keeps (its weight average: ``ema/<name>``).
     """
 
     model_state: dict[str, np.ndarray]
     optimizer_state: dict[str, Any] | None
     meta: dict[str, Any]
     path: Path | None = None
+    extras: dict[str, np.ndarray] = field(default_factory=dict)
 
 
 # -- file names: the one place that decides them -------------------------------------------------
@@ -105,9 +108,10 @@ def _digest(arrays: dict[str, np.ndarray]) -> str:
 
 
 def pack(model_state: dict[str, np.ndarray], optimizer_state: dict[str, Any] | None,
-         meta: dict[str, Any]) -> dict[str, np.ndarray]:
+         meta: dict[str, Any], extras: dict[str, np.ndarray] | None = None) -> dict[str, np.ndarray]:
     """The archive's entries (see the module docstring), checksum included."""
     arrays: dict[str, np.ndarray] = {f"model/{k}": np.asarray(v) for k, v in model_state.items()}
+    arrays.update({f"extra/{k}": np.asarray(v) for k, v in (extras or {}).items()})
     meta = dict(meta, format_version=FORMAT_VERSION, cifarnet_version=__version__)
     if optimizer_state is not None:
         for name, state in optimizer_state["state"].items():
@@ -210,7 +214,8 @@ def load(path: str | Path) -> Checkpoint:
                 state.setdefault(name, {})[slot] = value
         optimizer_state = {"steps": meta["optimizer_steps"], "hyperparameters": meta["optimizer_hyperparameters"],
                            "state": state}
-    return Checkpoint(model_state, optimizer_state, meta, path)
+    extras = {k[len("extra/"):]: v for k, v in arrays.items() if k.startswith("extra/")}
+    return Checkpoint(model_state, optimizer_state, meta, path, extras)
 
 
 def _check_signature(path: Path) -> None:

@@ -3,7 +3,8 @@ filter's sign), the training-mode forward, the summed label-smoothed loss, every
 the batch norms' running statistics after the step; then three optimizer steps of airbench's
 (decoupled Nesterov SGD, batch-norm shifts at 64x the learning rate, the whitening bias frozen
 at the third) against PyTorch's SGD with airbench's parameter groups: the change they made to
-every weight.
+every weight; then a lookahead update (``d = 0.95^5 (3/10)^3``) of the weights and statistics
+against airbench's (``lerp_`` then ``copy_``).
 
     python -m cifarnet.bench.parity                      # the full widths, batch 8
     python -m cifarnet.bench.parity --widths 16 32 32 --batch 4
@@ -23,6 +24,7 @@ from ..layers import TRAIN
 from ..losses import SoftmaxCrossEntropy
 from ..models import build_model, fit_to_data, model_description
 from ..optim import SGD
+from ..training.average import WeightAverage
 from .torch_airbench import build, copy_from_cifarnet, whitening_weights
 
 
@@ -98,6 +100,9 @@ def after_steps(model, net, rng, batch: int, smoothing: float, steps=((0.2, 0), 
                                 momentum=momentum, nesterov=True)
     initial = [g["lr"] for g in torch_opt.param_groups]
     before = {name: value.copy() for name, value in model.named_parameters()}
+    average = WeightAverage(5, 0.95 ** 5, 3.0, True, total_steps=10)
+    average.start(model)
+    torch_average = {k: v.clone() for k, v in net.state_dict().items()}
     loss_fn = SoftmaxCrossEntropy(smoothing, "sum")
     for factor, epoch in steps:
         images, labels = rng.standard_normal((batch, 32, 32, 3)), rng.integers(0, 10, batch)
@@ -122,6 +127,19 @@ def after_steps(model, net, rng, batch: int, smoothing: float, steps=((0.2, 0), 
         start = to_torch_layout(name, before[name])
         errors[f"{len(steps)} SGD steps, change of {name}"] = relative(
             to_torch_layout(name, value) - start, theirs[f"{layer}.{names[array]}"].numpy() - start)
+    d = average.factor(len(steps))                                     # a lookahead update after them
+    average.update(model, d)
+    with torch.no_grad():
+        for key, value in net.state_dict().items():
+            if value.dtype.is_floating_point:
+                torch_average[key].lerp_(value, 1 - d)
+                value.copy_(torch_average[key])
+    theirs = dict(net.state_dict())
+    names.update(running_mean="running_mean", running_var="running_var")
+    for name, value in [*model.named_parameters(), *((n, b) for n, b in model.named_buffers() if "running" in n)]:
+        layer, array = name.rsplit(".", 1)
+        errors[f"lookahead update: {name}"] = relative(to_torch_layout(name, value),
+                                                       theirs[f"{layer}.{names[array]}"].numpy())
     return errors
 
 

@@ -136,6 +136,11 @@ def train(cfg: dict[str, Any], run_dir: str | Path, resume_from: ckpt.Checkpoint
     trainer = Trainer(model, optimizer, lr_schedule, dropout_schedule, train_loader, eval_loaders,
                       dataset.num_classes, run_dir, settings, meta, resume_command=resume_command,
                       hooks=[*trackers, *hooks] if writes else [], comm=comm)
+    if resume_from is not None and trainer.average is not None:
+        try:
+            trainer.average.load(model, resume_from.extras)
+        except ValueError as err:
+            raise ckpt.CheckpointError(f"checkpoint {resume_from.path}: {err}") from None
     parts, workers = parts_for(train_loader.share, settings.workers, backend.xp), tcfg.get("workers")
     where = f"split between {parts} threads" if parts > 1 else "on one thread"
     if comm.size > 1:

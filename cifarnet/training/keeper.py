@@ -80,13 +80,14 @@ class CheckpointKeeper:
         return max(found, key=lambda p: p.stat().st_mtime_ns) if found else None
 
 
-def pack_run(model, optimizer, meta: dict[str, Any], state) -> dict[str, np.ndarray]:
+def pack_run(model, optimizer, meta: dict[str, Any], state, extras: dict[str, np.ndarray] | None = None
+             ) -> dict[str, np.ndarray]:
     """A training run's checkpoint entries: weights, optimizer state, ``meta`` with the
-    :class:`TrainState` and the generators' states. Raises :class:`NonFiniteError` rather than
-    pack NaN or Inf."""
+    :class:`TrainState` and the generators' states, ``extras`` (the weight average). Raises
+    :class:`NonFiniteError` rather than pack NaN or Inf."""
     broken = first_nonfinite([*model.named_parameters(), *model.named_buffers()])
     if broken is not None:
         raise NonFiniteError(f"the model holds non-finite values at epoch {state.epoch + 1}, step {state.step} "
                              f"({broken}); no checkpoint was written, earlier ones are untouched")
     return ckpt.pack(model.state_dict(), optimizer.state_dict(),
-                     dict(meta, state=asdict(state), rng=model.generator_states()))
+                     dict(meta, state=asdict(state), rng=model.generator_states()), extras)

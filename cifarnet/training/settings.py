@@ -36,6 +36,12 @@ class TrainerSettings:
         stop_after_minutes: end cleanly at the last epoch boundary before this much training time
             has passed (the next epoch is predicted to take as long as the last), so that a long
             run goes in pieces that each fit a time limit; None: no limit.
+        ema_every: keep an exponential moving average of the weights (and batch-norm statistics),
+            updated every this many steps (:mod:`cifarnet.training.average`); 0: none.
+        ema_decay, ema_power: the average moves by ``1 - d`` with ``d = ema_decay * (step /
+            total_steps) ** ema_power`` (airbench's: 0.95 ** 5 and 3).
+        lookahead: set the weights to the average after each of its updates (lookahead); False:
+            only after the last step (a plain average of weights).
         handle_signals: turn SIGINT/SIGTERM into a checkpoint and :class:`TrainingInterrupted`
             (not a config key: the library's callers may want their own handlers).
     """
@@ -52,6 +58,10 @@ class TrainerSettings:
     processes: int = 1
     sync_batchnorm: bool = True
     stop_after_minutes: float | None = None
+    ema_every: int = 0
+    ema_decay: float = 0.7737809375
+    ema_power: float = 3.0
+    lookahead: bool = True
     handle_signals: bool = True
 
     def __post_init__(self) -> None:
@@ -63,6 +73,9 @@ class TrainerSettings:
             raise ValueError(f"trainer.keep_last must be >= 1, got {self.keep_last}")
         if self.nonfinite not in ("stop", "skip"):
             raise ValueError(f"trainer.nonfinite must be 'stop' or 'skip', got {self.nonfinite!r}")
+        if self.ema_every < 0 or not 0.0 <= self.ema_decay <= 1.0 or self.ema_power < 0:
+            raise ValueError(f"trainer.ema_every must be >= 0, ema_decay in [0, 1], ema_power >= 0; got "
+                             f"{self.ema_every}, {self.ema_decay}, {self.ema_power}")
         if self.processes < 1:
             raise ValueError(f"trainer.processes must be >= 1, got {self.processes}")
         if self.stop_after_minutes is not None and self.stop_after_minutes <= 0:

@@ -16,6 +16,7 @@ from ..losses import SoftmaxCrossEntropy
 from ..schedules import set_dropout_rate
 from ..schedules.lr import total_steps
 from ..store import FlatStore
+from .average import WeightAverage
 from .evaluate import evaluate
 from .guard import NonFiniteGuard
 from .hooks import Hook
@@ -60,10 +61,14 @@ class Trainer:
         self.group = thread_group(train_loader.share, settings.workers, FlatStore.of(model).backend.xp, comm,
                                   settings.sync_batchnorm)        # the threads' communicator, for every step
         self.state, self.stopped_early = TrainState(), False       # stopped_early: at stop_after_minutes
+        self.average = WeightAverage(settings.ema_every, settings.ema_decay, settings.ema_power, settings.lookahead,
+                                     self.total_steps) if settings.ema_every else None
 
     def fit(self, state: TrainState | None = None) -> TrainState:
         """Train from ``state`` (a fresh start if None) to the last epoch; returns the final state."""
         self.state, self.stopped_early, started = state or self.state, False, time.perf_counter()
+        if self.average is not None and not self.average.average:      # not continued from a checkpoint
+            self.average.start(self.model)
         self.keeper.clean()
         with self.stop.listening(self.settings.handle_signals):
             try:
@@ -83,7 +88,10 @@ class Trainer:
 
     def checkpoint_arrays(self) -> dict[str, np.ndarray]:
         """The checkpoint's entries (none on a process that does not write)."""
-        return pack_run(self.model, self.optimizer, self.meta, self.state) if self.writes else {}
+        if not self.writes:
+            return {}
+        extras = self.average.state() if self.average is not None else None
+        return pack_run(self.model, self.optimizer, self.meta, self.state, extras)
 
     def _run_epoch(self) -> None:
         st, steps_per_epoch = self.state, len(self.train_loader)
@@ -103,6 +111,8 @@ class Trainer:
             if done.finite:
                 st.step += 1
                 accumulate(sums, done.loss, done.correct, done.images)
+                if self.average is not None:
+                    self.average.after_step(self.model, st.step)
             bar.advance(sums, lr, sums["seconds"] + time.perf_counter() - tick)
             if done.stop is not None:
                 bar.close()
