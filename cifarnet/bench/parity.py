@@ -4,7 +4,8 @@ the batch norms' running statistics after the step; then three optimizer steps o
 (decoupled Nesterov SGD, batch-norm shifts at 64x the learning rate, the whitening bias frozen
 at the third) against PyTorch's SGD with airbench's parameter groups: the change they made to
 every weight; then a lookahead update (``d = 0.95^5 (3/10)^3``) of the weights and statistics
-against airbench's (``lerp_`` then ``copy_``).
+against airbench's (``lerp_`` then ``copy_``); last, the eval-mode logits with test-time
+augmentation levels 0, 1 and 2 (cifarnet's fused inference plan against the twin's views).
 
     python -m cifarnet.bench.parity                      # the full widths, batch 8
     python -m cifarnet.bench.parity --widths 16 32 32 --batch 4
@@ -20,6 +21,8 @@ import sys
 
 import numpy as np
 
+from ..inference import InferencePlan, infer
+from ..inference.tta import tta_logits
 from ..layers import TRAIN
 from ..losses import SoftmaxCrossEntropy
 from ..models import build_model, fit_to_data, model_description
@@ -78,7 +81,43 @@ def compare(widths, batch: int, seed: int, smoothing: float = 0.2) -> dict[str, 
         if array.startswith("running"):
             errors[f"after the step: {name}"] = relative(value, buffers[name].numpy())
     errors.update(after_steps(model, net, rng, batch, smoothing))
+    errors.update(tta_errors(model, net, images))
     return errors
+
+
+def torch_tta(net, x):
+    """airbench's level-2 test-time augmentation on NCHW images: the mirror average of the image,
+    and of it translated by one pixel each way (reflect-padded), half and half."""
+    import torch
+
+    def mirror(v):
+        return 0.5 * net(v) + 0.5 * net(v.flip(-1))
+
+    padded = torch.nn.functional.pad(x, (1, 1, 1, 1), mode="reflect")
+    h, w = x.shape[2:]
+    shifted = [padded[:, :, 0:h, 0:w], padded[:, :, 2:h + 2, 2:w + 2]]
+    return 0.5 * mirror(x) + 0.5 * torch.stack([mirror(v) for v in shifted]).mean(0)
+
+
+def tta_errors(model, net, images) -> dict[str, float]:
+    """Eval-mode logits with each test-time augmentation level, cifarnet's plan against the twin."""
+    import torch
+
+    net.eval()
+    x = torch.from_numpy(images.transpose(0, 3, 1, 2).copy())
+    with torch.no_grad():
+        theirs = {0: net(x), 1: 0.5 * net(x) + 0.5 * net(x.flip(-1)), 2: torch_tta(net, x)}
+    errors = {}
+    for level in (0, 1, 2):
+        mine = evaluate_logits(model, images, level)
+        errors[f"eval-mode logits, test-time augmentation level {level}"] = relative(mine, theirs[level].numpy())
+    return errors
+
+
+def evaluate_logits(model, images, level: int):
+    """cifarnet's logits as evaluation computes them (the fused plan, the TTA views)."""
+    plan = InferencePlan(model)
+    return tta_logits(lambda view: infer(plan, view, workers=1), images, level)
 
 
 AIRBENCH_GROUPS = [{"kind": "batchnorm", "lr_scale": 64.0}, {"match": "whiten.b", "frozen_after_epochs": 2}]

@@ -68,6 +68,7 @@ class AugmentConfig:
     crop_padding: int = 4
     pad_mode: PadMode = PadMode.reflect      # measured: README, Results (zero: the ResNet paper's)
     flip: bool = True
+    alternate_flip: bool = False             # airbench: each image's flip drawn once, all mirrored on odd epochs
 
 
 @dataclass
@@ -95,6 +96,11 @@ class BackendConfig:
 
 
 @dataclass
+class EvalConfig:
+    tta: int = 0                     # test-time augmentation level: 0 none, 1 mirror, 2 mirror + translations
+
+
+@dataclass
 class Config:
     model: ModelConfig = MISSING
     optimizer: Any = MISSING
@@ -112,6 +118,7 @@ class Config:
     plots: bool = True
     images: Optional[str] = None     # mode=predict: an image file, a directory or a glob
     topk: int = 3                    # mode=predict: classes shown per image
+    eval: EvalConfig = field(default_factory=EvalConfig)
 
 
 def _config_type(annotation: Any) -> Any:

@@ -15,11 +15,15 @@ PAD_MODES = {"zero": "constant", "reflect": "reflect"}
 @dataclass(frozen=True)
 class Augmentation:
     """Args: ``crop_padding`` pixels added on each side before cropping back to size (0: no
-    crop); ``pad_mode`` ``"zero"`` or ``"reflect"``; ``flip`` mirrors left-right with p = 0.5."""
+    crop); ``pad_mode`` ``"zero"`` or ``"reflect"``; ``flip`` mirrors left-right with p = 0.5;
+    ``alternate`` (with ``flip``): airbench's alternating flip instead, each image's flip drawn
+    once for the whole run and every image mirrored on odd epochs (:meth:`alternating_flips`), so
+    that an image is seen both ways in any two epochs running."""
 
     crop_padding: int = 4
     pad_mode: str = "reflect"
     flip: bool = True
+    alternate: bool = False
 
     def __post_init__(self) -> None:
         if self.pad_mode not in PAD_MODES:
@@ -33,6 +37,13 @@ class Augmentation:
         oy, ox = rng.integers(0, 2 * p + 1, size=(2, n))
         flips = rng.random(n) < 0.5 if self.flip else np.zeros(n, dtype=bool)
         return oy, ox, flips
+
+    @staticmethod
+    def alternating_flips(size: int, seed: int, epoch: int) -> np.ndarray:
+        """The flips of images ``0 .. size-1`` in ``epoch`` under the alternating scheme: one draw
+        per image from ``seed`` for the whole run, inverted on odd epochs. Shape ``(size,)``."""
+        once = np.random.default_rng([seed, 0xF119]).random(size) < 0.5
+        return once ^ bool(epoch % 2)
 
     def __call__(self, images: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         """uint8 ``(N, H, W, C)`` -> augmented uint8 ``(N, H, W, C)`` (a new array)."""

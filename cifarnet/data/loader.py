@@ -81,6 +81,8 @@ class BatchLoader:
         images, labels = self.split.images[idx[start:stop]], self.split.labels[idx[start:stop]]  # B, H, W, C uint8
         if self.augmentation is not None:
             draws = self.augmentation.draw(len(idx), np.random.default_rng([self.seed, epoch, index, 0xA09]))
+            if self.augmentation.flip and self.augmentation.alternate:
+                draws = (*draws[:2], self.augmentation.alternating_flips(len(self.split), self.seed, epoch)[idx])
             images = self.augmentation.apply(images, *(d[start:stop] for d in draws))
         x = self.normalization(self.backend.asarray(images), self.dtype)
         return x, self.backend.asarray(labels)

@@ -7,11 +7,25 @@ from typing import Any
 
 from .. import checkpoint as ckpt
 from ..data import BatchLoader, Normalization
+from ..inference.tta import LEVELS
 from ..models import restore_model
 from ..run_dir import check as check_run_dir
 from ..training import evaluate
 from .components import ConfigError, dtype_of, load_data, make_backend
 from .report import write_json
+
+
+def tta_level(cfg: dict[str, Any]) -> int:
+    """``eval.tta`` (0 where a config from before it has none).
+
+    Raises:
+        ConfigError: a level that is not 0, 1 or 2.
+    """
+    level = int((cfg.get("eval") or {}).get("tta", 0))
+    if level not in LEVELS:
+        raise ConfigError(f"eval.tta must be one of {', '.join(map(str, LEVELS))} (none, mirror, mirror and "
+                          f"translations), got {level}")
+    return level
 
 
 def evaluate_checkpoint(cfg: dict[str, Any], checkpoint: ckpt.Checkpoint, run_dir: str | Path) -> dict[str, Any]:
@@ -36,10 +50,11 @@ def evaluate_checkpoint(cfg: dict[str, Any], checkpoint: ckpt.Checkpoint, run_di
     norm = Normalization.from_dict(checkpoint.meta["normalization"])
     loader = BatchLoader(dataset.test, cfg["data"]["eval_batch_size"], norm, backend=backend,
                          prefetch=cfg["data"]["prefetch"], dtype=dtype)
-    result = evaluate(model, loader, dataset.num_classes, progress=True)
+    tta = tta_level(cfg)
+    result = evaluate(model, loader, dataset.num_classes, progress=True, tta=tta)
     state = checkpoint.meta["state"]
     report = {"checkpoint": str(checkpoint.path), "epoch": state["epoch"], "batch": state.get("batch", 0),
-              "backend": backend.name, "trained_on_backend": checkpoint.meta.get("backend"),
+              "backend": backend.name, "trained_on_backend": checkpoint.meta.get("backend"), "tta": tta,
               **result.to_dict(names)}
     write_json(run_dir / "eval.json", report)
     return report

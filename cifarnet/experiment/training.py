@@ -21,6 +21,7 @@ from ..training.hooks import Hook
 from ..training.settings import TrainerSettings
 from ..training.state import TrainState
 from ..training.trainer import Trainer
+from .checkpoint_eval import tta_level
 from .components import (
     ConfigError,
     accepted,
@@ -35,7 +36,7 @@ from .components import (
     make_optimizer,
     normalization_for,
 )
-from .report import write_json
+from .report import tta_words, write_json
 from .resume import carry_best_checkpoint
 
 log = logging.getLogger("cifarnet.experiment")
@@ -76,6 +77,7 @@ def train(cfg: dict[str, Any], run_dir: str | Path, resume_from: ckpt.Checkpoint
     seed, dtype = int(cfg["seed"]), dtype_of(cfg)
     optimizer = make_optimizer(cfg["optimizer"])
     optimizer.batch_size = int(cfg["data"]["batch_size"])      # the global batch: rates given per example
+    tta = tta_level(cfg)
     # a resumed run keeps the checkpoint's own description, whatever the presets say today
     description = dict(resume_from.meta["model"]) if resume_from is not None else describe_model(cfg["model"])
     init_from = ckpt.resolve(cfg["init_from"], prefer="best") if cfg.get("init_from") and not resume_from else None
@@ -100,9 +102,12 @@ def train(cfg: dict[str, Any], run_dir: str | Path, resume_from: ckpt.Checkpoint
     model = build_model(description, dataset.image_shape, seed=seed, dtype=dtype)
     if init_from is not None:
         load_initial_weights(model, description, init_from)
-    elif resume_from is None and fits_data(model):            # a fresh model: its data-dependent layers
+    data_init_seconds = resume_from.meta.get("data_init_seconds", 0.0) if resume_from is not None else 0.0
+    if init_from is None and resume_from is None and fits_data(model):    # a fresh model: its data-dependent layers
+        tick = time.perf_counter()
         count = int(description.get("fit_images", FIT_IMAGES))
         fit_to_data(model, norm(dataset.train.images[:count], model_dtype(model)))
+        data_init_seconds = round(time.perf_counter() - tick, 3)
     state = None
     if resume_from is not None:
         model.load_state_dict(resume_from.model_state)
@@ -127,7 +132,7 @@ def train(cfg: dict[str, Any], run_dir: str | Path, resume_from: ckpt.Checkpoint
     dropout_schedule = make_dropout_schedule_from(tcfg, float(description.get("dropout", 0.0)), settings.epochs)
     meta = {"model": description, "input_shape": list(dataset.image_shape), "normalization": norm.to_dict(),
             "class_names": dataset.class_names, "backend": backend.name, "dtype": cfg["backend"]["dtype"],
-            "seed": seed, "config": cfg}
+            "seed": seed, "config": cfg, "data_init_seconds": data_init_seconds}
     log.info("model %s: %s parameters; data %s: %d train, %s test images, %d classes; backend %s",
              description.get("name", "?"), f"{model.num_parameters():,}", dataset.source, len(dataset.train),
              len(dataset.test), dataset.num_classes, backend.name)
@@ -153,6 +158,15 @@ def train(cfg: dict[str, Any], run_dir: str | Path, resume_from: ckpt.Checkpoint
         for tracker in trackers:
             tracker.finish([], failed=True)
         raise
+    final_eval = None
+    if tta and not trainer.stopped_early:                      # the finished model, with test-time augmentation
+        tick = time.perf_counter()
+        got = evaluate(model, eval_loaders["test"], dataset.num_classes, settings.progress and writes,
+                       settings.workers, comm, tta=tta)
+        final_eval = {"split": "test", "tta": tta, "accuracy": got.accuracy, "loss": got.loss, "images": got.images,
+                      "seconds": round(time.perf_counter() - tick, 3)}
+        log.info("final evaluation, %s: test accuracy %.2f%%, loss %.4f (%.1f s)", tta_words(tta),
+                 100 * got.accuracy, got.loss, final_eval["seconds"])
     best_path = trainer.keeper.best()
     if not writes:
         return {"status": "completed", "best_metric": state.best_metric, "best_epoch": state.best_epoch,
@@ -168,12 +182,28 @@ def train(cfg: dict[str, Any], run_dir: str | Path, resume_from: ckpt.Checkpoint
                "metric": "val_acc" if "val" in eval_loaders else "test_acc",
                "final": last, "epochs": state.epoch, "run_seconds": round(time.perf_counter() - started, 2),
                "run_dir": str(run_dir), "best_checkpoint": None if best_path is None else str(best_path),
-               "stopped_early": trainer.stopped_early}
+               "stopped_early": trainer.stopped_early, "final_eval": final_eval,
+               "time": time_to_result(state.history, data_init_seconds, final_eval)}
+    if not trainer.stopped_early:
+        log.info("time to result %.1f s: %s", summary["time"]["total_seconds"], summary["time"]["definition"])
     write_json(run_dir / "result.json", summary)
     figures = plot_figures(run_dir) if cfg.get("plots", True) else []
     for tracker in trackers:
         tracker.finish([p for p in (best_path, *figures) if p is not None])
     return summary
+
+
+def time_to_result(history: list[dict[str, Any]], data_init_seconds: float,
+                   final_eval: dict[str, Any] | None) -> dict[str, Any]:
+    """A run's time as airbench reports it: the data-dependent initialisation, the training steps
+    of every epoch (every piece of a resumed run; per-epoch evaluations and data loading from disk
+    excluded) and the final evaluation with test-time augmentation, in seconds."""
+    training = round(sum(float(row.get("epoch_seconds") or 0.0) for row in history), 3)
+    final = final_eval["seconds"] if final_eval else 0.0
+    return {"data_init_seconds": data_init_seconds, "training_seconds": training, "final_evaluation_seconds": final,
+            "total_seconds": round(data_init_seconds + training + final, 3),
+            "definition": "data-dependent initialisation + training steps + final evaluation with test-time "
+                          "augmentation (per-epoch evaluations and loading the data from disk excluded)"}
 
 
 def model_dtype(model):

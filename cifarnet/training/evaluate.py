@@ -9,6 +9,7 @@ from tqdm import tqdm
 from ..backend import array_module, to_numpy
 from ..comm import LOCAL, Communicator
 from ..inference import InferencePlan, infer
+from ..inference.tta import tta_logits
 from ..losses import SoftmaxCrossEntropy
 from .metrics import on_terminal
 
@@ -35,7 +36,7 @@ class EvalResult:
 
 
 def evaluate(model, loader, num_classes: int, progress: bool = False, workers: int | None = None,
-             comm: Communicator = LOCAL) -> EvalResult:
+             comm: Communicator = LOCAL, tta: int = 0) -> EvalResult:
     """Run ``model`` in eval mode over every batch of ``loader`` (epoch 0), each batch split
     between ``workers`` threads (:func:`cifarnet.inference.infer`; None: one per core).
 
@@ -48,6 +49,9 @@ def evaluate(model, loader, num_classes: int, progress: bool = False, workers: i
 
     With ``comm`` a group of processes, each evaluates every ``size``-th batch (from its ``rank``)
     and the sums are added across them once, at the end: every process gets the whole result.
+
+    ``tta``: the test-time augmentation level (:mod:`cifarnet.inference.tta`; 0: none), the logits
+    (loss and predictions) those of the weighted views.
     """
     plan = InferencePlan(model)
     loss_fn = SoftmaxCrossEntropy()
@@ -57,7 +61,7 @@ def evaluate(model, loader, num_classes: int, progress: bool = False, workers: i
         batches = loader.epoch(0) if comm.size == 1 else \
             (loader.batch(0, i) for i in range(comm.rank, len(loader), comm.size))
         for x, y in batches:
-            logits = infer(plan, x, workers)
+            logits = tta_logits(lambda view: infer(plan, view, workers), x, tta)
             xp, n = array_module(logits), len(y)
             loss = loss_fn(logits, y).astype(np.float64) * n
             cells = xp.bincount(y * num_classes + logits.argmax(axis=1), minlength=num_classes * num_classes)
