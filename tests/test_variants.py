@@ -67,6 +67,9 @@ CASES: dict[str, list[Case]] = {
         Case("2x2 tiles", (_distinct(2, 6, 8, 3),), {"kernel": 2, "stride": 2}),
         Case("3x3 overlapping, non-square", (_distinct(2, 7, 9, 2),), {"kernel": 3, "stride": 2}),
         Case("batch 1, one channel, odd size", (_distinct(1, 5, 5, 1),), {"kernel": 2, "stride": 2}),
+        Case("wide: 32 channels, 7x9 -> 3x4", (_distinct(2, 7, 9, 32),), {"kernel": 2, "stride": 2}),
+        Case("wide: 3x3 windows, 7 -> 2", (_distinct(2, 7, 7, 40),), {"kernel": 3}),
+        Case("wide: ties go to the first", (np.round(_r(2, 5, 5, 32), 0),), {"kernel": 2, "stride": 2}),
     ],
     "global_avg_pool": [Case("images", (_r(3, 4, 5, 2),))],
     "linear": [

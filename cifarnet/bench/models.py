@@ -4,6 +4,7 @@
     python -m cifarnet.bench.models --models resnet32 --rounds 5 --json bench.json
     python -m cifarnet.bench.models --no-torch --breakdown   # per-layer forward/backward times
     python -m cifarnet.bench.models --models resnet32 --workers 1   # training unsplit, one thread
+    python -m cifarnet.bench.models --models airbench94 --batch 1024  # airbench's recipe and batch
 
 For each model it reports the median training-step time (forward, loss, backward, SGD update on
 one fixed random batch, after warm-up, with the batch split between threads as each model's
@@ -13,11 +14,19 @@ When ``torch`` is importable the same measurements run on equivalent PyTorch mod
 (``cifarnet.bench.torch_reference``). Every round runs each framework in a fresh process of its
 own, alternating, and the ratio of the medians is printed with each round's ratio. ``--breakdown``
 adds the time of each top-level layer's forward and backward, so the next optimisation is obvious.
+
+airbench94 (batch 1024 by default) steps with its recipe's optimizer (airbench's decoupled SGD
+with its parameter groups) and summed, label-smoothed loss, its whitening layer fitted to the
+batch; its PyTorch twin (:mod:`cifarnet.bench.torch_airbench`) runs in channels-last layout, as
+the published script does. Each model's arithmetic rate is reported too: the multiply-adds of its
+convolution and linear layers in a training step (forward, input and weight gradients where they
+are needed) over the step time, beside this machine's float32 matrix-product rate measured here.
 """
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import statistics
 import subprocess
@@ -27,17 +36,19 @@ from collections import defaultdict
 
 import numpy as np
 
+from ..backend import to_numpy
 from ..experiment import make_backend
 from ..inference import infer
 from ..losses import SoftmaxCrossEntropy
-from ..models import build_model, model_description
+from ..models import build_model, fit_to_data, model_description
 from ..optim import SGD
 from ..training import train_step
 from . import machine_description
 
-DEFAULT_BATCH = {"simplecnn": 64}
+DEFAULT_BATCH = {"simplecnn": 64, "airbench94": 1024}
 DEFAULT_WORKERS = {"simplecnn": 1}    # as conf/model/*.yaml recommend (trainer.workers); None: one per core
 EVAL_BATCH = 500
+AIRBENCH_GROUPS = [{"kind": "batchnorm", "lr_scale": 64.0}, {"match": "whiten.b", "frozen_after_epochs": 3}]
 WARM_UP_S = 2.0          # each timing process first runs training steps for this long (at least 3)
 
 
@@ -53,9 +64,16 @@ class CifarnetRunner:
     def __init__(self, name: str, batch: int, backend_name: str = "numpy", workers: int | None = None):
         self.workers = workers                                 # training threads (cifarnet.parallel)
         self.backend = make_backend({"name": backend_name})   # as the experiment runner sets it up
-        self.model = build_model(model_description(name), seed=0).to(self.backend)
+        self.model = build_model(model_description(name), seed=0)
         self.loss, self.opt = SoftmaxCrossEntropy(), SGD(lr=0.01, momentum=0.9)
         self.x, self.y = _batch(self.backend, batch)
+        if name == "airbench94":                               # its recipe's optimizer and loss
+            fit_to_data(self.model, to_numpy(self.x))
+            self.loss = SoftmaxCrossEntropy(0.2, "sum")
+            self.opt = SGD(lr=11.5, momentum=0.85, nesterov=True, weight_decay=0.0153, decoupled=True,
+                           groups=AIRBENCH_GROUPS)
+            self.opt.batch_size = batch
+        self.model.to(self.backend)
         self.x_eval, _ = _batch(self.backend, EVAL_BATCH, seed=1)
 
     def step(self) -> float:
@@ -77,22 +95,30 @@ class TorchRunner:
     def __init__(self, name: str, batch: int):
         import torch
 
+        from . import torch_airbench
         from .torch_reference import build
 
-        self.torch = torch
-        self.model = build(name)
-        self.opt = torch.optim.SGD(self.model.parameters(), lr=0.01, momentum=0.9)
+        self.torch, self.layout, self.reduction, self.smoothing = torch, torch.contiguous_format, "mean", 0.0
+        if name == "airbench94":
+            self.model = torch_airbench.build().float()
+            self.opt = torch_airbench.optimizer(self.model, batch)
+            self.layout, self.reduction, self.smoothing = torch.channels_last, "sum", 0.2
+        else:
+            self.model = build(name)
+            self.opt = torch.optim.SGD(self.model.parameters(), lr=0.01, momentum=0.9)
+        self.model = self.model.to(memory_format=self.layout)
         g = torch.Generator().manual_seed(0)
-        self.x = torch.randn(batch, 3, 32, 32, generator=g)
+        self.x = torch.randn(batch, 3, 32, 32, generator=g).to(memory_format=self.layout)
         self.y = torch.randint(0, 10, (batch,), generator=g)
-        self.x_eval = torch.randn(EVAL_BATCH, 3, 32, 32, generator=g)
+        self.x_eval = torch.randn(EVAL_BATCH, 3, 32, 32, generator=g).to(memory_format=self.layout)
 
     def step(self) -> float:
         torch = self.torch
         start = time.perf_counter()
         self.model.train()
         self.opt.zero_grad(set_to_none=True)
-        torch.nn.functional.cross_entropy(self.model(self.x), self.y).backward()
+        torch.nn.functional.cross_entropy(self.model(self.x), self.y, label_smoothing=self.smoothing,
+                                          reduction=self.reduction).backward()
         self.opt.step()
         return time.perf_counter() - start
 
@@ -102,6 +128,46 @@ class TorchRunner:
         with self.torch.no_grad():
             self.model(self.x_eval)
         return time.perf_counter() - start
+
+
+def training_multiply_adds(model, input_shape=(32, 32, 3)) -> int:
+    """Multiply-adds of one image's training step in the convolution and linear layers (whitening
+    included): each one's forward, its weight gradient where the weights train, its input gradient
+    unless it reads the images. Shapes come from running the inference nodes on one image."""
+    from ..inference import trace
+    from ..inference.plan import run_node
+
+    nodes, _ = trace(model)
+    values = {0: np.zeros((1, *input_shape), dtype=np.float32)}
+    total = 0
+    for node in nodes:
+        values[node.output] = out = run_node(node, [values[i] for i in node.inputs])
+        layer = node.layer
+        if node.kind in ("conv", "whitening"):
+            kh, kw = layer.kernel_size
+            forward = out.size * kh * kw * layer.in_channels
+        elif node.kind == "linear":
+            forward = out.size * layer.in_features
+        else:
+            continue
+        total += forward * (1 + ("W" in layer.params) + (node.inputs[0] != 0))
+    return int(total)
+
+
+def sgemm_rate(size: int = 4096, repeats: int = 3) -> float:
+    """This machine's float32 matrix-product rate (GFLOP/s): the best of ``repeats`` products of two
+    ``size x size`` matrices with NumPy's BLAS on every core."""
+    rng = np.random.default_rng(0)
+    a, b = (rng.standard_normal((size, size)).astype(np.float32) for _ in range(2))
+    a @ b
+    best = min(_timed(lambda: a @ b) for _ in range(repeats))
+    return 2 * size ** 3 / best / 1e9
+
+
+def _timed(fn) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
 
 
 def layer_breakdown(runner: CifarnetRunner, repeats: int = 3) -> list[tuple[str, float, float]]:
@@ -138,11 +204,13 @@ def layer_breakdown(runner: CifarnetRunner, repeats: int = 3) -> list[tuple[str,
 
 
 def timed_run(framework: str, name: str, batch: int, backend: str, steps: int, eval_batches: int,
-              workers: int | None = None) -> dict:
-    """Run one framework's timings in a fresh process (see :func:`_timing_child`)."""
+              workers: int | None = None, preload: str | None = None) -> dict:
+    """Run one framework's timings in a fresh process (see :func:`_timing_child`), with ``preload``
+    (a shared library, e.g. jemalloc) in its ``LD_PRELOAD``."""
     code = ("from cifarnet.bench.models import _timing_child; "
             f"_timing_child({framework!r}, {name!r}, {batch}, {backend!r}, {steps}, {eval_batches}, {workers!r})")
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=1800)
+    env = dict(os.environ, LD_PRELOAD=preload) if preload else None
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=1800, env=env)
     if done.returncode != 0:
         raise RuntimeError(done.stderr.strip().splitlines()[-1] if done.stderr.strip() else "timing child failed")
     return json.loads(done.stdout.strip().splitlines()[-1])
@@ -187,7 +255,7 @@ def torch_available() -> bool:
 
 
 def measure(name: str, batch: int, rounds: int, steps: int, eval_batches: int, backend: str, with_torch: bool,
-            breakdown: bool, workers: int | None = None) -> dict:
+            breakdown: bool, workers: int | None = None, torch_preload: str | None = None) -> dict:
     """Time ``name`` in ``rounds`` rounds; each round runs each framework in its own fresh process.
 
     One process per framework and round, alternating: the machine's drift then hits both alike,
@@ -198,8 +266,11 @@ def measure(name: str, batch: int, rounds: int, steps: int, eval_batches: int, b
     runs: dict[str, list[dict]] = defaultdict(list)
     for _ in range(rounds):
         for key in frameworks:
-            runs[key].append(timed_run(key, name, batch, backend, steps, eval_batches, workers))
-    result = {"model": name, "batch": batch, "backend": backend, "workers": workers}
+            runs[key].append(timed_run(key, name, batch, backend, steps, eval_batches, workers,
+                                       torch_preload if key == "torch" else None))
+    result = {"model": name, "batch": batch, "backend": backend, "workers": workers, "torch_preload": torch_preload,
+              "train_gflop_per_step": round(2 * batch * training_multiply_adds(
+                  build_model(model_description(name), seed=0)) / 1e9, 1)}
     for key in frameworks:
         step = statistics.median(t for run in runs[key] for t in run["step_s"])
         evals = statistics.median(t for run in runs[key] for t in run["eval_s"])
@@ -218,8 +289,10 @@ def measure(name: str, batch: int, rounds: int, steps: int, eval_batches: int, b
     return result
 
 
-def print_report(results: list[dict]) -> None:
+def print_report(results: list[dict], peak: float | None = None) -> None:
     print(f"machine: {machine_description()}")
+    if peak is not None:
+        print(f"float32 matrix product (4096^2, NumPy's BLAS, every core): {peak:.0f} GFLOP/s")
     head = (f"{'model':<10} {'batch':>5} {'framework':<10} {'step ms':>9} {'train img/s':>12} {'eval img/s':>11} "
             f"{'peak MB':>8}")
     print(head)
@@ -238,6 +311,15 @@ def print_report(results: list[dict]) -> None:
                   f"{c['peak_rss_mb'] / t['peak_rss_mb']:>7.2f}x   (cifarnet / PyTorch)")
             print(f"{'':<10} {'':>5} {'per round':<10} "
                   + " ".join(f"{r:.2f}x" for r in res["round_step_ratios"]) + "   (training step)")
+        rates = [f"{key} {res['train_gflop_per_step'] / (res[key]['step_ms'] / 1e3):.0f}"
+                 for key in ("cifarnet", "torch") if key in res]
+        share = f" ({rates[0].split()[1]} = {100 * float(rates[0].split()[1]) / peak:.0f}% of the matrix product's)" \
+            if peak else ""
+        print(f"{'':<10} {'':>5} {'GFLOP/s':<10} {res['train_gflop_per_step']} GFLOP a step: "
+              + ", ".join(rates) + share)
+    for res in results:
+        if res.get("torch_preload") and "torch" in res:
+            print(f"PyTorch ran with LD_PRELOAD={res['torch_preload']}")
     print("cifarnet training threads per batch (trainer.workers): "
           + ", ".join(f"{res['model']} {res.get('workers') or 'one per core'}" for res in results))
     for res in results:
@@ -264,6 +346,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-torch", action="store_true", help="skip the PyTorch comparison")
     parser.add_argument("--breakdown", action="store_true", help="per-layer forward/backward times")
     parser.add_argument("--json", help="also write the results to this file")
+    parser.add_argument("--torch-preload", metavar="LIB",
+                        help="LD_PRELOAD for the PyTorch processes only, e.g. jemalloc: "
+                             "/usr/lib/x86_64-linux-gnu/libjemalloc.so.2 (apt-get install libjemalloc2)")
     args = parser.parse_args(argv)
     with_torch = not args.no_torch and torch_available()
     if not args.no_torch and not with_torch:
@@ -275,11 +360,13 @@ def main(argv: list[str] | None = None) -> int:
         eval_batches = 8 if name == "simplecnn" else 2
         workers = args.workers if args.workers is not None else DEFAULT_WORKERS.get(name)
         results.append(measure(name, batch, args.rounds, steps, eval_batches, args.backend, with_torch,
-                               args.breakdown, workers))
-    print_report(results)
+                               args.breakdown, workers, args.torch_preload))
+    peak = sgemm_rate()
+    print_report(results, peak)
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"machine": machine_description(), "results": results}, f, indent=2)
+            json.dump({"machine": machine_description(), "sgemm_gflop_per_s": round(peak, 1), "results": results},
+                      f, indent=2)
     return 0
 
 

@@ -79,3 +79,17 @@ def copy_from_cifarnet(net, model) -> None:
             elif value.ndim == 2:
                 value = value.T
             theirs[target].copy_(torch.from_numpy(np.ascontiguousarray(value)))
+
+
+def optimizer(net, batch: int = 1024, lr: float = 11.5, momentum: float = 0.85, weight_decay: float = 0.0153):
+    """airbench's optimizer for ``net``: Nesterov SGD with its decoupled hyper-parameters turned into
+    PyTorch's (lr / d, weight decay * batch / d, d = 1024 (1 + 1 / (1 - momentum))), batch-norm
+    shifts at 64x the learning rate with the same absolute decay."""
+    import torch
+
+    d = 1024 * (1 + 1 / (1 - momentum))
+    lr, decay = lr / d, weight_decay * batch / d
+    norms = [p for n, p in net.named_parameters() if "norm" in n and p.requires_grad]
+    others = [p for n, p in net.named_parameters() if "norm" not in n and p.requires_grad]
+    return torch.optim.SGD([{"params": norms, "lr": 64 * lr, "weight_decay": decay / (64 * lr)},
+                            {"params": others, "lr": lr, "weight_decay": decay / lr}], momentum=momentum, nesterov=True)

@@ -5,6 +5,8 @@ as 0. NaN passes through (as in PyTorch), so bad numbers surface in the loss ins
 """
 from __future__ import annotations
 
+import numpy as np
+
 from ..backend import array_module
 from .dispatch import Op
 
@@ -46,3 +48,38 @@ class GeluReference:
         x, t = saved
         slope = 0.5 * (1 + t) + 0.5 * x * (1 - t * t) * GELU_C * (1 + 3 * GELU_A * x * x)
         return dout * slope, {}
+
+
+@gelu.implementation("numpy")
+class GeluNumpy:
+    """The reference's formulas rearranged for fewer passes over memory, in place:
+    ``tanh(C x (1 + A x^2))`` forward, and the slope as ``0.5 (1 + t) (1 + C x (1 + 3 A x^2) (1 - t))``
+    (about half the reference's time on a 2-core Xeon, ``docs/performance.md``)."""
+
+    @staticmethod
+    def forward(x, *, keep: bool = True):
+        t = np.multiply(x, x)
+        t *= GELU_A * GELU_C
+        t += GELU_C
+        t *= x
+        np.tanh(t, out=t)                       # tanh(C (x + A x^3))
+        out = t + 1
+        out *= x
+        out *= 0.5
+        return out, ((x, t) if keep else None)
+
+    @staticmethod
+    def backward(saved, dout):
+        x, t = saved
+        slope = np.multiply(x, x)
+        slope *= 3 * GELU_A * GELU_C
+        slope += GELU_C
+        slope *= x                              # C x (1 + 3 A x^2)
+        other = np.subtract(1, t)
+        slope *= other
+        slope += 1
+        np.add(t, 1, out=other)
+        slope *= other
+        slope *= 0.5
+        slope *= dout
+        return slope, {}

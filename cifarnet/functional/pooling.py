@@ -71,19 +71,34 @@ class MaxPoolReference:
         return dx, {}
 
 
+WIDE = 32      # channels from which windows are taken as (..., C) views (contiguous runs of C values)
+
+
 @max_pool2d.implementation("numpy")
 class MaxPoolNumpy:
-    """Windows that tile the image (kernel == stride, sizes divisible; SimpleCNN's 2x2): reduce
-    along W, then along H, comparing whole-array slices shifted by one pixel (along W) or one row
-    (along H) instead of ``(..., C)``-strided views, so NumPy's inner loops run over thousands of
-    values, not over C of them. Pixels that do not start a window are compared too (wasted but
-    cheap) and dropped at the end. Other windows take the reference path."""
+    """Two paths for windows that do not overlap (kernel == stride):
+
+    * ``wide`` (C >= 32, any size, the last rows and columns that fill no window dropped:
+      airbench's 31 -> 15 -> 7 -> 3): the image seen as ``(N, Ho, k, Wo, k, C)``, the maximum of
+      its k*k window views in k*k - 1 passes, no index kept; backward finds each window's maximum
+      again by comparing the saved input with the output, in one pass when no window holds two
+      (else window offset by offset, ties to the first, as the reference), writing every covered
+      pixel once.
+    * ``tiled`` (fewer channels, sizes divisible; SimpleCNN's 2x2 on 8 channels): reduce along W,
+      then along H, comparing whole-array slices shifted by one pixel (along W) or one row (along
+      H) instead of ``(..., C)``-strided views, so NumPy's inner loops run over thousands of
+      values, not over C of them. Pixels that do not start a window are compared too (wasted but
+      cheap) and dropped at the end.
+
+    Other windows take the reference path. Times per path and shape: ``docs/performance.md``."""
 
     @staticmethod
     def forward(x, *, kernel: int = 2, stride: int | None = None, keep: bool = True):
         _check(x)
         stride = kernel if stride is None else stride
         n, h, w, c = x.shape
+        if stride == kernel and c >= WIDE:
+            return MaxPoolNumpy.forward_wide(x, kernel, keep)
         if not (stride == kernel and h % kernel == 0 and w % kernel == 0):
             out, saved = MaxPoolReference.forward(x, kernel=kernel, stride=stride, keep=keep)
             return out, (None if saved is None else ("strided", saved))
@@ -110,6 +125,8 @@ class MaxPoolNumpy:
         kind, inner = saved
         if kind == "strided":
             return MaxPoolReference.backward(inner, dout)
+        if kind == "wide":
+            return MaxPoolNumpy.backward_wide(inner, dout)
         warg, harg, k = inner
         n, ho, wo, c = dout.shape
         starts = np.zeros((n, ho, wo, k, c), dtype=dout.dtype)   # dout at each window's first column
@@ -124,6 +141,48 @@ class MaxPoolNumpy:
         for b in range(k):                                       # ... and along W to the pixel that won
             dx[b * c:b * c + span] += flat[:span] * (warg[:span] == b)
         return dx.reshape(n, ho * k, wo * k, c), {}
+
+
+def _windows(x, k: int, ho: int, wo: int):
+    """``x``'s covered part as ``(N, Ho, k, Wo, k, C)`` (a view)."""
+    n, c = x.shape[0], x.shape[3]
+    return x[:, :ho * k, :wo * k].reshape(n, ho, k, wo, k, c)
+
+
+def _forward_wide(x, k: int, keep: bool):
+    n, h, w, c = x.shape
+    ho, wo = h // k, w // k
+    v = _windows(x, k, ho, wo)
+    out = v[:, :, 0, :, 0].copy()                                         # N, Ho, Wo, C
+    for a in range(k):
+        for b in range(k):
+            if a or b:
+                np.maximum(out, v[:, :, a, :, b], out=out)
+    return out, (("wide", (x, out, k)) if keep else None)
+
+
+def _backward_wide(saved, dout):
+    x, out, k = saved
+    ho, wo = out.shape[1:3]
+    dx = np.empty_like(x, dtype=dout.dtype)
+    dx[:, ho * k:] = 0                                                    # rows and columns in no window
+    dx[:, :ho * k, wo * k:] = 0
+    v, dv = _windows(x, k, ho, wo), _windows(dx, k, ho, wo)
+    hit = v == out[:, :, None, :, None, :]                                # every window's maxima, in one pass
+    if np.count_nonzero(hit) == out.size:                                 # one per window: no ties to break
+        np.multiply(dout[:, :, None, :, None, :], hit, out=dv)
+        return dx, {}
+    left = dout.copy()                                                    # not yet routed to a maximum
+    for a in range(k):
+        for b in range(k):
+            np.multiply(left, v[:, :, a, :, b] == out, out=dv[:, :, a, :, b])
+            if a < k - 1 or b < k - 1:
+                left -= dv[:, :, a, :, b]                                 # taken: ties go to the first
+    return dx, {}
+
+
+MaxPoolNumpy.forward_wide = staticmethod(_forward_wide)
+MaxPoolNumpy.backward_wide = staticmethod(_backward_wide)
 
 
 def _reduce_shifted(candidates, best, arg) -> None:
