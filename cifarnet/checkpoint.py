@@ -297,14 +297,21 @@ def remove_stale_temporaries(folder: str | Path) -> list[Path]:
     return removed
 
 
+SHIPPED_DATA = {"root": "data", "download": True}     # a shipped checkpoint names no machine's folders
+
+
 def strip(source: str | Path, target: str | Path, provenance: dict[str, Any]) -> Path:
     """Write ``source``'s model (without optimizer state or run history) to ``target``, with
-    ``provenance`` under ``meta["pretrained"]``: a checkpoint to ship (:mod:`cifarnet.pretrained`)."""
+    ``provenance`` under ``meta["pretrained"]``: a checkpoint to ship (:mod:`cifarnet.pretrained`).
+
+    The training machine's data location goes: the shipped config's ``data.root`` and
+    ``data.download`` are the defaults (``data``, true), whatever the run had."""
     found = load(source)
     keep = ("model", "input_shape", "normalization", "class_names", "backend", "dtype", "seed")
     meta = {k: found.meta[k] for k in keep if k in found.meta}
     state = found.meta["state"]
-    meta.update(state={"epoch": state["epoch"], "batch": 0, "step": state["step"]},
-                config={k: found.meta["config"][k] for k in ("model", "data", "backend", "seed")},
+    config = {k: found.meta["config"][k] for k in ("model", "data", "backend", "seed")}
+    config["data"] = {**config["data"], **{k: v for k, v in SHIPPED_DATA.items() if k in config["data"]}}
+    meta.update(state={"epoch": state["epoch"], "batch": 0, "step": state["step"]}, config=config,
                 rng=found.meta.get("rng", {}), pretrained=dict(provenance))
     return save(target, found.model_state, None, meta)

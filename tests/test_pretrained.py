@@ -16,8 +16,8 @@ from .cli_helpers import cifarnet
 @pytest.mark.parametrize("name", pretrained.NAMES)
 def test_each_shipped_checkpoint_is_intact_and_says_how_it_was_made(name):
     path = pretrained.path(name)
-    assert path.stat().st_size < 2_000_000
     found = ckpt.resolve(f"pretrained:{name}")                 # verifies the SHA-256 checksum
+    assert path.stat().st_size < 1.02 * sum(a.nbytes for a in found.model_state.values()) + 100_000   # weights only
     assert found.optimizer_state is None and found.meta["model"]["name"] == name
     made = found.meta["pretrained"]
     assert {"recipe", "command", "epochs_trained", "data", "test_accuracy"} <= set(made)
@@ -28,7 +28,8 @@ def test_each_shipped_checkpoint_is_intact_and_says_how_it_was_made(name):
 
 
 def test_an_unknown_name_lists_the_shipped_ones():
-    with pytest.raises(ckpt.CheckpointError, match="no pre-trained checkpoint 'vgg'; there are: simplecnn, resnet32"):
+    with pytest.raises(ckpt.CheckpointError,
+                       match="no pre-trained checkpoint 'vgg'; there are: simplecnn, resnet32, airbench94"):
         ckpt.resolve("pretrained:vgg")
 
 
@@ -48,3 +49,19 @@ def test_evaluate_and_predict_with_each_shipped_checkpoint(tmp_path, name):
     assert done.returncode == 0, done.stdout + done.stderr
     rows = (tmp_path / "outputs" / "predict" / "predictions.csv").read_text().splitlines()
     assert len(rows) == 3 and rows[0].startswith("path,class_1,prob_1")
+
+
+def test_strip_keeps_the_model_and_drops_the_machine_s_data_folder(tmp_path):
+    from cifarnet.experiment import train
+
+    from .cli_helpers import compose_plain
+
+    train(compose_plain("trainer.epochs=1", "trainer.ema_every=2"), tmp_path / "run")
+    source = tmp_path / "run" / "checkpoints" / "epoch001_numpy.npz"
+    run = ckpt.load(source)
+    run.meta["config"]["data"].update(root="/home/someone/datasets", download=False)     # as a CIFAR-10 run has them
+    ckpt.save(source, run.model_state, run.optimizer_state, run.meta)
+    shipped = ckpt.load(ckpt.strip(source, tmp_path / "shipped.npz", {"recipe": "tiny"}))
+    assert shipped.optimizer_state is None and shipped.extras == {} and shipped.meta["pretrained"] == {"recipe": "tiny"}
+    assert shipped.meta["config"]["data"]["root"] == "data" and shipped.meta["config"]["data"]["download"] is True
+    assert all(np.array_equal(shipped.model_state[k], v) for k, v in run.model_state.items())

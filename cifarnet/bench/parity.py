@@ -28,7 +28,7 @@ from ..losses import SoftmaxCrossEntropy
 from ..models import build_model, fit_to_data, model_description
 from ..optim import SGD
 from ..training.average import WeightAverage
-from .torch_airbench import build, copy_from_cifarnet, whitening_weights
+from .torch_airbench import build, copy_from_cifarnet, torch_tta, whitening_weights
 
 
 def relative(mine, theirs) -> float:
@@ -83,20 +83,6 @@ def compare(widths, batch: int, seed: int, smoothing: float = 0.2) -> dict[str, 
     errors.update(after_steps(model, net, rng, batch, smoothing))
     errors.update(tta_errors(model, net, images))
     return errors
-
-
-def torch_tta(net, x):
-    """airbench's level-2 test-time augmentation on NCHW images: the mirror average of the image,
-    and of it translated by one pixel each way (reflect-padded), half and half."""
-    import torch
-
-    def mirror(v):
-        return 0.5 * net(v) + 0.5 * net(v.flip(-1))
-
-    padded = torch.nn.functional.pad(x, (1, 1, 1, 1), mode="reflect")
-    h, w = x.shape[2:]
-    shifted = [padded[:, :, 0:h, 0:w], padded[:, :, 2:h + 2, 2:w + 2]]
-    return 0.5 * mirror(x) + 0.5 * torch.stack([mirror(v) for v in shifted]).mean(0)
 
 
 def tta_errors(model, net, images) -> dict[str, float]:

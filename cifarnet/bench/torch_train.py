@@ -4,6 +4,7 @@
     python -m cifarnet.bench.torch_train --experiment resnet32_fast --out torch_resnet32_fast.csv \
         --state torch_resnet32_fast.pt --stop-after-minutes 150          # in pieces: run it again to continue
     python -m cifarnet.bench.torch_train --experiment resnet32_fast --init cifarnet --epochs 3 ...
+    python -m cifarnet.bench.torch_train --experiment airbench94 --seed 0 --out torch_airbench94_seed0.csv
 
 The recipe is cifarnet's own: the config ``python -m cifarnet model=<model>`` (or
 ``+experiment=<name>``) composes gives the batch size, optimizer (SGD, Adam or AdamW with the same
@@ -19,6 +20,10 @@ Writes one CSV row per epoch: epoch, train_loss, train_acc, test_loss, test_acc,
 ``--state``, everything needed to continue (weights, optimizer, step, the rows so far, RNG states)
 is saved after every epoch, and a later run with the same ``--state`` continues where it stopped,
 rewriting the CSV whole: the pieces together are one run.
+
+``--experiment airbench94`` runs airbench's whole recipe (:func:`cifarnet.bench.torch_airbench.train`:
+its PyTorch twin, channels-last, on cifarnet's batches, with lookahead and the final test-time
+augmentation) and writes a JSON summary beside the CSV (accuracy with and without TTA, time to result).
 
 Needs ``torch`` (never a dependency of cifarnet: install it in another environment).
 """
@@ -195,6 +200,11 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     args = parse_args(argv)
+    if args.experiment == "airbench94":                   # its own loop: whitening, lookahead, TTA
+        from .torch_airbench import train as train_airbench
+
+        train_airbench(args, cifarnet_recipe(args.model, args.experiment))
+        return 0
     recipe = settings(args)
     if args.threads:
         torch.set_num_threads(args.threads)

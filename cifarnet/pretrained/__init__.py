@@ -11,7 +11,7 @@ from importlib import resources
 from pathlib import Path
 
 PREFIX = "pretrained:"
-NAMES = ("simplecnn", "resnet32")
+NAMES = ("simplecnn", "resnet32", "airbench94")
 
 
 def path(name: str) -> Path:
