@@ -92,3 +92,29 @@ def test_the_decoupled_form_needs_the_batch(rng):
     opt = SGD(lr=1.0, momentum=0.5, decoupled=True)
     with pytest.raises(ValueError, match="needs the batch size"):
         opt.step(model, gradients(model, rng))
+
+
+def test_backward_skips_the_layers_before_the_first_that_trains(rng):
+    """With the whitening bias frozen, nothing before group1_conv1 trains: backward stops there
+    (no input gradient, whiten and its GELU not run), the other gradients unchanged, the frozen
+    bias's gradient zero."""
+    model = small_airbench(rng)
+    x, y = rng.standard_normal((4, 32, 32, 3)), rng.integers(0, 10, 4)
+    loss = SoftmaxCrossEntropy(0.2, "sum")
+    logits, ctx = model.forward(x, TRAIN)
+    dlogits = loss.backward(loss.forward(logits, y)[1])
+    full = model.backward(ctx, dlogits, need_dx=False)[1]
+    opt = SGD(lr=1.0, groups=AIRBENCH_GROUPS)
+    opt.epoch = 3
+    assert opt.frozen_names(model) == {"whiten.b"} and model.freeze_before(opt.frozen_names(model)) == 2
+    called = []
+    model["whiten_gelu"].backward = lambda *a, **k: called.append(1)          # must not run
+    dx, skipped = model.backward(ctx, dlogits, need_dx=False)
+    assert dx is None and called == [] and np.array_equal(skipped["whiten.b"], np.zeros(24))
+    for name, grad in full.items():
+        if name != "whiten.b":
+            np.testing.assert_array_equal(skipped[name], grad, err_msg=name)
+    del model["whiten_gelu"].backward
+    opt.epoch = 2
+    assert model.freeze_before(opt.frozen_names(model)) == 0                    # trains again from the start
+    assert model.backward(ctx, dlogits, need_dx=True)[0] is not None           # an input gradient asked for: all run

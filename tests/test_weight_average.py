@@ -58,7 +58,8 @@ def test_the_factor_follows_its_schedule():
 def test_a_resumed_run_continues_the_average_bit_for_bit(tmp_path):
     from cifarnet.experiment import merge_with_checkpoint, train
 
-    options = ("trainer.ema_every=3", "model=resnet20", "model.widths=[4,4,4]", "data.image_size=8")
+    options = ("trainer.ema_every=3", "model=resnet20", "model.widths=[4,4,4]", "data.image_size=8",
+               "optimizer.groups=[{match:stem_conv.W,frozen_after_epochs:1}]")     # and a layer frozen from epoch 2
     train(compose_plain("trainer.epochs=3", *options), tmp_path / "straight")
     first = train(compose_plain("trainer.epochs=3", "trainer.stop_after_minutes=1e-6", *options), tmp_path / "run")
     assert first["stopped_early"] and first["epochs"] == 1                 # the same run, in two pieces
@@ -75,7 +76,7 @@ def test_a_resumed_run_continues_the_average_bit_for_bit(tmp_path):
         np.testing.assert_array_equal(a.model_state[key], b.model_state[key], err_msg=key)
     for key in a.extras:
         np.testing.assert_array_equal(a.extras[key], b.extras[key], err_msg=key)
-    # 24 steps (8 a epoch), the last not a multiple of 3... the weights are the average at the end
+    # 24 steps (8 an epoch, a multiple of 3): the weights are the average at the end
     for name, value in a.model_state.items():
         if f"ema/{name}" in a.extras:
             np.testing.assert_array_equal(value, a.extras[f"ema/{name}"])

@@ -11,6 +11,11 @@ class Sequential(Layer):
 
     Sub-layer arrays are reachable as ``"<layer name>.<key>"``, e.g. ``conv1.W``. The context of a
     forward is the list of the layers' contexts.
+
+    ``trained_from`` (set by :meth:`freeze_before`; 0 by default): the layers before this index
+    train nothing, so backward stops at it: that layer computes no input gradient and the ones
+    before it do not run (their parameters' gradients are zero), as PyTorch skips what no
+    gradient-requiring tensor needs.
     """
 
     def __init__(self, layers: Iterable[tuple[str, Layer]]):
@@ -21,6 +26,17 @@ class Sequential(Layer):
             if name in self.children:
                 raise ValueError(f"duplicate layer name {name!r}")
             self.children[name] = layer
+        self.trained_from = 0
+
+    def freeze_before(self, frozen) -> int:
+        """Set :attr:`trained_from` to the first layer holding a parameter not in ``frozen`` (dotted
+        names); returns it (0 when every parameter is frozen: nothing is skipped)."""
+        for index, (name, layer) in enumerate(self.children.items()):
+            if any(f"{name}.{key}" not in frozen for key, _ in layer.named_parameters()):
+                self.trained_from = index
+                return index
+        self.trained_from = 0
+        return 0
 
     def output_shape(self, in_shape: Shape) -> Shape:
         for layer in self.children.values():
@@ -37,12 +53,19 @@ class Sequential(Layer):
     def backward(self, ctx, dout, need_dx: bool = True, into=None):
         grads = {}
         items = list(self.children.items())
-        for i in range(len(items) - 1, -1, -1):
+        stop = 0 if need_dx else self.trained_from
+        for i in range(len(items) - 1, stop - 1, -1):
             name, layer = items[i]
-            dout, layer_grads = layer.backward(ctx[i], dout, need_dx=need_dx or i > 0, into=within(into, name))
+            dout, layer_grads = layer.backward(ctx[i], dout, need_dx=need_dx or i > stop, into=within(into, name))
             if into is None:
                 grads.update(prefixed(name, layer_grads))
-        return dout, (grads if into is None else into)
+        for name, layer in items[:stop]:                  # skipped: nothing of theirs trains
+            for key, param in layer.named_parameters():
+                if into is None:
+                    grads[f"{name}.{key}"] = param * 0
+                else:
+                    into[f"{name}.{key}"][...] = 0
+        return (None if stop else dout), (grads if into is None else into)
 
     def trace(self, graph, value: int) -> int:
         for layer in self.children.values():

@@ -79,6 +79,13 @@ class Optimizer:
         scales, decays = self.group_rates(model, store)
         return self.lr * scales, decays
 
+    def frozen_names(self, model) -> set[str]:
+        """The dotted names of ``model``'s parameters that no update changes at ``self.epoch``."""
+        if not self.groups:
+            return set()
+        return {name for name, group in self.groups.assign(model).items()
+                if group is not None and group.frozen_at(self.epoch)}
+
     def group_rates(self, model, store: FlatStore):
         """Per element: the groups' learning-rate scales and weight decays (0 and 0 where frozen at
         ``self.epoch``), kept until the frozen groups or the store change."""

@@ -96,6 +96,9 @@ class Trainer:
     def _run_epoch(self) -> None:
         st, steps_per_epoch = self.state, len(self.train_loader)
         batches = min(steps_per_epoch, self.total_steps - st.epoch * steps_per_epoch)   # fewer in a fractional last
+        self.optimizer.epoch = st.epoch
+        if hasattr(self.model, "freeze_before"):            # no backward through layers that train nothing
+            self.model.freeze_before(self.optimizer.frozen_names(self.model))
         sums = {"loss": 0.0, "correct": 0.0, "images": 0.0, "seconds": 0.0, **st.partial}
         bar = EpochBar(batches, st.batch, f"epoch {st.epoch + 1}/{self.settings.epochs:g}", self.bar_shown)
         tick = time.perf_counter()
