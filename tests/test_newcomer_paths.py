@@ -158,7 +158,7 @@ def test_eval_ignores_the_optimizer_choice(first):
 def test_too_few_epochs_name_trainer_epochs(tmp_path, epochs):
     done = cifarnet(tmp_path, *TINY, f"trainer.epochs={epochs}", "hydra.run.dir=outputs/x")
     assert done.returncode == 1
-    assert len(errors_in(done)) == 1 and f"trainer.epochs must be >= 1, got {epochs}" in errors_in(done)[0]
+    assert len(errors_in(done)) == 1 and f"trainer.epochs must be > 0, got {epochs}" in errors_in(done)[0]
 
 
 def test_help_lists_real_choices_only(tmp_path):

@@ -110,7 +110,7 @@ def make_loaders(data_cfg: dict[str, Any], dataset: Dataset, norm: Normalization
     augmentation = None
     if aug_cfg["enabled"]:
         augmentation = Augmentation(aug_cfg["crop_padding"], enum_value(aug_cfg["pad_mode"]), aug_cfg["flip"],
-                                    aug_cfg["alternate_flip"])
+                                    aug_cfg.get("alternate_flip", False))      # configs from before it lack it
     common = {"backend": backend, "prefetch": data_cfg["prefetch"], "dtype": dtype}
     train = BatchLoader(dataset.train, data_cfg["batch_size"], norm, augmentation=augmentation, shuffle=True,
                         drop_last=True, seed=seed, shard=shard, **common)

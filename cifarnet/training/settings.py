@@ -66,7 +66,7 @@ class TrainerSettings:
 
     def __post_init__(self) -> None:
         if not self.epochs > 0:
-            raise ValueError(f"trainer.epochs must be > 0, got {self.epochs}")
+            raise ValueError(f"trainer.epochs must be > 0, got {self.epochs:g}")
         if self.loss_reduction not in ("mean", "sum"):
             raise ValueError(f"trainer.loss_reduction must be 'mean' or 'sum', got {self.loss_reduction!r}")
         if self.keep_last < 1:
