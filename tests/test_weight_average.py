@@ -44,7 +44,8 @@ def test_without_lookahead_the_weights_become_the_average_only_after_the_last_st
         if step < 4:
             assert not np.array_equal(m["fc"].params["W"], avg.average["fc.W"])
     np.testing.assert_array_equal(m["fc"].params["W"], avg.average["fc.W"])
-    # d = 0.5 at steps 2 and 4: the average ends 0.5 * (+2) + 0.5 * (0.5 * 2 + 0.5 * 4 ... ) behind
+    # the weights gain 1 a step; d = 0.5 at steps 2 and 4: the average moves to +1 (half of +2),
+    # then to +1 + 0.5 * (4 - 1) = +2.5, and the weights end there
     first = model()["fc"].params["W"]
     np.testing.assert_allclose(avg.average["fc.W"] - first, 0.5 * (0.5 * 2) + 0.5 * 4, rtol=1e-12)
 

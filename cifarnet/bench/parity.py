@@ -28,7 +28,7 @@ from ..losses import SoftmaxCrossEntropy
 from ..models import build_model, fit_to_data, model_description
 from ..optim import SGD
 from ..training.average import WeightAverage
-from .torch_airbench import build, copy_from_cifarnet, torch_tta, whitening_weights
+from .torch_airbench import build, copy_from_cifarnet, optimizer, torch_tta, whitening_weights
 
 
 def relative(mine, theirs) -> float:
@@ -116,13 +116,7 @@ def after_steps(model, net, rng, batch: int, smoothing: float, steps=((0.2, 0), 
     lr, momentum, wd, kilo_batch = 11.5, 0.85, 0.0153, 1024
     opt = SGD(lr=lr, momentum=momentum, nesterov=True, weight_decay=wd, decoupled=True, groups=AIRBENCH_GROUPS)
     opt.batch_size = kilo_batch
-    d = 1024 * (1 + 1 / (1 - momentum))
-    torch_lr, torch_wd = lr / d, wd * kilo_batch / d
-    norms = [p for n, p in net.named_parameters() if "norm" in n and p.requires_grad]
-    others = [p for n, p in net.named_parameters() if "norm" not in n and p.requires_grad]
-    torch_opt = torch.optim.SGD([{"params": norms, "lr": torch_lr * 64, "weight_decay": torch_wd / (torch_lr * 64)},
-                                 {"params": others, "lr": torch_lr, "weight_decay": torch_wd / torch_lr}],
-                                momentum=momentum, nesterov=True)
+    torch_opt = optimizer(net, kilo_batch, lr, momentum, wd)                # airbench's groups, in PyTorch's terms
     initial = [g["lr"] for g in torch_opt.param_groups]
     before = {name: value.copy() for name, value in model.named_parameters()}
     average = WeightAverage(5, 0.95 ** 5, 3.0, True, total_steps=10)

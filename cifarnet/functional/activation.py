@@ -35,7 +35,7 @@ GELU_A = 0.044715
 class GeluReference:
     """GELU in its tanh form, ``0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))`` (Hendrycks and
     Gimpel 2016; PyTorch's ``GELU(approximate="tanh")``). NumPy has no erf, and the tanh form is
-    within 5e-4 of the erf form everywhere (``tests/test_gradients_layers.py`` measures it)."""
+    within 5e-4 of the erf form everywhere (``tests/test_airbench_layers.py`` measures it)."""
 
     @staticmethod
     def forward(x, *, keep: bool = True):

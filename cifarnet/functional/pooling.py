@@ -98,7 +98,7 @@ class MaxPoolNumpy:
         stride = kernel if stride is None else stride
         n, h, w, c = x.shape
         if stride == kernel and c >= WIDE:
-            return MaxPoolNumpy.forward_wide(x, kernel, keep)
+            return _forward_wide(x, kernel, keep)
         if not (stride == kernel and h % kernel == 0 and w % kernel == 0):
             out, saved = MaxPoolReference.forward(x, kernel=kernel, stride=stride, keep=keep)
             return out, (None if saved is None else ("strided", saved))
@@ -126,7 +126,7 @@ class MaxPoolNumpy:
         if kind == "strided":
             return MaxPoolReference.backward(inner, dout)
         if kind == "wide":
-            return MaxPoolNumpy.backward_wide(inner, dout)
+            return _backward_wide(inner, dout)
         warg, harg, k = inner
         n, ho, wo, c = dout.shape
         starts = np.zeros((n, ho, wo, k, c), dtype=dout.dtype)   # dout at each window's first column
@@ -179,10 +179,6 @@ def _backward_wide(saved, dout):
             if a < k - 1 or b < k - 1:
                 left -= dv[:, :, a, :, b]                                 # taken: ties go to the first
     return dx, {}
-
-
-MaxPoolNumpy.forward_wide = staticmethod(_forward_wide)
-MaxPoolNumpy.backward_wide = staticmethod(_backward_wide)
 
 
 def _reduce_shifted(candidates, best, arg) -> None:

@@ -92,7 +92,11 @@ class Whitening(Layer):
         return conv2d.forward(x, self.buffers["W"], self.params["b"], stride=1, padding=0, keep=mode.keep)
 
     def backward(self, ctx, dout, need_dx: bool = True, into=None):
-        dx, grads = conv2d.backward(ctx, dout, need_dx=need_dx)
+        """The bias gradient (the filters do not train), and the input gradient if asked for; as the
+        first layer it is not, and the bias gradient is a sum over the batch's pixels."""
+        if not need_dx:
+            return None, deliver({"b": dout.sum(axis=(0, 1, 2))}, into)
+        dx, grads = conv2d.backward(ctx, dout, need_dx=True)
         return dx, deliver({"b": grads["b"]}, into)
 
     def extra_repr(self) -> str:

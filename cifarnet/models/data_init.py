@@ -34,9 +34,6 @@ def fit_to_data(model, images) -> list[str]:
     from ..layers.base import INFER
 
     names = fits_data(model)
-    if names == [""]:                                    # the model is itself such a layer
-        model.fit(images)
-        return names
     top = dict(model.children)
     inside = [n for n in names if n not in top]
     if inside:

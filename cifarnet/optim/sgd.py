@@ -63,7 +63,7 @@ class SGD(Optimizer):
                 coupled = xp.where(scales > 0, decays * self.batch_size / (self.base_lr * safe), 0.0)
                 coupled = coupled.astype(store.params.dtype)
             self._coupled = (key, coupled)
-        return self.lr * scales / self.divisor, self._coupled[1]
+        return (self.lr / self.divisor) * scales, self._coupled[1]
 
     def update(self, params, grads, slots, weight_decay, lr) -> None:
         sgd_update.apply(params, grads, slots, lr=lr, momentum=self.momentum, nesterov=self.nesterov,

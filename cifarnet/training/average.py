@@ -2,8 +2,8 @@
 al. 2019): every ``every`` steps the average moves toward the weights,
 ``average += (1 - d) * (weights - average)`` with ``d = decay * (step / total_steps) ** power``,
 and with lookahead the weights are then set to the average; after the last step the weights are
-the average. Parameters (one flat buffer) and float buffers (batch norm's running statistics)
-alike. Its arrays go into every checkpoint (``extra/ema/<name>``), so a resumed run continues it
+the average. Every parameter and float buffer (batch norm's running statistics) alike, array by
+array. Its arrays go into every checkpoint (``extra/ema/<name>``), so a resumed run continues it
 exactly.
 """
 from __future__ import annotations
