@@ -15,6 +15,8 @@ from typing import Any
 
 import numpy as np
 
+from .errors import InvalidValue
+
 BACKEND_NAMES = ("numpy", "cupy")
 
 
@@ -90,7 +92,7 @@ def get_backend(name: str) -> Backend:
         return NUMPY
     if name == "cupy":
         return Backend("cupy", _load_cupy())
-    raise ValueError(f"unknown backend {name!r}; known backends: {', '.join(BACKEND_NAMES)}")
+    raise InvalidValue(f"unknown backend {name!r}; known backends: {', '.join(BACKEND_NAMES)}")
 
 
 def cupy_available() -> tuple[bool, str]:

@@ -2,6 +2,7 @@
 :data:`cifarnet.functional.softmax_cross_entropy`."""
 from __future__ import annotations
 
+from .errors import InvalidValue
 from .functional import softmax_cross_entropy
 
 
@@ -19,9 +20,9 @@ class SoftmaxCrossEntropy:
 
     def __init__(self, label_smoothing: float = 0.0, reduction: str = "mean"):
         if not 0.0 <= label_smoothing < 1.0:
-            raise ValueError(f"label_smoothing must be in [0, 1), got {label_smoothing}")
+            raise InvalidValue(f"label_smoothing must be in [0, 1), got {label_smoothing}")
         if reduction not in ("mean", "sum"):
-            raise ValueError(f"the loss reduction must be 'mean' or 'sum', got {reduction!r}")
+            raise InvalidValue(f"the loss reduction must be 'mean' or 'sum', got {reduction!r}")
         self.label_smoothing, self.reduction = label_smoothing, reduction
 
     def forward(self, logits, labels, keep: bool = True):

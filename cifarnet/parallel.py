@@ -32,9 +32,16 @@ import numpy as np
 
 from .blas import blas_threads, limited_blas_threads
 from .comm import LOCAL, Communicator
+from .errors import InvalidValue
 from .threads import default_workers, run_side_by_side
 
 MIN_IMAGES_PER_PART = 16
+# OpenBLAS threads per worker thread while a run trains and evaluates (cifarnet.experiment.training):
+# a run's threads are its workers (x its processes, at most the cores), each computing with one
+# BLAS thread, also when there is one worker. OpenBLAS's own threads, left to their default (one
+# per core), wait for each other at every product; with another job on a core, a SimpleCNN epoch
+# (one worker) took 67-78 s instead of 8.8 s (issue 34; docs/performance.md, "BLAS threads").
+BLAS_THREADS_PER_WORKER = 1
 
 
 def parts_for(batch: int, workers: int | None = None, xp=np) -> int:
@@ -45,7 +52,7 @@ def parts_for(batch: int, workers: int | None = None, xp=np) -> int:
         ValueError: ``workers`` below 1.
     """
     if workers is not None and workers < 1:
-        raise ValueError(f"workers must be >= 1 (or None for one per core), got {workers}")
+        raise InvalidValue(f"workers must be >= 1 (or None for one per core), got {workers}")
     workers = default_workers() if workers is None else workers
     workers = min(workers, batch // MIN_IMAGES_PER_PART)
     if xp is not np or workers < 2 or blas_threads() is None:

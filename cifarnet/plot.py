@@ -60,14 +60,27 @@ def _column(rows: list[dict], key: str) -> list[float] | None:
     return [float(v) for v in values] if values and all(v != "" for v in values) else None
 
 
-def _curves(plt, rows, keys, ylabel, title, path, percent=False):
+WIDE_RANGE = 10.0          # a loss whose largest value is this many times its smallest: log scale
+
+
+def y_scale(series: list[list[float]]) -> str:
+    """``"log"`` for positive values spread over more than ``WIDE_RANGE`` (one diverged epoch, a
+    test loss of 88 beside 0.5, would otherwise flatten every other point), else ``"linear"``."""
+    values = [v for s in series for v in s]
+    if not values or min(values) <= 0:
+        return "linear"
+    return "log" if max(values) / min(values) > WIDE_RANGE else "linear"
+
+
+def _curves(plt, rows, keys, ylabel, title, path, percent=False, scale="linear"):
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
     epochs = [int(r["epoch"]) for r in rows]
     for key, label in keys:
         values = _column(rows, key)
         if values is not None:
             ax.plot(epochs, [100 * v for v in values] if percent else values, marker="o", ms=3, label=label)
-    ax.set(xlabel="epoch", ylabel=ylabel, title=title)
+    ax.set_yscale(scale)
+    ax.set(xlabel="epoch", ylabel=ylabel + (" (log scale)" if scale == "log" else ""), title=title)
     epoch_axis(ax, epochs)
     ax.grid(alpha=0.3)
     ax.legend()
@@ -96,9 +109,10 @@ def plot_run(run_dir: str | Path) -> list[Path]:
     rows = read_metrics(run_dir)
     if not rows:
         raise PlotError(f"{run_dir / 'metrics.csv'} has no epochs yet")
+    losses = [("train_loss", "train"), ("val_loss", "validation"), ("test_loss", "test")]
+    scale = y_scale([v for v in (_column(rows, key) for key, _ in losses) if v is not None])
     written = [
-        _curves(plt, rows, [("train_loss", "train"), ("val_loss", "validation"), ("test_loss", "test")],
-                "cross-entropy loss", "Loss", run_dir / "loss.png"),
+        _curves(plt, rows, losses, "cross-entropy loss", "Loss", run_dir / "loss.png", scale=scale),
         _curves(plt, rows, [("train_acc", "train"), ("val_acc", "validation"), ("test_acc", "test")],
                 "accuracy (%)", "Accuracy", run_dir / "accuracy.png", percent=True),
     ]
@@ -208,7 +222,10 @@ def compare_figure(plt, runs: list[tuple[str, list[dict]]]):
                     ax.plot(epochs, [100 * v for v in values] if percent else values, style, color=colour,
                             label=f"{label}, {split}")
     acc_ax.set(xlabel="epoch", ylabel="accuracy (%)", title="Accuracy")
-    loss_ax.set(xlabel="epoch", ylabel="cross-entropy loss", title="Loss")
+    losses = [v for _, rows in runs for split in ("test", "train") if (v := _column(rows, f"{split}_loss"))]
+    loss_ax.set_yscale(y_scale(losses))
+    loss_ax.set(xlabel="epoch", ylabel="cross-entropy loss" + (" (log scale)" if y_scale(losses) == "log" else ""),
+                title="Loss")
     for ax in (acc_ax, loss_ax):
         epoch_axis(ax, all_epochs)
         ax.grid(alpha=0.3)

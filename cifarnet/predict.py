@@ -16,6 +16,7 @@ from .backend import to_numpy
 from .checkpoint import Checkpoint
 from .data import DataError, Normalization
 from .data.image_folder import EXTENSIONS, read_image, require_pillow
+from .errors import InvalidValue
 from .inference import InferencePlan, infer
 
 log = logging.getLogger(__name__)
@@ -45,7 +46,7 @@ def predict(model, checkpoint: Checkpoint, paths: list[Path], backend, topk: int
         ValueError: ``topk`` below 1.  DataError: Pillow missing, or not one image readable.
     """
     if topk < 1:
-        raise ValueError(f"topk must be >= 1, got {topk}")
+        raise InvalidValue(f"topk must be >= 1, got {topk}")
     require_pillow("mode=predict")
     meta = checkpoint.meta
     size = int(meta["input_shape"][0])

@@ -14,7 +14,10 @@ its mode: training writes ``metrics.csv``, ``result.json``, ``best_eval.json``, 
   (:func:`own_record`), so the training run's ``.hydra/`` and log are never touched.
 - ``resume=<run directory or a checkpoint in it>`` without ``hydra.run.dir`` continues in that
   directory (:func:`of_checkpoint`): its log goes on in ``cifarnet.log``, the continuation's Hydra
-  record goes to ``.hydra-resume/`` (the run's first record stays in ``.hydra/``).
+  record goes to ``.hydra-resume/`` (the run's first record stays in ``.hydra/``). Both only once
+  the resumed training starts: until then the record waits in ``.hydra-resume.pending/`` and the
+  log lines in memory, so a resume that fails leaves the run's records as they were
+  (:mod:`cifarnet.cli.resume_record`).
 - A run that fails before writing any output leaves nothing behind (:func:`discard_if_empty`).
 """
 from __future__ import annotations
@@ -33,6 +36,8 @@ OUTPUTS = {
     "export": ("model.onnx",),
 }
 RECORD = (".hydra", "cifarnet.log")          # what Hydra writes before a job starts
+RESUME_RECORD = ".hydra-resume"              # a continued run's record, beside its first one
+PENDING_RESUME = ".hydra-resume.pending"     # ... until the resumed training starts
 
 
 class RunDirectoryError(RuntimeError):
@@ -65,7 +70,7 @@ def own_record(run_dir: str | Path, mode: str, resume: str | Path | None = None)
     if not (run_dir / ".hydra").is_dir():
         return None
     if mode == "train":
-        return (".hydra-resume", "cifarnet.log") if resume and _inside(resume, run_dir) else None
+        return (PENDING_RESUME, "cifarnet.log") if resume and _inside(resume, run_dir) else None
     return f".hydra-{mode}", f"cifarnet-{mode}.log"
 
 

@@ -151,3 +151,19 @@ def test_checkout_comparison_runs_each_checkout_s_own_code(tmp_path):
                            "--json", str(out)]) == 0
     found = json.loads(out.read_text())
     assert found["results"]["simplecnn"]["pairs"] == 1 and found["results"]["simplecnn"]["first"]["step_ms"] > 0
+
+
+def test_the_busy_core_benchmark_times_an_epoch_idle_and_beside_a_busy_process(tmp_path):
+    from pathlib import Path
+
+    from .cli_helpers import TINY
+
+    root = Path(__file__).resolve().parents[1]
+    out = tmp_path / "busy.json"
+    done = subprocess.run([sys.executable, "-m", "cifarnet.bench.busy_core", str(root), "--rounds", "1", "--json",
+                           str(out), "--", *TINY], capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    result = json.loads(out.read_text())["checkouts"][str(root)]
+    assert len(result["idle_s"]) == len(result["busy_s"]) == 1 and result["idle_median_s"] > 0
+    assert "beside a busy process" in done.stdout
+    assert subprocess.run(["pgrep", "-f", "while True"], capture_output=True).stdout == b""   # the spinner is gone

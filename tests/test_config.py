@@ -107,7 +107,8 @@ def test_explicit_choices_win_over_recommendations(composer):
 @pytest.mark.parametrize("name", ["simplecnn", "resnet20", "resnet32", "resnet110"])
 def test_model_yaml_names_the_builtin_description(composer, name):
     cfg = composer(f"model={name}")
-    assert {k for k, v in cfg["model"].items() if v is not None} == {"name"}     # the preset is the one source
+    shown = {k: v for k, v in cfg["model"].items() if v is not None and k != "name"}
+    assert shown == {k: preset(name)[k] for k in shown}      # values shown for --help are the preset's own
     assert describe_model(cfg["model"]) == preset(name)
     assert describe_model(composer(f"model={name}", "model.dropout=0.1")["model"]) == {**preset(name), "dropout": 0.1}
 
@@ -176,3 +177,25 @@ def test_the_paper_recipe_is_the_papers(composer):
     assert schedule(47_999) == pytest.approx(0.01) and schedule(48_000) == pytest.approx(0.001)
     assert 63_500 <= schedule.total_steps <= 64_000
     assert describe_model(cfg["model"])["shortcut"] == "zero_pad" and describe_model(cfg["model"])["dropout"] == 0
+
+
+@pytest.mark.parametrize("model", ["resnet32", "simplecnn"])
+def test_the_fine_tuning_recipe_overrides_the_from_scratch_preset(composer, model):
+    """ResNet-32's preset trains from scratch with Adam at 0.01 and dropout 0.3: from trained weights
+    that destroys them; +experiment=finetune is a small SGD rate without dropout, whatever the model."""
+    cfg = composer(f"model={model}", "+experiment=finetune", "init_from=pretrained:resnet32")
+    assert (cfg["optimizer"]["name"], cfg["optimizer"]["lr"], cfg["optimizer"]["weight_decay"]) == ("sgd", 0.001, 0)
+    assert describe_model(cfg["model"])["dropout"] == 0 and cfg["schedule"]["name"] == "constant"
+    assert cfg["model"]["name"] == model and cfg["init_from"] == "pretrained:resnet32"
+
+
+@pytest.mark.parametrize("model", choices("model"))
+def test_a_model_s_config_shows_the_values_its_preset_gives(composer, model):
+    """--help and --cfg job show the composed config: a preset's dropout 0.5 must not read ``null``."""
+    import dataclasses
+
+    cfg = composer(f"model={model}")["model"]
+    fields = {f.name for f in dataclasses.fields(schema.ModelConfig)} - {"name", "arch", "layers", "num_classes"}
+    given = preset(model)
+    shown = {k: cfg[k] for k in fields & set(given)}
+    assert shown == {k: given[k] for k in shown} and shown                     # the preset's, none left null

@@ -39,6 +39,13 @@ def test_two_job_sweep_through_a_launcher(tmp_path, launcher):
     assert sorted(r["overrides"] for r in rows) == ["optimizer.lr=0.01", "optimizer.lr=0.1"]
     assert [r["rank"] for r in rows] == ["1", "2"]
     assert "sweep finished; summary" in done.stdout           # also where the jobs ran elsewhere (submitit)
+    if launcher == "parallel":                                # two jobs at once divide the cores
+        from cifarnet.threads import default_workers
+
+        workers = max(1, default_workers() // 2)
+        where = "on one thread" if workers == 1 else f"split between {min(workers, 2)} threads"
+        log = (sweep / "0" / "cifarnet.log").read_text()
+        assert f"training batches of 32 images {where}, 1 BLAS thread each" in log
 
 
 def test_optuna_search_returns_the_best(tmp_path):

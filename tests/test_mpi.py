@@ -198,7 +198,7 @@ def test_a_signal_to_the_launcher_stops_every_rank_at_one_step_with_one_checkpoi
     out, err = proc.communicate(timeout=60)
     assert proc.returncode == 128 + signum, out + err
     interrupt = assert_resumable(tmp_path / "run")
-    assert f"{signal.Signals(signum).name} received: stopped after step" in out
+    assert f"{signal.Signals(signum).name} received: stopped after step" in err       # on stderr, as in one process
     assert [p.name for p in tmp_path.iterdir()] == ["run"]                        # one run directory
     resumed = cifarnet(tmp_path, f"resume={tmp_path / 'run'}", "trainer.epochs=3", "trainer.processes=2",
                        "trainer.workers=1")
@@ -229,7 +229,10 @@ def test_a_killed_rank_ends_the_others_within_seconds_with_earlier_checkpoints_i
     killed = time.monotonic()
     out, err = proc.communicate(timeout=60)
     assert time.monotonic() - killed < 15
-    assert proc.returncode == 1 and errors_in(proc_result(out, err)) and "training processes failed" in err
+    assert proc.returncode == 1 and len(errors_in(proc_result(out, err))) == 1, out + err
+    line = errors_in(proc_result(out, err))[0]            # names the rank that died, the signal, and how to go on
+    assert f"of 2 (pid {pids[-1]}) was killed by SIGKILL (signal 9" in line, line
+    assert "resume with: python -m cifarnet resume=" in line and "message is above" not in line
     files = sorted((tmp_path / "run" / "checkpoints").iterdir())
     assert files and all(p.name.endswith(".npz") for p in files)
     for path in files:
@@ -412,3 +415,18 @@ def test_an_exit_status_of_143_is_a_stop_only_with_rank_zeros_interrupt_checkpoi
     else:
         with pytest.raises(launch.LaunchError, match="training processes failed"):
             launch.launch({"run_dir": str(run)}, 2)
+
+
+def test_the_launcher_s_line_names_the_failed_rank_and_how_to_resume(tmp_path):
+    from cifarnet.distributed.launch import failure_message
+
+    (tmp_path / "checkpoints").mkdir()
+    killed = failure_message(2, 9, (1, 4242), [], tmp_path, ["model=resnet20"])
+    assert killed.startswith("rank 1 of 2 (pid 4242) was killed by SIGKILL (signal 9; kill -9 or the out-of-memory")
+    assert "no checkpoint was written yet" in killed                          # nothing to resume from yet
+    (tmp_path / "checkpoints" / "epoch001_numpy.npz").write_bytes(b"")
+    killed = failure_message(2, 9, (1, 4242), [], tmp_path, ["model=resnet20"])
+    assert killed.endswith(f"resume with: python -m cifarnet resume={tmp_path} model=resnet20")
+    reported = failure_message(2, 1, (1, 4242), [1], tmp_path, [])        # its own line is above
+    assert reported.startswith("rank 1 of 2 failed (its message is above)")
+    assert "ended without a message (mpiexec exit status 1)" in failure_message(2, 1, (0, 7), [], tmp_path, [])

@@ -283,4 +283,6 @@ def test_the_sweep_summary_shows_the_swept_keys_from_the_first_job_on(tmp_path):
     assert done.returncode == 0, done.stdout + done.stderr
     rows = [line for line in done.stdout.splitlines() if line.startswith("| 1 |") or line.startswith("| 2 |")]
     assert rows and all(line.split(" | ")[2] in ("optimizer.lr=0.1", "optimizer.lr=0.01") for line in rows), rows
+    assert done.stdout.count("| rank | job |") == 1                     # the table once, at the end
+    assert len([line for line in done.stdout.splitlines() if "sweep: job " in line]) == 2   # a line per job
     assert "sweep finished; summary outputs/sweep/sweep_summary.md" in done.stdout

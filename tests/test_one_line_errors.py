@@ -119,6 +119,8 @@ def test_init_from_starts_a_new_run_from_the_checkpoint_weights(trained, tmp_pat
     tuned = ckpt.load(cwd / "outputs" / "tuned" / "checkpoints" / "epoch001_numpy.npz").model_state
     weights = [k for k in source if not k.endswith(("running_mean", "running_var"))]
     assert all(np.allclose(source[k], tuned[k], atol=1e-6) for k in weights)        # lr 1e-9: barely moved
+    log = (cwd / "outputs" / "tuned" / "cifarnet.log").read_text()      # the statistics came with the weights:
+    assert "have seen only 16 steps" in log                               # 8 steps there, 8 here
     wrong = cifarnet(cwd, f"init_from={run}", "model=resnet20", *TINY, "hydra.run.dir=outputs/wrong")
     assert "holds model 'simplecnn'" in one_error_on_stderr(wrong)
 
@@ -164,7 +166,8 @@ def test_prediction_skips_an_unreadable_image_and_names_it(trained):
     (cwd / "photos" / "broken.jpg").write_bytes(b"not an image")
     done = cifarnet(cwd, "mode=predict", f"ckpt={run}", "images=photos", "topk=1", "hydra.run.dir=outputs/p")
     assert done.returncode == 0, done.stdout + done.stderr
-    assert "broken.jpg" in done.stdout and "top-1 classes for 1 image (1 unreadable, skipped)" in done.stdout
+    assert "top-1 classes for 1 image (1 unreadable, skipped)" in done.stdout
+    assert "cifarnet: skipped photos/broken.jpg" in done.stderr                  # the warning, on stderr
     rows = (cwd / "outputs" / "p" / "predictions.csv").read_text().splitlines()
     assert len(rows) == 2 and rows[1].startswith("photos/good.png,")
     (cwd / "photos" / "good.png").unlink()
@@ -216,3 +219,22 @@ def test_any_data_source_can_be_limited_to_a_subset(tmp_path):
     assert "96 train, 32 test images" in done.stdout
     result = json.loads((tmp_path / "outputs" / "run" / "result.json").read_text())
     assert result["final"]["step"] == 96 // 32
+
+
+# -- a bug is not a user error ---------------------------------------------------------------------------
+def test_a_bug_keeps_its_traceback_and_says_it_is_one(tmp_path):
+    """A ValueError from deep in the code (a broadcasting error, say) is not bad input: it must not
+    end in one tidy line that reads like a user's mistake."""
+    patch = """
+import cifarnet.losses as losses
+def broken(self, logits, labels, keep=True):
+    raise ValueError("operands could not be broadcast together with shapes (32,10) (31,10)")
+losses.SoftmaxCrossEntropy.forward = broken
+"""
+    done = run_driver(tmp_path, patch, *TINY, "trainer.epochs=1", "hydra.run.dir=outputs/bug")
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "Traceback" in done.stderr and "operands could not be broadcast" in done.stderr
+    assert "internal error: ValueError: this is a bug in cifarnet, not a problem with your input" in done.stderr
+    assert not errors_in(done)                                           # no "cifarnet: error:" line
+    bad = one_error_on_stderr(cifarnet(tmp_path, *TINY, "trainer.keep_last=0", "hydra.run.dir=outputs/bad"))
+    assert "trainer.keep_last must be >= 1, got 0" in bad               # bad input still ends in one line

@@ -14,7 +14,8 @@ ROOT = Path(__file__).resolve().parents[1]
 def test_pyproject_lists_every_package():
     listed = set(tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
     found = {".".join(p.parent.relative_to(ROOT).parts) for p in (ROOT / "cifarnet").rglob("__init__.py")}
-    assert listed == found | {"cifarnet.conf"}
+    groups = {".".join(("cifarnet", *p.relative_to(ROOT).parts)) for p in (ROOT / "conf").rglob("*") if p.is_dir()}
+    assert listed == found | {"cifarnet.conf"} | groups
 
 
 @pytest.mark.slow                      # builds a wheel into a fresh virtual environment

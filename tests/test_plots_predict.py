@@ -81,7 +81,20 @@ def test_compare_figure_draws_test_and_training_curves_per_run():
     assert list(loss_ax.lines[2].get_xdata()) == [3, 4] and list(loss_ax.lines[2].get_ydata()) == [2.1, 1.9]
     assert acc_ax.lines[0].get_color() != acc_ax.lines[2].get_color()              # one colour per run
     assert acc_ax.lines[0].get_linestyle() == "-" and acc_ax.lines[1].get_linestyle() == "--"
+    assert loss_ax.get_yscale() == "linear"
     plt.close(fig)
+    diverged = [dict(full[0], test_loss="88.0"), full[1]]       # one wild first epoch: a log scale keeps the rest
+    fig = compare_figure(plt, [("a", diverged)])
+    assert fig.axes[1].get_yscale() == "log"
+    plt.close(fig)
+
+
+def test_the_loss_axis_goes_logarithmic_only_over_a_wide_range():
+    from cifarnet.plot import y_scale
+
+    assert y_scale([[88.0, 1.2, 0.6], [2.0, 0.9, 0.5]]) == "log"
+    assert y_scale([[2.3, 1.2, 0.6], [2.0, 0.9, 0.5]]) == "linear"
+    assert y_scale([[0.0, 1.0]]) == "linear" and y_scale([]) == "linear"
 
 
 def test_sweep_comparison_figure(tmp_path):

@@ -36,10 +36,10 @@ def test_an_unknown_name_lists_the_shipped_ones():
 @pytest.mark.slow
 @pytest.mark.parametrize("name", pretrained.NAMES)
 def test_evaluate_and_predict_with_each_shipped_checkpoint(tmp_path, name):
+    """As the README says: from a fresh directory with the data in ./data, no data overrides."""
     image = pytest.importorskip("PIL.Image", reason="predict reads images with Pillow")
-    write_cifar(tmp_path / "cifar", test=30)                  # the CIFAR-10 layout and class names, tiny
-    done = cifarnet(tmp_path, "mode=eval", f"ckpt=pretrained:{name}", "data.root=cifar", "data.download=false",
-                    "hydra.run.dir=outputs/eval")
+    write_cifar(tmp_path / "data", test=30)                   # the CIFAR-10 layout and class names, tiny
+    done = cifarnet(tmp_path, "mode=eval", f"ckpt=pretrained:{name}", "hydra.run.dir=outputs/eval")
     assert done.returncode == 0, done.stdout + done.stderr
     assert json.loads((tmp_path / "outputs" / "eval" / "eval.json").read_text())["images"] == 30
     for i, colour in enumerate([(200, 40, 40), (40, 200, 40)]):
@@ -65,3 +65,36 @@ def test_strip_keeps_the_model_and_drops_the_machine_s_data_folder(tmp_path):
     assert shipped.optimizer_state is None and shipped.extras == {} and shipped.meta["pretrained"] == {"recipe": "tiny"}
     assert shipped.meta["config"]["data"]["root"] == "data" and shipped.meta["config"]["data"]["download"] is True
     assert all(np.array_equal(shipped.model_state[k], v) for k, v in run.model_state.items())
+
+
+@pytest.mark.parametrize("name", pretrained.NAMES)
+def test_no_shipped_checkpoint_names_a_machine_s_data_folder(name):
+    data = ckpt.resolve(f"pretrained:{name}").meta["config"]["data"]
+    assert {k: data[k] for k in ckpt.SHIPPED_DATA} == ckpt.SHIPPED_DATA
+
+
+def test_evaluation_reads_the_data_where_the_user_s_config_says():
+    from hydra import compose, initialize_config_dir
+    from omegaconf import OmegaConf
+
+    from cifarnet.cli import schema
+    from cifarnet.cli.app import config_dir
+    from cifarnet.experiment import merge_with_checkpoint
+
+    from .cli_helpers import compose_plain
+
+    schema.register()
+    with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
+        saved, current = (OmegaConf.to_container(compose(config_name="config", overrides=o), resolve=True,
+                                                 enum_to_str=True)
+                          for o in (["data.eval_batch_size=100"], ["mode=eval"]))
+    saved["data"].update(root="/home/someone/datasets", download=False, normalization="cifar10")
+    merged = merge_with_checkpoint(saved, current, [], source="x.npz", purpose="eval")
+    assert (merged["data"]["root"], merged["data"]["download"]) == ("data", True)           # this machine's
+    assert merged["data"]["eval_batch_size"] == current["data"]["eval_batch_size"]
+    assert merged["data"]["normalization"] == "cifar10"                                    # the checkpoint's
+    resumed = merge_with_checkpoint(saved, current, [], source="x.npz", purpose="resume")
+    assert resumed["data"]["root"] == "/home/someone/datasets"                   # a resumed run keeps its data
+    synthetic = compose_plain("data.test_size=48")                                  # another source: the saved one
+    merged = merge_with_checkpoint(synthetic, current, [], source="x.npz", purpose="eval")
+    assert merged["data"]["source"] == "synthetic" and merged["data"]["test_size"] == 48

@@ -170,3 +170,19 @@ def test_result_json_names_the_overrides_of_a_single_run(trained):
     _, run = trained
     result = json.loads((run / "result.json").read_text())
     assert result["status"] == "completed" and "trainer.epochs=1" in result["overrides"]
+
+
+def test_a_failed_resume_leaves_the_run_s_records_alone(tmp_path):
+    """Like a failed evaluation: no rewritten .hydra-resume/, no ERROR appended to the run's log."""
+    train_tiny(tmp_path, "outputs/run", "trainer.epochs=1")
+    run = tmp_path / "outputs" / "run"
+    first = cifarnet(tmp_path, f"resume={run}", "trainer.epochs=2")                  # a continuation that ran
+    assert first.returncode == 0, first.stdout + first.stderr
+    records = lambda: {p: p.read_bytes() for p in run.rglob("*") if p.is_file() and "checkpoints" not in p.parts}  # noqa: E731
+    before = records()
+    for bad in (["trainer.epochs=1"], ["trainer.epochs=3", "optimizer.lr=-1"]):     # below what ran; a bad value
+        done = cifarnet(tmp_path, f"resume={run}", *bad)
+        assert done.returncode == 1 and len(errors_in(done)) == 1, done.stdout + done.stderr
+        assert records() == before, bad
+    assert not (run / ".hydra-resume.pending").exists()
+    assert "trainer.epochs=2" in (run / ".hydra-resume" / "overrides.yaml").read_text()

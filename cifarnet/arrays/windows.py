@@ -8,13 +8,14 @@ additions, one per kernel offset (no per-pixel Python loops).
 from __future__ import annotations
 
 from ..backend import array_module
+from ..errors import InvalidValue
 
 
 def output_size(size: int, kernel: int, stride: int, padding: int = 0) -> int:
     """Number of window positions along one axis (floor mode, as PyTorch)."""
     out = (size + 2 * padding - kernel) // stride + 1
     if out < 1:
-        raise ValueError(
+        raise InvalidValue(
             f"a kernel of {kernel} with stride {stride} and padding {padding} does not fit "
             f"an input of size {size}"
         )

@@ -23,12 +23,14 @@ from ..distributed.rank import finish, follow, lead, make_spec, release_follower
 from ..distributed.world import in_mpi_job, world_rank, world_size
 from ..experiment import ConfigError, evaluate_checkpoint, format_eval_report, merge_with_checkpoint, train
 from ..files import replace_atomically
+from ..run_dir import PENDING_RESUME, discard_if_empty
 from ..run_dir import check as check_run_dir
-from ..run_dir import discard_if_empty
 from ..sweeps import write_summary
+from ..threads import default_workers
 from ..training.signals import TrainingInterrupted
 from . import schema
 from .errors import Terminated, expected_message, raise_terminated, report_and_exit
+from .resume_record import PendingRecord
 
 log = logging.getLogger("cifarnet")
 
@@ -52,6 +54,25 @@ def explicit_keys(task_overrides) -> list[str]:
     return keys
 
 
+def parallel_jobs(launcher, cores: int) -> int:
+    """Jobs a sweep's launcher runs at once on this machine: the joblib launcher's ``n_jobs``
+    (negative as joblib reads it: -1 all cores, -2 all but one), 1 for any other launcher."""
+    if "joblib" not in str((launcher or {}).get("_target_", "")).lower():
+        return 1
+    n = int(launcher.get("n_jobs") or 1)
+    return max(1, cores + 1 + n if n < 0 else n)
+
+
+def share_cores(plain: dict, jobs: int, cores: int) -> None:
+    """Jobs that run side by side divide the cores: ``trainer.workers`` (unset) becomes
+    ``cores // jobs`` (at least 1), each worker with one BLAS thread (:mod:`cifarnet.parallel`)."""
+    trainer = plain.setdefault("trainer", {})
+    if jobs > 1 and trainer.get("workers") is None:
+        trainer["workers"] = max(1, cores // jobs)
+        log.info("%d sweep jobs run at once on %d cores: this one trains on %d thread%s (trainer.workers)", jobs,
+                 cores, trainer["workers"], "" if trainer["workers"] == 1 else "s")
+
+
 class FailedJob:
     """What a sweep job that failed returns to Hydra instead of its accuracy. The basic sweeper
     reads no value and goes on; a search sweeper (Optuna) converts it with ``float()``, which
@@ -68,23 +89,33 @@ class FailedJob:
         return f"job failed: {self.message}"
 
 
-class _BelowError(logging.Filter):
+class _BelowWarning(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
-        return record.levelno < logging.ERROR
+        return record.levelno < logging.WARNING
+
+
+class _Diagnostics(logging.Formatter):
+    """Errors as they are (their message starts ``cifarnet: error:``), warnings as ``cifarnet: ...``."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        message = record.getMessage()
+        return message if record.levelno >= logging.ERROR else f"cifarnet: {message}"
 
 
 def errors_to_stderr() -> None:
-    """Send error records to stderr as bare lines (``cifarnet: error: ...``), the rest to the console
-    handler Hydra set up (stdout) and the log file as before. Idempotent per logging setup."""
+    """Send warnings and errors to stderr as bare lines (``cifarnet: error: ...``, ``cifarnet: SIGINT
+    received: ...``), the rest to the console handler Hydra set up (stdout), and everything to the log
+    file as before: with stdout redirected, the terminal still shows what went wrong. Idempotent per
+    logging setup."""
     root = logging.getLogger()
     if any(getattr(h, "cifarnet_errors", False) for h in root.handlers):
         return
     for handler in root.handlers:
         if isinstance(handler, logging.StreamHandler) and getattr(handler, "stream", None) is sys.stdout:
-            handler.addFilter(_BelowError())
+            handler.addFilter(_BelowWarning())
     errors = logging.StreamHandler(sys.stderr)
-    errors.setLevel(logging.ERROR)
-    errors.setFormatter(logging.Formatter("%(message)s"))
+    errors.setLevel(logging.WARNING)
+    errors.setFormatter(_Diagnostics())
     errors.cifarnet_errors = True
     root.addHandler(errors)
 
@@ -108,6 +139,7 @@ def task(cfg) -> float | FailedJob:
     plain = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
     overrides = list(hc.overrides.task)
     explicit = explicit_keys(overrides)
+    pending = PendingRecord(run_dir) if hc.output_subdir == PENDING_RESUME else None   # resume=<run>, in place
     try:
         if in_mpi_job() and (plain["mode"] != "train" or multirun):
             raise ConfigError("under mpiexec, only a single training run (mode=train, no -m) spreads over "
@@ -126,6 +158,8 @@ def task(cfg) -> float | FailedJob:
         if plain["mode"] == "export":
             return _export(plain, explicit, run_dir)
 
+        if multirun:
+            share_cores(plain, parallel_jobs(hc.launcher, default_workers()), default_workers())
         resume = None
         if plain["resume"]:
             resume = ckpt.resolve(plain["resume"], prefer="newest")
@@ -141,17 +175,21 @@ def task(cfg) -> float | FailedJob:
             return shlex.join(["python", "-m", "cifarnet", f"resume={run_dir}", *others])
 
         log.info("run directory %s", run_dir)
-        summary = _train(plain, run_dir, resume, resume_command, overrides, others, multirun)
+        summary = _train(plain, run_dir, resume, resume_command, overrides, others, multirun, pending)
+        if pending is not None:                        # a resume with no step left to run
+            pending.commit()
         log.info("best %s %.2f%% at epoch %d; checkpoints in %s", summary["metric"], 100 * summary["best_metric"],
                  summary["best_epoch"], run_dir / "checkpoints")
         if multirun:
-            _summarise_sweep(run_dir.parent)
+            _summarise_sweep(run_dir.parent, run_dir.name)
             if plain.get("plots", True):
                 _plot_sweep(run_dir.parent)
         return float(summary["best_metric"])
     except BaseException as err:  # noqa: BLE001 - expected errors become one line, others re-raise
         interrupted = isinstance(err, (KeyboardInterrupt, Terminated, TrainingInterrupted))
         message = None if interrupted or os.environ.get("CIFARNET_TRACEBACK") == "1" else expected_message(err)
+        if pending is not None and pending.discard():  # a resume that failed before training: records untouched
+            report_and_exit(err, emit=log.error)
         if multirun and message is not None:          # the sweep goes on; this job is recorded as failed
             log.error("cifarnet: error: %s", message)
             _record_failed_job(run_dir, overrides, message)
@@ -167,9 +205,10 @@ def task(cfg) -> float | FailedJob:
 
 
 def _train(plain: dict, run_dir: Path, resume, resume_command, overrides: list[str], others: list[str],
-           multirun: bool) -> dict:
+           multirun: bool, pending: PendingRecord | None = None) -> dict:
     """Train in this process, on ``trainer.processes`` ranks it starts (:mod:`cifarnet.distributed.launch`),
-    or as rank 0 of a user's own ``mpiexec`` (the other ranks follow: :mod:`cifarnet.distributed.rank`)."""
+    or as rank 0 of a user's own ``mpiexec`` (the other ranks follow: :mod:`cifarnet.distributed.rank`).
+    ``pending`` (a resume in place) commits its record at the first step, or as the ranks start."""
     processes = int(plain["trainer"].get("processes", 1))
     resume_path = None if resume is None else resume.path
     if (processes > 1 or in_mpi_job()) and plain["backend"]["name"] != "numpy":
@@ -180,11 +219,16 @@ def _train(plain: dict, run_dir: Path, resume, resume_command, overrides: list[s
             raise ConfigError(f"trainer.processes={processes} under mpiexec with {world_size()} ranks: leave it at 1 "
                               "or set it to the number of ranks")
         spec = make_spec(plain, run_dir, resume_path, overrides, others)
+        if pending is not None:
+            pending.commit()
         finish(spec, lead(spec))
         return json.loads((run_dir / "result.json").read_text())
     if processes > 1:
+        if pending is not None:
+            pending.commit()
         return launch(make_spec(plain, run_dir, resume_path, overrides, others), processes)
-    return train(plain, run_dir, resume, resume_command=resume_command, overrides=overrides)
+    return train(plain, run_dir, resume, resume_command=resume_command, overrides=overrides,
+                 hooks=[pending] if pending is not None else ())
 
 
 def _check_model_matches(plain: dict, explicit: list[str], checkpoint: ckpt.Checkpoint) -> None:
@@ -238,13 +282,22 @@ def _record_failed_job(run_dir: Path, overrides: list[str], message: str) -> Non
     run_dir.mkdir(parents=True, exist_ok=True)
     with replace_atomically(run_dir / "result.json") as f:
         json.dump({"status": "failed", "error": message, "overrides": overrides, "run_dir": str(run_dir)}, f, indent=2)
-    _summarise_sweep(run_dir.parent)
+    _summarise_sweep(run_dir.parent, run_dir.name)
 
 
-def _summarise_sweep(sweep_dir: Path) -> None:
-    rows, table = write_summary(sweep_dir)
-    log.info("sweep summary so far (%d jobs), ranked by accuracy; %s:\n%s", len(rows),
-             sweep_dir / "sweep_summary.csv", table)
+def _summarise_sweep(sweep_dir: Path, job: str | None = None) -> None:
+    """Rebuild the sweep's summary files; the log gets one line for the job ``job`` that just ended
+    (the whole table is printed once, when the sweep ends: :class:`cifarnet.cli.callbacks.RunGuard`)."""
+    rows, _ = write_summary(sweep_dir)
+    mine = next((r for r in rows if r["job"] == job), None)
+    if mine is None:
+        return
+    done = "failed" if mine["status"] == "failed" else f"best {100 * float(mine['best_acc']):.2f}%"
+    ok = [r for r in rows if r["status"] != "failed" and r["best_acc"] not in ("", None)]
+    leader = max(ok, key=lambda r: float(r["best_acc"]), default=None)
+    lead = "" if leader is None else f"; best so far job {leader['job']} ({100 * float(leader['best_acc']):.2f}%)"
+    log.info("sweep: job %s %s (%s); %d job%s finished%s; summary %s", job, done, mine["overrides"] or "-",
+             len(rows), "" if len(rows) == 1 else "s", lead, sweep_dir / "sweep_summary.md")
 
 
 def _plot_sweep(sweep_dir: Path) -> None:

@@ -1,15 +1,22 @@
-"""Turn expected failures into one line on stderr and a non-zero exit, without a traceback."""
+"""Turn expected failures into one line on stderr and a non-zero exit, without a traceback.
+
+Expected failures are cifarnet's own error types, raised where input is checked (a config key,
+a file, a value: :class:`cifarnet.errors.InvalidValue` and the others in ``EXPECTED``), OS errors
+on files, and Hydra's composition errors. Anything else (a ``ValueError`` from deep in NumPy, say)
+is a bug: it keeps its traceback, followed by a line that says so."""
 from __future__ import annotations
 
 import os
 import signal
 import sys
+import traceback
 
 from ..backend import BackendUnavailable
 from ..checkpoint import CheckpointError
 from ..data import DataError
 from ..distributed.agreement import RankMismatch
 from ..distributed.launch import LaunchError
+from ..errors import InvalidValue
 from ..experiment import ConfigError
 from ..export import ExportError
 from ..models import ModelSpecError
@@ -19,10 +26,13 @@ from ..tracking import TrackerError
 from ..training.guard import NonFiniteError
 from ..training.signals import TrainingInterrupted
 
-# ValueError: the library validates arguments (batch size, val_size, rates, ...) with ValueErrors
-# whose message names the value; CIFARNET_TRACEBACK=1 shows the traceback instead.
+# InvalidValue: the library checks arguments (batch size, val_size, rates, ...) with InvalidValue
+# errors whose message names the value (a plain ValueError is a bug); CIFARNET_TRACEBACK=1 shows the
+# traceback of expected errors too.
 EXPECTED = (BackendUnavailable, CheckpointError, DataError, ConfigError, ModelSpecError, UnknownNameError,
-            ExportError, NonFiniteError, RunDirectoryError, TrackerError, LaunchError, RankMismatch, ValueError)
+            ExportError, NonFiniteError, RunDirectoryError, TrackerError, LaunchError, RankMismatch, InvalidValue)
+BUG = ("cifarnet: internal error: {kind}: this is a bug in cifarnet, not a problem with your input; "
+       "please report it with the traceback above")
 
 # Hydra plugins behind cifarnet's launcher and sweeper presets: the config a preset extends, the
 # preset's name, the extra that installs the plugin, and the plugin's package.
@@ -97,9 +107,10 @@ def expected_message(err: BaseException) -> str | None:
 
 
 def report_and_exit(err: BaseException, emit=None) -> None:
-    """Exit for ``err``: 130/143 for interruptions, 1 with one line for expected errors; re-raise others.
+    """Exit for ``err``: 130/143 for interruptions, 1 with one line for expected errors, 1 with the
+    traceback and a line calling it a bug for anything else.
 
-    ``emit`` receives the one-line message (default: print to stderr).
+    ``emit`` receives the message (default: print to stderr).
     """
     if isinstance(err, TrainingInterrupted):
         if err.aborted:
@@ -113,7 +124,9 @@ def report_and_exit(err: BaseException, emit=None) -> None:
         raise err
     message = expected_message(err)
     if message is None:
-        raise err
+        trace = "".join(traceback.format_exception(err)).rstrip()
+        _emit(f"{trace}\n{BUG.format(kind=type(err).__name__)}", emit)
+        sys.exit(1)
     _emit(f"cifarnet: error: {message}", emit)
     sys.exit(1)
 

@@ -9,6 +9,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..errors import InvalidValue
+
 PAD_MODES = {"zero": "constant", "reflect": "reflect"}
 
 
@@ -27,9 +29,9 @@ class Augmentation:
 
     def __post_init__(self) -> None:
         if self.pad_mode not in PAD_MODES:
-            raise ValueError(f"pad_mode must be one of {sorted(PAD_MODES)}, got {self.pad_mode!r}")
+            raise InvalidValue(f"pad_mode must be one of {sorted(PAD_MODES)}, got {self.pad_mode!r}")
         if self.crop_padding < 0:
-            raise ValueError(f"crop_padding must be >= 0, got {self.crop_padding}")
+            raise InvalidValue(f"crop_padding must be >= 0, got {self.crop_padding}")
 
     def draw(self, n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Per-image crop offsets ``(oy, ox)`` in ``[0, 2*pad]`` and flip flags, each ``(n,)``."""

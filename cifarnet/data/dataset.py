@@ -5,6 +5,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ..errors import InvalidValue
+
 
 @dataclass
 class Split:
@@ -20,9 +22,9 @@ class Split:
 
     def __post_init__(self) -> None:
         if self.images.dtype != np.uint8 or self.images.ndim != 4:
-            raise ValueError(f"images must be uint8 (N, H, W, C), got {self.images.dtype} {self.images.shape}")
+            raise InvalidValue(f"images must be uint8 (N, H, W, C), got {self.images.dtype} {self.images.shape}")
         if self.labels.shape != (len(self.images),):
-            raise ValueError(f"{len(self.images)} images but labels of shape {self.labels.shape}")
+            raise InvalidValue(f"{len(self.images)} images but labels of shape {self.labels.shape}")
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -61,7 +63,7 @@ def carve_validation(dataset: Dataset, val_size: int, seed: int) -> Dataset:
         return dataset
     n = len(dataset.train)
     if not 0 < val_size < n:
-        raise ValueError(f"val_size must be in [0, {n}) for {n} training images, got {val_size}")
+        raise InvalidValue(f"val_size must be in [0, {n}) for {n} training images, got {val_size}")
     chosen = np.random.default_rng([seed, 0x7A1]).permutation(n)[:val_size]
     keep = np.ones(n, dtype=bool)
     keep[chosen] = False
@@ -81,7 +83,7 @@ def limit_splits(dataset: Dataset, max_train: int | None, max_test: int | None, 
         if limit is None or limit >= len(split):
             return split
         if limit < 1:
-            raise ValueError(f"data.max_{name}_images must be >= 1 (or null), got {limit}")
+            raise InvalidValue(f"data.max_{name}_images must be >= 1 (or null), got {limit}")
         chosen = np.random.default_rng([seed, stream]).permutation(len(split))[:limit]
         return split.subset(np.sort(chosen))
 

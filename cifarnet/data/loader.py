@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from ..backend import NUMPY, Backend
+from ..errors import InvalidValue
 from .augment import Augmentation
 from .dataset import Split
 from .normalize import Normalization
@@ -45,9 +46,9 @@ class BatchLoader:
                  drop_last: bool = False, seed: int = 0, prefetch: int = 2, dtype: Any = np.float32,
                  shard: tuple[int, int] = (0, 1)):
         if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+            raise InvalidValue(f"batch_size must be >= 1, got {batch_size}")
         if drop_last and batch_size > len(split):
-            raise ValueError(f"batch_size {batch_size} exceeds the {len(split)} images of the split with drop_last")
+            raise InvalidValue(f"batch_size {batch_size} exceeds the {len(split)} images of the split with drop_last")
         self.split, self.batch_size, self.normalization = split, batch_size, normalization
         self.backend, self.augmentation, self.shuffle = backend, augmentation, shuffle
         self.drop_last, self.seed, self.prefetch, self.dtype = drop_last, seed, prefetch, dtype

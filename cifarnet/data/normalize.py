@@ -7,6 +7,7 @@ from typing import Any
 import numpy as np
 
 from ..backend import array_module
+from ..errors import InvalidValue
 
 
 @dataclass(frozen=True)
@@ -22,7 +23,7 @@ class Normalization:
 
     def __post_init__(self) -> None:
         if len(self.mean) != len(self.std) or min(self.std) <= 0:
-            raise ValueError(f"need one positive std per mean, got mean={self.mean}, std={self.std}")
+            raise InvalidValue(f"need one positive std per mean, got mean={self.mean}, std={self.std}")
 
     @classmethod
     def from_images(cls, images: np.ndarray) -> Normalization:

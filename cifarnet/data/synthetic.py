@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..errors import InvalidValue
 from .dataset import Dataset, Split
 
 CLASS_NAMES = ["disk", "square", "ring", "cross", "h_stripes", "v_stripes", "diamond", "triangle",
@@ -74,7 +75,7 @@ def load_synthetic(train_size: int = 5000, test_size: int = 1000, data_seed: int
                    noise: float = 20.0) -> Dataset:
     """The synthetic dataset; a pure function of its arguments (``data_seed`` draws the images)."""
     if train_size < 1 or test_size < 1:
-        raise ValueError(f"synthetic sizes must be positive, got train={train_size}, test={test_size}")
+        raise InvalidValue(f"synthetic sizes must be positive, got train={train_size}, test={test_size}")
     rng = np.random.default_rng([data_seed, 0x5E7])
     train = make_split(train_size, rng, image_size, noise)
     test = make_split(test_size, rng, image_size, noise)

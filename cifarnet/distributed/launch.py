@@ -6,14 +6,17 @@ file, starts ``mpiexec -n N python -m cifarnet.distributed.rank SPEC`` in a sess
 own (so a Ctrl-C on the terminal reaches the launcher alone), and passes SIGINT and SIGTERM on to
 every rank, which stop together at the next step with rank 0's checkpoint (:mod:`.rank`). On a
 terminal, rank 0 draws the progress bars (mpiexec passes them through). Its exit
-is the run's: 0, 130/143 after a signal, or 1 with one line when a rank failed (that rank's line is
-above it).
+is the run's: 0, 130/143 after a signal, or 1 with one line when a rank failed: that rank's own
+line is above it; a rank that died without one (killed by SIGKILL, say) is named with the signal,
+found by watching the ranks' processes and from mpiexec's exit status. The line ends with the
+command that resumes the run, as Ctrl-C's does.
 """
 from __future__ import annotations
 
 import json
 import logging
 import os
+import shlex
 import shutil
 import signal
 import subprocess
@@ -52,6 +55,93 @@ def rank_command(mpiexec: str, processes: int, spec_file: Path) -> list[str]:
     return [mpiexec, "-n", str(processes), sys.executable, "-m", "cifarnet.distributed.rank", str(spec_file)]
 
 
+POLL_S = 0.2                   # how often the launcher looks for ranks that have started
+
+
+def _gone(pid: int) -> bool:
+    """Whether process ``pid`` has ended (a zombie, ended but not yet reaped, counts as ended)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] == "Z"
+    except (OSError, IndexError):
+        return True
+
+
+def wait_watching(ranks: subprocess.Popen, folder: Path) -> tuple[int, tuple[int, int] | None]:
+    """Wait for ``mpiexec``; returns its exit status and ``(rank, pid)`` of the first rank to end
+    while it still ran (None if none did). The ranks write ``rank<N>.pid`` into ``folder``.
+
+    mpiexec ends the other ranks within a millisecond of one dying, faster than any polling can
+    tell them apart, so each rank is watched through a pidfd (Linux 5.3+): the kernel wakes this
+    thread as the first one exits. Where pidfds are missing, ``/proc`` is polled instead."""
+    import select
+
+    pids: dict[int, int] = {}
+    fds: dict[int, int] = {}                       # pidfd -> rank
+    poller = select.poll()
+    first = None
+    try:
+        while True:
+            try:
+                return ranks.wait(timeout=0 if fds and first is None else POLL_S), first   # pidfds wait below
+            except subprocess.TimeoutExpired:
+                pass
+            for pid_file in folder.glob("rank*.pid"):
+                rank = int(pid_file.stem.removeprefix("rank"))
+                if rank in pids:
+                    continue
+                try:
+                    pids[rank] = int(pid_file.read_text())
+                except ValueError:                  # being written
+                    continue
+                try:
+                    fd = os.pidfd_open(pids[rank])
+                except (AttributeError, OSError):   # no pidfds here, or the rank has already ended
+                    continue
+                fds[fd] = rank
+                poller.register(fd, select.POLLIN)
+            if first is not None:
+                continue
+            ready = [fds[fd] for fd, _ in poller.poll(1000 * POLL_S)] if fds else []
+            ended = sorted(ready) or [rank for rank, pid in sorted(pids.items()) if _gone(pid)]
+            if ended:
+                first = (ended[0], pids[ended[0]])
+    finally:
+        for fd in fds:
+            os.close(fd)
+
+
+def failure_message(processes: int, status: int, first: tuple[int, int] | None, failed: list[int],
+                    run_dir: Path, others: list[str]) -> str:
+    """The launcher's line for ranks that did not finish: which rank, why, and how to go on.
+
+    ``failed``: ranks that reported an error (their own line is above); ``first``: the first rank
+    seen to end; ``status``: mpiexec's, which for a rank killed by a signal is the signal's number
+    (MPICH)."""
+    if failed:
+        what = f"rank {failed[0]} of {processes} failed (its message is above)"
+    elif first is not None:
+        rank, pid = first
+        names = {s.value: s.name for s in signal.Signals}
+        if status in names and status > signal.SIGINT:      # 1 and 2 are more likely plain exit statuses
+            cause = "; kill -9 or the out-of-memory killer" if status == signal.SIGKILL else ""
+            how = f"was killed by {names[status]} (signal {status}{cause})"
+        else:
+            how = f"ended without a message (mpiexec exit status {status})"
+        what = f"rank {rank} of {processes} (pid {pid}) {how}"
+    elif status > signal.SIGINT and status in {s.value for s in signal.Signals}:
+        what = (f"the {processes} training processes failed: one was killed by {signal.Signals(status).name} "
+                f"(mpiexec exit status {status})")
+    else:
+        what = f"the {processes} training processes failed (mpiexec exit status {status})"
+    checkpoints = sorted((run_dir / "checkpoints").glob("*.npz"))
+    if not checkpoints:
+        return f"{what}; the other ranks were stopped; no checkpoint was written yet"
+    resume = shlex.join(["python", "-m", "cifarnet", f"resume={run_dir}", *others])
+    return (f"{what}; the other ranks were stopped; the checkpoints in {run_dir / 'checkpoints'} are intact; "
+            f"resume with: {resume}")
+
+
 def _interrupts(run_dir: Path) -> dict[str, int]:
     """The run's interrupt checkpoints (the ranks' agreed stops), by name, with their mtimes in ns."""
     return {p.name: p.stat().st_mtime_ns for p in (run_dir / "checkpoints").glob("interrupt_*.npz")}
@@ -72,7 +162,7 @@ def launch(spec: dict[str, Any], processes: int) -> dict[str, Any]:
                     "slower than with %d", processes, cores, cores)
     with tempfile.TemporaryDirectory(prefix="cifarnet-ranks-") as tmp:
         spec_file = Path(tmp) / "spec.json"
-        spec_file.write_text(json.dumps(spec))
+        spec_file.write_text(json.dumps(dict(spec, launcher_dir=tmp)))     # ranks leave their pids and failures there
         received: list[int] = []
 
         def forward(signum, frame) -> None:
@@ -90,7 +180,8 @@ def launch(spec: dict[str, Any], processes: int) -> dict[str, Any]:
             terminal = {TERMINAL_VARIABLE: "1"} if sys.stderr.isatty() else {}     # rank 0 draws the bars
             ranks = subprocess.Popen(rank_command(mpiexec, processes, spec_file), stdin=subprocess.DEVNULL,
                                      start_new_session=True, env=dict(os.environ, **terminal))
-            status = ranks.wait()
+            status, first = wait_watching(ranks, Path(tmp))
+            failed = sorted(int(p.stem.removeprefix("rank")) for p in Path(tmp).glob("rank*.failed"))
         finally:
             for s, handler in previous.items():
                 signal.signal(s, handler)
@@ -102,7 +193,5 @@ def launch(spec: dict[str, Any], processes: int) -> dict[str, Any]:
         newest = [p for p in (run_dir / "checkpoints").glob("*.npz") if ckpt.position(p)]
         raise TrainingInterrupted(stopped, max(newest, key=ckpt.position) if newest else None)
     if status != 0:
-        raise LaunchError(f"the {processes} training processes failed (mpiexec exit status {status}; the "
-                          f"failing rank's message is above); the checkpoints in {run_dir / 'checkpoints'} "
-                          "are intact")
+        raise LaunchError(failure_message(processes, status, first, failed, run_dir, spec.get("others", [])))
     return json.loads((run_dir / "result.json").read_text())

@@ -43,7 +43,8 @@ def make_spec(cfg: dict, run_dir: Path, resume: Path | None, overrides: list[str
 
 
 def setup_logging(rank: int, run_dir: Path) -> None:
-    """Rank 0: INFO to stdout and appended to ``cifarnet.log``; the others: errors only (stderr)."""
+    """Rank 0: INFO to stdout, warnings (a signal's stop, how to resume) to stderr as the command
+    line has them, everything appended to ``cifarnet.log``; the others: errors only (stderr)."""
     root = logging.getLogger()
     for handler in list(root.handlers):
         root.removeHandler(handler)
@@ -51,7 +52,12 @@ def setup_logging(rank: int, run_dir: Path) -> None:
     if rank == 0:
         console = logging.StreamHandler(sys.stdout)
         console.setFormatter(formatter)
+        console.addFilter(lambda record: record.levelno < logging.WARNING)
         root.addHandler(console)
+        warnings = logging.StreamHandler(sys.stderr)
+        warnings.setLevel(logging.WARNING)
+        warnings.setFormatter(logging.Formatter("cifarnet: %(message)s"))
+        root.addHandler(warnings)
         run_dir.mkdir(parents=True, exist_ok=True)
         file = logging.FileHandler(run_dir / "cifarnet.log", mode="a")
         file.setFormatter(formatter)
@@ -85,6 +91,8 @@ def finish(spec: dict[str, Any], comm: MPICommunicator, argv: list[str] | None =
     except RankMismatch:
         if comm.rank == 0:
             raise
+        if spec.get("launcher_dir"):
+            (Path(spec["launcher_dir"]) / f"rank{comm.rank}.failed").touch()
         sys.exit(1)
     try:
         run(spec, comm)
@@ -96,6 +104,8 @@ def finish(spec: dict[str, Any], comm: MPICommunicator, argv: list[str] | None =
             import traceback
 
             message = "".join(traceback.format_exception(err)).rstrip()
+        if spec.get("launcher_dir"):                   # tell the launcher which rank failed, with a message
+            (Path(spec["launcher_dir"]) / f"rank{comm.rank}.failed").touch()
         if comm.rank != 0:
             time.sleep(FOLLOWER_DELAY_S)
         prefix = "" if comm.rank == 0 else f"rank {comm.rank} of {comm.size}: "
@@ -148,6 +158,7 @@ def main(argv: list[str] | None = None) -> None:
     try:
         finish(spec, comm, argv)
     except RankMismatch as err:
+        (spec_file.parent / f"rank{comm.rank}.failed").touch()
         print(f"cifarnet: error: {err}", file=sys.stderr, flush=True)
         sys.exit(1)
 

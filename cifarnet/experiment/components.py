@@ -14,6 +14,7 @@ import numpy as np
 from ..backend import get_backend
 from ..data import DATA_SOURCES, Augmentation, BatchLoader, Dataset, Normalization, load_dataset
 from ..data.normalize import CIFAR10_STATS
+from ..errors import InvalidValue
 from ..functional.dispatch import use_fused_kernels
 from ..memory import keep_freed_memory
 from ..models import MODELS, model_description
@@ -27,7 +28,7 @@ LOADER_KEYS = ("source", "batch_size", "eval_batch_size", "val_size", "max_train
                "normalization", "augment", "prefetch")
 
 
-class ConfigError(ValueError):
+class ConfigError(InvalidValue):
     """A config that names something impossible; the message says which key and why."""
 
 

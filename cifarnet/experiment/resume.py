@@ -14,6 +14,11 @@ from .components import ConfigError, describe_model
 
 log = logging.getLogger("cifarnet.experiment")
 
+# The data keys an evaluation takes from the user's config, not from the checkpoint: where the data
+# is on this machine and how it is batched. What the data is (its source and the source's other
+# options) comes from the checkpoint, and so do the normalisation and the class names (its metadata).
+WHERE_DATA_IS = ("root", "download", "url", "md5", "eval_batch_size", "prefetch", "max_test_images")
+
 
 def merge_with_checkpoint(saved: dict[str, Any], current: dict[str, Any], explicit: list[str],
                           source: str, purpose: str = "resume") -> dict[str, Any]:
@@ -26,7 +31,9 @@ def merge_with_checkpoint(saved: dict[str, Any], current: dict[str, Any], explic
             ``backend``, ...) and dotted keys (``trainer.epochs``).
         source: the checkpoint's path, for messages.
         purpose: ``"resume"`` or ``"eval"``; evaluation uses no optimizer, so a different
-            ``optimizer=`` is no conflict there.
+            ``optimizer=`` is no conflict there, and it reads the data from where the user's
+            config says (``WHERE_DATA_IS``: a shipped checkpoint names no machine's folder), when
+            that config names the checkpoint's data source.
     Raises:
         ConfigError: the user asked for a different architecture than the checkpoint holds, or
             (when resuming) a different optimizer than the one whose state it holds.
@@ -35,6 +42,9 @@ def merge_with_checkpoint(saved: dict[str, Any], current: dict[str, Any], explic
     for key in ("mode", "ckpt", "resume", "init_from", "overwrite"):
         merged[key] = current.get(key)
     merged["backend"] = copy.deepcopy(current["backend"])
+    saved_data, current_data = saved.get("data") or {}, current.get("data") or {}
+    if purpose == "eval" and current_data.get("source") == saved_data.get("source"):
+        merged["data"].update({k: copy.deepcopy(v) for k, v in current_data.items() if k in WHERE_DATA_IS})
     for key in explicit:
         head = key.split(".")[0]
         if head == "model":

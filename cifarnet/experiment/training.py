@@ -8,11 +8,12 @@ from pathlib import Path
 from typing import Any
 
 from .. import checkpoint as ckpt
+from ..blas import limited_blas_threads
 from ..comm import LOCAL, Communicator
 from ..data import Normalization
 from ..models import build_model, fit_to_data, fits_data, restore_model
 from ..models.data_init import FIT_IMAGES
-from ..parallel import parts_for
+from ..parallel import BLAS_THREADS_PER_WORKER, parts_for
 from ..run_dir import check as check_run_dir
 from ..threads import default_workers
 from ..tracking import make_trackers
@@ -130,9 +131,12 @@ def train(cfg: dict[str, Any], run_dir: str | Path, resume_from: ckpt.Checkpoint
     steps_per_epoch = len(train_loader)
     lr_schedule = make_lr_schedule_from(cfg["schedule"], cfg["optimizer"]["lr"], settings.epochs, steps_per_epoch)
     dropout_schedule = make_dropout_schedule_from(tcfg, float(description.get("dropout", 0.0)), settings.epochs)
+    # steps the initial weights were trained for (init_from=): their batch-norm statistics came trained
+    initial_steps = int(init_from.meta.get("state", {}).get("step", 0)) if init_from is not None else \
+        int(resume_from.meta.get("initial_steps", 0)) if resume_from is not None else 0
     meta = {"model": description, "input_shape": list(dataset.image_shape), "normalization": norm.to_dict(),
             "class_names": dataset.class_names, "backend": backend.name, "dtype": cfg["backend"]["dtype"],
-            "seed": seed, "config": cfg, "data_init_seconds": data_init_seconds}
+            "seed": seed, "config": cfg, "data_init_seconds": data_init_seconds, "initial_steps": initial_steps}
     log.info("model %s: %s parameters; data %s: %d train, %s test images, %d classes; backend %s",
              description.get("name", "?"), f"{model.num_parameters():,}", dataset.source, len(dataset.train),
              len(dataset.test), dataset.num_classes, backend.name)
@@ -146,36 +150,38 @@ def train(cfg: dict[str, Any], run_dir: str | Path, resume_from: ckpt.Checkpoint
             trainer.average.load(model, resume_from.extras)
         except ValueError as err:
             raise ckpt.CheckpointError(f"checkpoint {resume_from.path}: {err}") from None
-    parts, workers = parts_for(train_loader.share, settings.workers, backend.xp), tcfg.get("workers")
-    where = f"split between {parts} threads" if parts > 1 else "on one thread"
-    if comm.size > 1:
-        where = f"split between {comm.size} processes, each part {where}"
-    log.info("training batches of %d images %s (trainer.workers=%s)", cfg["data"]["batch_size"], where,
-             "null" if workers is None else workers)
-    try:
-        state = trainer.fit(state)
-    except BaseException:
-        for tracker in trackers:
-            tracker.finish([], failed=True)
-        raise
-    final_eval = None
-    if tta and not trainer.stopped_early:                      # the finished model, with test-time augmentation
-        tick = time.perf_counter()
-        got = evaluate(model, eval_loaders["test"], dataset.num_classes, settings.progress and writes,
-                       settings.workers, comm, tta=tta)
-        final_eval = {"split": "test", "tta": tta, "accuracy": got.accuracy, "loss": got.loss, "images": got.images,
-                      "seconds": round(time.perf_counter() - tick, 3)}
-        log.info("final evaluation, %s: test accuracy %.2f%%, loss %.4f (%.1f s)", tta_words(tta),
-                 100 * got.accuracy, got.loss, final_eval["seconds"])
-    best_path = trainer.keeper.best()
-    if not writes:
-        return {"status": "completed", "best_metric": state.best_metric, "best_epoch": state.best_epoch,
-                "epochs": state.epoch, "run_dir": str(run_dir)}
-    if best_path is not None:                  # per-class accuracy and confusion of the best epoch
-        best = ckpt.load(best_path)
-        result = evaluate(restore_model(best, backend, dtype), eval_loaders["test"], dataset.num_classes)
-        write_json(run_dir / "best_eval.json", {"checkpoint": str(best_path), "epoch": best.meta["state"]["epoch"],
-                                                 "split": "test", **result.to_dict(dataset.class_names)})
+    with limited_blas_threads(BLAS_THREADS_PER_WORKER) as blas_limited:    # see cifarnet.parallel
+        parts, workers = parts_for(train_loader.share, settings.workers, backend.xp), tcfg.get("workers")
+        where = f"split between {parts} threads" if parts > 1 else "on one thread"
+        if comm.size > 1:
+            where = f"split between {comm.size} processes, each part {where}"
+        blas = f"{BLAS_THREADS_PER_WORKER} BLAS thread each" if blas_limited else "BLAS threads as OpenBLAS chooses"
+        log.info("training batches of %d images %s, %s (trainer.workers=%s)", cfg["data"]["batch_size"], where,
+                 blas, "null" if workers is None else workers)
+        try:
+            state = trainer.fit(state)
+        except BaseException:
+            for tracker in trackers:
+                tracker.finish([], failed=True)
+            raise
+        final_eval = None
+        if tta and not trainer.stopped_early:                      # the finished model, with test-time augmentation
+            tick = time.perf_counter()
+            got = evaluate(model, eval_loaders["test"], dataset.num_classes, settings.progress and writes,
+                           settings.workers, comm, tta=tta)
+            final_eval = {"split": "test", "tta": tta, "accuracy": got.accuracy, "loss": got.loss, "images": got.images,
+                          "seconds": round(time.perf_counter() - tick, 3)}
+            log.info("final evaluation, %s: test accuracy %.2f%%, loss %.4f (%.1f s)", tta_words(tta),
+                     100 * got.accuracy, got.loss, final_eval["seconds"])
+        best_path = trainer.keeper.best()
+        if not writes:
+            return {"status": "completed", "best_metric": state.best_metric, "best_epoch": state.best_epoch,
+                    "epochs": state.epoch, "run_dir": str(run_dir)}
+        if best_path is not None:                  # per-class accuracy and confusion of the best epoch
+            best = ckpt.load(best_path)
+            result = evaluate(restore_model(best, backend, dtype), eval_loaders["test"], dataset.num_classes)
+            write_json(run_dir / "best_eval.json", {"checkpoint": str(best_path), "epoch": best.meta["state"]["epoch"],
+                                                     "split": "test", **result.to_dict(dataset.class_names)})
     last = {k: (None if v == "" else v) for k, v in state.history[-1].items()}     # JSON: null, not ""
     summary = {"status": "completed", "overrides": list(overrides or []),
                "best_metric": state.best_metric, "best_epoch": state.best_epoch,

@@ -20,6 +20,7 @@ import numpy as np
 from ..arrays.rows import channel_products, channel_sums, rows, tile
 from ..backend import array_module
 from ..comm import LOCAL
+from ..errors import InvalidValue
 from .dispatch import Op
 
 batch_norm = Op("batch_norm")
@@ -39,7 +40,7 @@ def _check(x, gamma, m: int | None = None) -> None:
     if x.shape[-1] != c or x.ndim not in (2, 4):
         raise ValueError(f"BatchNorm({c}) expects (N, {c}) or (N, H, W, {c}) input, got {x.shape}")
     if m is not None and m < 2:
-        raise ValueError("BatchNorm in training mode needs more than one value per channel "
+        raise InvalidValue("BatchNorm in training mode needs more than one value per channel "
                          f"(got input of shape {x.shape}); use a larger batch or eval mode")
 
 

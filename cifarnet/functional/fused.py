@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from ..backend import array_module
 from ..comm import LOCAL
+from ..errors import InvalidValue
 from ..kernels import batchnorm as bn
 from ..kernels.relu import relu_backward, relu_forward
 from ..kernels.windows import col2im, im2col
@@ -74,7 +75,7 @@ class BatchNormFused:
                 eps: float = 1e-5, reducer=LOCAL, keep: bool = True):
         _check(x, gamma)
         if reducer is not LOCAL:
-            raise ValueError("fused batch norm normalises one device's batch; a batch split between threads or "
+            raise InvalidValue("fused batch norm normalises one device's batch; a batch split between threads or "
                              "processes takes backend.kernels=reference")
         xp = array_module(x)
         x = xp.ascontiguousarray(x)

@@ -10,6 +10,7 @@ Shapes: x ``(N, H, W, C)`` -> out ``(N, ceil(H/stride), ceil(W/stride), channels
 from __future__ import annotations
 
 from ..backend import array_module
+from ..errors import InvalidValue
 from .dispatch import Op
 
 pad_shortcut = Op("pad_shortcut")
@@ -22,7 +23,7 @@ class PadShortcutReference:
         xp = array_module(x)
         c = x.shape[-1]
         if channels < c:
-            raise ValueError(f"the zero-padding shortcut cannot narrow {c} channels to {channels}")
+            raise InvalidValue(f"the zero-padding shortcut cannot narrow {c} channels to {channels}")
         before = (channels - c) // 2
         sub = x[:, ::stride, ::stride, :]                                   # N, Ho, Wo, C
         out = xp.zeros(sub.shape[:3] + (channels,), dtype=x.dtype)

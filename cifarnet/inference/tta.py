@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 from ..backend import array_module
+from ..errors import InvalidValue
 
 LEVELS = (0, 1, 2)
 
@@ -29,7 +30,7 @@ def translated(x, dy: int, dx: int):
 def views(x, level: int) -> list[tuple[float, object]]:
     """``(weight, images)`` of each view at ``level`` (weights sum to 1)."""
     if level not in LEVELS:
-        raise ValueError(f"test-time augmentation level must be one of {LEVELS}, got {level}")
+        raise InvalidValue(f"test-time augmentation level must be one of {LEVELS}, got {level}")
     if level == 0:
         return [(1.0, x)]
     if level == 1:

@@ -7,6 +7,7 @@ from typing import Any
 import numpy as np
 
 from ..backend import to_numpy
+from ..errors import InvalidValue
 from ..functional import batch_norm
 from ..functional.batchnorm import fold
 from .base import EVAL, Layer, Mode, Shape, deliver
@@ -34,7 +35,7 @@ class BatchNorm(Layer):
                  dtype: Any = np.float32):
         super().__init__()
         if num_features < 1 or not 0.0 <= momentum <= 1.0 or eps <= 0:
-            raise ValueError(f"BatchNorm needs num_features >= 1, 0 <= momentum <= 1, eps > 0; "
+            raise InvalidValue(f"BatchNorm needs num_features >= 1, 0 <= momentum <= 1, eps > 0; "
                              f"got {num_features}, {momentum}, {eps}")
         self.num_features, self.momentum, self.eps = num_features, momentum, eps
         (self.params if scale else self.buffers)["gamma"] = np.ones(num_features, dtype=dtype)

@@ -7,6 +7,7 @@ import numpy as np
 
 from ..arrays.windows import output_size
 from ..backend import to_numpy
+from ..errors import InvalidValue
 from ..functional import conv2d
 from .base import EVAL, Layer, Mode, Shape, deliver
 from .init import draw_weights
@@ -31,7 +32,7 @@ class Conv2d(Layer):
         super().__init__()
         kh, kw = (kernel_size, kernel_size) if isinstance(kernel_size, int) else tuple(kernel_size)
         if min(in_channels, out_channels, kh, kw, stride) < 1 or padding < 0:
-            raise ValueError(
+            raise InvalidValue(
                 f"Conv2d needs positive channels, kernel and stride and padding >= 0; got "
                 f"in={in_channels}, out={out_channels}, kernel={(kh, kw)}, stride={stride}, padding={padding}"
             )
@@ -44,7 +45,7 @@ class Conv2d(Layer):
     @classmethod
     def build(cls, in_shape: Shape, rng, dtype, out_channels: int, **options) -> Conv2d:
         if len(in_shape) != 3:
-            raise ValueError(f"conv expects (H, W, C) inputs, got shape {in_shape}")
+            raise InvalidValue(f"conv expects (H, W, C) inputs, got shape {in_shape}")
         return cls(in_shape[-1], out_channels, rng=rng, dtype=dtype, **options)
 
     def output_shape(self, in_shape: Shape) -> Shape:

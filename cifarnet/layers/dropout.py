@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..errors import InvalidValue
 from ..functional import dropout
 from .base import EVAL, Layer, Mode, Shape
 from .kinds import Kind, register_kind
@@ -35,7 +36,7 @@ class Dropout(Layer):
     @rate.setter
     def rate(self, value: float) -> None:
         if not 0.0 <= float(value) < 1.0:
-            raise ValueError(f"dropout rate must be in [0, 1), got {value}")
+            raise InvalidValue(f"dropout rate must be in [0, 1), got {value}")
         self._rate = float(value)
 
     @classmethod

@@ -6,6 +6,7 @@ from typing import Any
 import numpy as np
 
 from ..backend import to_numpy
+from ..errors import InvalidValue
 from ..functional import linear
 from .base import EVAL, Layer, Mode, Shape, deliver
 from .init import draw_weights
@@ -25,7 +26,7 @@ class Linear(Layer):
                  rng: np.random.Generator | None = None, dtype: Any = np.float32, init: str = "he_normal"):
         super().__init__()
         if in_features < 1 or out_features < 1:
-            raise ValueError(f"Linear needs positive sizes, got {in_features} -> {out_features}")
+            raise InvalidValue(f"Linear needs positive sizes, got {in_features} -> {out_features}")
         self.in_features, self.out_features = in_features, out_features
         rng = rng if rng is not None else np.random.default_rng()
         self.params.update(draw_weights(init, rng, (in_features, out_features), in_features,
@@ -34,7 +35,7 @@ class Linear(Layer):
     @classmethod
     def build(cls, in_shape: Shape, rng, dtype, out_features: int, **options) -> Linear:
         if len(in_shape) != 1:
-            raise ValueError(f"linear expects flat (D,) inputs, got shape {in_shape}; add a flatten "
+            raise InvalidValue(f"linear expects flat (D,) inputs, got shape {in_shape}; add a flatten "
                              "or global_avg_pool layer before it")
         return cls(in_shape[0], out_features, rng=rng, dtype=dtype, **options)
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from ..arrays.windows import output_size
+from ..errors import InvalidValue
 from ..functional import global_avg_pool, max_pool2d
 from .base import EVAL, Layer, Mode, Shape
 from .kinds import Kind, register_kind
@@ -20,7 +21,7 @@ class MaxPool2d(Layer):
         super().__init__()
         stride = kernel_size if stride is None else stride
         if kernel_size < 1 or stride < 1:
-            raise ValueError(f"MaxPool2d needs kernel_size and stride >= 1, got {kernel_size}, {stride}")
+            raise InvalidValue(f"MaxPool2d needs kernel_size and stride >= 1, got {kernel_size}, {stride}")
         self.kernel_size, self.stride = kernel_size, stride
 
     def output_shape(self, in_shape: Shape) -> Shape:

@@ -5,6 +5,7 @@ from typing import Any
 
 import numpy as np
 
+from ..errors import InvalidValue
 from ..functional import pad_shortcut, relu
 from .base import EVAL, Layer, Mode, Shape, prefixed, within
 from .batchnorm import BatchNorm
@@ -31,7 +32,7 @@ class BasicBlock(Layer):
                  shortcut: str = "projection", init: str = "he_normal"):
         super().__init__()
         if shortcut not in SHORTCUTS:
-            raise ValueError(f"shortcut must be one of {', '.join(SHORTCUTS)}, got {shortcut!r}")
+            raise InvalidValue(f"shortcut must be one of {', '.join(SHORTCUTS)}, got {shortcut!r}")
         rng = rng if rng is not None else np.random.default_rng()
         self.in_channels, self.out_channels, self.stride = in_channels, out_channels, stride
         self.reshapes = stride != 1 or in_channels != out_channels

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+from ..errors import InvalidValue
 from .base import EVAL, Layer, Mode, Shape, prefixed, within
 
 
@@ -22,9 +23,9 @@ class Sequential(Layer):
         super().__init__()
         for name, layer in layers:
             if not name or "." in name:
-                raise ValueError(f"layer names must be non-empty and free of dots, got {name!r}")
+                raise InvalidValue(f"layer names must be non-empty and free of dots, got {name!r}")
             if name in self.children:
-                raise ValueError(f"duplicate layer name {name!r}")
+                raise InvalidValue(f"duplicate layer name {name!r}")
             self.children[name] = layer
         self.trained_from = 0
 

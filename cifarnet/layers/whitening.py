@@ -16,6 +16,7 @@ import numpy as np
 
 from ..arrays.windows import output_size
 from ..backend import backend_of, to_numpy
+from ..errors import InvalidValue
 from ..functional import conv2d
 from .base import EVAL, Layer, Mode, Shape, deliver
 from .conv import infer_conv, onnx_conv
@@ -60,7 +61,7 @@ class Whitening(Layer):
     def __init__(self, in_channels: int, kernel_size: int = 2, eps: float = 5e-4, *, dtype: Any = np.float32):
         super().__init__()
         if in_channels < 1 or kernel_size < 1 or eps < 0:
-            raise ValueError(f"Whitening needs in_channels, kernel_size >= 1 and eps >= 0; "
+            raise InvalidValue(f"Whitening needs in_channels, kernel_size >= 1 and eps >= 0; "
                              f"got {in_channels}, {kernel_size}, {eps}")
         self.in_channels, self.k, self.eps = in_channels, kernel_size, eps
         self.kernel_size = (kernel_size, kernel_size)
@@ -71,7 +72,7 @@ class Whitening(Layer):
     @classmethod
     def build(cls, in_shape: Shape, rng, dtype, **options) -> Whitening:
         if len(in_shape) != 3:
-            raise ValueError(f"whitening expects (H, W, C) inputs, got shape {in_shape}")
+            raise InvalidValue(f"whitening expects (H, W, C) inputs, got shape {in_shape}")
         return cls(in_shape[-1], dtype=dtype, **options)
 
     def output_shape(self, in_shape: Shape) -> Shape:
@@ -81,7 +82,7 @@ class Whitening(Layer):
     def fit(self, images) -> None:
         """Set the filters from ``images`` ``(N, H, W, C)`` (normalised, as the model sees them)."""
         if images.ndim != 4 or images.shape[-1] != self.in_channels:
-            raise ValueError(f"Whitening.fit expects (N, H, W, {self.in_channels}) images, got {images.shape}")
+            raise InvalidValue(f"Whitening.fit expects (N, H, W, {self.in_channels}) images, got {images.shape}")
         filters = whitening_filters(patch_moments(to_numpy(images), self.k), self.k, self.in_channels, self.eps)
         W = self.buffers["W"]
         W[...] = backend_of(W).asarray(filters, dtype=W.dtype)

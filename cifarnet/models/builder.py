@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from ..errors import InvalidValue
 from ..layers import KINDS, Sequential, kind_of
 from ..registry import Registry, UnknownNameError
 
@@ -28,7 +29,7 @@ ARCHITECTURES = Registry("model architecture")
 CIFAR_INPUT_SHAPE = (32, 32, 3)   # H, W, C
 
 
-class ModelSpecError(ValueError):
+class ModelSpecError(InvalidValue):
     """A model description that cannot be built; the message says which layer and why."""
 
 

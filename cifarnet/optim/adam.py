@@ -4,6 +4,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from ..errors import InvalidValue
 from ..functional import adam_update
 from .base import Optimizer
 
@@ -22,7 +23,7 @@ class Adam(Optimizer):
                  groups: Sequence[Mapping[str, Any]] = ()):
         super().__init__(lr, weight_decay, decay_norm_and_bias, groups)
         if not (0.0 <= beta1 < 1.0 and 0.0 <= beta2 < 1.0 and eps > 0):
-            raise ValueError(f"Adam needs 0 <= beta1, beta2 < 1 and eps > 0; got {beta1}, {beta2}, {eps}")
+            raise InvalidValue(f"Adam needs 0 <= beta1, beta2 < 1 and eps > 0; got {beta1}, {beta2}, {eps}")
         self.beta1, self.beta2, self.eps = float(beta1), float(beta2), float(eps)
 
     def update(self, params, grads, slots, weight_decay, lr) -> None:

@@ -7,6 +7,7 @@ from typing import Any
 import numpy as np
 
 from ..backend import array_module, to_numpy
+from ..errors import InvalidValue
 from ..store import FlatStore, Layout, split
 from .groups import ParamGroups
 
@@ -36,7 +37,7 @@ class Optimizer:
     def __init__(self, lr: float, weight_decay: float = 0.0, decay_norm_and_bias: bool = True,
                  groups: Sequence[Mapping[str, Any]] = ()):
         if lr < 0 or weight_decay < 0:
-            raise ValueError(f"lr and weight_decay must be >= 0, got lr={lr}, weight_decay={weight_decay}")
+            raise InvalidValue(f"lr and weight_decay must be >= 0, got lr={lr}, weight_decay={weight_decay}")
         self.lr = self.base_lr = float(lr)
         self.groups = ParamGroups(groups)
         self.epoch, self.batch_size = 0, None

@@ -21,6 +21,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields
 from typing import Any
 
+from ..errors import InvalidValue
+
 
 @dataclass(frozen=True)
 class ParamGroup:
@@ -35,18 +37,19 @@ class ParamGroup:
 
     def __post_init__(self):
         if self.match is None and self.kind is None:
-            raise ValueError("a parameter group needs 'match' (a glob over parameter names) or 'kind' (a layer kind)")
+            raise InvalidValue("a parameter group needs 'match' (a glob over parameter names) or 'kind' (a layer kind)")
         if self.lr_scale < 0 or (self.weight_decay is not None and self.weight_decay < 0):
-            raise ValueError(f"a parameter group's lr_scale and weight_decay must be >= 0, got {self}")
+            raise InvalidValue(f"a parameter group's lr_scale and weight_decay must be >= 0, got {self}")
         if self.frozen_after_epochs is not None and self.frozen_after_epochs < 0:
-            raise ValueError(f"frozen_after_epochs must be >= 0, got {self.frozen_after_epochs}")
+            raise InvalidValue(f"frozen_after_epochs must be >= 0, got {self.frozen_after_epochs}")
 
     @classmethod
     def from_config(cls, options: Mapping[str, Any]) -> ParamGroup:
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(options) - known)
         if unknown:
-            raise ValueError(f"optimizer.groups: unknown key {unknown[0]!r}; a group takes {', '.join(sorted(known))}")
+            raise InvalidValue(f"optimizer.groups: unknown key {unknown[0]!r}; a group takes "
+                               f"{', '.join(sorted(known))}")
         return cls(**dict(options))
 
     def selects(self, name: str, kind: str | None) -> bool:
@@ -87,7 +90,7 @@ class ParamGroups:
         for group in self.groups:
             if not any(g is group for g in found.values()):
                 what = " and ".join(f"{k} {v!r}" for k, v in (("match", group.match), ("kind", group.kind)) if v)
-                raise ValueError(f"optimizer.groups: the group with {what} selects no parameter of this model")
+                raise InvalidValue(f"optimizer.groups: the group with {what} selects no parameter of this model")
         return found
 
     def epoch_key(self, epoch: int) -> tuple[bool, ...]:

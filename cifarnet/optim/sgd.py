@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from ..errors import InvalidValue
 from ..functional import sgd_update
 from .base import Optimizer
 
@@ -32,9 +33,9 @@ class SGD(Optimizer):
                  groups: Sequence[Mapping[str, Any]] = ()):
         super().__init__(lr, weight_decay, decay_norm_and_bias, groups)
         if not 0.0 <= momentum < 1.0:
-            raise ValueError(f"momentum must be in [0, 1), got {momentum}")
+            raise InvalidValue(f"momentum must be in [0, 1), got {momentum}")
         if nesterov and momentum == 0.0:
-            raise ValueError("Nesterov momentum needs momentum > 0")
+            raise InvalidValue("Nesterov momentum needs momentum > 0")
         self.momentum, self.nesterov, self.decoupled = float(momentum), bool(nesterov), bool(decoupled)
         self._coupled: tuple[Any, Any] | None = None           # (key, coupled decay per element)
 

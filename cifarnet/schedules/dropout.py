@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import math
 
+from ..errors import InvalidValue
 from ..layers import Dropout
 from ..registry import Registry
 
@@ -18,7 +19,7 @@ class DropoutSchedule:
 
     def __init__(self, initial: float, total: int, final: float = 0.0):
         if not (0.0 <= initial < 1.0 and 0.0 <= final < 1.0) or total < 1:
-            raise ValueError(f"dropout rates must be in [0, 1) and total >= 1; got {initial}, {final}, {total}")
+            raise InvalidValue(f"dropout rates must be in [0, 1) and total >= 1; got {initial}, {final}, {total}")
         self.initial, self.final, self.total = float(initial), float(final), int(total)
 
     def fraction(self, t: float) -> float:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
+from ..errors import InvalidValue
 from ..registry import Registry
 
 LR_SCHEDULES = Registry("learning-rate schedule")
@@ -25,7 +26,7 @@ class LRSchedule:
 
     def __init__(self, base_lr: float, total_steps: int, warmup_steps: int = 0):
         if base_lr < 0 or total_steps < 1 or not 0 <= warmup_steps <= total_steps:
-            raise ValueError(f"need base_lr >= 0, total_steps >= 1 and 0 <= warmup_steps <= total_steps; "
+            raise InvalidValue(f"need base_lr >= 0, total_steps >= 1 and 0 <= warmup_steps <= total_steps; "
                              f"got {base_lr}, {total_steps}, {warmup_steps}")
         self.base_lr, self.total_steps, self.warmup_steps = float(base_lr), int(total_steps), int(warmup_steps)
 
@@ -96,7 +97,8 @@ class PiecewiseLinearLR(LRSchedule):
         self.knots = [(float(s), float(f)) for s, f in knots]
         steps = [s for s, _ in self.knots]
         if not self.knots or steps != sorted(steps):
-            raise ValueError(f"knots must be a non-empty list of (step, factor) in increasing step order, got {knots}")
+            raise InvalidValue(f"knots must be a non-empty list of (step, factor) in increasing step order, "
+                               f"got {knots}")
 
     def after_warmup(self, step: int) -> float:
         (s0, f0), rest = self.knots[0], self.knots[1:]

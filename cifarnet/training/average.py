@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 
 from ..backend import backend_of, to_numpy
+from ..errors import InvalidValue
 
 PREFIX = "ema/"
 
@@ -24,7 +25,7 @@ class WeightAverage:
 
     def __init__(self, every: int, decay: float, power: float, lookahead: bool, total_steps: int):
         if every < 1 or not 0.0 <= decay <= 1.0 or power < 0:
-            raise ValueError(f"the weight average needs every >= 1, 0 <= decay <= 1, power >= 0; "
+            raise InvalidValue(f"the weight average needs every >= 1, 0 <= decay <= 1, power >= 0; "
                              f"got {every}, {decay}, {power}")
         self.every, self.decay, self.power, self.lookahead = int(every), float(decay), float(power), bool(lookahead)
         self.total_steps = int(total_steps)

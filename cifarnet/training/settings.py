@@ -6,6 +6,8 @@ import math
 import time
 from dataclasses import dataclass
 
+from ..errors import InvalidValue
+
 log = logging.getLogger("cifarnet.training.trainer")
 
 
@@ -66,20 +68,20 @@ class TrainerSettings:
 
     def __post_init__(self) -> None:
         if not self.epochs > 0:
-            raise ValueError(f"trainer.epochs must be > 0, got {self.epochs:g}")
+            raise InvalidValue(f"trainer.epochs must be > 0, got {self.epochs:g}")
         if self.loss_reduction not in ("mean", "sum"):
-            raise ValueError(f"trainer.loss_reduction must be 'mean' or 'sum', got {self.loss_reduction!r}")
+            raise InvalidValue(f"trainer.loss_reduction must be 'mean' or 'sum', got {self.loss_reduction!r}")
         if self.keep_last < 1:
-            raise ValueError(f"trainer.keep_last must be >= 1, got {self.keep_last}")
+            raise InvalidValue(f"trainer.keep_last must be >= 1, got {self.keep_last}")
         if self.nonfinite not in ("stop", "skip"):
-            raise ValueError(f"trainer.nonfinite must be 'stop' or 'skip', got {self.nonfinite!r}")
+            raise InvalidValue(f"trainer.nonfinite must be 'stop' or 'skip', got {self.nonfinite!r}")
         if self.ema_every < 0 or not 0.0 <= self.ema_decay <= 1.0 or self.ema_power < 0:
-            raise ValueError(f"trainer.ema_every must be >= 0, ema_decay in [0, 1], ema_power >= 0; got "
+            raise InvalidValue(f"trainer.ema_every must be >= 0, ema_decay in [0, 1], ema_power >= 0; got "
                              f"{self.ema_every}, {self.ema_decay}, {self.ema_power}")
         if self.processes < 1:
-            raise ValueError(f"trainer.processes must be >= 1, got {self.processes}")
+            raise InvalidValue(f"trainer.processes must be >= 1, got {self.processes}")
         if self.stop_after_minutes is not None and self.stop_after_minutes <= 0:
-            raise ValueError(f"trainer.stop_after_minutes must be > 0 (or null), got {self.stop_after_minutes}")
+            raise InvalidValue(f"trainer.stop_after_minutes must be > 0 (or null), got {self.stop_after_minutes}")
 
 
 def epochs_to_run(epochs: float) -> int:

@@ -157,7 +157,7 @@ class Trainer:
             hook.log_epoch(st.epoch, st.step, row)
         self.keeper.end_of_epoch(st.epoch, self.checkpoint_arrays(), improved)
         log.info("%s", epoch_line(row, self.settings.epochs, list(self.eval_loaders), improved)
-                 + statistics_note(self.model, st.step))
+                 + statistics_note(self.model, st.step + int(self.meta.get("initial_steps", 0))))
 
     def _interrupt(self, sums: dict[str, float], stop: int) -> None:
         """Every process stops at this step (the stop went round with it) once rank 0's checkpoint is written."""
