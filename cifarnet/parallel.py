@@ -39,8 +39,9 @@ MIN_IMAGES_PER_PART = 16
 # OpenBLAS threads per worker thread while a run trains and evaluates (cifarnet.experiment.training):
 # a run's threads are its workers (x its processes, at most the cores), each computing with one
 # BLAS thread, also when there is one worker. OpenBLAS's own threads, left to their default (one
-# per core), wait for each other at every product; with another job on a core, a SimpleCNN epoch
-# (one worker) took 67-78 s instead of 8.8 s (issue 34; docs/performance.md, "BLAS threads").
+# per core), wait for each other at every product; beside another job a one-worker SimpleCNN epoch
+# took 2.59x its idle time (Intel Xeon; 67-78 s against 8.8 s in issue 34), with one BLAS thread
+# 1.06x, and 0.90x the old idle time (docs/performance.md, "BLAS threads").
 BLAS_THREADS_PER_WORKER = 1
 
 
