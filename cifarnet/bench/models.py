@@ -8,7 +8,8 @@
 
 For each model it reports the median training-step time (forward, loss, backward, SGD update on
 one fixed random batch, after warm-up, with the batch split between threads as each model's
-config recommends: ``trainer.workers``), training and evaluation images per second (batches of
+config recommends: ``trainer.workers``, and one BLAS thread per worker, as the runner computes),
+training and evaluation images per second (batches of
 500 through the inference path evaluation uses), and the peak resident memory during training.
 When ``torch`` is importable the same measurements run on equivalent PyTorch models
 (``cifarnet.bench.torch_reference``). Every round runs each framework in a fresh process of its
@@ -220,7 +221,16 @@ def _timing_child(framework: str, name: str, batch: int, backend: str, steps: in
                   workers: int | None = None) -> None:
     """Warm up, time ``steps`` training steps, note the peak RSS, then time ``eval_batches``
     evaluation batches; print the results as one JSON line."""
-    runner = TorchRunner(name, batch) if framework == "torch" else CifarnetRunner(name, batch, backend, workers)
+    if framework != "torch":                           # as the runner computes: one BLAS thread per worker
+        from ..blas import limited_blas_threads
+        from ..parallel import BLAS_THREADS_PER_WORKER
+
+        with limited_blas_threads(BLAS_THREADS_PER_WORKER):
+            return _time_runner(CifarnetRunner(name, batch, backend, workers), steps, eval_batches)
+    _time_runner(TorchRunner(name, batch), steps, eval_batches)
+
+
+def _time_runner(runner, steps: int, eval_batches: int) -> None:
     warm_until = time.perf_counter() + WARM_UP_S       # warm-up: first-touch allocations, thread pools,
     for done in range(100):                            # PyTorch's kernel selection
         runner.step()
