@@ -50,7 +50,7 @@ def parts_for(batch: int, workers: int | None = None, xp=np) -> int:
     (1: not split). ``workers``: at most this many (None: one per core).
 
     Raises:
-        ValueError: ``workers`` below 1.
+        InvalidValue: ``workers`` below 1.
     """
     if workers is not None and workers < 1:
         raise InvalidValue(f"workers must be >= 1 (or None for one per core), got {workers}")

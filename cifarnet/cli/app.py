@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import shlex
 import signal
 import sys
 from pathlib import Path
@@ -27,7 +26,7 @@ from ..run_dir import PENDING_RESUME, discard_if_empty
 from ..run_dir import check as check_run_dir
 from ..sweeps import write_summary
 from ..threads import default_workers
-from ..training.signals import TrainingInterrupted
+from ..training.signals import TrainingInterrupted, resume_command
 from . import schema
 from .errors import Terminated, expected_message, raise_terminated, report_and_exit
 from .resume_record import PendingRecord
@@ -170,12 +169,9 @@ def task(cfg) -> float | FailedJob:
             plain = merge_with_checkpoint(resume.meta["config"], plain, explicit, source=str(resume.path))
         others = [o for o in overrides if not o.startswith("resume=")]
 
-        def resume_command(path: Path) -> str:
-            """The command that continues this run (from its newest checkpoint, ``path``) in its directory."""
-            return shlex.join(["python", "-m", "cifarnet", f"resume={run_dir}", *others])
-
         log.info("run directory %s", run_dir)
-        summary = _train(plain, run_dir, resume, resume_command, overrides, others, multirun, pending)
+        summary = _train(plain, run_dir, resume, lambda path: resume_command(run_dir, others), overrides, others,
+                         multirun, pending)
         if pending is not None:                        # a resume with no step left to run
             pending.commit()
         log.info("best %s %.2f%% at epoch %d; checkpoints in %s", summary["metric"], 100 * summary["best_metric"],
@@ -188,7 +184,8 @@ def task(cfg) -> float | FailedJob:
     except BaseException as err:  # noqa: BLE001 - expected errors become one line, others re-raise
         interrupted = isinstance(err, (KeyboardInterrupt, Terminated, TrainingInterrupted))
         message = None if interrupted or os.environ.get("CIFARNET_TRACEBACK") == "1" else expected_message(err)
-        if pending is not None and pending.discard():  # a resume that failed before training: records untouched
+        if pending is not None:     # resume=<run> in place: before training, its records stay as they were
+            pending.discard()       # (a no-op once the record was committed); never discard_if_empty the run
             report_and_exit(err, emit=log.error)
         if multirun and message is not None:          # the sweep goes on; this job is recorded as failed
             log.error("cifarnet: error: %s", message)
@@ -285,7 +282,7 @@ def _record_failed_job(run_dir: Path, overrides: list[str], message: str) -> Non
     _summarise_sweep(run_dir.parent, run_dir.name)
 
 
-def _summarise_sweep(sweep_dir: Path, job: str | None = None) -> None:
+def _summarise_sweep(sweep_dir: Path, job: str) -> None:
     """Rebuild the sweep's summary files; the log gets one line for the job ``job`` that just ended
     (the whole table is printed once, when the sweep ends: :class:`cifarnet.cli.callbacks.RunGuard`)."""
     rows, _ = write_summary(sweep_dir)

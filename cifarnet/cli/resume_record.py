@@ -62,15 +62,14 @@ class PendingRecord(Hook):
             pending.rename(record)
         self._restore(keep=True)
 
-    def discard(self) -> bool:
-        """The resume failed before training: the run's records stay as they were. False (nothing
-        done) once the record was committed: a failure after the start is the run's to log."""
+    def discard(self) -> None:
+        """The resume failed before training: the run's records stay as they were. Nothing is done
+        once the record was committed: a failure after the start is the run's to log."""
         if self.done:
-            return False
+            return
         self.done = True
         shutil.rmtree(self.run_dir / PENDING_RESUME, ignore_errors=True)
         self._restore(keep=False)
-        return True
 
     def log_step(self, step: int, lr: float) -> None:
         self.commit()

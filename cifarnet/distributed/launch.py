@@ -16,7 +16,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import shlex
 import shutil
 import signal
 import subprocess
@@ -28,7 +27,7 @@ from typing import Any
 from .. import checkpoint as ckpt
 from ..threads import default_workers
 from ..training.metrics import TERMINAL_VARIABLE
-from ..training.signals import TrainingInterrupted
+from ..training.signals import TrainingInterrupted, resume_command
 
 log = logging.getLogger("cifarnet")
 
@@ -118,28 +117,23 @@ def failure_message(processes: int, status: int, first: tuple[int, int] | None, 
     ``failed``: ranks that reported an error (their own line is above); ``first``: the first rank
     seen to end; ``status``: mpiexec's, which for a rank killed by a signal is the signal's number
     (MPICH)."""
+    names = {s.value: s.name for s in signal.Signals}
+    killed = names.get(status) if status > signal.SIGINT else None     # 1 and 2 are more likely exit statuses
     if failed:
         what = f"rank {failed[0]} of {processes} failed (its message is above)"
+    elif first is not None and killed:
+        cause = "; kill -9 or the out-of-memory killer" if status == signal.SIGKILL else ""
+        what = f"rank {first[0]} of {processes} (pid {first[1]}) was killed by {killed} (signal {status}{cause})"
     elif first is not None:
-        rank, pid = first
-        names = {s.value: s.name for s in signal.Signals}
-        if status in names and status > signal.SIGINT:      # 1 and 2 are more likely plain exit statuses
-            cause = "; kill -9 or the out-of-memory killer" if status == signal.SIGKILL else ""
-            how = f"was killed by {names[status]} (signal {status}{cause})"
-        else:
-            how = f"ended without a message (mpiexec exit status {status})"
-        what = f"rank {rank} of {processes} (pid {pid}) {how}"
-    elif status > signal.SIGINT and status in {s.value for s in signal.Signals}:
-        what = (f"the {processes} training processes failed: one was killed by {signal.Signals(status).name} "
-                f"(mpiexec exit status {status})")
+        what = f"rank {first[0]} of {processes} (pid {first[1]}) ended without a message (mpiexec exit status {status})"
+    elif killed:
+        what = f"the {processes} training processes failed: one was killed by {killed} (mpiexec exit status {status})"
     else:
         what = f"the {processes} training processes failed (mpiexec exit status {status})"
-    checkpoints = sorted((run_dir / "checkpoints").glob("*.npz"))
-    if not checkpoints:
+    if not any((run_dir / "checkpoints").glob("*.npz")):
         return f"{what}; the other ranks were stopped; no checkpoint was written yet"
-    resume = shlex.join(["python", "-m", "cifarnet", f"resume={run_dir}", *others])
     return (f"{what}; the other ranks were stopped; the checkpoints in {run_dir / 'checkpoints'} are intact; "
-            f"resume with: {resume}")
+            f"resume with: {resume_command(run_dir, others)}")
 
 
 def _interrupts(run_dir: Path) -> dict[str, int]:

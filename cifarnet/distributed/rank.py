@@ -16,7 +16,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import shlex
 import signal
 import sys
 import time
@@ -26,7 +25,7 @@ from typing import Any
 from .. import checkpoint as ckpt
 from ..cli.errors import expected_message, raise_terminated
 from ..experiment import train
-from ..training.signals import TrainingInterrupted
+from ..training.signals import TrainingInterrupted, resume_command
 from .agreement import RankMismatch, check_agreement, identity
 from .mpi import MPICommunicator
 
@@ -72,12 +71,17 @@ def run(spec: dict[str, Any], comm: MPICommunicator) -> dict[str, Any]:
     run_dir = Path(spec["run_dir"])
     resume = ckpt.resolve(spec["resume"], prefer="newest") if spec["resume"] else None
 
-    def resume_command(path: Path) -> str:
-        return shlex.join(["python", "-m", "cifarnet", f"resume={run_dir}", *spec["others"]])
-
     if comm.rank == 0:
         log.info("rank 0 of %d processes (%d on this machine); run directory %s", comm.size, comm.local_size, run_dir)
-    return train(spec["cfg"], run_dir, resume, resume_command=resume_command, overrides=spec["overrides"], comm=comm)
+    return train(spec["cfg"], run_dir, resume, resume_command=lambda path: resume_command(run_dir, spec["others"]),
+                 overrides=spec["overrides"], comm=comm)
+
+
+def note_failure(folder: str | Path | None, rank: int) -> None:
+    """Tell the launcher (its folder, ``spec["launcher_dir"]``) that ``rank`` failed with a message of
+    its own; a rank that dies without one leaves no note (:func:`cifarnet.distributed.launch.failure_message`)."""
+    if folder:
+        (Path(folder) / f"rank{rank}.failed").touch()
 
 
 def finish(spec: dict[str, Any], comm: MPICommunicator, argv: list[str] | None = None) -> None:
@@ -91,8 +95,7 @@ def finish(spec: dict[str, Any], comm: MPICommunicator, argv: list[str] | None =
     except RankMismatch:
         if comm.rank == 0:
             raise
-        if spec.get("launcher_dir"):
-            (Path(spec["launcher_dir"]) / f"rank{comm.rank}.failed").touch()
+        note_failure(spec.get("launcher_dir"), comm.rank)
         sys.exit(1)
     try:
         run(spec, comm)
@@ -104,8 +107,7 @@ def finish(spec: dict[str, Any], comm: MPICommunicator, argv: list[str] | None =
             import traceback
 
             message = "".join(traceback.format_exception(err)).rstrip()
-        if spec.get("launcher_dir"):                   # tell the launcher which rank failed, with a message
-            (Path(spec["launcher_dir"]) / f"rank{comm.rank}.failed").touch()
+        note_failure(spec.get("launcher_dir"), comm.rank)
         if comm.rank != 0:
             time.sleep(FOLLOWER_DELAY_S)
         prefix = "" if comm.rank == 0 else f"rank {comm.rank} of {comm.size}: "
@@ -158,7 +160,7 @@ def main(argv: list[str] | None = None) -> None:
     try:
         finish(spec, comm, argv)
     except RankMismatch as err:
-        (spec_file.parent / f"rank{comm.rank}.failed").touch()
+        note_failure(spec_file.parent, comm.rank)
         print(f"cifarnet: error: {err}", file=sys.stderr, flush=True)
         sys.exit(1)
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+import shlex
 import signal
 import threading
 from contextlib import contextmanager
@@ -57,6 +58,12 @@ class StopRequest:
         finally:
             for s, h in previous.items():
                 signal.signal(s, h)
+
+
+def resume_command(run_dir: str | Path, others: list[str]) -> str:
+    """The command that continues the run in ``run_dir`` from its newest checkpoint, with the
+    command line's other overrides (``others``) repeated."""
+    return shlex.join(["python", "-m", "cifarnet", f"resume={run_dir}", *others])
 
 
 def announce_stop(signum: int, state, steps_per_epoch: int, path: Path, resume_command: str) -> TrainingInterrupted:
