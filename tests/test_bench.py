@@ -166,4 +166,7 @@ def test_the_busy_core_benchmark_times_an_epoch_idle_and_beside_a_busy_process(t
     result = json.loads(out.read_text())["checkouts"][str(root)]
     assert len(result["idle_s"]) == len(result["busy_s"]) == 1 and result["idle_median_s"] > 0
     assert "beside a busy process" in done.stdout
-    assert subprocess.run(["pgrep", "-f", "while True"], capture_output=True).stdout == b""   # the spinner is gone
+    spinners = json.loads(out.read_text())["spinner_pids"]
+    assert len(spinners) == 1
+    with pytest.raises(ProcessLookupError):             # the spinner is gone (killed and reaped)
+        os.kill(spinners[0], 0)

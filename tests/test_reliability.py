@@ -1,4 +1,5 @@
 """Faults injected into real training runs: signals, bad numbers, damaged checkpoints."""
+import re
 import signal
 import subprocess
 import sys
@@ -16,8 +17,9 @@ from .cli_helpers import TINY, cifarnet, compose_plain
 
 pytestmark = pytest.mark.slow          # faults injected into whole training runs
 
-# Long enough epochs (94 steps of 16 images) that a signal lands mid-epoch.
+# Epochs of 94 steps of 16 images: the signal is sent a third of the way into the second (interrupt_run).
 SLOW = [*TINY, "data.train_size=1500", "data.batch_size=16", "trainer.epochs=3"]
+EPOCH_SECONDS = re.compile(r"  (\d+\.\d+) s  ")
 
 
 def weights(path):
@@ -26,7 +28,8 @@ def weights(path):
 
 
 def interrupt_run(cwd, signum, errors=None):
-    """Start a run, send ``signum`` once epoch 1 is logged, return (exit code, seconds to exit, output);
+    """Start a run, send ``signum`` a third of an epoch's time after epoch 1 is logged (whatever the
+    machine's speed, inside epoch 2), return (exit code, seconds to exit, output);
     ``errors`` (a list) receives stderr apart, if given, else stderr is part of the output."""
     proc = subprocess.Popen([sys.executable, "-m", "cifarnet", *SLOW, "hydra.run.dir=outputs/interrupted"],
                             cwd=cwd, stdout=subprocess.PIPE,
@@ -35,7 +38,7 @@ def interrupt_run(cwd, signum, errors=None):
     for line in proc.stdout:
         lines.append(line)
         if "epoch 1/3 " in line:
-            time.sleep(0.3)
+            time.sleep(float(EPOCH_SECONDS.search(line).group(1)) / 3)
             sent = time.monotonic()
             proc.send_signal(signum)
             break

@@ -32,11 +32,15 @@ from .checkouts import check_checkout
 SPIN = "while True:\n    pass\n"
 
 
-def epoch_seconds(checkout: Path, args: list[str], busy: bool, nice: int = 0) -> float:
+def epoch_seconds(checkout: Path, args: list[str], busy: bool, nice: int = 0,
+                  spinners: list[int] | None = None) -> float:
     """One training epoch of ``python -m cifarnet`` in ``checkout``: its ``epoch_seconds``; ``busy``:
-    beside a spinning process at priority ``nice``."""
+    beside a spinning process at priority ``nice`` (its pid appended to ``spinners``, if given; it is
+    killed and reaped before this returns)."""
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(checkout), os.environ.get("PYTHONPATH")]))}
     spinner = subprocess.Popen(["nice", "-n", str(nice), sys.executable, "-c", SPIN]) if busy else None
+    if spinner is not None and spinners is not None:
+        spinners.append(spinner.pid)
     try:
         with tempfile.TemporaryDirectory() as tmp:
             command = [sys.executable, "-m", "cifarnet", "trainer.epochs=1", "plots=false", "trainer.progress=false",
@@ -63,15 +67,17 @@ def main(argv: list[str] | None = None) -> dict:
     opts = parser.parse_args(argv[:argv.index("--")] if "--" in argv else argv)
     checkouts = [check_checkout(p) for p in opts.checkouts]
     times: dict[str, dict[str, list[float]]] = {str(c): {"idle": [], "busy": []} for c in checkouts}
+    spinners: list[int] = []
     for round_ in range(opts.rounds):
         for checkout in checkouts:
             for state in ("idle", "busy"):
-                seconds = epoch_seconds(checkout, extra, busy=state == "busy", nice=opts.nice)
+                seconds = epoch_seconds(checkout, extra, busy=state == "busy", nice=opts.nice,
+                                         spinners=spinners)
                 times[str(checkout)][state].append(seconds)
                 print(f"round {round_ + 1}: {checkout} {state}: {seconds:.1f} s", flush=True)
     print(machine_description())
     report = {"machine": machine_description(), "args": extra, "rounds": opts.rounds, "nice": opts.nice,
-              "checkouts": {}}
+              "spinner_pids": spinners, "checkouts": {}}
     for checkout, got in times.items():
         idle, busy = statistics.median(got["idle"]), statistics.median(got["busy"])
         report["checkouts"][checkout] = {"idle_s": got["idle"], "busy_s": got["busy"], "idle_median_s": idle,
