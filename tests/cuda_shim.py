@@ -22,9 +22,12 @@ COMPILER = shutil.which("g++") or shutil.which("c++")
 PRELUDE = """
 #include <cmath>
 using std::sqrt;
+using std::tanh;
 struct cuda_dim3 { long x, y, z; };
 static cuda_dim3 blockIdx, threadIdx, blockDim, gridDim;
 #define __global__
+#define __device__
+#define __forceinline__ inline
 #define __shared__ static
 #define __syncthreads()
 """

@@ -293,7 +293,9 @@ def test_an_unsplit_step_is_the_plain_forward_and_backward(rng):
     _, loss_ctx = loss_fn.forward(logits, y)
     _, grads = reference.backward(ctx, loss_fn.backward(loss_ctx), need_dx=False)
     np.testing.assert_array_equal(got.logits, logits)
-    assert got.grads.keys() == grads.keys() and all(np.array_equal(got.grads[k], grads[k]) for k in grads)
+    assert got.grads.keys() == grads.keys()
+    for k in grads:                     # float64; the plan fuses batch norm and ReLU: the same up to rounding
+        np.testing.assert_allclose(got.grads[k], grads[k], rtol=1e-12, atol=1e-14, err_msg=k)
 
 
 class _Record(Layer):

@@ -50,8 +50,42 @@ def _relu_args(kernel: str):
     return 3, [np.maximum(x, 0), _r(4, 7, seed=1), np.zeros((4, 7)), x.size]
 
 
+def _bn_act_args(kernel: str):
+    """Batch norm's arguments plus the fused output, for ReLU with a residual (the GELU cases run in
+    the variant harness through the kernels' twins)."""
+    rows, c = 37, 5
+    x, dout, res = _r(rows, c) * 2 + 1, _r(rows, c, seed=1), _r(rows, c, seed=6)
+    mean, invstd = x.mean(axis=0), 1 / np.sqrt(x.var(axis=0) + 1e-5)
+    gamma, beta = np.random.default_rng(2).uniform(0.5, 2, c), _r(c, seed=3)
+    out = np.maximum((x - mean) * invstd * gamma + beta + res, 0)
+    d = dout * (out > 0)
+    dbeta, dgamma = d.sum(axis=0), (d * (x - mean)).sum(axis=0) * invstd
+    return {
+        "bn_apply_act": (3, [x, mean, invstd, gamma, beta, res, np.zeros((rows, c)), rows * c, c, 1, 1]),
+        "bn_grad_sums_act": (c, [dout, x, out, mean, invstd, gamma, beta, np.zeros(c), np.zeros(c), rows, c, 1]),
+        "bn_dx_act": (3, [dout, x, out, mean, invstd, gamma, beta, dbeta, dgamma, np.zeros((rows, c)),
+                          np.zeros((rows, c)), rows * c, c, rows, 1, 1, 1]),
+    }[kernel]
+
+
+def _bn_gelu_args(kernel: str):
+    """The same kernels with GELU (activation 2), no residual."""
+    name = kernel.removesuffix("_gelu")
+    grid, args = _bn_act_args(name)
+    args = list(args)
+    if name == "bn_apply_act":
+        args[-2], args[-1] = 2, 0
+    elif name == "bn_grad_sums_act":
+        args[-1] = 2
+    else:
+        args[-3], args[-1] = 2, 0
+    return grid, args
+
+
 ARGS = {"im2col": _conv_args, "col2im": _conv_args, "bn_stats": _bn_args, "bn_apply": _bn_args,
-        "bn_grad_sums": _bn_args, "bn_dx": _bn_args, "relu_forward": _relu_args, "relu_backward": _relu_args}
+        "bn_grad_sums": _bn_args, "bn_dx": _bn_args, "relu_forward": _relu_args, "relu_backward": _relu_args,
+        "bn_apply_act": _bn_act_args, "bn_grad_sums_act": _bn_act_args, "bn_dx_act": _bn_act_args}
+GELU_ARGS = {f"{name}_gelu": _bn_gelu_args for name in ("bn_apply_act", "bn_grad_sums_act", "bn_dx_act")}
 
 
 def test_every_kernel_has_a_case():
@@ -60,10 +94,10 @@ def test_every_kernel_has_a_case():
 
 @pytest.mark.skipif(COMPILER is None, reason="needs a C++ compiler (g++) to run CUDA sources on the CPU")
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
-@pytest.mark.parametrize("name", sorted(ARGS))
+@pytest.mark.parametrize("name", sorted(ARGS) + sorted(GELU_ARGS))
 def test_the_cuda_source_run_on_the_cpu_computes_what_its_twin_does(name, dtype):
-    kernel = KERNELS[name]
-    grid, args = ARGS[name](name)
+    kernel = KERNELS[name.removesuffix("_gelu")]
+    grid, args = {**ARGS, **GELU_ARGS}[name](name)
     args = [a.astype(dtype) if isinstance(a, np.ndarray) else a for a in args]
     theirs, ours = copy.deepcopy(args), copy.deepcopy(args)
     kernel.twin(*theirs)

@@ -63,6 +63,17 @@ CASES: dict[str, list[Case]] = {
         Case("images, eval", (_r(3, 4, 4, 3), *_bn(3)), {"training": False}),
         Case("features, eval", (_r(5, 4), *_bn(4)), {"training": False}),
     ],
+    "batch_norm_act": [
+        Case("relu, images, training", (_r(4, 5, 3, 6, scale=2) + 1, *_bn(6)),
+             {"training": True, "activation": "relu"}),
+        Case("relu after a residual", (_r(3, 4, 4, 5, scale=2), *_bn(5)),
+             {"training": True, "activation": "relu", "residual": _r(3, 4, 4, 5, seed=7)}),
+        Case("gelu, images, training", (_r(2, 5, 5, 4, scale=2) - 1, *_bn(4)),
+             {"training": True, "activation": "gelu"}),
+        Case("gelu, features, eval", (_r(6, 3, scale=2), *_bn(3)), {"training": False, "activation": "gelu"}),
+        Case("relu after a residual, eval", (_r(2, 3, 3, 4), *_bn(4)),
+             {"training": False, "activation": "relu", "residual": _r(2, 3, 3, 4, seed=8)}),
+    ],
     "max_pool2d": [
         Case("2x2 tiles", (_distinct(2, 6, 8, 3),), {"kernel": 2, "stride": 2}),
         Case("3x3 overlapping, non-square", (_distinct(2, 7, 9, 2),), {"kernel": 3, "stride": 2}),
@@ -126,6 +137,13 @@ def _on(backend, value, dtype):
 
 
 def _close(name: str, got, want, rtol: float, problems: list[str]) -> None:
+    if isinstance(want, tuple):                                  # several input gradients (dx, dresidual)
+        if not isinstance(got, tuple) or len(got) != len(want):
+            problems.append(f"{name}: {type(got).__name__} where the reference gives {len(want)} arrays")
+            return
+        for i, (g, w) in enumerate(zip(got, want, strict=True)):
+            _close(f"{name}[{i}]", g, w, rtol, problems)
+        return
     if got is None or want is None:
         if (got is None) != (want is None):
             problems.append(f"{name}: one side is None")

@@ -28,12 +28,17 @@ def block_weights(W, block: int):
     return wb.reshape(-1, block * block * c_out)
 
 
-def fold_block_gradient(dwb, kernel: tuple[int, int], c_in: int, block: int):
-    """Adjoint of :func:`block_weights`: ``(PH*PW*C_in, B*B*C_out) -> (KH, KW, C_in, C_out)``."""
+def fold_block_gradient(dwb, kernel: tuple[int, int], c_in: int, block: int, out=None):
+    """Adjoint of :func:`block_weights`: ``(PH*PW*C_in, B*B*C_out) -> (KH, KW, C_in, C_out)``,
+    written into ``out`` if given."""
     xp = array_module(dwb)
     kh, kw = kernel
     dwb = dwb.reshape(block + kh - 1, block + kw - 1, c_in, block, block, -1)
-    dW = xp.zeros((kh, kw, c_in, dwb.shape[-1]), dtype=dwb.dtype)
+    if out is None:
+        dW = xp.zeros((kh, kw, c_in, dwb.shape[-1]), dtype=dwb.dtype)
+    else:
+        dW = out
+        dW.fill(0)
     for u in range(block):
         for v in range(block):
             dW += dwb[u:u + kh, v:v + kw, :, u, v, :]

@@ -25,13 +25,14 @@ def tile(v, row_length: int):
     return v if reps == 1 else xp.tile(v, reps)
 
 
-def channel_sums(r, channels: int):
-    """Sum a ``(R, W*C)`` row view over rows and over W: ``(C,)``."""
+def channel_sums(r, channels: int, out=None):
+    """Sum a ``(R, W*C)`` row view over rows and over W: ``(C,)`` (written into ``out`` if given)."""
     total = r.sum(axis=0)                                  # W*C
-    return total.reshape(-1, channels).sum(axis=0)         # C
+    return total.reshape(-1, channels).sum(axis=0, out=out)   # C
 
 
-def channel_products(a, b, channels: int):
-    """Per-channel sum of ``a * b`` for two ``(R, W*C)`` row views, without a temporary array."""
+def channel_products(a, b, channels: int, out=None):
+    """Per-channel sum of ``a * b`` for two ``(R, W*C)`` row views, without a temporary array
+    (written into ``out`` if given)."""
     xp = array_module(a)
-    return xp.einsum("ij,ij->j", a, b).reshape(-1, channels).sum(axis=0)
+    return xp.einsum("ij,ij->j", a, b).reshape(-1, channels).sum(axis=0, out=out)

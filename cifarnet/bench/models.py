@@ -44,6 +44,7 @@ from ..losses import SoftmaxCrossEntropy
 from ..models import build_model, fit_to_data, model_description
 from ..optim import SGD
 from ..training import train_step
+from ..training.plan import TrainingPlan
 from . import machine_description
 
 DEFAULT_BATCH = {"simplecnn": 64, "airbench94": 1024}
@@ -174,34 +175,34 @@ def _timed(fn) -> float:
 def layer_breakdown(runner: CifarnetRunner, repeats: int = 3) -> list[tuple[str, float, float]]:
     """Median forward and backward milliseconds of each top-level layer over ``repeats`` steps,
     training on one thread (``workers=1``, restored afterwards), so that each layer's time is
-    its whole-batch time."""
+    its whole-batch time: the training plan's nodes (:mod:`cifarnet.training.plan`) timed and
+    added up by the top-level layer they belong to (a batch norm fused with the ReLU after it
+    counts for the batch norm's layer)."""
+    plan = TrainingPlan.of(runner.model)
+    step: dict[tuple[str, str], float] = defaultdict(float)
     times: dict[tuple[str, str], list[float]] = defaultdict(list)
     workers, runner.workers = runner.workers, 1
-    layers = runner.model.children
 
-    def timed(fn, key):
-        def run(*args, **kwargs):
-            start = time.perf_counter()
-            out = fn(*args, **kwargs)
-            runner.backend.synchronize()
-            times[key].append(time.perf_counter() - start)
-            return out
-        return run
+    def clock(position: int, direction: str, started: float) -> None:
+        runner.backend.synchronize()
+        step[(plan.owners[position], direction)] += time.perf_counter() - started
 
-    for name, layer in layers.items():                     # instance attributes shadow the methods
-        layer.forward = timed(layer.forward, (name, "fwd"))
-        layer.backward = timed(layer.backward, (name, "bwd"))
+    forward, backward = plan.forward, plan.backward
+    plan.forward = lambda *a, **k: forward(*a, clock=clock, **k)          # instance attributes shadow
+    plan.backward = lambda *a, **k: backward(*a, clock=clock, **k)
     try:
         runner.step()
-        times.clear()
         for _ in range(repeats):
+            step.clear()
             runner.step()
+            for key, seconds in step.items():
+                times[key].append(seconds)
     finally:
         runner.workers = workers
-        for layer in layers.values():
-            del layer.__dict__["forward"], layer.__dict__["backward"]
-    return [(name, 1e3 * statistics.median(times[(name, "fwd")]), 1e3 * statistics.median(times[(name, "bwd")]))
-            for name in layers]
+        del plan.__dict__["forward"], plan.__dict__["backward"]
+    layers = runner.model.children
+    return [(name, 1e3 * statistics.median(times[(name, "fwd")] or [0.0]),
+             1e3 * statistics.median(times[(name, "bwd")] or [0.0])) for name in layers]
 
 
 def timed_run(framework: str, name: str, batch: int, backend: str, steps: int, eval_batches: int,

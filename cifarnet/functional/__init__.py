@@ -8,6 +8,7 @@ op's reference by ``tests/test_variants.py``, with no layer code touched.
 from . import fused  # noqa: F401,E402 - registers the "cupy-fused" variants
 from .activation import gelu, relu
 from .batchnorm import LOCAL, batch_norm
+from .batchnorm_act import batch_norm_act
 from .conv import conv2d
 from .dispatch import OPS, Ctx, Op
 from .dropout import dropout
@@ -17,5 +18,5 @@ from .optim import adam_update, sgd_update
 from .pooling import global_avg_pool, max_pool2d
 from .shortcut import pad_shortcut
 
-__all__ = ["LOCAL", "OPS", "Ctx", "Op", "adam_update", "batch_norm", "conv2d", "dropout", "gelu",
+__all__ = ["LOCAL", "OPS", "Ctx", "Op", "adam_update", "batch_norm", "batch_norm_act", "conv2d", "dropout", "gelu",
            "global_avg_pool", "linear", "max_pool2d", "pad_shortcut", "relu", "sgd_update", "softmax_cross_entropy"]

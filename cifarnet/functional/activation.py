@@ -8,6 +8,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..backend import array_module
+from ..kernels.gelu_form import GELU_A, GELU_C
 from .dispatch import Op
 
 relu = Op("relu")
@@ -27,8 +28,6 @@ class ReluReference:
 
 gelu = Op("gelu")
 
-GELU_C = 0.7978845608028654      # sqrt(2 / pi)
-GELU_A = 0.044715
 
 
 @gelu.reference

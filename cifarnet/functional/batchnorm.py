@@ -4,7 +4,8 @@
 keep=True) -> (out, ctx)``. Training normalises with the batch's mean and biased variance and
 updates the running statistics in place (``running = (1 - momentum) * running + momentum *
 batch``, the variance unbiased, as PyTorch); eval mode uses the running statistics only.
-``backward(ctx, dout) -> (dx, {"gamma": dgamma, "beta": dbeta})``.
+``backward(ctx, dout, grads_out=None) -> (dx, {"gamma": dgamma, "beta": dbeta})`` (``grads_out``: see
+:mod:`cifarnet.functional.destination`).
 
 The batch may be split between threads (data-parallel training): ``reducer.sum(*values)`` then
 adds each per-channel sum over all parts, so every part is normalised with the whole batch's
@@ -21,6 +22,7 @@ from ..arrays.rows import channel_products, channel_sums, rows, tile
 from ..backend import array_module
 from ..comm import LOCAL
 from ..errors import InvalidValue
+from .destination import sum_into, target
 from .dispatch import Op
 
 batch_norm = Op("batch_norm")
@@ -79,10 +81,11 @@ class BatchNormReference:
         return out, ((xhat, invstd, m, gamma, reducer) if keep else None)
 
     @staticmethod
-    def backward(saved, dout):
+    def backward(saved, dout, grads_out=None):
         xhat, invstd, m, gamma, reducer = saved
         axes = tuple(range(dout.ndim - 1))
-        dbeta, dgamma = dout.sum(axis=axes), (dout * xhat).sum(axis=axes)
+        dbeta = sum_into(dout, axes, target(grads_out, "beta"))
+        dgamma = sum_into(dout * xhat, axes, target(grads_out, "gamma"))
         grads = {"gamma": dgamma, "beta": dbeta}
         if m is None:
             return dout * (gamma * invstd), grads
@@ -127,14 +130,15 @@ class BatchNormNumpy:
         return out.reshape(x.shape), (saved if keep else None)
 
     @staticmethod
-    def backward(saved, dout):
+    def backward(saved, dout, grads_out=None):
         kept, invstd, m, gamma, running_mean, reducer = saved
         c = gamma.shape[0]
         d = rows(np.ascontiguousarray(dout))                   # R, W*C
         width = d.shape[1]
         centred = kept if m is not None else kept - tile(running_mean, width)
-        dbeta = channel_sums(d, c)
-        dgamma = channel_products(d, centred, c) * invstd      # sum(dout * xhat)
+        dbeta = channel_sums(d, c, out=target(grads_out, "beta"))
+        dgamma = channel_products(d, centred, c, out=target(grads_out, "gamma"))
+        dgamma *= invstd                                       # sum(dout * xhat)
         grads = {"gamma": dgamma, "beta": dbeta}               # this part's share
         scale = gamma * invstd                                 # C
         if m is None:

@@ -8,7 +8,8 @@ Shapes:
 computes ``relu?(correlate(pad(x), W) + b + residual)``; the residual and ReLU serve inference
 (with ``keep=False``), where they are applied while each output is in cache. ``backward(ctx, dout,
 need_dx=True) -> (dx, {"W": dW, "b": db})``; with ``need_dx=False`` (a network's first layer) the
-input gradient, the most expensive product, is skipped and ``dx`` is None.
+input gradient, the most expensive product, is skipped and ``dx`` is None; ``grads_out`` (name ->
+array) receives the parameter gradients in place (:mod:`cifarnet.functional.destination`).
 """
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from ..arrays.blocks import block_weights, fold_block_gradient, to_blocks, write
 from ..arrays.rows import channel_sums, rows, tile
 from ..arrays.windows import add_windows, gather_patches, padded_chunks, unpad_hw
 from ..backend import array_module
+from .destination import product_into, sum_into, target
 from .dispatch import Op
 
 conv2d = Op("conv2d")
@@ -58,14 +60,14 @@ class Conv2dReference:
         return out, ((cols, x_pad.shape, W, b is not None, stride, padding) if keep else None)
 
     @staticmethod
-    def backward(saved, dout, need_dx: bool = True):
+    def backward(saved, dout, need_dx: bool = True, grads_out=None):
         cols, pad_shape, W, has_bias, stride, padding = saved
         kh, kw, c_in, c_out = W.shape
         n, ho, wo, _ = dout.shape
         d = dout.reshape(-1, c_out)                                       # N*Ho*Wo, C_out
-        grads = {"W": (cols.T @ d).reshape(W.shape)}
+        grads = {"W": product_into(cols.T, d, target(grads_out, "W"), W.shape)}
         if has_bias:
-            grads["b"] = d.sum(axis=0)
+            grads["b"] = sum_into(d, 0, target(grads_out, "b"))
         if not need_dx:
             return None, grads
         dcols = (d @ W.reshape(-1, c_out).T).reshape(n, ho, wo, kh, kw, c_in)
@@ -169,7 +171,7 @@ class Conv2dNumpy:
         return out, saved
 
     @staticmethod
-    def backward(saved, dout, need_dx: bool = True):
+    def backward(saved, dout, need_dx: bool = True, grads_out=None):
         x, W, has_bias, stride, p, blk, block, chunk = saved
         kh, kw, c_in, c_out = W.shape
         n, ho, wo, _ = dout.shape
@@ -187,14 +189,16 @@ class Conv2dNumpy:
         per_chunk = images_per_chunk(n, per_image, chunk)
         dx = np.empty(x.shape, dtype=dout.dtype) if need_dx else None
         d_chunks = padded_chunks(dout, (kh - 1 - p, kw - 1 - p) if flipped else (0, 0), per_chunk)
-        dw_rows = None
+        dW = target(grads_out, "W")
+        dw_rows = None                 # the weight gradient as rows (in dW's memory when it is given, unblocked)
         for (start, stop, x_pad), (_, _, d_part) in zip(padded_chunks(x, (p, p), per_chunk), d_chunks, strict=True):
             cols, _ = gather_patches(x_pad, *patch)                # rows, PH*PW*C_in
-            part = cols.T @ to_blocks(dout[start:stop], blk)
+            blocks = to_blocks(dout[start:stop], blk)
             if dw_rows is None:
-                dw_rows = part
+                into = dW.reshape(cols.shape[1], -1) if dW is not None and blk == 1 else None
+                dw_rows = np.matmul(cols.T, blocks, out=into)
             else:
-                dw_rows += part
+                dw_rows += cols.T @ blocks
             del cols
             if dx is None:
                 continue
@@ -204,7 +208,10 @@ class Conv2dNumpy:
                 m = stop - start
                 dcols = (d_part.reshape(-1, c_out) @ W.reshape(-1, c_out).T).reshape(m, ho, wo, kh, kw, -1)
                 dx[start:stop] = unpad_hw(add_windows(dcols, x_pad.shape, stride), p)
-        grads = {"W": dw_rows.reshape(W.shape) if blk == 1 else fold_block_gradient(dw_rows, (kh, kw), c_in, blk)}
+        if blk == 1:
+            grads = {"W": dw_rows.reshape(W.shape) if dW is None else dW}
+        else:
+            grads = {"W": fold_block_gradient(dw_rows, (kh, kw), c_in, blk, out=dW)}
         if has_bias:
-            grads["b"] = channel_sums(rows(np.ascontiguousarray(dout)), c_out)
+            grads["b"] = channel_sums(rows(np.ascontiguousarray(dout)), c_out, out=target(grads_out, "b"))
         return dx, grads

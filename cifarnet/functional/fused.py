@@ -25,6 +25,7 @@ from ..kernels.windows import col2im, im2col
 from .activation import relu
 from .batchnorm import _check, batch_norm
 from .conv import _inference_only, conv2d
+from .destination import product_into, sum_into, target
 from .dispatch import FUSED
 
 
@@ -51,15 +52,15 @@ class Conv2dFused:
         return out, ((cols, x.shape, W, b is not None, stride, padding) if keep else None)
 
     @staticmethod
-    def backward(saved, dout, need_dx: bool = True):
+    def backward(saved, dout, need_dx: bool = True, grads_out=None):
         cols, (n, h, w, c), W, has_bias, stride, padding = saved
         xp = array_module(dout)
         kh, kw, _, c_out = W.shape
         _, ho, wo, _ = dout.shape
         d = xp.ascontiguousarray(dout).reshape(-1, c_out)                     # N*Ho*Wo, C_out
-        grads = {"W": (cols.T @ d).reshape(W.shape)}
+        grads = {"W": product_into(cols.T, d, target(grads_out, "W"), W.shape)}
         if has_bias:
-            grads["b"] = d.sum(axis=0)
+            grads["b"] = sum_into(d, 0, target(grads_out, "b"))
         if not need_dx:
             return None, grads
         dcols = d @ W.reshape(-1, c_out).T                                     # N*Ho*Wo, KH*KW*C_in
@@ -93,12 +94,14 @@ class BatchNormFused:
         return out, ((x, mean, invstd, gamma, training, rows) if keep else None)
 
     @staticmethod
-    def backward(saved, dout):
+    def backward(saved, dout, grads_out=None):
         x, mean, invstd, gamma, training, rows = saved
         xp = array_module(dout)
         dout = xp.ascontiguousarray(dout)
         c = gamma.shape[0]
-        dbeta, dgamma = xp.empty(c, dtype=dout.dtype), xp.empty(c, dtype=dout.dtype)
+        dbeta, dgamma = target(grads_out, "beta"), target(grads_out, "gamma")
+        dbeta = xp.empty(c, dtype=dout.dtype) if dbeta is None else dbeta
+        dgamma = xp.empty(c, dtype=dout.dtype) if dgamma is None else dgamma
         bn.bn_grad_sums(xp, c, dout, x, mean, invstd, dbeta, dgamma, rows, c)
         if not training:
             return dout * (gamma * invstd), {"gamma": dgamma, "beta": dbeta}

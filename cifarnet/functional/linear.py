@@ -2,11 +2,13 @@
 
 Shapes: x ``(N, D_in)``;  W ``(D_in, D_out)``;  b ``(D_out,)`` or None;  out ``(N, D_out)``.
 ``forward(x, W, b, relu=False, keep=True) -> (out, ctx)`` (the ReLU serves inference, with
-``keep=False``); ``backward(ctx, dout, need_dx=True) -> (dx, {"W": dW, "b": db})``.
+``keep=False``); ``backward(ctx, dout, need_dx=True, grads_out=None) -> (dx, {"W": dW, "b": db})`` (``grads_out``: see
+:mod:`cifarnet.functional.destination`).
 """
 from __future__ import annotations
 
 from ..backend import array_module
+from .destination import product_into, sum_into, target
 from .dispatch import Op
 
 linear = Op("linear")
@@ -28,9 +30,9 @@ class LinearReference:
         return out, ((x, W, b is not None) if keep else None)
 
     @staticmethod
-    def backward(saved, dout, need_dx: bool = True):
+    def backward(saved, dout, need_dx: bool = True, grads_out=None):
         x, W, has_bias = saved
-        grads = {"W": x.T @ dout}
+        grads = {"W": product_into(x.T, dout, target(grads_out, "W"), W.shape)}
         if has_bias:
-            grads["b"] = dout.sum(axis=0)
+            grads["b"] = sum_into(dout, 0, target(grads_out, "b"))
         return (dout @ W.T if need_dx else None), grads

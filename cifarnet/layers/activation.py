@@ -55,6 +55,8 @@ def _scalar(value: float):
 
 
 register_kind(Kind("relu", ReLU, role="activation", infer=lambda node, args: relu.forward(args[0], keep=False)[0],
-                   onnx=onnx_relu))
+                   onnx=onnx_relu, train_forward=lambda node, args, mode: relu.forward(args[0], keep=mode.keep),
+                   train_backward=lambda node, ctx, dout, need_dx, into, reuse=False: (
+                       [relu.backward(ctx, dout)[0]], {})))
 register_kind(Kind("gelu", GELU, role="activation", infer=lambda node, args: gelu.forward(args[0], keep=False)[0],
                    onnx=onnx_gelu))

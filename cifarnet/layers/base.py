@@ -250,10 +250,19 @@ def within(into: Mapping[str, Any] | None, name: str) -> Mapping[str, Any] | Non
     return None if into is None else Within(into, name)
 
 
-def deliver(grads: Mapping[str, Any], into: Mapping[str, Any] | None) -> Mapping[str, Any]:
-    """A leaf layer's gradients as its ``backward`` returns them: as they are, or written into ``into``."""
+GRADIENT_COPIES: dict[str, int] = {}     # layer kind -> gradients copied into ``into`` (tests read it)
+
+
+def deliver(grads: Mapping[str, Any], into: Mapping[str, Any] | None, kind: str = "?") -> Mapping[str, Any]:
+    """A leaf layer's gradients as its ``backward`` returns them: as they are, or in ``into``. The ops
+    write into ``into``'s arrays themselves (``grads_out``, :mod:`cifarnet.functional.destination`), so
+    a gradient that already is ``into``'s array is handed on; any other is copied in and counted in
+    :data:`GRADIENT_COPIES` under the layer's ``kind``."""
     if into is None:
         return grads
     for key, value in grads.items():
-        into[key][...] = value
+        destination = into[key]
+        if value is not destination:
+            destination[...] = value
+            GRADIENT_COPIES[kind] = GRADIENT_COPIES.get(kind, 0) + 1
     return into

@@ -8,7 +8,7 @@ import numpy as np
 
 from ..backend import to_numpy
 from ..errors import InvalidValue
-from ..functional import batch_norm
+from ..functional import batch_norm, batch_norm_act
 from ..functional.batchnorm import fold
 from .base import EVAL, Layer, Mode, Shape, deliver
 from .kinds import Kind, register_kind
@@ -58,8 +58,8 @@ class BatchNorm(Layer):
                                   reducer=mode.reducer, keep=mode.keep)
 
     def backward(self, ctx, dout, need_dx: bool = True, into=None):
-        dx, grads = batch_norm.backward(ctx, dout)
-        return dx, deliver({key: grads[key] for key in self.params}, into)
+        dx, grads = batch_norm.backward(ctx, dout, grads_out=into)
+        return dx, deliver({key: grads[key] for key in self.params}, into, self.kind)
 
     def folded(self):
         """``(scale, shift)``, each ``(C,)``: eval mode computes ``x * scale + shift``."""
@@ -80,4 +80,29 @@ def onnx_batchnorm(g, node, args, out, ranks) -> int:
     return ranks[0]
 
 
-register_kind(Kind("batchnorm", BatchNorm, role="norm", onnx=onnx_batchnorm))
+def train_forward(node, args, mode: Mode):
+    """A batch norm node of the training plan: the layer's forward, or, fused with the activation
+    (and residual addition) after it, :data:`cifarnet.functional.batch_norm_act`."""
+    layer, a = node.layer, node.attrs
+    if not a:
+        return layer.forward(args[0], mode)
+    p, b = layer.params, layer.buffers
+    return batch_norm_act.forward(args[0], layer.gamma, p["beta"], b["running_mean"], b["running_var"],
+                                  activation=a["activation"], training=mode.training, momentum=layer.momentum,
+                                  eps=layer.eps, reducer=mode.reducer,
+                                  residual=args[1] if a["residual"] else None, keep=mode.keep,
+                                  overwrite_input=a.get("overwrite_input", False))
+
+
+def train_backward(node, ctx, dout, need_dx: bool, into, reuse: bool = False):
+    layer = node.layer
+    if not node.attrs:
+        dx, grads = layer.backward(ctx, dout, need_dx=need_dx, into=into)
+        return [dx], grads
+    dx, grads = batch_norm_act.backward(ctx, dout, grads_out=into, reuse=reuse)
+    grads = deliver({key: grads[key] for key in layer.params}, into, layer.kind)
+    return (list(dx) if node.attrs["residual"] else [dx]), grads
+
+
+register_kind(Kind("batchnorm", BatchNorm, role="norm", onnx=onnx_batchnorm, train_forward=train_forward,
+                   train_backward=train_backward))

@@ -61,8 +61,8 @@ class Conv2d(Layer):
                               keep=mode.keep)
 
     def backward(self, ctx, dout, need_dx: bool = True, into=None):
-        dx, grads = conv2d.backward(ctx, dout, need_dx=need_dx)
-        return dx, deliver(grads, into)
+        dx, grads = conv2d.backward(ctx, dout, need_dx=need_dx, grads_out=into)
+        return dx, deliver(grads, into, self.kind)
 
     def extra_repr(self) -> str:
         return (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
@@ -96,4 +96,4 @@ def onnx_conv(g, node, args, out, ranks) -> int:
 
 
 register_kind(Kind("conv", Conv2d, weighted=True, role="folds_norm", takes_residual=True,
-                   infer=infer_conv, onnx=onnx_conv))
+                   infer=infer_conv, onnx=onnx_conv, output_free=True))

@@ -52,10 +52,11 @@ class Dropout(Layer):
         return (dout, {}) if ctx is _IDENTITY else dropout.backward(ctx, dout)
 
     def trace(self, graph, value: int) -> int:
-        return value                              # the identity at inference
+        """A node in a training trace; the identity at inference (no node)."""
+        return graph.add(self, [value]) if getattr(graph, "training", False) else value
 
     def extra_repr(self) -> str:
         return f"rate={self.rate}"
 
 
-register_kind(Kind("dropout", Dropout))         # traced as the identity: never a node
+register_kind(Kind("dropout", Dropout))         # a node only when traced for training

@@ -15,12 +15,20 @@ module), holding:
 * ``takes_residual``: a ``folds_norm`` kind whose folded node also adds a residual input;
 * ``infer``: the inference rule, ``(node, inputs) -> output`` (None: the layer's eval-mode
   forward with nothing kept);
+* ``train_forward``, ``train_backward``: the training rules of a node of the training plan
+  (:mod:`cifarnet.training.plan`): ``(node, inputs, mode) -> (output, ctx)`` and ``(node, ctx, dout,
+  need_dx, into, reuse) -> (input gradients, one per input, each None where not needed; parameter
+  gradients)``, ``reuse`` saying that nothing else reads ``dout`` or the context (the rule may
+  write into them); None: the layer's own ``forward`` and ``backward`` (an op node must have them;
+  a fused node's layer kind must understand its ``attrs``);
+* ``output_free``: a node of this kind keeps nothing of its output for its backward (a convolution
+  keeps its input), so the output's only reader may overwrite it (``attrs["overwrite_input"]``);
 * ``onnx``: the export rule, ``(builder, node, input names, output name, input ranks) -> output
   rank``, writing the node's ONNX nodes through :class:`cifarnet.export`'s builder (``const``,
   ``node``); None: the kind cannot be exported.
 
-The builder, the fusion pass, the inference plan and the ONNX export read these records and name
-no kind themselves, so a new kind is added in one place.
+The builder, the fusion passes, the inference and training plans and the ONNX export read these
+records and name no kind themselves, so a new kind is added in one place.
 """
 from __future__ import annotations
 
@@ -44,6 +52,9 @@ class Kind:
     takes_residual: bool = False
     infer: Callable[..., Any] | None = None
     onnx: Callable[..., int] | None = None
+    train_forward: Callable[..., Any] | None = None
+    train_backward: Callable[..., Any] | None = None
+    output_free: bool = False
 
     def __post_init__(self):
         if self.role not in ROLES:

@@ -46,8 +46,8 @@ class Linear(Layer):
         return linear.forward(x, self.params["W"], self.params.get("b"), keep=mode.keep)
 
     def backward(self, ctx, dout, need_dx: bool = True, into=None):
-        dx, grads = linear.backward(ctx, dout, need_dx=need_dx)
-        return dx, deliver(grads, into)
+        dx, grads = linear.backward(ctx, dout, need_dx=need_dx, grads_out=into)
+        return dx, deliver(grads, into, self.kind)
 
     def extra_repr(self) -> str:
         return f"{self.in_features}, {self.out_features}, bias={'b' in self.params}"
@@ -69,4 +69,5 @@ def onnx_linear(g, node, args, out, ranks) -> int:
     return 2
 
 
-register_kind(Kind("linear", Linear, weighted=True, role="folds_norm", infer=infer_linear, onnx=onnx_linear))
+register_kind(Kind("linear", Linear, weighted=True, role="folds_norm", infer=infer_linear, onnx=onnx_linear,
+                   output_free=True))

@@ -132,7 +132,14 @@ def onnx_pad_shortcut(g, node, args, out, ranks) -> int:
 
 
 register_kind(Kind("basic_block", BasicBlock, weighted=True))     # a container: traced into the kinds below
-register_kind(Kind("add", role="add", infer=lambda node, args: args[0] + args[1], onnx=onnx_add))
-register_kind(Kind("pad_shortcut", onnx=onnx_pad_shortcut,
-                   infer=lambda node, args: pad_shortcut.forward(args[0], stride=node.attrs["stride"],
-                                                                 channels=node.attrs["channels"], keep=False)[0]))
+def _pad(node, x, keep: bool):
+    return pad_shortcut.forward(x, stride=node.attrs["stride"], channels=node.attrs["channels"], keep=keep)
+
+
+register_kind(Kind("add", role="add", infer=lambda node, args: args[0] + args[1], onnx=onnx_add,
+                   train_forward=lambda node, args, mode: (args[0] + args[1], None),
+                   train_backward=lambda node, ctx, dout, need_dx, into, reuse=False: ([dout, dout], {})))
+register_kind(Kind("pad_shortcut", onnx=onnx_pad_shortcut, infer=lambda node, args: _pad(node, args[0], False)[0],
+                   train_forward=lambda node, args, mode: _pad(node, args[0], mode.keep),
+                   train_backward=lambda node, ctx, dout, need_dx, into, reuse=False: (
+                       [pad_shortcut.backward(ctx, dout)[0] if need_dx else None], {})))

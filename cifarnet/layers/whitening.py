@@ -18,6 +18,7 @@ from ..arrays.windows import output_size
 from ..backend import backend_of, to_numpy
 from ..errors import InvalidValue
 from ..functional import conv2d
+from ..functional.destination import sum_into, target
 from .base import EVAL, Layer, Mode, Shape, deliver
 from .conv import infer_conv, onnx_conv
 from .kinds import Kind, register_kind
@@ -96,9 +97,9 @@ class Whitening(Layer):
         """The bias gradient (the filters do not train), and the input gradient if asked for; as the
         first layer it is not, and the bias gradient is a sum over the batch's pixels."""
         if not need_dx:
-            return None, deliver({"b": dout.sum(axis=(0, 1, 2))}, into)
-        dx, grads = conv2d.backward(ctx, dout, need_dx=True)
-        return dx, deliver({"b": grads["b"]}, into)
+            return None, deliver({"b": sum_into(dout, (0, 1, 2), target(into, "b"))}, into, self.kind)
+        dx, grads = conv2d.backward(ctx, dout, need_dx=True, grads_out=None if into is None else {"b": into["b"]})
+        return dx, deliver({"b": grads["b"]}, into, self.kind)
 
     def extra_repr(self) -> str:
         return f"{self.in_channels}, {self.out_channels}, kernel_size={self.k}, eps={self.eps}"

@@ -15,6 +15,7 @@ from ..losses import SoftmaxCrossEntropy
 from ..optim import Optimizer
 from ..parallel import ThreadGroup, fork_generators, part_edges, parts_for, run_parts
 from ..store import FlatStore
+from .plan import TrainingPlan
 
 
 @dataclass
@@ -55,7 +56,9 @@ def forward_backward(model, loss_fn: SoftmaxCrossEntropy, x, y, workers: int | N
                      mode: Mode = TRAIN, group: ThreadGroup | None = None, comm: Communicator = LOCAL,
                      total: int | None = None) -> StepResult:
     """Forward, loss and backward on one batch; the images get no gradient. The gradients are
-    written into the model's flat store (``model.store.grads``).
+    written into the model's flat store (``model.store.grads``). The model runs as its training
+    plan (:class:`cifarnet.training.plan.TrainingPlan`: traced once, batch norm fused with the
+    activation after it), which computes what ``model.forward`` and ``model.backward`` do.
 
     With NumPy, the batch is split between ``workers`` threads (:mod:`cifarnet.parallel`; None:
     one per core) when it is large enough: each part runs the same model with its own contexts
@@ -80,10 +83,11 @@ def forward_backward(model, loss_fn: SoftmaxCrossEntropy, x, y, workers: int | N
     store = FlatStore.of(model)
     parts = parts_for(n, workers, array_module(x))
     scale = None if total is None or total == n else n / total
+    plan = TrainingPlan.of(model)
     if parts < 2 and comm.size == 1:
-        logits, ctx = model.forward(x, mode)
+        logits, tape = plan.forward(x, mode)
         loss, loss_ctx = loss_fn.forward(logits, y)
-        model.backward(ctx, loss_fn.backward(loss_ctx, scale), need_dx=False, into=store.grad_views)
+        plan.backward(tape, loss_fn.backward(loss_ctx, scale), into=store.grad_views)
         return StepResult(loss, logits, store.grad_views)
     edges = part_edges(n, parts)
     if group is None or group.size != parts:                  # e.g. a last, smaller batch
@@ -91,15 +95,15 @@ def forward_backward(model, loss_fn: SoftmaxCrossEntropy, x, y, workers: int | N
     members = [group.member(rank) for rank in range(parts)]
     forks = fork_generators(model, comm.size * parts, first=comm.rank * parts, count=parts)
     modes = [mode.part(member, generators) for member, generators in zip(members, forks, strict=True)]
-    forwards = run_parts([partial(model.forward, x[a:b], m) for (a, b), m in zip(edges, modes, strict=True)],
+    forwards = run_parts([partial(plan.forward, x[a:b], m) for (a, b), m in zip(edges, modes, strict=True)],
                          on_error=group.abort)
     logits = array_module(x).concatenate([out for out, _ in forwards])
     loss, loss_ctx = loss_fn.forward(logits, y)
     dlogits = loss_fn.backward(loss_ctx, scale)
 
-    def backward(rank: int, ctx, a: int, b: int) -> None:
+    def backward(rank: int, tape, a: int, b: int) -> None:
         buffer, views = store.part_grads(parts)[rank]
-        model.backward(ctx, dlogits[a:b], need_dx=False, into=views)
+        plan.backward(tape, dlogits[a:b], into=views)
         members[rank].allreduce(buffer)                # every part's buffer now holds the sum
 
     run_parts([partial(backward, rank, ctx, a, b) for rank, ((a, b), (_, ctx)) in enumerate(zip(edges, forwards,

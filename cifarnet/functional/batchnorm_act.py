@@ -1,0 +1,246 @@
+"""Batch norm, then an optional residual addition, then an activation: one op, fused.
+
+``forward(x, gamma, beta, running_mean, running_var, *, activation, training, momentum=0.1,
+eps=1e-5, reducer=LOCAL, residual=None, keep=True) -> (out, ctx)`` computes
+``activation(batch_norm(x) + residual)`` (``activation``: ``"relu"`` or ``"gelu"``; a residual only
+before a ReLU, as in a residual block's ``relu(bn2(conv2(h)) + shortcut)``); batch norm's
+arguments and running update are :data:`cifarnet.functional.batch_norm`'s.
+``backward(ctx, dout, grads_out=None, reuse=False) -> (dx, {"gamma": dgamma, "beta": dbeta})``, with
+``dx`` the pair ``(dx, dresidual)`` when the forward took a residual.
+
+Two permissions let a variant work in place (the training plan gives them where it knows nothing
+else reads the memory; the reference and the fused kernels ignore them): ``overwrite_input``, the
+forward may write into ``x``; ``reuse``, the backward may write into ``dout`` and into what the
+forward kept, so the context serves one backward only.
+
+It is what the training plan (:mod:`cifarnet.training.plan`) runs for a batch norm whose only
+reader is an activation: the NumPy variant normalises, adds and activates in one output array and
+keeps no mask (ReLU's derivative is read from the output); the ``"cupy-fused"`` variant takes two
+launches each way (:mod:`cifarnet.kernels.batchnorm_act`) instead of four or five forward and three
+backward.
+
+Shapes: x, residual, out: ``(N, ..., C)``;  gamma, beta, running_mean, running_var: ``(C,)``
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from ..arrays.rows import channel_sums, rows, tile
+from ..backend import array_module
+from ..comm import LOCAL
+from ..errors import InvalidValue
+from ..kernels import batchnorm as bn
+from ..kernels import batchnorm_act as kernels
+from .activation import GeluNumpy, GeluReference, ReluReference
+from .batchnorm import BatchNormReference, _check, _update_running
+from .destination import target
+from .dispatch import FUSED, Op
+
+batch_norm_act = Op("batch_norm_act")
+ACTIVATIONS = ("relu", "gelu")
+CHUNK_BYTES = 1 << 20      # the NumPy variant's row blocks: a few passes over one stay in a core's L2 cache
+
+
+def _check_activation(activation: str, residual) -> None:
+    if activation not in ACTIVATIONS:
+        raise ValueError(f"batch_norm_act: activation must be one of {ACTIVATIONS}, got {activation!r}")
+    if residual is not None and activation != "relu":
+        raise ValueError("batch_norm_act: a residual is added before a ReLU only")
+
+
+def _result(dx, d, has_residual: bool):
+    return (dx, d) if has_residual else dx
+
+
+@batch_norm_act.reference
+class BatchNormActReference:
+    """The ops one after another: batch norm's reference, the addition, the activation's reference."""
+
+    @staticmethod
+    def forward(x, gamma, beta, running_mean, running_var, *, activation: str, training: bool,
+                momentum: float = 0.1, eps: float = 1e-5, reducer=LOCAL, residual=None, keep: bool = True,
+                overwrite_input: bool = False):
+        _check_activation(activation, residual)
+        y, bn_saved = BatchNormReference.forward(x, gamma, beta, running_mean, running_var, training=training,
+                                                 momentum=momentum, eps=eps, reducer=reducer, keep=keep)
+        if residual is not None:
+            y = y + residual
+        act = ReluReference if activation == "relu" else GeluReference
+        out, act_saved = act.forward(y, keep=keep)
+        return out, ((bn_saved, act, act_saved, residual is not None) if keep else None)
+
+    @staticmethod
+    def backward(saved, dout, grads_out=None, reuse: bool = False):
+        bn_saved, act, act_saved, has_residual = saved
+        d, _ = act.backward(act_saved, dout)
+        dx, grads = BatchNormReference.backward(bn_saved, d, grads_out)
+        return _result(dx, d, has_residual), grads
+
+
+def row_spans(n_rows: int, row_bytes: int, chunk_bytes: int) -> list[tuple[int, int]]:
+    """``(start, stop)`` of consecutive row blocks of about ``chunk_bytes`` each (at least one row)."""
+    step = max(1, chunk_bytes // max(1, row_bytes))
+    return [(a, min(n_rows, a + step)) for a in range(0, n_rows, step)]
+
+
+@batch_norm_act.implementation("numpy")
+class BatchNormActNumpy:
+    """Batch norm, addition and activation on ``(N*H, W*C)`` row views (:mod:`cifarnet.arrays.rows`),
+    a block of rows of about ``chunk_bytes`` (default :data:`CHUNK_BYTES`) at a time, so that the
+    passes after a block's first read find it in cache: memory is read about three times and
+    written twice each way, where the ops apart read it six to ten times.
+
+    Forward: the channel sums; per block, the centred input (in the input's memory with
+    ``overwrite_input``) and its squares; per block, scale, shift, residual and activation into the
+    output. It keeps the centred input and, for ReLU, the output (its derivative is read there: no
+    mask; the next layer keeps that output anyway). Backward: per block, ``dout`` through the
+    activation (into ``dout``'s memory with ``reuse``) and the two gradient sums; per block, the
+    input gradient ``scale (d - dbeta/m - xhat dgamma/m)`` as
+    ``centred * (-scale invstd dgamma/m) - scale dbeta/m + scale d``, in the centred input's memory
+    with ``reuse``. GELU keeps its input and ``tanh`` as its own variant does (whole arrays)."""
+
+    @staticmethod
+    def forward(x, gamma, beta, running_mean, running_var, *, activation: str, training: bool,
+                momentum: float = 0.1, eps: float = 1e-5, reducer=LOCAL, residual=None, keep: bool = True,
+                overwrite_input: bool = False, chunk_bytes: int | None = None):
+        _check_activation(activation, residual)
+        _check(x, gamma)
+        c = gamma.shape[0]
+        contiguous = np.ascontiguousarray(x)
+        r = rows(contiguous)                                   # R, W*C
+        width = r.shape[1]
+        spans = row_spans(r.shape[0], width * r.itemsize, chunk_bytes or CHUNK_BYTES)
+        res = None if residual is None else rows(np.ascontiguousarray(residual))
+        if training:
+            sums, m = reducer.sum(channel_sums(r, c), x.size // c)
+            _check(x, gamma, m)
+            mean = sums / m
+            mean_row = tile(mean, width)
+            mine = overwrite_input or contiguous is not x      # memory this call may write into
+            centred = r if mine else np.empty_like(r)
+            square_row = np.zeros(width, dtype=r.dtype)
+            for a, b in spans:
+                block = np.subtract(r[a:b], mean_row, out=centred[a:b])
+                square_row += np.einsum("ij,ij->j", block, block)
+            (squares,) = reducer.sum(square_row.reshape(-1, c).sum(axis=0))
+            var = squares / m
+            invstd = 1.0 / np.sqrt(var + eps)
+            if reducer.leader:
+                _update_running(running_mean, running_var, mean, var, m, momentum)
+            scale = gamma * invstd
+            source, shift, kept, recentre = centred, beta, centred, None
+        else:
+            m = None
+            invstd = 1.0 / np.sqrt(running_var + eps)
+            scale = gamma * invstd
+            source, shift, kept, recentre = r, beta - running_mean * scale, r, running_mean
+        scale_row, shift_row = tile(scale, width), tile(shift, width)
+        out = np.empty_like(source)
+        relu = activation == "relu"
+        for a, b in spans:
+            block = np.multiply(source[a:b], scale_row, out=out[a:b])
+            block += shift_row
+            if res is not None:
+                block += res[a:b]
+            if relu:
+                np.maximum(block, block.dtype.type(0), out=block)
+        if relu:
+            act_saved, result = out, out
+        else:
+            result, act_saved = GeluNumpy.forward(out, keep=keep)
+        saved = (kept, recentre, invstd, m, gamma, reducer, activation, act_saved, res is not None, spans)
+        return result.reshape(x.shape), (saved if keep else None)
+
+    @staticmethod
+    def backward(saved, dout, grads_out=None, reuse: bool = False):
+        kept, recentre, invstd, m, gamma, reducer, activation, act_saved, has_residual, spans = saved
+        c = gamma.shape[0]
+        shape = dout.shape
+        contiguous = np.ascontiguousarray(dout)
+        g = rows(contiguous)
+        width = g.shape[1]
+        if activation == "relu":                               # d: dout's memory (if reused) or new
+            d = g if reuse or contiguous is not dout else np.empty_like(g)
+        else:
+            d = GeluNumpy.backward(act_saved, g)[0]            # a new array (rows)
+        beta_row, gamma_row = np.zeros(width, dtype=g.dtype), np.zeros(width, dtype=g.dtype)
+        for a, b in spans:
+            block = d[a:b]
+            if activation == "relu":
+                np.multiply(g[a:b], act_saved[a:b] > 0, out=block)
+            centred = kept[a:b] if recentre is None else kept[a:b] - tile(recentre, width)
+            beta_row += block.sum(axis=0)
+            gamma_row += np.einsum("ij,ij->j", block, centred)
+        dbeta = beta_row.reshape(-1, c).sum(axis=0, out=target(grads_out, "beta"))
+        dgamma = gamma_row.reshape(-1, c).sum(axis=0, out=target(grads_out, "gamma"))
+        dgamma *= invstd                                       # sum(dout * xhat), this part's share
+        grads = {"gamma": dgamma, "beta": dbeta}
+        scale = gamma * invstd
+        dres = d.reshape(shape) if has_residual else None
+        if m is None:                                          # eval mode: the statistics are constants
+            dx = np.multiply(d, tile(scale, width), out=None if has_residual else d)
+            return _result(dx.reshape(shape), dres, has_residual), grads
+        dbeta_all, dgamma_all = reducer.sum(dbeta, dgamma)     # over the whole batch
+        b_row, c_row = tile(-scale * invstd * dgamma_all / m, width), tile(-scale * dbeta_all / m, width)
+        a_row = tile(scale, width)
+        dx = kept if reuse else np.empty_like(kept)
+        for a, b in spans:
+            block = np.multiply(kept[a:b], b_row, out=dx[a:b])
+            block += c_row
+            if has_residual:                                   # d is the residual's gradient: kept as it is
+                block += d[a:b] * a_row
+            else:
+                part = d[a:b]
+                part *= a_row
+                block += part
+        return _result(dx.reshape(shape), dres, has_residual), grads
+
+
+@batch_norm_act.implementation(FUSED)
+class BatchNormActFused:
+    """``bn_stats`` and ``bn_apply_act`` forward, ``bn_grad_sums_act`` and ``bn_dx_act`` backward
+    (:mod:`cifarnet.kernels.batchnorm_act`); one device's batch only, as the fused batch norm."""
+
+    @staticmethod
+    def forward(x, gamma, beta, running_mean, running_var, *, activation: str, training: bool,
+                momentum: float = 0.1, eps: float = 1e-5, reducer=LOCAL, residual=None, keep: bool = True,
+                overwrite_input: bool = False):
+        _check_activation(activation, residual)
+        _check(x, gamma)
+        if reducer is not LOCAL:
+            raise InvalidValue("fused batch norm normalises one device's batch; a batch split between threads or "
+                               "processes takes backend.kernels=reference")
+        xp = array_module(x)
+        x = xp.ascontiguousarray(x)
+        c = gamma.shape[0]
+        rows = x.size // c
+        if training:
+            _check(x, gamma, rows)
+            mean, invstd = xp.empty(c, dtype=x.dtype), xp.empty(c, dtype=x.dtype)
+            bn.bn_stats(xp, c, x, mean, invstd, running_mean, running_var, rows, c, float(eps), float(momentum),
+                        True)
+        else:
+            mean, invstd = running_mean, 1.0 / xp.sqrt(running_var + eps)
+        code = kernels.RELU if activation == "relu" else kernels.GELU
+        res = x if residual is None else xp.ascontiguousarray(residual)
+        out = xp.empty_like(x)
+        kernels.bn_apply_act(xp, x.size, x, mean, invstd, gamma, beta, res, out, x.size, c, code,
+                             residual is not None)
+        return out, ((x, out, mean, invstd, gamma, beta, training, rows, code, residual is not None)
+                     if keep else None)
+
+    @staticmethod
+    def backward(saved, dout, grads_out=None, reuse: bool = False):
+        x, out, mean, invstd, gamma, beta, training, rows, code, has_residual = saved
+        xp = array_module(dout)
+        dout = xp.ascontiguousarray(dout)
+        c = gamma.shape[0]
+        dbeta, dgamma = target(grads_out, "beta"), target(grads_out, "gamma")
+        dbeta = xp.empty(c, dtype=dout.dtype) if dbeta is None else dbeta
+        dgamma = xp.empty(c, dtype=dout.dtype) if dgamma is None else dgamma
+        kernels.bn_grad_sums_act(xp, c, dout, x, out, mean, invstd, gamma, beta, dbeta, dgamma, rows, c, code)
+        dx = xp.empty_like(dout)
+        dres = xp.empty_like(dout) if has_residual else dx
+        kernels.bn_dx_act(xp, dx.size, dout, x, out, mean, invstd, gamma, beta, dbeta, dgamma, dx, dres, dx.size, c,
+                          rows, code, training, has_residual)
+        return _result(dx, dres, has_residual), {"gamma": dgamma, "beta": dbeta}

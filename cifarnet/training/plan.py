@@ -1,0 +1,206 @@
+"""The training step as a plan: the model traced once into nodes, fused, run forward and backward.
+
+The same trace the inference plan uses (:func:`cifarnet.inference.graph.trace`, here with
+``training=True``) gives the nodes of a step; :func:`cifarnet.inference.graph.fuse_for_training`
+joins each batch norm with the activation (and residual addition) after it, so that one pass over
+memory does what two or three did (:data:`cifarnet.functional.batch_norm_act`). Each node runs by
+its kind's training rules (:mod:`cifarnet.layers.kinds`: ``train_forward``, ``train_backward``;
+a layer's own ``forward`` and ``backward`` where the kind has none), and writes its parameters'
+gradients straight into the destination given (the flat store's gradient views, named by the
+layer's dotted name): nothing is copied.
+
+The backward pass knows when a parameter's gradient is final: when its node's backward has run
+(each parameter belongs to one node). ``on_ready(names)`` is told then, in the order the
+gradients become ready, which is what lets a communicator start reducing them while the rest of
+the backward pass runs (:mod:`cifarnet.training.overlap`).
+
+A :class:`~cifarnet.layers.Sequential` whose first layers are frozen (``trained_from``) runs them
+forward only; their parameters' gradients are set to zero, as the layer's own backward does.
+"""
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
+from weakref import WeakKeyDictionary
+
+from ..backend import array_module
+from ..inference.graph import Graph, Node, fuse_for_training
+from ..layers.base import TRAIN, Mode, within
+from ..layers.kinds import kind_of
+from ..layers.sequential import Sequential
+
+_PLANS: WeakKeyDictionary = WeakKeyDictionary()
+
+
+class TrainingPlan:
+    """``forward(x, mode) -> (out, tape)`` and ``backward(tape, dout, into, ...)`` of ``model``,
+    equal to ``model.forward`` and ``model.backward`` up to rounding.
+
+    Attributes:
+        nodes: the fused nodes in execution order.
+        first_trained: the index of the first node that trains (the nodes before it belong to
+            frozen layers and run forward only).
+        names: for each node, the dotted name of its layer (None for an op node).
+        owners: for each node, the name of the model's top-level layer it belongs to (a
+            Sequential's child; ``""`` for a model that has none).
+        parameters: for each node, the dotted names of the parameters its backward writes.
+    """
+
+    def __init__(self, model, fused: bool = True):
+        graph = Graph(training=True)
+        frozen_layers = _frozen_children(model)
+        boundary = 0                                   # the nodes before it belong to frozen layers
+        owner_of: dict[int, str] = {}                  # id(node) -> the top-level layer that traced it
+        children = model.children if isinstance(getattr(model, "children", None), dict) and \
+            type(model).trace is Sequential.trace else {}
+        if children:
+            value = 0
+            for index, (child_name, child) in enumerate(children.items()):
+                if index == len(frozen_layers):
+                    boundary = len(graph.nodes)
+                start = len(graph.nodes)
+                value = child.trace(graph, value)
+                owner_of.update((id(n), child_name) for n in graph.nodes[start:])
+        else:
+            value = model.trace(graph, 0)
+        self.output = value
+        frozen, trained = graph.nodes[:boundary], graph.nodes[boundary:]
+        if fused:                                      # each part on its own: no node spans the boundary
+            frozen, trained = fuse_for_training(frozen, value), fuse_for_training(trained, value)
+        self.nodes, self.first_trained = frozen + trained, len(frozen)
+        names = {id(layer): name for name, layer in model.walk()}
+        self.names = [names[id(n.layer)] if n.layer is not None else None for n in self.nodes]
+        self.owners = [owner_of.get(id(n), (name or "").split(".")[0])
+                       for n, name in zip(self.nodes, self.names, strict=True)]
+        self.parameters = [[f"{name}.{key}" if name else key for key, _ in n.layer.named_parameters()]
+                           if n.layer is not None else [] for n, name in zip(self.nodes, self.names, strict=True)]
+        self.frozen_parameters = [f"{name}.{key}" for name, child in frozen_layers
+                                  for key, _ in child.named_parameters()]
+        self._last_use: dict[int, int] = {}
+        for position, node in enumerate(self.nodes):
+            for i in node.inputs:
+                self._last_use[i] = position
+        self._producer = {node.output: position for position, node in enumerate(self.nodes)}
+        self._allow_overwriting()
+
+    def _allow_overwriting(self) -> None:
+        """Mark the fused nodes that may compute in their input's memory: the input is read by no
+        other node, is not the batch, and its producer keeps nothing of it (``output_free``)."""
+        readers: dict[int, int] = {}
+        for node in self.nodes:
+            for i in node.inputs:
+                readers[i] = readers.get(i, 0) + 1
+        for node in self.nodes:
+            if not node.attrs.get("activation"):
+                continue
+            value = node.inputs[0]
+            producer = self.nodes[self._producer[value]] if value in self._producer else None
+            node.attrs["overwrite_input"] = (producer is not None and readers[value] == 1 and value != self.output
+                                             and kind_of(producer.kind).output_free)
+
+    @classmethod
+    def of(cls, model) -> TrainingPlan:
+        """``model``'s plan, made on first use and kept with the model (made again if its frozen
+        layers changed)."""
+        key = getattr(model, "trained_from", 0)
+        found = _PLANS.get(model)
+        if found is None or found[0] != key:
+            found = _PLANS[model] = (key, cls(model))
+        return found[1]
+
+    # -- running ------------------------------------------------------------------------------------
+    def forward(self, x, mode: Mode = TRAIN, clock: Callable | None = None) -> tuple[Any, list]:
+        """``(output, tape)``: the tape holds each node's context (None when ``mode.keep`` is False).
+        ``clock(position, "fwd", started)``, if given, is called as each node returns, with the
+        ``time.perf_counter()`` of its start (benchmarks time the nodes with it)."""
+        values, tape = {0: x}, []
+        for position, node in enumerate(self.nodes):
+            rule = kind_of(node.kind).train_forward
+            args = [values[i] for i in node.inputs]
+            start = time.perf_counter()
+            out, ctx = rule(node, args, mode) if rule is not None else node.layer.forward(args[0], mode)
+            if clock is not None:
+                clock(position, "fwd", start)
+            values[node.output] = out
+            tape.append(ctx)
+            for i in node.inputs:                          # drop what no later node reads
+                if self._last_use[i] == position and i != self.output:
+                    values.pop(i, None)
+        return values[self.output], tape
+
+    def backward(self, tape: list, dout, into: Mapping[str, Any] | None = None, need_dx: bool = False,
+                 on_ready: Callable[[list[str]], None] | None = None, clock: Callable | None = None):
+        """Run the nodes' backward passes in reverse, writing parameter gradients into ``into``
+        (dotted name -> array; None: nowhere, e.g. for the input gradient alone); returns the input
+        gradient if ``need_dx`` (else None). ``on_ready(names)`` is called after each node whose
+        parameters' gradients are now final, with their names; ``clock`` as in :meth:`forward`. The
+        tape is consumed (its contexts are released as the pass goes)."""
+        grads = {self.output: dout}
+        xp = array_module(dout)
+        for position in range(len(self.nodes) - 1, self.first_trained - 1, -1):
+            node = self.nodes[position]
+            d = grads.pop(node.output, None)
+            if d is None:                                  # nothing downstream needs this node
+                continue
+            needs = [self._needs_gradient(i, need_dx) for i in node.inputs]
+            rule = kind_of(node.kind).train_backward
+            target = within(into, self.names[position]) if into is not None and self.names[position] else into
+            start = time.perf_counter()
+            if rule is not None:                           # reuse: no one else holds d (or the context)
+                reuse = not xp.may_share_memory(d, dout) and not any(xp.may_share_memory(d, g)
+                                                                     for g in grads.values())
+                input_grads, _ = rule(node, tape[position], d, any(needs), target, reuse)
+            else:
+                dx, _ = node.layer.backward(tape[position], d, need_dx=any(needs), into=target)
+                input_grads = [dx]
+            if clock is not None:
+                clock(position, "bwd", start)
+            tape[position] = None
+            if on_ready is not None and self.parameters[position]:
+                on_ready(self.parameters[position])
+            for i, g, needed in zip(node.inputs, input_grads, needs, strict=True):
+                if needed and g is not None:
+                    grads[i] = g if i not in grads else _accumulate(grads, i, g, dout, xp)
+        if into is not None and self.frozen_parameters:
+            for name in self.frozen_parameters:
+                into[name][...] = 0
+            if on_ready is not None:
+                on_ready(list(self.frozen_parameters))
+        return grads.get(0) if need_dx else None
+
+    def _needs_gradient(self, value: int, need_dx: bool) -> bool:
+        if value == 0:
+            return need_dx and self.first_trained == 0
+        return self._producer[value] >= self.first_trained
+
+
+def _accumulate(grads: dict, value: int, g, dout, xp):
+    """``grads[value] + g``: added in place when no other gradient (nor the caller's ``dout``) shares
+    that memory (a value read by several nodes, the input of a residual block)."""
+    acc = grads[value]
+    shared = xp.may_share_memory(acc, dout) or xp.may_share_memory(acc, g) or any(
+        other is not acc and xp.may_share_memory(acc, other) for key, other in grads.items() if key != value)
+    if shared or not getattr(acc, "flags", None) or not acc.flags.writeable:
+        return acc + g
+    acc += g
+    return acc
+
+
+def _frozen_children(model) -> list[tuple[str, Any]]:
+    """The ``(name, layer)`` of the frozen first layers of a Sequential (``trained_from``)."""
+    count = getattr(model, "trained_from", 0)
+    return list(model.children.items())[:count] if count else []
+
+
+def plan_step(model, x, dloss: Callable[[Any], Any], mode: Mode, into, on_ready=None) -> Any:
+    """Forward ``x`` through ``model``'s plan, then backward from ``dloss(output)`` (the loss's
+    gradient, computed by the caller from the output) with the parameter gradients into ``into``;
+    returns the output."""
+    plan = TrainingPlan.of(model)
+    out, tape = plan.forward(x, mode)
+    plan.backward(tape, dloss(out), into, on_ready=on_ready)
+    return out
+
+
+__all__ = ["Node", "TrainingPlan", "plan_step"]

@@ -1,0 +1,161 @@
+"""The training plan (cifarnet.training.plan): the model traced once, batch norm fused with the
+activation after it, run node by node; the same numbers as the layers' own forward and backward."""
+import numpy as np
+import pytest
+
+from cifarnet.inference.graph import Graph, fuse_for_training, trace
+from cifarnet.layers import TRAIN, BatchNorm, Dropout, Linear, ReLU, Sequential
+from cifarnet.models import build_model, fit_to_data, model_description
+from cifarnet.store import FlatStore
+from cifarnet.training.plan import TrainingPlan
+
+
+def two_ways(name: str, dtype, batch: int = 6, freeze: set | None = None):
+    """``(layers, plan)``: the output and gradient buffer of one step by the layers' own forward and
+    backward and by the plan, from the same weights and batch; and the plan."""
+    results = []
+    for through_plan in (False, True):
+        model = build_model(model_description(name), seed=0, dtype=dtype)
+        if freeze:
+            model.freeze_before(freeze)
+        rng = np.random.default_rng(0)
+        x = rng.standard_normal((batch, 32, 32, 3)).astype(dtype)
+        fit_to_data(model, x)                      # airbench's whitening filters (none elsewhere)
+        store = FlatStore.of(model)
+        if through_plan:
+            plan = TrainingPlan.of(model)
+            out, tape = plan.forward(x, TRAIN)
+        else:
+            out, ctx = model.forward(x, TRAIN)
+        dout = np.random.default_rng(1).standard_normal(out.shape).astype(dtype)
+        if through_plan:
+            plan.backward(tape, dout, store.grad_views)
+        else:
+            model.backward(ctx, dout, need_dx=False, into=store.grad_views)
+        buffers = np.concatenate([b.ravel() for _, b in model.named_buffers()])
+        results.append((out, store.grads.copy(), buffers))
+    return results, plan
+
+
+@pytest.mark.parametrize("name", ["resnet20", "simplecnn", "airbench94"])
+def test_a_step_through_the_plan_is_the_layers_step(name):
+    """float64: the same arithmetic in the same order, so the same numbers (to 1e-12); float32: to
+    float32 rounding."""
+    for dtype, tol in ((np.float64, 1e-12), (np.float32, 2e-5)):
+        (a, b), _ = two_ways(name, dtype)
+        for got, want, what in zip(b, a, ("output", "gradients", "running statistics"), strict=True):
+            scale = np.abs(want).max()
+            assert np.abs(got - want).max() <= tol * scale, (name, dtype, what)
+
+
+def test_resnet20_s_batch_norms_are_fused_with_their_relus_and_residual_sums():
+    plan = TrainingPlan(build_model(model_description("resnet20"), seed=0))
+    fused = [n for n in plan.nodes if n.attrs.get("activation")]
+    assert len(fused) == 19 and sum(n.attrs["residual"] for n in fused) == 9     # stem + 9 blocks x 2
+    assert {n.kind for n in plan.nodes} == {"conv", "batchnorm", "global_avg_pool", "dropout", "linear"} - \
+        ({"dropout"} if not any(n.kind == "dropout" for n in plan.nodes) else set())
+    assert not any(n.kind in ("relu", "add") for n in plan.nodes)
+    unfused = TrainingPlan(build_model(model_description("resnet20"), seed=0), fused=False)
+    assert len(unfused.nodes) == len(plan.nodes) + 19 + 9                       # the relus and adds apart
+
+
+def test_a_batch_norm_read_twice_is_not_fused():
+    graph = Graph(training=True)
+    bn, relu = BatchNorm(3), ReLU()
+    h = graph.add(bn, [0])
+    out = graph.add("add", [graph.add(relu, [h]), h])                          # h read by the ReLU and the sum
+    assert fuse_for_training(graph.nodes, out) == graph.nodes
+
+
+def test_dropout_is_a_node_of_the_training_trace_only():
+    model = Sequential([("fc", Linear(4, 3)), ("drop", Dropout(0.5)), ("relu", ReLU())])
+    assert [n.kind for n in trace(model)[0]] == ["linear", "relu"]
+    assert [n.kind for n in TrainingPlan(model).nodes] == ["linear", "dropout", "relu"]
+
+
+def test_frozen_first_layers_run_forward_only_and_get_zero_gradients():
+    frozen = {"whiten.b"}
+    (a, b), plan = two_ways("airbench94", np.float64, freeze=frozen)
+    assert plan.first_trained == 2 and plan.frozen_parameters == ["whiten.b"]
+    np.testing.assert_allclose(b[1], a[1], rtol=0, atol=1e-12 * np.abs(a[1]).max())
+    model = build_model(model_description("airbench94"), seed=0, dtype=np.float64)
+    model.freeze_before(frozen)
+    assert TrainingPlan.of(model) is TrainingPlan.of(model)                   # kept with the model
+    model.freeze_before(set())
+    assert TrainingPlan.of(model).first_trained == 0                          # made again when that changes
+
+
+def test_each_parameter_is_reported_ready_once_as_its_gradient_becomes_final():
+    model = build_model(model_description("resnet20"), seed=0)
+    plan = TrainingPlan.of(model)
+    store = FlatStore.of(model)
+    x = np.random.default_rng(0).standard_normal((4, 32, 32, 3)).astype(np.float32)
+    out, tape = plan.forward(x, TRAIN)
+    seen, final = [], {}
+
+    def ready(names):
+        seen.extend(names)
+        final.update({n: store.grad_views[n].copy() for n in names})       # the values at that moment
+
+    plan.backward(tape, np.ones_like(out), store.grad_views, on_ready=ready)
+    assert sorted(seen) == sorted(name for name, _ in model.named_parameters())
+    assert seen[:2] == ["fc.W", "fc.b"] and seen[-1] == "stem_conv.W"        # the last layer first
+    assert all(np.array_equal(final[n], store.grad_views[n]) for n in seen)  # nothing changed afterwards
+
+
+def test_with_the_plan_s_permissions_the_numpy_variant_computes_in_place_and_still_right():
+    """``overwrite_input`` and ``reuse`` (what the plan allows where nothing else reads the memory):
+    the centred input lives in ``x``'s memory, the input gradient is written there, and ReLU's
+    gradient into ``dout``'s; the numbers are the reference's."""
+    from cifarnet.functional.batchnorm_act import BatchNormActNumpy, BatchNormActReference
+
+    rng = np.random.default_rng(3)
+    x, residual, dout = (rng.standard_normal((4, 5, 5, 6)) for _ in range(3))
+    stats = [np.ones(6), np.full(6, 0.1), np.zeros(6), np.ones(6)]
+    for res in (None, residual):
+        kwargs = {"activation": "relu", "training": True, "residual": res}
+        want_out, saved = BatchNormActReference.forward(x, *[s.copy() for s in stats], **kwargs)
+        want_dx, want_grads = BatchNormActReference.backward(saved, dout)
+        mine, my_dout = x.copy(), dout.copy()
+        out, saved = BatchNormActNumpy.forward(mine, *[s.copy() for s in stats], overwrite_input=True, **kwargs)
+        dx, grads = BatchNormActNumpy.backward(saved, my_dout, reuse=True)
+        first = dx if res is None else dx[0]
+        assert np.shares_memory(first, mine)                       # computed in the input's memory
+        np.testing.assert_allclose(out, want_out, rtol=1e-12)
+        np.testing.assert_allclose(first, want_dx if res is None else want_dx[0], rtol=1e-10, atol=1e-12)
+        if res is not None:
+            np.testing.assert_allclose(dx[1], want_dx[1], rtol=1e-12)
+        for k in grads:
+            np.testing.assert_allclose(grads[k], want_grads[k], rtol=1e-10)
+
+
+def test_the_plan_lets_a_batch_norm_overwrite_a_convolution_s_output_only():
+    plan = TrainingPlan(build_model(model_description("airbench94"), seed=0))
+    marks = [(plan.nodes[plan._producer[n.inputs[0]]].kind, n.attrs["overwrite_input"])
+             for n in plan.nodes if n.attrs.get("activation")]
+    assert marks == [("maxpool", False), ("conv", True)] * 3                # pooling keeps its output
+    resnet = TrainingPlan(build_model(model_description("resnet20"), seed=0))
+    assert all(n.attrs["overwrite_input"] for n in resnet.nodes if n.attrs.get("activation"))
+
+
+@pytest.mark.parametrize("activation, residual, training", [("relu", False, True), ("relu", True, True),
+                                                             ("gelu", False, True), ("relu", True, False)])
+def test_the_numpy_variant_in_blocks_of_a_few_rows_computes_what_the_reference_does(activation, residual, training):
+    """``chunk_bytes`` small enough for seven blocks (the last one short), against the reference."""
+    from cifarnet.functional.batchnorm_act import BatchNormActNumpy, BatchNormActReference
+
+    rng = np.random.default_rng(4)
+    x, dout = rng.standard_normal((3, 5, 4, 6)) * 2 + 1, rng.standard_normal((3, 5, 4, 6))
+    stats = [rng.uniform(0.5, 2, 6), rng.standard_normal(6), np.zeros(6), np.ones(6)]
+    kwargs = {"activation": activation, "training": training,
+              "residual": rng.standard_normal((3, 5, 4, 6)) if residual else None}
+    want, saved = BatchNormActReference.forward(x, *[s.copy() for s in stats], **kwargs)
+    want_dx, want_grads = BatchNormActReference.backward(saved, dout)
+    got, saved = BatchNormActNumpy.forward(x.copy(), *[s.copy() for s in stats], chunk_bytes=2 * 24 * 8, **kwargs)
+    assert len(saved[-1]) == 8                                  # 15 rows of 24 values, 2 rows a block
+    got_dx, grads = BatchNormActNumpy.backward(saved, dout.copy(), reuse=True)
+    np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12)
+    for g, w in zip(got_dx if residual else [got_dx], want_dx if residual else [want_dx], strict=True):
+        np.testing.assert_allclose(g, w, rtol=1e-10, atol=1e-12)
+    for k in grads:
+        np.testing.assert_allclose(grads[k], want_grads[k], rtol=1e-10, atol=1e-12)
