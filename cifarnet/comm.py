@@ -8,6 +8,10 @@ several machines. What they exchange goes through a communicator, never through 
   batch norm's per-channel sums in forward and backward (its ``reducer`` argument);
 - ``allreduce(buffer)``: a flat buffer (the gradients of a flat store) replaced, in place, by its
   sum over the members, in rank order;
+- ``iallreduce(buffer) -> request``: the same, started and left to run while the caller goes on
+  (a part of the gradient buffer whose gradients are final, while the backward pass computes the
+  rest, :mod:`cifarnet.training.overlap`); ``request.wait()`` returns once the sum is in
+  ``buffer``. Every member starts the same reductions in the same order;
 - ``broadcast(buffer, root=0)``: every member's buffer replaced by the root's (initial weights,
   generator states);
 - ``barrier()``: return once every member has called it (rank 0's files are written before the
@@ -33,6 +37,11 @@ class Communicator:
     def allreduce(self, buffer) -> None:
         """``buffer`` summed over the members, in place."""
 
+    def iallreduce(self, buffer) -> Request:
+        """``allreduce(buffer)`` started; by default done at once (a group without a network)."""
+        self.allreduce(buffer)
+        return DONE
+
     def broadcast(self, buffer, root: int = 0) -> None:
         """``buffer`` replaced by the root member's, in place."""
 
@@ -40,6 +49,14 @@ class Communicator:
         """Wait until every member has called it."""
 
 
+class Request:
+    """A reduction under way; ``wait()`` returns once it is complete. This one already is."""
+
+    def wait(self) -> None:
+        return None
+
+
+DONE = Request()
 LOCAL = Communicator()
 
 

@@ -18,6 +18,16 @@ def mpi():
     return MPI
 
 
+class MPIRequest:
+    """An mpi4py request as :class:`cifarnet.comm.Request`."""
+
+    def __init__(self, request: Any):
+        self.request = request
+
+    def wait(self) -> None:
+        self.request.Wait()
+
+
 class MPICommunicator(Communicator):
     """The ranks of an MPI communicator (``COMM_WORLD`` by default) as one data-parallel group.
 
@@ -53,6 +63,12 @@ class MPICommunicator(Communicator):
 
     def allreduce(self, buffer) -> None:
         self.comm.Allreduce(self.MPI.IN_PLACE, buffer)
+
+    def iallreduce(self, buffer) -> MPIRequest:
+        """``Iallreduce`` in place. MPICH progresses it while the rank computes only with its
+        progress thread (``MPIR_CVAR_ASYNC_PROGRESS=1``); without it, the reduction advances in
+        the MPI calls the rank makes (batch norm's sums, the next ``Iallreduce``, ``wait``)."""
+        return MPIRequest(self.comm.Iallreduce(self.MPI.IN_PLACE, buffer, op=self.MPI.SUM))
 
     def broadcast(self, buffer, root: int = 0) -> None:
         self.comm.Bcast(buffer, root=root)

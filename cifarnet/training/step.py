@@ -15,6 +15,7 @@ from ..losses import SoftmaxCrossEntropy
 from ..optim import Optimizer
 from ..parallel import ThreadGroup, fork_generators, part_edges, parts_for, run_parts
 from ..store import FlatStore
+from .overlap import GradientBuckets
 from .plan import TrainingPlan
 
 
@@ -54,7 +55,7 @@ class StepSummary:
 
 def forward_backward(model, loss_fn: SoftmaxCrossEntropy, x, y, workers: int | None = None,
                      mode: Mode = TRAIN, group: ThreadGroup | None = None, comm: Communicator = LOCAL,
-                     total: int | None = None) -> StepResult:
+                     total: int | None = None, overlap: bool = True) -> StepResult:
     """Forward, loss and backward on one batch; the images get no gradient. The gradients are
     written into the model's flat store (``model.store.grads``). The model runs as its training
     plan (:class:`cifarnet.training.plan.TrainingPlan`: traced once, batch norm fused with the
@@ -71,13 +72,17 @@ def forward_backward(model, loss_fn: SoftmaxCrossEntropy, x, y, workers: int | N
     With ``comm`` a group of processes (:mod:`cifarnet.distributed`), ``x`` and ``y`` are this
     process's share of a global batch of ``total`` images: batch norm's sums reach across the
     processes too (if ``group.outer`` is ``comm``), the loss gradient is scaled to the global mean,
-    and the gradient buffer is summed over the processes once, after the threads. The parts of
+    and the gradient buffer is summed over the processes: with one thread per process, bucket by
+    bucket while the backward pass runs (:mod:`cifarnet.training.overlap`), else once, after the
+    threads. The parts of
     every process together are the parts of the global batch: ``comm.size * parts`` of them, with
     the dropout generators a one-process run with that many threads would use.
 
     Args:
         x: ``(N, H, W, C)`` images on the model's backend;  y: ``(N,)`` integer labels.
         total: the global batch (``N`` if None); ``StepResult.loss`` stays this share's mean.
+        overlap: reduce the gradients over the processes bucket by bucket during the backward
+            pass (one thread per process); False: in one blocking ``allreduce`` after it.
     """
     n = x.shape[0]
     store = FlatStore.of(model)
@@ -101,15 +106,20 @@ def forward_backward(model, loss_fn: SoftmaxCrossEntropy, x, y, workers: int | N
     loss, loss_ctx = loss_fn.forward(logits, y)
     dlogits = loss_fn.backward(loss_ctx, scale)
 
+    buckets = GradientBuckets(store, comm) if overlap and parts == 1 and comm.size > 1 else None
+
     def backward(rank: int, tape, a: int, b: int) -> None:
         buffer, views = store.part_grads(parts)[rank]
-        plan.backward(tape, dlogits[a:b], into=views)
+        plan.backward(tape, dlogits[a:b], into=views, on_ready=None if buckets is None else buckets.ready)
         members[rank].allreduce(buffer)                # every part's buffer now holds the sum
 
     run_parts([partial(backward, rank, ctx, a, b) for rank, ((a, b), (_, ctx)) in enumerate(zip(edges, forwards,
                                                                                                strict=True))],
               on_error=group.abort)
-    comm.allreduce(store.grads)                        # over the processes (nothing crosses for one)
+    if buckets is not None:
+        buckets.finish()                               # reduced over the processes during the backward pass
+    else:
+        comm.allreduce(store.grads)                    # over the processes (nothing crosses for one)
     return StepResult(loss, logits, store.grad_views)
 
 

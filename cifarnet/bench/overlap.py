@@ -1,0 +1,131 @@
+"""How much of the gradient reduction the backward pass hides: a training step over a slow network.
+
+    python -m cifarnet.bench.overlap --model resnet20 --batch 64 --mb-per-s 50 --latency-ms 1
+
+One process stands for rank 0 of two (:class:`DelayedCommunicator`: the other rank holds the same
+gradients, so a sum doubles them) on a network modelled as one link: each reduction takes
+``latency + bytes / bandwidth`` and the link carries one at a time, in the order they were started.
+Batch norm's sums cross without delay (they are small and latency-bound, and the same with either
+kind of gradient reduction). The step is timed with one blocking ``allreduce`` after the backward
+pass and with the plan's buckets (:mod:`cifarnet.training.overlap`) reduced while it runs; the report
+gives both, the step on a network without delay, and what each adds to it. Run it on an idle machine.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import queue
+import statistics
+import threading
+import time
+
+import numpy as np
+
+from ..comm import Communicator
+from ..losses import SoftmaxCrossEntropy
+from ..models import build_model, model_description
+from ..training.step import forward_backward
+from . import machine_description
+
+
+class _Pending:
+    def __init__(self):
+        self.done = threading.Event()
+
+    def wait(self) -> None:
+        self.done.wait()
+
+
+class DelayedCommunicator(Communicator):
+    """Rank 0 of two whose peer contributes what it does (sums double), over a link on which a
+    reduction of ``b`` bytes takes ``latency_s + b / bytes_per_s``, one at a time, in order.
+
+    Attributes: ``reductions``: ``(started, finished, bytes)`` per gradient reduction (perf_counter).
+    """
+
+    rank, size, leader = 0, 2, True
+
+    def __init__(self, latency_s: float = 0.0, bytes_per_s: float = float("inf")):
+        self.latency_s, self.bytes_per_s = latency_s, bytes_per_s
+        self.reductions: list[tuple[float, float, int]] = []
+        self._link: queue.Queue = queue.Queue()
+        threading.Thread(target=self._carry, daemon=True).start()
+
+    def _seconds(self, buffer) -> float:
+        return self.latency_s + buffer.nbytes / self.bytes_per_s
+
+    def _carry(self) -> None:
+        while True:
+            buffer, pending, started = self._link.get()
+            time.sleep(self._seconds(buffer))
+            buffer *= 2
+            self.reductions.append((started, time.perf_counter(), buffer.nbytes))
+            pending.done.set()
+
+    def sum(self, *values) -> tuple:
+        return tuple(v * 2 for v in values)
+
+    def iallreduce(self, buffer) -> _Pending:
+        pending = _Pending()
+        self._link.put((buffer, pending, time.perf_counter()))
+        return pending
+
+    def allreduce(self, buffer) -> None:
+        self.iallreduce(buffer).wait()
+
+
+def step_seconds(model, x, y, comm: Communicator, overlap: bool, steps: int) -> float:
+    """Median seconds of ``steps`` forward-backward steps (one thread) over ``comm``."""
+    loss = SoftmaxCrossEntropy()
+    times = []
+    for _ in range(steps + 1):
+        start = time.perf_counter()
+        forward_backward(model, loss, x, y, workers=1, comm=comm, total=2 * len(y), overlap=overlap)
+        times.append(time.perf_counter() - start)
+    return statistics.median(times[1:])
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", default="resnet20")
+    parser.add_argument("--batch", type=int, default=64, help="this process's share of the global batch")
+    parser.add_argument("--mb-per-s", type=float, default=50.0, help="the link's bandwidth, MB/s")
+    parser.add_argument("--latency-ms", type=float, default=1.0, help="the delay of every reduction")
+    parser.add_argument("--steps", type=int, default=7)
+    parser.add_argument("--json", help="also write the results here")
+    opts = parser.parse_args(argv)
+    from ..blas import limited_blas_threads
+    from ..memory import keep_freed_memory
+
+    keep_freed_memory()
+    model = build_model(model_description(opts.model), seed=0)
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((opts.batch, 32, 32, 3)).astype(np.float32)
+    y = rng.integers(0, 10, opts.batch)
+    slow = DelayedCommunicator(opts.latency_ms / 1e3, opts.mb_per_s * 1e6)
+    with limited_blas_threads(1):
+        free = step_seconds(model, x, y, DelayedCommunicator(), True, opts.steps)
+        blocking = step_seconds(model, x, y, slow, False, opts.steps)
+        overlapped = step_seconds(model, x, y, slow, True, opts.steps)
+    grads_mb = model.store.grads.nbytes / 1e6
+    report = {"machine": machine_description(), "model": opts.model, "batch": opts.batch,
+              "gradient_mb": round(grads_mb, 3), "mb_per_s": opts.mb_per_s, "latency_ms": opts.latency_ms,
+              "step_ms_no_delay": round(free * 1e3, 1), "step_ms_blocking": round(blocking * 1e3, 1),
+              "step_ms_overlapped": round(overlapped * 1e3, 1),
+              "added_ms_blocking": round((blocking - free) * 1e3, 1),
+              "added_ms_overlapped": round((overlapped - free) * 1e3, 1)}
+    print(report["machine"])
+    print(f"{opts.model}, batch {opts.batch} a process, {grads_mb:.2f} MB of gradients over {opts.mb_per_s:g} MB/s "
+          f"and {opts.latency_ms:g} ms a reduction (one reduction of the whole buffer: "
+          f"{(opts.latency_ms + grads_mb / opts.mb_per_s * 1e3):.0f} ms)")
+    print(f"step without delay {report['step_ms_no_delay']} ms; blocking allreduce "
+          f"{report['step_ms_blocking']} ms (+{report['added_ms_blocking']}); buckets during the backward pass "
+          f"{report['step_ms_overlapped']} ms (+{report['added_ms_overlapped']})")
+    if opts.json:
+        with open(opts.json, "w") as f:
+            json.dump(report, f, indent=2)
+    return report
+
+
+if __name__ == "__main__":
+    main()
