@@ -15,12 +15,12 @@ from typing import Any
 
 import numpy as np
 
-from .errors import InvalidValue
+from .errors import CifarnetError, InvalidValue
 
 BACKEND_NAMES = ("numpy", "cupy")
 
 
-class BackendUnavailable(RuntimeError):
+class BackendUnavailable(CifarnetError, RuntimeError):
     """Raised when the requested backend cannot run on this machine."""
 
 

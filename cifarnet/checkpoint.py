@@ -31,6 +31,7 @@ from typing import Any
 import numpy as np
 
 from . import __version__
+from .errors import CifarnetError
 
 FORMAT_VERSION = 1
 log = logging.getLogger(__name__)
@@ -42,7 +43,7 @@ _SIGNATURES = ((b"\xff\xd8\xff", "a JPEG image"), (b"\x89PNG", "a PNG image"), (
                (b"%PDF", "a PDF document"))
 
 
-class CheckpointError(RuntimeError):
+class CheckpointError(CifarnetError, RuntimeError):
     """A checkpoint that cannot be written or read; the message names the file and the cause."""
 
 

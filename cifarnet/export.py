@@ -22,13 +22,14 @@ from typing import Any
 import numpy as np
 
 from . import __version__
+from .errors import CifarnetError
 from .inference import fuse, trace
 from .layers.kinds import kind_of
 
 OPSET = 17
 
 
-class ExportError(RuntimeError):
+class ExportError(CifarnetError, RuntimeError):
     """The model cannot be exported (an op without an ONNX rule, or onnx missing)."""
 
 

@@ -3,8 +3,8 @@
 A training step allocates and frees the same large arrays (column matrices, activations,
 gradients) again and again. glibc's ``malloc`` hands blocks above its mmap threshold (at most
 32 MiB by default) straight back to the operating system when they are freed, and trims the top of
-its heap, so the next step's arrays arrive as fresh pages that the kernel must fault in and zero:
-measured on a 2-core machine, about a fifth of a 16-channel residual block's backward pass.
+its heap, so the next step's arrays arrive as fresh pages that the kernel must fault in and zero
+(``docs/performance.md`` has what that cost).
 Raising both thresholds keeps that memory in malloc's heap for reuse. Peak memory is unchanged
 (the same arrays are live at the peak); resident memory simply stays at the peak after a step
 instead of falling back.

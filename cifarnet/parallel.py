@@ -15,10 +15,9 @@ part's dropout layers draw from generators derived from the layers' own
 parts only.
 
 Splitting applies to NumPy arrays where OpenBLAS's thread count can be set, with at least
-``MIN_IMAGES_PER_PART`` images per part. Measured on a 2-core machine (paired): a ResNet-32
-training step at batch 128 took 0.75x to 0.84x the unsplit time, ResNet-20 at batch 32 0.91x;
-SimpleCNN at batch 64, whose 12 ms step is mostly products BLAS already runs on both cores, took
-1.4x, so its config trains it on one thread (``trainer.workers``).
+``MIN_IMAGES_PER_PART`` images per part (``min_per_part``). It pays for ResNets, not for SimpleCNN,
+whose config trains it on one thread (``trainer.workers``); the measurements behind these defaults
+are in ``docs/performance.md``, "Measurements behind the defaults".
 """
 from __future__ import annotations
 
@@ -38,16 +37,16 @@ from .threads import default_workers, run_side_by_side
 MIN_IMAGES_PER_PART = 16
 # OpenBLAS threads per worker thread while a run trains and evaluates (cifarnet.experiment.training):
 # a run's threads are its workers (x its processes, at most the cores), each computing with one
-# BLAS thread, also when there is one worker. OpenBLAS's own threads, left to their default (one
-# per core), wait for each other at every product; beside another job a one-worker SimpleCNN epoch
-# took 2.59x its idle time (Intel Xeon; 67-78 s against 8.8 s in issue 34), with one BLAS thread
-# 1.06x, and 0.90x the old idle time (docs/performance.md, "BLAS threads").
+# BLAS thread, also when there is one worker: OpenBLAS's own threads, left to their default (one
+# per core), wait for each other at every product, which beside another job costs a multiple of
+# the idle time (docs/performance.md, "BLAS threads").
 BLAS_THREADS_PER_WORKER = 1
 
 
-def parts_for(batch: int, workers: int | None = None, xp=np) -> int:
+def parts_for(batch: int, workers: int | None = None, xp=np, min_per_part: int = MIN_IMAGES_PER_PART) -> int:
     """How many parts a batch of ``batch`` examples on array module ``xp`` is split into
-    (1: not split). ``workers``: at most this many (None: one per core).
+    (1: not split). ``workers``: at most this many (None: one per core); each part gets at least
+    ``min_per_part`` examples (tests split small batches with 1).
 
     Raises:
         InvalidValue: ``workers`` below 1.
@@ -55,7 +54,7 @@ def parts_for(batch: int, workers: int | None = None, xp=np) -> int:
     if workers is not None and workers < 1:
         raise InvalidValue(f"workers must be >= 1 (or None for one per core), got {workers}")
     workers = default_workers() if workers is None else workers
-    workers = min(workers, batch // MIN_IMAGES_PER_PART)
+    workers = min(workers, batch // max(1, min_per_part))
     if xp is not np or workers < 2 or blas_threads() is None:
         return 1
     return workers

@@ -5,10 +5,12 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any, TypeVar
 
+from .errors import CifarnetError
+
 T = TypeVar("T")
 
 
-class UnknownNameError(KeyError):
+class UnknownNameError(CifarnetError, KeyError):
     """A name that a registry does not hold; the message lists the names it does hold."""
 
     def __str__(self) -> str:  # KeyError would quote the whole message

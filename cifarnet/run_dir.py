@@ -26,6 +26,8 @@ import logging
 import shutil
 from pathlib import Path
 
+from .errors import CifarnetError
+
 log = logging.getLogger(__name__)
 
 FIGURES = ("loss.png", "accuracy.png", "lr_schedule.png", "per_class_accuracy.png", "confusion_matrix.png")
@@ -40,7 +42,7 @@ RESUME_RECORD = ".hydra-resume"              # a continued run's record, beside 
 PENDING_RESUME = ".hydra-resume.pending"     # ... until the resumed training starts
 
 
-class RunDirectoryError(RuntimeError):
+class RunDirectoryError(CifarnetError, RuntimeError):
     """A run directory that would be overwritten; the message says how to proceed."""
 
 

@@ -15,7 +15,8 @@ RANKS = [
     {"parallel", "inference"},
     {"training", "tracking", "export", "predict", "run_dir", "sweeps", "plot"},
     {"experiment"},
-    {"cli", "bench", "distributed"},
+    {"distributed"},
+    {"cli", "bench"},
     {"__main__", "__init__"},
 ]
 RANK = {name: i for i, names in enumerate(RANKS) for name in names}

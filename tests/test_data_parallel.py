@@ -24,10 +24,7 @@ needs_blas_control = pytest.mark.skipif(blas_threads() is None,
                                         reason="OpenBLAS's thread count cannot be set here, so batches are not split")
 
 
-@pytest.fixture
-def small_parts(monkeypatch):
-    """Let batches of a few images split (the real minimum is 16 per part)."""
-    monkeypatch.setattr(parallel, "MIN_IMAGES_PER_PART", 1)
+SMALL_PARTS = {"min_per_part": 1}       # let batches of a few images split (the default minimum is 16 a part)
 
 
 def _resnet(rng):
@@ -127,7 +124,7 @@ class CountingProcesses(parallel.Communicator):
 
 
 @pytest.mark.parametrize("given_outer, batch_norm_crosses", [(None, True), ("local", False)])
-def test_a_group_made_for_a_smaller_batch_keeps_the_callers_batch_norm_choice(small_parts, given_outer,
+def test_a_group_made_for_a_smaller_batch_keeps_the_callers_batch_norm_choice(given_outer,
                                                                              batch_norm_crosses):
     """``trainer.sync_batchnorm=false`` hands a group whose batch norm stays in the process; a batch
     that splits into another number of parts gets a new group, which must keep that choice."""
@@ -135,7 +132,7 @@ def test_a_group_made_for_a_smaller_batch_keeps_the_callers_batch_norm_choice(sm
     comm = CountingProcesses()
     group = None if given_outer is None else ThreadGroup(3, parallel.LOCAL)
     x, y = np.random.default_rng(1).standard_normal((4, *shape)), np.array([0, 1, 2, 0])
-    forward_backward(model, SoftmaxCrossEntropy(), x, y, workers=2, group=group, comm=comm, total=8)
+    forward_backward(model, SoftmaxCrossEntropy(), x, y, workers=2, group=group, comm=comm, total=8, **SMALL_PARTS)
     assert comm.allreduces == 1 and (comm.sums > 0) == batch_norm_crosses
 
 
@@ -223,13 +220,13 @@ def test_a_process_keeps_its_own_parts_of_the_global_batch_generators():
 @needs_blas_control
 @pytest.mark.parametrize("make", [_resnet, _conv_and_features])
 @pytest.mark.parametrize("parts", [2, 3])
-def test_split_step_matches_one_thread(rng, small_parts, make, parts):
+def test_split_step_matches_one_thread(rng, make, parts):
     model, shape = make(rng)
     reference = copy.deepcopy(model)
     x = rng.standard_normal((11,) + shape)                  # 11 images: parts of 5/6 or 3/4/4
     y = rng.integers(0, model.output_shape(shape)[-1], 11)
-    assert parts_for(11, parts) == parts
-    split = forward_backward(model, SoftmaxCrossEntropy(), x, y, workers=parts)
+    assert parts_for(11, parts, min_per_part=1) == parts
+    split = forward_backward(model, SoftmaxCrossEntropy(), x, y, workers=parts, **SMALL_PARTS)
     whole = forward_backward(reference, SoftmaxCrossEntropy(), x, y, workers=1)
     np.testing.assert_allclose(split.logits, whole.logits, rtol=1e-10, atol=1e-12)
     assert float(split.loss) == pytest.approx(float(whole.loss), rel=1e-12)
@@ -241,7 +238,7 @@ def test_split_step_matches_one_thread(rng, small_parts, make, parts):
 
 
 @needs_blas_control
-def test_split_training_steps_follow_one_thread_and_repeat_exactly(rng, small_parts):
+def test_split_training_steps_follow_one_thread_and_repeat_exactly(rng):
     model, shape = _resnet(rng)
     x, y = rng.standard_normal((12,) + shape), rng.integers(0, 5, 12)
     runs = {}
@@ -249,7 +246,7 @@ def test_split_training_steps_follow_one_thread_and_repeat_exactly(rng, small_pa
         m = copy.deepcopy(model)
         opt, loss_fn = SGD(lr=0.1, momentum=0.9), SoftmaxCrossEntropy()
         for _ in range(3):
-            train_step(m, loss_fn, opt, x, y, workers=workers)
+            train_step(m, loss_fn, opt, x, y, workers=workers, **SMALL_PARTS)
         runs[key] = dict(m.state_dict())
     for name, value in runs["one"].items():
         np.testing.assert_allclose(runs["split"][name], value, rtol=1e-8, atol=1e-10, err_msg=name)
@@ -257,7 +254,7 @@ def test_split_training_steps_follow_one_thread_and_repeat_exactly(rng, small_pa
 
 
 @needs_blas_control
-def test_each_part_runs_with_one_blas_thread(rng, small_parts, monkeypatch):
+def test_each_part_runs_with_one_blas_thread(rng, monkeypatch):
     model, shape = _conv_and_features(rng)
     seen = []
     original = Conv2d.forward
@@ -268,7 +265,8 @@ def test_each_part_runs_with_one_blas_thread(rng, small_parts, monkeypatch):
 
     monkeypatch.setattr(Conv2d, "forward", spy)
     before = blas_threads()
-    forward_backward(model, SoftmaxCrossEntropy(), rng.standard_normal((6,) + shape), np.zeros(6, int), workers=2)
+    forward_backward(model, SoftmaxCrossEntropy(), rng.standard_normal((6,) + shape), np.zeros(6, int), workers=2,
+                     **SMALL_PARTS)
     assert {threads for _, threads in seen} == {1}
     assert len({name for name, _ in seen}) == 2              # two threads did the work
     assert blas_threads() == before
@@ -314,7 +312,7 @@ class _Record(Layer):
 
 
 @needs_blas_control
-def test_dropout_masks_differ_between_parts_and_steps(small_parts):
+def test_dropout_masks_differ_between_parts_and_steps():
     record = _Record()
     model = Sequential([("drop", Dropout(0.5, rng=np.random.default_rng(0))), ("record", record),
                         ("fc", Linear(500, 2))])
@@ -322,7 +320,7 @@ def test_dropout_masks_differ_between_parts_and_steps(small_parts):
     masks = []
     for _ in range(2):
         record.seen.clear()
-        forward_backward(model, SoftmaxCrossEntropy(), x, y, workers=2)
+        forward_backward(model, SoftmaxCrossEntropy(), x, y, workers=2, **SMALL_PARTS)
         assert [len(part) for part in record.seen] == [4, 4]
         masks.append([part == 0 for part in record.seen])
     (a, b), (c, d) = masks
@@ -332,9 +330,10 @@ def test_dropout_masks_differ_between_parts_and_steps(small_parts):
 
 
 @needs_blas_control
-def test_a_failing_part_raises_its_own_error(rng, small_parts):
+def test_a_failing_part_raises_its_own_error(rng):
     model = Sequential([("fc", Linear(4, 2, rng=rng)), ("bn", BatchNorm(2))])
     with pytest.raises(ValueError, match="expects"):
-        forward_backward(model, SoftmaxCrossEntropy(), np.ones((4, 3)), np.zeros(4, int), workers=2)
+        forward_backward(model, SoftmaxCrossEntropy(), np.ones((4, 3)), np.zeros(4, int), workers=2, **SMALL_PARTS)
     x = np.ones((4, 4), dtype=np.float32)
-    assert forward_backward(model, SoftmaxCrossEntropy(), x, np.zeros(4, int), workers=2).logits.shape == (4, 2)
+    assert forward_backward(model, SoftmaxCrossEntropy(), x, np.zeros(4, int), workers=2,
+                            **SMALL_PARTS).logits.shape == (4, 2)

@@ -111,11 +111,11 @@ def test_a_plan_follows_the_weights_as_they_change(rng):
 
 
 @pytest.mark.parametrize("workers", [2, 3])
-def test_batch_split_across_workers_gives_the_same_output(rng, workers, monkeypatch):
-    monkeypatch.setattr(parallel, "MIN_IMAGES_PER_PART", 2)
+def test_batch_split_across_workers_gives_the_same_output(rng, workers):
     model = randomise_batch_norms(build_model(TINY_RESNET, input_shape=(8, 8, 3), seed=0, dtype=np.float64), rng)
     x = rng.standard_normal((7, 8, 8, 3))                      # parts of 2, 2, 3 (uneven)
-    np.testing.assert_allclose(infer(model, x, workers=workers), InferencePlan(model)(x), rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(infer(model, x, workers=workers, min_per_part=2), InferencePlan(model)(x),
+                               rtol=1e-12, atol=1e-12)
 
 
 class _BlasProbe(ReLU):
@@ -139,14 +139,12 @@ def test_blas_threads_are_restored_after_a_split_batch(monkeypatch):
     if before is None:
         pytest.skip("NumPy's BLAS is not an OpenBLAS whose threads can be set")
     seen = []
-    monkeypatch.setattr(parallel, "MIN_IMAGES_PER_PART", 1)
-    infer(Sequential([("probe", _BlasProbe(seen))]), np.zeros((4, 3)), workers=2)
+    infer(Sequential([("probe", _BlasProbe(seen))]), np.zeros((4, 3)), workers=2, min_per_part=1)
     assert seen == [1, 1] and blas.blas_threads() == before   # one BLAS thread per part, then back
 
 
 def test_without_blas_control_the_batch_is_not_split(monkeypatch):
-    monkeypatch.setattr(parallel, "MIN_IMAGES_PER_PART", 1)
-    monkeypatch.setattr(parallel, "blas_threads", lambda: None)
+    monkeypatch.setattr(parallel, "blas_threads", lambda: None)      # an environment without OpenBLAS control
     seen = []
-    out = infer(Sequential([("probe", _BlasProbe(seen))]), np.zeros((4, 3)), workers=2)
+    out = infer(Sequential([("probe", _BlasProbe(seen))]), np.zeros((4, 3)), workers=2, min_per_part=1)
     assert len(seen) == 1 and out.shape == (4, 3)

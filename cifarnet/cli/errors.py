@@ -1,9 +1,10 @@
 """Turn expected failures into one line on stderr and a non-zero exit, without a traceback.
 
-Expected failures are cifarnet's own error types, raised where input is checked (a config key,
-a file, a value: :class:`cifarnet.errors.InvalidValue` and the others in ``EXPECTED``), OS errors
-on files, and Hydra's composition errors. Anything else (a ``ValueError`` from deep in NumPy, say)
-is a bug: it keeps its traceback, followed by a line that says so."""
+Expected failures are cifarnet's own error types (:class:`cifarnet.errors.CifarnetError` and the
+errors that derive from it: a config key, a file, a value), OS errors on files, and Hydra's
+composition errors. Anything else (a ``ValueError`` from deep in NumPy, say) is a bug: it keeps its
+traceback, followed by a line that says so. CIFARNET_TRACEBACK=1 shows the traceback of expected
+errors too."""
 from __future__ import annotations
 
 import os
@@ -11,26 +12,12 @@ import signal
 import sys
 import traceback
 
-from ..backend import BackendUnavailable
-from ..checkpoint import CheckpointError
-from ..data import DataError
-from ..distributed.agreement import RankMismatch
-from ..distributed.launch import LaunchError
-from ..errors import InvalidValue
-from ..experiment import ConfigError
-from ..export import ExportError
-from ..models import ModelSpecError
-from ..registry import UnknownNameError
-from ..run_dir import RunDirectoryError
-from ..tracking import TrackerError
-from ..training.guard import NonFiniteError
-from ..training.signals import TrainingInterrupted
+from .. import errors
+from ..errors import one_line
+from ..training.signals import Terminated, TrainingInterrupted, raise_terminated
 
-# InvalidValue: the library checks arguments (batch size, val_size, rates, ...) with InvalidValue
-# errors whose message names the value (a plain ValueError is a bug); CIFARNET_TRACEBACK=1 shows the
-# traceback of expected errors too.
-EXPECTED = (BackendUnavailable, CheckpointError, DataError, ConfigError, ModelSpecError, UnknownNameError,
-            ExportError, NonFiniteError, RunDirectoryError, TrackerError, LaunchError, RankMismatch, InvalidValue)
+__all__ = ["Terminated", "expected_message", "hydra_message", "raise_terminated", "report_and_exit"]
+
 BUG = ("cifarnet: internal error: {kind}: this is a bug in cifarnet, not a problem with your input; "
        "please report it with the traceback above")
 
@@ -43,22 +30,6 @@ PLUGINS = {
     "hydra/launcher/ray": ("hydra/launcher=ray", "ray", "hydra-ray-launcher"),
     "hydra/sweeper/optuna": ("hydra/sweeper=search", "optuna", "hydra-optuna-sweeper"),
 }
-
-
-class Terminated(BaseException):
-    """SIGTERM outside training (while starting up, loading data, evaluating): like Ctrl-C's
-    KeyboardInterrupt, it unwinds the job so that its cleanup runs, then exits 143."""
-
-    signum = signal.SIGTERM
-
-
-def raise_terminated(signum, frame) -> None:
-    """The SIGTERM handler the command line installs while no training loop has its own."""
-    raise Terminated()
-
-
-def one_line(text: str) -> str:
-    return " ".join(part.strip() for part in str(text).strip().splitlines() if part.strip())
 
 
 def hydra_message(err: BaseException) -> str | None:
@@ -89,21 +60,10 @@ def hydra_message(err: BaseException) -> str | None:
     return None
 
 
-def os_message(err: OSError) -> str:
-    """``[Errno 30] Read-only file system: 'x'`` as ``x: read-only file system``."""
-    reason = (err.strerror or str(err)).rstrip(".")
-    reason = reason[:1].lower() + reason[1:]
-    return reason if err.filename is None else f"{err.filename}: {reason}"
-
-
 def expected_message(err: BaseException) -> str | None:
-    """The one-line message for an expected failure (a bad config, file, value or environment),
-    or None for anything else (a bug, whose traceback should be seen)."""
-    if isinstance(err, EXPECTED):
-        return one_line(str(err))
-    if isinstance(err, OSError) and err.errno is not None:      # a directory that cannot be made or written
-        return os_message(err)
-    return hydra_message(err)
+    """The one-line message for an expected failure (:func:`cifarnet.errors.expected_message`, or a
+    Hydra composition error), or None for anything else (a bug, whose traceback should be seen)."""
+    return errors.expected_message(err) or hydra_message(err)
 
 
 def report_and_exit(err: BaseException, emit=None) -> None:

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..errors import CifarnetError
 from .dataset import Dataset, Split
 from .download import DownloadError, download, md5sum, safe_extract
 from .safe_pickle import UnsafePickleError, load_restricted
@@ -27,7 +28,7 @@ META_FILE = "batches.meta"
 NUM_CLASSES = 10
 
 
-class DataError(RuntimeError):
+class DataError(CifarnetError, RuntimeError):
     """Data that is missing, unreadable or not what it claims to be; the message names the file."""
 
 

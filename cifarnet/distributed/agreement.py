@@ -7,9 +7,10 @@ from functools import lru_cache
 from pathlib import Path
 
 from .. import __version__
+from ..errors import CifarnetError
 
 
-class RankMismatch(RuntimeError):
+class RankMismatch(CifarnetError, RuntimeError):
     """Ranks of one run differ in code or command line (raised on every rank)."""
 
 

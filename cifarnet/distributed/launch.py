@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import checkpoint as ckpt
+from ..errors import CifarnetError
 from ..threads import default_workers
 from ..training.metrics import TERMINAL_VARIABLE
 from ..training.signals import TrainingInterrupted, resume_command
@@ -32,7 +33,7 @@ from ..training.signals import TrainingInterrupted, resume_command
 log = logging.getLogger("cifarnet")
 
 
-class LaunchError(RuntimeError):
+class LaunchError(CifarnetError, RuntimeError):
     """The ranks could not be started, or one of them failed (one line)."""
 
 

@@ -23,9 +23,9 @@ from pathlib import Path
 from typing import Any
 
 from .. import checkpoint as ckpt
-from ..cli.errors import expected_message, raise_terminated
+from ..errors import expected_message
 from ..experiment import train
-from ..training.signals import TrainingInterrupted, resume_command
+from ..training.signals import TrainingInterrupted, raise_terminated, resume_command
 from .agreement import RankMismatch, check_agreement, identity
 from .mpi import MPICommunicator
 

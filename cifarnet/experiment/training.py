@@ -4,6 +4,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -43,10 +44,39 @@ from .resume import carry_best_checkpoint
 log = logging.getLogger("cifarnet.experiment")
 
 
+@dataclass
+class Run:
+    """A training run as :func:`build` made it from a config, ready for :func:`run`: its settings,
+    components and the state it starts from (None: from scratch)."""
+
+    cfg: dict[str, Any]
+    run_dir: Path
+    settings: TrainerSettings
+    comm: Communicator
+    backend: Any
+    dtype: Any
+    dataset: Any
+    model: Any
+    trainer: Trainer
+    trackers: list
+    eval_loaders: dict
+    state: TrainState | None
+    tta: int
+    data_init_seconds: float
+    overrides: list[str]
+    started: float
+
+    @property
+    def writes(self) -> bool:
+        """Rank 0 (or the only process) writes files and talks to trackers."""
+        return self.comm.rank == 0
+
+
 def train(cfg: dict[str, Any], run_dir: str | Path, resume_from: ckpt.Checkpoint | None = None,
           resume_command=None, overrides: list[str] | None = None, hooks: Sequence[Hook] = (),
           comm: Communicator = LOCAL) -> dict[str, Any]:
-    """Train as ``cfg`` says, writing metrics and checkpoints under ``run_dir``.
+    """Train as ``cfg`` says, writing metrics and checkpoints under ``run_dir``: :func:`build`, then
+    :func:`run`.
 
     With ``resume_from``, weights, optimizer state, schedule position, epoch counter, RNG states
     and metric history continue from that checkpoint (``cfg`` should come from
@@ -66,6 +96,16 @@ def train(cfg: dict[str, Any], run_dir: str | Path, resume_from: ckpt.Checkpoint
     Returns:
         A summary: best metric and epoch, final metrics, epochs, run seconds, paths.
     """
+    return run(build(cfg, run_dir, resume_from, resume_command, overrides, hooks, comm))
+
+
+def build(cfg: dict[str, Any], run_dir: str | Path, resume_from: ckpt.Checkpoint | None = None,
+          resume_command=None, overrides: list[str] | None = None, hooks: Sequence[Hook] = (),
+          comm: Communicator = LOCAL) -> Run:
+    """Everything a training run needs, made from ``cfg`` (arguments as :func:`train`'s): the run
+    directory checked, the components made (the backend first, the data after everything the config
+    names is checked), the model built, initialised (from data, ``init_from`` or the checkpoint
+    resumed) and moved to its backend, and the trainer."""
     started = time.perf_counter()
     run_dir = Path(run_dir)
     tcfg = cfg["trainer"]
@@ -111,19 +151,7 @@ def train(cfg: dict[str, Any], run_dir: str | Path, resume_from: ckpt.Checkpoint
         data_init_seconds = round(time.perf_counter() - tick, 3)
     state = None
     if resume_from is not None:
-        model.load_state_dict(resume_from.model_state)
-        if resume_from.optimizer_state is not None:
-            optimizer.load_state_dict(resume_from.optimizer_state)
-        try:
-            model.load_generator_states(resume_from.meta["rng"])
-        except ValueError as err:
-            raise ckpt.CheckpointError(f"checkpoint {resume_from.path}: {err}") from None
-        state = TrainState.from_dict(resume_from.meta["state"])
-        if state.epoch >= settings.epochs:
-            raise ConfigError(f"the checkpoint has finished {state.epoch} epochs and trainer.epochs is "
-                              f"{settings.epochs:g}; ask for more, e.g. trainer.epochs={state.epoch + 1}")
-        log.info("resuming from %s at epoch %d, batch %d (step %d)", resume_from.path, state.epoch + 1,
-                 state.batch, state.step)
+        state = resume_into(model, optimizer, resume_from, settings)
         if writes:
             carry_best_checkpoint(resume_from, state, run_dir / "checkpoints")
     model.to(backend)
@@ -150,50 +178,79 @@ def train(cfg: dict[str, Any], run_dir: str | Path, resume_from: ckpt.Checkpoint
             trainer.average.load(model, resume_from.extras)
         except ValueError as err:
             raise ckpt.CheckpointError(f"checkpoint {resume_from.path}: {err}") from None
+    return Run(cfg, run_dir, settings, comm, backend, dtype, dataset, model, trainer, trackers, eval_loaders, state,
+               tta, data_init_seconds, list(overrides or []), started)
+
+
+def resume_into(model, optimizer, resume_from: ckpt.Checkpoint, settings: TrainerSettings) -> TrainState:
+    """Put a checkpoint's weights, optimizer state and generator states into ``model`` and
+    ``optimizer``; returns its training state (refused if ``settings.epochs`` are already done)."""
+    model.load_state_dict(resume_from.model_state)
+    if resume_from.optimizer_state is not None:
+        optimizer.load_state_dict(resume_from.optimizer_state)
+    try:
+        model.load_generator_states(resume_from.meta["rng"])
+    except ValueError as err:
+        raise ckpt.CheckpointError(f"checkpoint {resume_from.path}: {err}") from None
+    state = TrainState.from_dict(resume_from.meta["state"])
+    if state.epoch >= settings.epochs:
+        raise ConfigError(f"the checkpoint has finished {state.epoch} epochs and trainer.epochs is "
+                          f"{settings.epochs:g}; ask for more, e.g. trainer.epochs={state.epoch + 1}")
+    log.info("resuming from %s at epoch %d, batch %d (step %d)", resume_from.path, state.epoch + 1,
+             state.batch, state.step)
+    return state
+
+
+def run(r: Run) -> dict[str, Any]:
+    """Train what :func:`build` made, evaluate the result (with test-time augmentation if asked),
+    write ``result.json``, ``best_eval.json`` and the figures; returns the summary."""
+    cfg, settings, trainer, dataset, trackers = r.cfg, r.settings, r.trainer, r.dataset, r.trackers
     with limited_blas_threads(BLAS_THREADS_PER_WORKER) as blas_limited:    # see cifarnet.parallel
-        parts, workers = parts_for(train_loader.share, settings.workers, backend.xp), tcfg.get("workers")
+        parts, workers = parts_for(trainer.train_loader.share, settings.workers, r.backend.xp), \
+            cfg["trainer"].get("workers")
         where = f"split between {parts} threads" if parts > 1 else "on one thread"
-        if comm.size > 1:
-            where = f"split between {comm.size} processes, each part {where}"
+        if r.comm.size > 1:
+            where = f"split between {r.comm.size} processes, each part {where}"
         blas = f"{BLAS_THREADS_PER_WORKER} BLAS thread each" if blas_limited else "BLAS threads as OpenBLAS chooses"
         log.info("training batches of %d images %s, %s (trainer.workers=%s)", cfg["data"]["batch_size"], where,
                  blas, "null" if workers is None else workers)
         try:
-            state = trainer.fit(state)
+            state = trainer.fit(r.state)
         except BaseException:
             for tracker in trackers:
                 tracker.finish([], failed=True)
             raise
         final_eval = None
-        if tta and not trainer.stopped_early:                      # the finished model, with test-time augmentation
+        if r.tta and not trainer.stopped_early:                    # the finished model, with test-time augmentation
             tick = time.perf_counter()
-            got = evaluate(model, eval_loaders["test"], dataset.num_classes, settings.progress and writes,
-                           settings.workers, comm, tta=tta)
-            final_eval = {"split": "test", "tta": tta, "accuracy": got.accuracy, "loss": got.loss, "images": got.images,
-                          "seconds": round(time.perf_counter() - tick, 3)}
-            log.info("final evaluation, %s: test accuracy %.2f%%, loss %.4f (%.1f s)", tta_words(tta),
+            got = evaluate(r.model, r.eval_loaders["test"], dataset.num_classes, settings.progress and r.writes,
+                           settings.workers, r.comm, tta=r.tta)
+            final_eval = {"split": "test", "tta": r.tta, "accuracy": got.accuracy, "loss": got.loss,
+                          "images": got.images, "seconds": round(time.perf_counter() - tick, 3)}
+            log.info("final evaluation, %s: test accuracy %.2f%%, loss %.4f (%.1f s)", tta_words(r.tta),
                      100 * got.accuracy, got.loss, final_eval["seconds"])
         best_path = trainer.keeper.best()
-        if not writes:
+        if not r.writes:
             return {"status": "completed", "best_metric": state.best_metric, "best_epoch": state.best_epoch,
-                    "epochs": state.epoch, "run_dir": str(run_dir)}
+                    "epochs": state.epoch, "run_dir": str(r.run_dir)}
         if best_path is not None:                  # per-class accuracy and confusion of the best epoch
             best = ckpt.load(best_path)
-            result = evaluate(restore_model(best, backend, dtype), eval_loaders["test"], dataset.num_classes)
-            write_json(run_dir / "best_eval.json", {"checkpoint": str(best_path), "epoch": best.meta["state"]["epoch"],
-                                                     "split": "test", **result.to_dict(dataset.class_names)})
+            result = evaluate(restore_model(best, r.backend, r.dtype), r.eval_loaders["test"], dataset.num_classes)
+            write_json(r.run_dir / "best_eval.json", {"checkpoint": str(best_path),
+                                                       "epoch": best.meta["state"]["epoch"],
+                                                       "split": "test", **result.to_dict(dataset.class_names)})
     last = {k: (None if v == "" else v) for k, v in state.history[-1].items()}     # JSON: null, not ""
-    summary = {"status": "completed", "overrides": list(overrides or []),
+    summary = {"status": "completed", "overrides": r.overrides,
                "best_metric": state.best_metric, "best_epoch": state.best_epoch,
-               "metric": "val_acc" if "val" in eval_loaders else "test_acc",
-               "final": last, "epochs": state.epoch, "run_seconds": round(time.perf_counter() - started, 2),
-               "run_dir": str(run_dir), "best_checkpoint": None if best_path is None else str(best_path),
+               "metric": "val_acc" if "val" in r.eval_loaders else "test_acc",
+               "final": last, "epochs": state.epoch, "run_seconds": round(time.perf_counter() - r.started, 2),
+               "run_dir": str(r.run_dir), "best_checkpoint": None if best_path is None else str(best_path),
                "stopped_early": trainer.stopped_early, "final_eval": final_eval,
-               "time": time_to_result(state.history, data_init_seconds, final_eval)}
+               "time": time_to_result(state.history, r.data_init_seconds, final_eval)}
     if not trainer.stopped_early:
         log.info("time to result %.1f s: %s", summary["time"]["total_seconds"], summary["time"]["definition"])
-    write_json(run_dir / "result.json", summary)
-    figures = plot_figures(run_dir) if cfg.get("plots", True) else []
+    write_json(r.run_dir / "result.json", summary)
+    figures = plot_figures(r.run_dir) if cfg.get("plots", True) else []
     for tracker in trackers:
         tracker.finish([p for p in (best_path, *figures) if p is not None])
     return summary

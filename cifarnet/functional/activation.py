@@ -53,7 +53,7 @@ class GeluReference:
 class GeluNumpy:
     """The reference's formulas rearranged for fewer passes over memory, in place:
     ``tanh(C x (1 + A x^2))`` forward, and the slope as ``0.5 (1 + t) (1 + C x (1 + 3 A x^2) (1 - t))``
-    (about half the reference's time on a 2-core Xeon, ``docs/performance.md``)."""
+    (``docs/performance.md`` has the times)."""
 
     @staticmethod
     def forward(x, *, keep: bool = True):

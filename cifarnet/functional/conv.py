@@ -24,10 +24,8 @@ from .dispatch import Op
 
 conv2d = Op("conv2d")
 
-# Blocked products pay off for narrow layers. With BLAS on 2 threads and the whole batch 128 they
-# sped a conv's forward+backward up 1.30x at C=16, 1.33x at C=32 and 0.89x at C=64; with the batch
-# split between threads (one BLAS thread each, as training and evaluation now run) blocking only
-# up to 16 channels made the ResNet-32 step 0.90x-0.93x and evaluation 0.94x the time of up to 32.
+# Blocked products pay off for narrow layers only (docs/performance.md, "Measurements behind the
+# defaults"; python -m cifarnet.bench.layouts measures the limit).
 BLOCK_MAX_CHANNELS = 16
 CHUNK_BYTES = 2 << 20     # the batch is worked through in chunks whose column matrix is about this size
 

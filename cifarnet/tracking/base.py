@@ -4,13 +4,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from ..errors import CifarnetError
 from ..registry import Registry
 from ..training.hooks import Hook
 
 TRACKERS = Registry("logger")
 
 
-class TrackerError(RuntimeError):
+class TrackerError(CifarnetError, RuntimeError):
     """A tracker that cannot work here (its package is not installed, its server does not answer);
     the message says which and what to do."""
 

@@ -6,12 +6,13 @@ import logging
 import math
 
 from ..backend import array_module
+from ..errors import CifarnetError
 from ..store import FlatStore
 
 log = logging.getLogger(__name__)
 
 
-class NonFiniteError(RuntimeError):
+class NonFiniteError(CifarnetError, RuntimeError):
     """A NaN or Inf loss or gradient; the message gives epoch, step and the tensor."""
 
 

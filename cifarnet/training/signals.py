@@ -11,6 +11,19 @@ from pathlib import Path
 log = logging.getLogger("cifarnet.training.trainer")
 
 
+
+class Terminated(BaseException):
+    """SIGTERM outside training (while starting up, loading data, evaluating): like Ctrl-C's
+    KeyboardInterrupt, it unwinds the job so that its cleanup runs, then exits 143."""
+
+    signum = signal.SIGTERM
+
+
+def raise_terminated(signum, frame) -> None:
+    """The SIGTERM handler the command line (and an MPI rank) installs while no training loop has
+    its own."""
+    raise Terminated()
+
 class TrainingInterrupted(RuntimeError):
     """SIGINT or SIGTERM arrived; a resumable checkpoint was written first, unless a second SIGINT
     aborted at once (``aborted``).

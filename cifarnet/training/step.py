@@ -13,7 +13,7 @@ from ..comm import LOCAL, Communicator
 from ..layers import TRAIN, Mode
 from ..losses import SoftmaxCrossEntropy
 from ..optim import Optimizer
-from ..parallel import ThreadGroup, fork_generators, part_edges, parts_for, run_parts
+from ..parallel import MIN_IMAGES_PER_PART, ThreadGroup, fork_generators, part_edges, parts_for, run_parts
 from ..store import FlatStore
 from .overlap import GradientBuckets
 from .plan import TrainingPlan
@@ -31,10 +31,10 @@ class StepResult:
 
 
 def thread_group(share: int, workers: int | None, xp, comm: Communicator = LOCAL,
-                 sync_batchnorm: bool = True) -> ThreadGroup | None:
+                 sync_batchnorm: bool = True, min_per_part: int = MIN_IMAGES_PER_PART) -> ThreadGroup | None:
     """The communicator of the threads a batch share of ``share`` images is split between, reaching
     across ``comm``'s processes for batch norm if ``sync_batchnorm``; None for one thread in one process."""
-    parts = parts_for(share, workers, xp)
+    parts = parts_for(share, workers, xp, min_per_part)
     if parts == 1 and comm.size == 1:
         return None
     return ThreadGroup(parts, comm if sync_batchnorm else LOCAL)
@@ -55,7 +55,8 @@ class StepSummary:
 
 def forward_backward(model, loss_fn: SoftmaxCrossEntropy, x, y, workers: int | None = None,
                      mode: Mode = TRAIN, group: ThreadGroup | None = None, comm: Communicator = LOCAL,
-                     total: int | None = None, overlap: bool = True) -> StepResult:
+                     total: int | None = None, overlap: bool = True,
+                     min_per_part: int = MIN_IMAGES_PER_PART) -> StepResult:
     """Forward, loss and backward on one batch; the images get no gradient. The gradients are
     written into the model's flat store (``model.store.grads``). The model runs as its training
     plan (:class:`cifarnet.training.plan.TrainingPlan`: traced once, batch norm fused with the
@@ -83,10 +84,11 @@ def forward_backward(model, loss_fn: SoftmaxCrossEntropy, x, y, workers: int | N
         total: the global batch (``N`` if None); ``StepResult.loss`` stays this share's mean.
         overlap: reduce the gradients over the processes bucket by bucket during the backward
             pass (one thread per process); False: in one blocking ``allreduce`` after it.
+        min_per_part: the fewest images a thread's part may have (:func:`cifarnet.parallel.parts_for`).
     """
     n = x.shape[0]
     store = FlatStore.of(model)
-    parts = parts_for(n, workers, array_module(x))
+    parts = parts_for(n, workers, array_module(x), min_per_part)
     scale = None if total is None or total == n else n / total
     plan = TrainingPlan.of(model)
     if parts < 2 and comm.size == 1:
@@ -141,13 +143,14 @@ def read_back(result: StepResult, y, grads, comm: Communicator = LOCAL, stop: in
     agreed = SIGINT if interrupts else SIGTERM if terminations else None
     return StepSummary(loss_sum / images, correct, finite == comm.size, int(images), agreed)
 
-def train_step(model, loss_fn: SoftmaxCrossEntropy, optimizer: Optimizer, x, y, workers: int | None = None) -> tuple:
+def train_step(model, loss_fn: SoftmaxCrossEntropy, optimizer: Optimizer, x, y, workers: int | None = None,
+               min_per_part: int = MIN_IMAGES_PER_PART) -> tuple:
     """Forward, loss, backward and update on one batch (see :func:`forward_backward`).
 
     Returns:
         ``(loss, logits)``: the 0-d loss array and the ``(N, K)`` logits, both before the update.
     """
-    result = forward_backward(model, loss_fn, x, y, workers)
+    result = forward_backward(model, loss_fn, x, y, workers, min_per_part=min_per_part)
     optimizer.step(model, result.grads)
     return result.loss, result.logits
 
