@@ -7,8 +7,9 @@ gradients, so a sum doubles them) on a network modelled as one link: each reduct
 ``latency + bytes / bandwidth`` and the link carries one at a time, in the order they were started.
 Batch norm's sums cross without delay (they are small and latency-bound, and the same with either
 kind of gradient reduction). The step is timed with one blocking ``allreduce`` after the backward
-pass and with the plan's buckets (:mod:`cifarnet.training.overlap`) reduced while it runs; the report
-gives both, the step on a network without delay, and what each adds to it. Run it on an idle machine.
+pass and with the plan's buckets (:mod:`cifarnet.training.overlap`) reduced while it runs, and on a
+network without delay, the three taking turns step by step; the report gives each median and what
+the network adds to it. Run it on an idle machine.
 """
 from __future__ import annotations
 
@@ -74,15 +75,24 @@ class DelayedCommunicator(Communicator):
         self.iallreduce(buffer).wait()
 
 
-def step_seconds(model, x, y, comm: Communicator, overlap: bool, steps: int) -> float:
-    """Median seconds of ``steps`` forward-backward steps (one thread) over ``comm``."""
-    loss = SoftmaxCrossEntropy()
-    times = []
-    for _ in range(steps + 1):
-        start = time.perf_counter()
-        forward_backward(model, loss, x, y, workers=1, comm=comm, total=2 * len(y), overlap=overlap)
-        times.append(time.perf_counter() - start)
-    return statistics.median(times[1:])
+def step_seconds(model, x, y, comm: Communicator, overlap: bool) -> float:
+    """Seconds of one forward-backward step (one thread) over ``comm``."""
+    start = time.perf_counter()
+    forward_backward(model, SoftmaxCrossEntropy(), x, y, workers=1, comm=comm, total=2 * len(y), overlap=overlap)
+    return time.perf_counter() - start
+
+
+def alternating(model, x, y, conditions: dict, steps: int) -> dict[str, float]:
+    """Median step seconds of each of ``conditions`` (name -> (communicator, overlap)), the
+    conditions taking turns step by step (so the machine's drift falls on all alike), after one
+    step of each to warm up."""
+    times: dict[str, list[float]] = {name: [] for name in conditions}
+    for round_ in range(steps + 1):
+        for name, (comm, overlap) in conditions.items():
+            seconds = step_seconds(model, x, y, comm, overlap)
+            if round_:
+                times[name].append(seconds)
+    return {name: statistics.median(t) for name, t in times.items()}
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -91,7 +101,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--batch", type=int, default=64, help="this process's share of the global batch")
     parser.add_argument("--mb-per-s", type=float, default=50.0, help="the link's bandwidth, MB/s")
     parser.add_argument("--latency-ms", type=float, default=1.0, help="the delay of every reduction")
-    parser.add_argument("--steps", type=int, default=7)
+    parser.add_argument("--steps", type=int, default=15, help="steps of each kind, taking turns")
     parser.add_argument("--json", help="also write the results here")
     opts = parser.parse_args(argv)
     from ..blas import limited_blas_threads
@@ -104,9 +114,9 @@ def main(argv: list[str] | None = None) -> dict:
     y = rng.integers(0, 10, opts.batch)
     slow = DelayedCommunicator(opts.latency_ms / 1e3, opts.mb_per_s * 1e6)
     with limited_blas_threads(1):
-        free = step_seconds(model, x, y, DelayedCommunicator(), True, opts.steps)
-        blocking = step_seconds(model, x, y, slow, False, opts.steps)
-        overlapped = step_seconds(model, x, y, slow, True, opts.steps)
+        medians = alternating(model, x, y, {"free": (DelayedCommunicator(), True), "blocking": (slow, False),
+                                            "overlapped": (slow, True)}, opts.steps)
+    free, blocking, overlapped = medians["free"], medians["blocking"], medians["overlapped"]
     grads_mb = model.store.grads.nbytes / 1e6
     report = {"machine": machine_description(), "model": opts.model, "batch": opts.batch,
               "gradient_mb": round(grads_mb, 3), "mb_per_s": opts.mb_per_s, "latency_ms": opts.latency_ms,

@@ -18,7 +18,7 @@ from __future__ import annotations
 from ..comm import Communicator, Request
 from ..store import FlatStore
 
-BUCKET_BYTES = 1 << 20
+BUCKET_BYTES = 256 << 10        # small enough that the last bucket (the first layers) is a small part
 
 
 class GradientBuckets:
