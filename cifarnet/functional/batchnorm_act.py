@@ -28,13 +28,12 @@ import numpy as np
 from ..arrays.rows import channel_sums, rows, tile
 from ..backend import array_module
 from ..comm import LOCAL
-from ..errors import InvalidValue
-from ..kernels import batchnorm as bn
 from ..kernels import batchnorm_act as kernels
 from .activation import GeluNumpy, GeluReference, ReluReference
 from .batchnorm import BatchNormReference, _check, _update_running
-from .destination import target
+from .destination import target, target_or_new
 from .dispatch import FUSED, Op
+from .fused import fused_statistics
 
 batch_norm_act = Op("batch_norm_act")
 ACTIVATIONS = ("relu", "gelu")
@@ -206,21 +205,10 @@ class BatchNormActFused:
                 momentum: float = 0.1, eps: float = 1e-5, reducer=LOCAL, residual=None, keep: bool = True,
                 overwrite_input: bool = False):
         _check_activation(activation, residual)
-        _check(x, gamma)
-        if reducer is not LOCAL:
-            raise InvalidValue("fused batch norm normalises one device's batch; a batch split between threads or "
-                               "processes takes backend.kernels=reference")
+        x, mean, invstd, rows = fused_statistics(x, gamma, running_mean, running_var, training, momentum, eps,
+                                                 reducer)
         xp = array_module(x)
-        x = xp.ascontiguousarray(x)
         c = gamma.shape[0]
-        rows = x.size // c
-        if training:
-            _check(x, gamma, rows)
-            mean, invstd = xp.empty(c, dtype=x.dtype), xp.empty(c, dtype=x.dtype)
-            bn.bn_stats(xp, c, x, mean, invstd, running_mean, running_var, rows, c, float(eps), float(momentum),
-                        True)
-        else:
-            mean, invstd = running_mean, 1.0 / xp.sqrt(running_var + eps)
         code = kernels.RELU if activation == "relu" else kernels.GELU
         res = x if residual is None else xp.ascontiguousarray(residual)
         out = xp.empty_like(x)
@@ -235,9 +223,7 @@ class BatchNormActFused:
         xp = array_module(dout)
         dout = xp.ascontiguousarray(dout)
         c = gamma.shape[0]
-        dbeta, dgamma = target(grads_out, "beta"), target(grads_out, "gamma")
-        dbeta = xp.empty(c, dtype=dout.dtype) if dbeta is None else dbeta
-        dgamma = xp.empty(c, dtype=dout.dtype) if dgamma is None else dgamma
+        dbeta, dgamma = target_or_new(grads_out, "beta", dout, c), target_or_new(grads_out, "gamma", dout, c)
         kernels.bn_grad_sums_act(xp, c, dout, x, out, mean, invstd, gamma, beta, dbeta, dgamma, rows, c, code)
         dx = xp.empty_like(dout)
         dres = xp.empty_like(dout) if has_residual else dx

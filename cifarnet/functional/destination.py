@@ -25,6 +25,13 @@ def target(grads_out: Mapping[str, Any] | None, name: str):
         return None
 
 
+def target_or_new(grads_out: Mapping[str, Any] | None, name: str, like, size: int):
+    """The array gradient ``name`` is to be written into, or a new ``(size,)`` one of ``like``'s
+    array module and dtype (for a kernel that writes its output in place)."""
+    found = target(grads_out, name)
+    return array_module(like).empty(size, dtype=like.dtype) if found is None else found
+
+
 def product_into(a, b, out, shape: tuple[int, ...]):
     """``(a @ b).reshape(shape)``, written into ``out`` (shape ``shape``, C-contiguous) if given."""
     xp = array_module(a)

@@ -25,7 +25,7 @@ from ..kernels.windows import col2im, im2col
 from .activation import relu
 from .batchnorm import _check, batch_norm
 from .conv import _inference_only, conv2d
-from .destination import product_into, sum_into, target
+from .destination import product_into, sum_into, target, target_or_new
 from .dispatch import FUSED
 
 
@@ -69,26 +69,36 @@ class Conv2dFused:
         return dx, grads
 
 
+def fused_statistics(x, gamma, running_mean, running_var, training: bool, momentum: float, eps: float, reducer):
+    """``(x, mean, invstd, rows)`` for the fused batch norms: ``x`` contiguous, the batch's mean and
+    ``1/sqrt(var + eps)`` per channel (``bn_stats``, which also updates the running statistics) in
+    training, the running ones in eval mode, and the values per channel. A ``reducer`` that reaches
+    across threads or processes is refused (the fused kernels see one device's batch)."""
+    _check(x, gamma)
+    if reducer is not LOCAL:
+        raise InvalidValue("fused batch norm normalises one device's batch; a batch split between threads or "
+                           "processes takes backend.kernels=reference")
+    xp = array_module(x)
+    x = xp.ascontiguousarray(x)
+    c = gamma.shape[0]
+    rows = x.size // c
+    if not training:
+        return x, running_mean, 1.0 / xp.sqrt(running_var + eps), rows
+    _check(x, gamma, rows)
+    mean, invstd = xp.empty(c, dtype=x.dtype), xp.empty(c, dtype=x.dtype)
+    bn.bn_stats(xp, c, x, mean, invstd, running_mean, running_var, rows, c, float(eps), float(momentum), True)
+    return x, mean, invstd, rows
+
+
 @batch_norm.implementation(FUSED)
 class BatchNormFused:
     @staticmethod
     def forward(x, gamma, beta, running_mean, running_var, *, training: bool, momentum: float = 0.1,
                 eps: float = 1e-5, reducer=LOCAL, keep: bool = True):
-        _check(x, gamma)
-        if reducer is not LOCAL:
-            raise InvalidValue("fused batch norm normalises one device's batch; a batch split between threads or "
-                             "processes takes backend.kernels=reference")
+        x, mean, invstd, rows = fused_statistics(x, gamma, running_mean, running_var, training, momentum, eps,
+                                                 reducer)
         xp = array_module(x)
-        x = xp.ascontiguousarray(x)
         c = gamma.shape[0]
-        rows = x.size // c
-        if training:
-            _check(x, gamma, rows)
-            mean, invstd = xp.empty(c, dtype=x.dtype), xp.empty(c, dtype=x.dtype)
-            bn.bn_stats(xp, c, x, mean, invstd, running_mean, running_var, rows, c, float(eps), float(momentum),
-                        True)
-        else:
-            mean, invstd = running_mean, 1.0 / xp.sqrt(running_var + eps)
         out = xp.empty_like(x)
         bn.bn_apply(xp, x.size, x, mean, invstd, gamma, beta, out, x.size, c)
         return out, ((x, mean, invstd, gamma, training, rows) if keep else None)
@@ -99,9 +109,7 @@ class BatchNormFused:
         xp = array_module(dout)
         dout = xp.ascontiguousarray(dout)
         c = gamma.shape[0]
-        dbeta, dgamma = target(grads_out, "beta"), target(grads_out, "gamma")
-        dbeta = xp.empty(c, dtype=dout.dtype) if dbeta is None else dbeta
-        dgamma = xp.empty(c, dtype=dout.dtype) if dgamma is None else dgamma
+        dbeta, dgamma = target_or_new(grads_out, "beta", dout, c), target_or_new(grads_out, "gamma", dout, c)
         bn.bn_grad_sums(xp, c, dout, x, mean, invstd, dbeta, dgamma, rows, c)
         if not training:
             return dout * (gamma * invstd), {"gamma": dgamma, "beta": dbeta}

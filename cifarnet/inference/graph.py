@@ -63,14 +63,23 @@ def trace(model, training: bool = False) -> tuple[list[Node], int]:
     return graph.nodes, output
 
 
-def _readers(nodes: list[Node], output: int) -> tuple[Counter, dict[int, list[Node]]]:
+def _sole_readers(nodes: list[Node], output: int):
+    """``sole_reader(value, role)``: the one node that reads ``value``, if it is the only use of
+    the value (the graph's ``output`` counts as a use) and its kind has ``role``; else None."""
     uses = Counter(i for node in nodes for i in node.inputs)
     uses[output] += 1
     readers: dict[int, list[Node]] = {}
     for node in nodes:
         for i in node.inputs:
             readers.setdefault(i, []).append(node)
-    return uses, readers
+
+    def sole_reader(value: int, role: str) -> Node | None:
+        found = readers.get(value, [])
+        if uses[value] == 1 and len(found) == 1 and kind_of(found[0].kind).role == role:
+            return found[0]
+        return None
+
+    return sole_reader
 
 
 def fuse_for_training(nodes: list[Node], output: int) -> list[Node]:
@@ -80,13 +89,7 @@ def fuse_for_training(nodes: list[Node], output: int) -> list[Node]:
     activation's value and sits where the activation sat; its ``attrs``: ``activation`` (the kind's
     name) and ``residual`` (bool). An activation of another kind than ReLU takes no residual
     (:data:`cifarnet.functional.batch_norm_act`)."""
-    uses, readers = _readers(nodes, output)
-
-    def sole_reader(value: int, role: str) -> Node | None:
-        found = readers.get(value, [])
-        if uses[value] == 1 and len(found) == 1 and kind_of(found[0].kind).role == role:
-            return found[0]
-        return None
+    sole_reader = _sole_readers(nodes, output)
 
     replaced: dict[int, Node] = {}
     absorbed: set[int] = set()
@@ -121,13 +124,7 @@ def fuse(nodes: list[Node], output: int) -> list[Node]:
     A fused node sits where the last node it absorbed sat, so every value it reads (the residual
     included) is computed before it.
     """
-    uses, readers = _readers(nodes, output)
-
-    def sole_reader(value: int, role: str) -> Node | None:
-        found = readers.get(value, [])
-        if uses[value] == 1 and len(found) == 1 and kind_of(found[0].kind).role == role:
-            return found[0]
-        return None
+    sole_reader = _sole_readers(nodes, output)
 
     replaced: dict[int, Node] = {}        # id of the last absorbed node -> the fused node
     absorbed: set[int] = set()
