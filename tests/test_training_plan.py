@@ -159,3 +159,14 @@ def test_the_numpy_variant_in_blocks_of_a_few_rows_computes_what_the_reference_d
         np.testing.assert_allclose(g, w, rtol=1e-10, atol=1e-12)
     for k in grads:
         np.testing.assert_allclose(grads[k], want_grads[k], rtol=1e-10, atol=1e-12)
+
+
+def test_an_op_node_without_training_rules_is_refused_when_the_plan_is_made():
+    from cifarnet.layers.base import Layer
+
+    class Traced(Layer):                      # a container whose trace emits an op kind nobody registered
+        def trace(self, graph, value):
+            return graph.add("mystery_op", [value])
+
+    with pytest.raises(ValueError, match="'mystery_op' has no training rules"):
+        TrainingPlan(Traced())

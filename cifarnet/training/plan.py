@@ -69,6 +69,11 @@ class TrainingPlan:
         if fused:                                      # each part on its own: no node spans the boundary
             frozen, trained = fuse_for_training(frozen, value), fuse_for_training(trained, value)
         self.nodes, self.first_trained = frozen + trained, len(frozen)
+        for node in self.nodes:
+            kind = kind_of(node.kind)
+            if node.layer is None and (kind.train_forward is None or kind.train_backward is None):
+                raise ValueError(f"node kind {node.kind!r} has no training rules (train_forward, train_backward "
+                                 "in its Kind record, cifarnet.layers.kinds): a model tracing it cannot train")
         names = {id(layer): name for name, layer in model.walk()}
         self.names = [names[id(n.layer)] if n.layer is not None else None for n in self.nodes]
         self.owners = [owner_of.get(id(n), (name or "").split(".")[0])
