@@ -67,23 +67,26 @@ def _gone(pid: int) -> bool:
         return True
 
 
-def wait_watching(ranks: subprocess.Popen, folder: Path) -> tuple[int, tuple[int, int] | None]:
+def wait_watching(ranks: subprocess.Popen, folder: Path) -> tuple[int, list[tuple[int, int]]]:
     """Wait for ``mpiexec``; returns its exit status and ``(rank, pid)`` of the first rank to end
-    while it still ran (None if none did). The ranks write ``rank<N>.pid`` into ``folder``.
+    while it still ran (empty if none did), or of every rank found ended at that first look (when
+    this thread woke only after mpiexec had already stopped the others). The ranks write
+    ``rank<N>.pid`` into ``folder``.
 
     mpiexec ends the other ranks within a millisecond of one dying, faster than any polling can
     tell them apart, so each rank is watched through a pidfd (Linux 5.3+): the kernel wakes this
-    thread as the first one exits. Where pidfds are missing, ``/proc`` is polled instead."""
+    thread as the first one exits; on a machine whose cores are all busy it may still wake late.
+    Where pidfds are missing, ``/proc`` is polled instead."""
     import select
 
     pids: dict[int, int] = {}
     fds: dict[int, int] = {}                       # pidfd -> rank
     poller = select.poll()
-    first = None
+    first: list[tuple[int, int]] = []
     try:
         while True:
             try:
-                return ranks.wait(timeout=0 if fds and first is None else POLL_S), first   # pidfds wait below
+                return ranks.wait(timeout=0 if fds and not first else POLL_S), first   # pidfds wait below
             except subprocess.TimeoutExpired:
                 pass
             for pid_file in folder.glob("rank*.pid"):
@@ -100,33 +103,43 @@ def wait_watching(ranks: subprocess.Popen, folder: Path) -> tuple[int, tuple[int
                     continue
                 fds[fd] = rank
                 poller.register(fd, select.POLLIN)
-            if first is not None:
+            if first:
                 continue
             ready = [fds[fd] for fd, _ in poller.poll(1000 * POLL_S)] if fds else []
             ended = sorted(ready) or [rank for rank, pid in sorted(pids.items()) if _gone(pid)]
-            if ended:
-                first = (ended[0], pids[ended[0]])
+            first = [(rank, pids[rank]) for rank in ended]
     finally:
         for fd in fds:
             os.close(fd)
 
 
-def failure_message(processes: int, status: int, first: tuple[int, int] | None, failed: list[int],
+def failure_message(processes: int, status: int, first: list[tuple[int, int]], failed: list[int],
                     run_dir: Path, others: list[str]) -> str:
     """The launcher's line for ranks that did not finish: which rank, why, and how to go on.
 
-    ``failed``: ranks that reported an error (their own line is above); ``first``: the first rank
-    seen to end; ``status``: mpiexec's, which for a rank killed by a signal is the signal's number
-    (MPICH)."""
+    ``failed``: ranks that reported an error (their own line is above); ``first``: ``(rank, pid)``
+    of the first rank seen to end, or of the several found ended together (then the line names
+    them all and does not guess which went first); ``status``: mpiexec's, which for a rank killed
+    by a signal is the signal's number (MPICH)."""
     names = {s.value: s.name for s in signal.Signals}
     killed = names.get(status) if status > signal.SIGINT else None     # 1 and 2 are more likely exit statuses
+    cause = "; kill -9 or the out-of-memory killer" if status == signal.SIGKILL else ""
+    if len(first) > 1:
+        ranks = " and ".join(str(rank) for rank, _ in first)
+        pids = " and ".join(str(pid) for _, pid in first)
+        together = f"ranks {ranks} of {processes} (pids {pids}) were found ended together"
     if failed:
         what = f"rank {failed[0]} of {processes} failed (its message is above)"
-    elif first is not None and killed:
-        cause = "; kill -9 or the out-of-memory killer" if status == signal.SIGKILL else ""
-        what = f"rank {first[0]} of {processes} (pid {first[1]}) was killed by {killed} (signal {status}{cause})"
-    elif first is not None:
-        what = f"rank {first[0]} of {processes} (pid {first[1]}) ended without a message (mpiexec exit status {status})"
+    elif len(first) > 1 and killed:
+        rest = "the other" if len(first) == 2 else "the others"
+        what = f"{together}: one was killed by {killed} (signal {status}{cause}) and mpiexec stopped {rest}"
+    elif len(first) > 1:
+        what = f"{together}, without a message (mpiexec exit status {status})"
+    elif first and killed:
+        what = f"rank {first[0][0]} of {processes} (pid {first[0][1]}) was killed by {killed} (signal {status}{cause})"
+    elif first:
+        what = (f"rank {first[0][0]} of {processes} (pid {first[0][1]}) ended without a message "
+                f"(mpiexec exit status {status})")
     elif killed:
         what = f"the {processes} training processes failed: one was killed by {killed} (mpiexec exit status {status})"
     else:
