@@ -198,14 +198,4 @@ def _frozen_children(model) -> list[tuple[str, Any]]:
     return list(model.children.items())[:count] if count else []
 
 
-def plan_step(model, x, dloss: Callable[[Any], Any], mode: Mode, into, on_ready=None) -> Any:
-    """Forward ``x`` through ``model``'s plan, then backward from ``dloss(output)`` (the loss's
-    gradient, computed by the caller from the output) with the parameter gradients into ``into``;
-    returns the output."""
-    plan = TrainingPlan.of(model)
-    out, tape = plan.forward(x, mode)
-    plan.backward(tape, dloss(out), into, on_ready=on_ready)
-    return out
-
-
-__all__ = ["Node", "TrainingPlan", "plan_step"]
+__all__ = ["Node", "TrainingPlan"]
