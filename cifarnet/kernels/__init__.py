@@ -11,7 +11,9 @@ without needing a GPU (registers, spills, errors). ``tests/cuda_shim.py`` runs t
 themselves on the CPU (one thread per block), against the twins.
 
 Kernels: :mod:`.windows` (im2col, col2im for NHWC convolutions), :mod:`.batchnorm` (per-channel
-statistics with the running update, normalisation, gradient sums, input gradient), :mod:`.relu`.
+statistics with the running update, normalisation, gradient sums, input gradient), :mod:`.relu`,
+:mod:`.batchnorm_act` (batch norm's output pass and gradients through a ReLU or GELU, with a residual
+before a ReLU); :mod:`.gelu_form` holds GELU's constants.
 """
 from __future__ import annotations
 
