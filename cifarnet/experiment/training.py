@@ -46,30 +46,21 @@ log = logging.getLogger("cifarnet.experiment")
 
 @dataclass
 class Run:
-    """A training run as :func:`build` made it from a config, ready for :func:`run`: its settings,
-    components and the state it starts from (None: from scratch)."""
+    """A training run as :func:`build` made it from a config, ready for :func:`run`: the trainer
+    (which holds the model, its loaders, settings, run directory and communicator), what else the
+    run needs, and the state it starts from (None: from scratch)."""
 
     cfg: dict[str, Any]
-    run_dir: Path
-    settings: TrainerSettings
-    comm: Communicator
+    trainer: Trainer
     backend: Any
     dtype: Any
     dataset: Any
-    model: Any
-    trainer: Trainer
     trackers: list
-    eval_loaders: dict
     state: TrainState | None
     tta: int
     data_init_seconds: float
     overrides: list[str]
     started: float
-
-    @property
-    def writes(self) -> bool:
-        """Rank 0 (or the only process) writes files and talks to trackers."""
-        return self.comm.rank == 0
 
 
 def train(cfg: dict[str, Any], run_dir: str | Path, resume_from: ckpt.Checkpoint | None = None,
@@ -178,8 +169,8 @@ def build(cfg: dict[str, Any], run_dir: str | Path, resume_from: ckpt.Checkpoint
             trainer.average.load(model, resume_from.extras)
         except ValueError as err:
             raise ckpt.CheckpointError(f"checkpoint {resume_from.path}: {err}") from None
-    return Run(cfg, run_dir, settings, comm, backend, dtype, dataset, model, trainer, trackers, eval_loaders, state,
-               tta, data_init_seconds, list(overrides or []), started)
+    return Run(cfg, trainer, backend, dtype, dataset, trackers, state, tta, data_init_seconds, list(overrides or []),
+               started)
 
 
 def resume_into(model, optimizer, resume_from: ckpt.Checkpoint, settings: TrainerSettings) -> TrainState:
@@ -204,13 +195,14 @@ def resume_into(model, optimizer, resume_from: ckpt.Checkpoint, settings: Traine
 def run(r: Run) -> dict[str, Any]:
     """Train what :func:`build` made, evaluate the result (with test-time augmentation if asked),
     write ``result.json``, ``best_eval.json`` and the figures; returns the summary."""
-    cfg, settings, trainer, dataset, trackers = r.cfg, r.settings, r.trainer, r.dataset, r.trackers
+    cfg, trainer, dataset, trackers = r.cfg, r.trainer, r.dataset, r.trackers
+    settings, comm, run_dir, eval_loaders = trainer.settings, trainer.comm, trainer.run_dir, trainer.eval_loaders
     with limited_blas_threads(BLAS_THREADS_PER_WORKER) as blas_limited:    # see cifarnet.parallel
         parts, workers = parts_for(trainer.train_loader.share, settings.workers, r.backend.xp), \
             cfg["trainer"].get("workers")
         where = f"split between {parts} threads" if parts > 1 else "on one thread"
-        if r.comm.size > 1:
-            where = f"split between {r.comm.size} processes, each part {where}"
+        if comm.size > 1:
+            where = f"split between {comm.size} processes, each part {where}"
         blas = f"{BLAS_THREADS_PER_WORKER} BLAS thread each" if blas_limited else "BLAS threads as OpenBLAS chooses"
         log.info("training batches of %d images %s, %s (trainer.workers=%s)", cfg["data"]["batch_size"], where,
                  blas, "null" if workers is None else workers)
@@ -223,34 +215,34 @@ def run(r: Run) -> dict[str, Any]:
         final_eval = None
         if r.tta and not trainer.stopped_early:                    # the finished model, with test-time augmentation
             tick = time.perf_counter()
-            got = evaluate(r.model, r.eval_loaders["test"], dataset.num_classes, settings.progress and r.writes,
-                           settings.workers, r.comm, tta=r.tta)
+            got = evaluate(trainer.model, eval_loaders["test"], dataset.num_classes,
+                           settings.progress and trainer.writes, settings.workers, comm, tta=r.tta)
             final_eval = {"split": "test", "tta": r.tta, "accuracy": got.accuracy, "loss": got.loss,
                           "images": got.images, "seconds": round(time.perf_counter() - tick, 3)}
             log.info("final evaluation, %s: test accuracy %.2f%%, loss %.4f (%.1f s)", tta_words(r.tta),
                      100 * got.accuracy, got.loss, final_eval["seconds"])
         best_path = trainer.keeper.best()
-        if not r.writes:
+        if not trainer.writes:
             return {"status": "completed", "best_metric": state.best_metric, "best_epoch": state.best_epoch,
-                    "epochs": state.epoch, "run_dir": str(r.run_dir)}
+                    "epochs": state.epoch, "run_dir": str(run_dir)}
         if best_path is not None:                  # per-class accuracy and confusion of the best epoch
             best = ckpt.load(best_path)
-            result = evaluate(restore_model(best, r.backend, r.dtype), r.eval_loaders["test"], dataset.num_classes)
-            write_json(r.run_dir / "best_eval.json", {"checkpoint": str(best_path),
+            result = evaluate(restore_model(best, r.backend, r.dtype), eval_loaders["test"], dataset.num_classes)
+            write_json(run_dir / "best_eval.json", {"checkpoint": str(best_path),
                                                        "epoch": best.meta["state"]["epoch"],
                                                        "split": "test", **result.to_dict(dataset.class_names)})
     last = {k: (None if v == "" else v) for k, v in state.history[-1].items()}     # JSON: null, not ""
     summary = {"status": "completed", "overrides": r.overrides,
                "best_metric": state.best_metric, "best_epoch": state.best_epoch,
-               "metric": "val_acc" if "val" in r.eval_loaders else "test_acc",
+               "metric": "val_acc" if "val" in eval_loaders else "test_acc",
                "final": last, "epochs": state.epoch, "run_seconds": round(time.perf_counter() - r.started, 2),
-               "run_dir": str(r.run_dir), "best_checkpoint": None if best_path is None else str(best_path),
+               "run_dir": str(run_dir), "best_checkpoint": None if best_path is None else str(best_path),
                "stopped_early": trainer.stopped_early, "final_eval": final_eval,
                "time": time_to_result(state.history, r.data_init_seconds, final_eval)}
     if not trainer.stopped_early:
         log.info("time to result %.1f s: %s", summary["time"]["total_seconds"], summary["time"]["definition"])
-    write_json(r.run_dir / "result.json", summary)
-    figures = plot_figures(r.run_dir) if cfg.get("plots", True) else []
+    write_json(run_dir / "result.json", summary)
+    figures = plot_figures(run_dir) if cfg.get("plots", True) else []
     for tracker in trackers:
         tracker.finish([p for p in (best_path, *figures) if p is not None])
     return summary

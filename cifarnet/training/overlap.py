@@ -27,7 +27,6 @@ class GradientBuckets:
     Attributes:
         buckets: ``(start, stop)`` of each bucket in the flat buffer, in the order they are started
             (the end of the buffer first).
-        started: the buckets started so far, by index into ``buckets``.
     """
 
     def __init__(self, store: FlatStore, comm: Communicator, bucket_bytes: int = BUCKET_BYTES):
@@ -46,7 +45,6 @@ class GradientBuckets:
                 self.buckets.append((start, stop))
                 self._waiting.append(count)             # gradients not yet final, per bucket
                 stop, count = None, 0
-        self.started: list[int] = []
         self._requests: list[Request] = []
 
     def ready(self, names: list[str]) -> None:
@@ -59,13 +57,13 @@ class GradientBuckets:
 
     def _start(self, index: int) -> None:
         start, stop = self.buckets[index]
-        self.started.append(index)
+        self._waiting[index] = 0
         self._requests.append(self.comm.iallreduce(self.store.grads[start:stop]))
 
     def finish(self) -> None:
         """Start any bucket not yet started (a parameter no node reported), then wait for all."""
-        for index in range(len(self.buckets)):
-            if index not in self.started:
+        for index, waiting in enumerate(self._waiting):
+            if waiting > 0:
                 self._start(index)
         for request in self._requests:
             request.wait()

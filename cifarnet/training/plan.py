@@ -52,8 +52,7 @@ class TrainingPlan:
         frozen_layers = _frozen_children(model)
         boundary = 0                                   # the nodes before it belong to frozen layers
         owner_of: dict[int, str] = {}                  # id(node) -> the top-level layer that traced it
-        children = model.children if isinstance(getattr(model, "children", None), dict) and \
-            type(model).trace is Sequential.trace else {}
+        children = model.children if isinstance(model, Sequential) else {}
         if children:
             value = 0
             for index, (child_name, child) in enumerate(children.items()):
@@ -123,7 +122,7 @@ class TrainingPlan:
         for position, node in enumerate(self.nodes):
             rule = kind_of(node.kind).train_forward
             args = [values[i] for i in node.inputs]
-            start = time.perf_counter()
+            start = time.perf_counter() if clock is not None else 0.0
             out, ctx = rule(node, args, mode) if rule is not None else node.layer.forward(args[0], mode)
             if clock is not None:
                 clock(position, "fwd", start)
@@ -151,7 +150,7 @@ class TrainingPlan:
             needs = [self._needs_gradient(i, need_dx) for i in node.inputs]
             rule = kind_of(node.kind).train_backward
             target = within(into, self.names[position]) if into is not None and self.names[position] else into
-            start = time.perf_counter()
+            start = time.perf_counter() if clock is not None else 0.0
             if rule is not None:                           # reuse: no one else holds d (or the context)
                 reuse = not xp.may_share_memory(d, dout) and not any(xp.may_share_memory(d, g)
                                                                      for g in grads.values())
@@ -186,7 +185,8 @@ def _accumulate(grads: dict, value: int, g, dout, xp):
     acc = grads[value]
     shared = xp.may_share_memory(acc, dout) or xp.may_share_memory(acc, g) or any(
         other is not acc and xp.may_share_memory(acc, other) for key, other in grads.items() if key != value)
-    if shared or not getattr(acc, "flags", None) or not acc.flags.writeable:
+    writeable = getattr(acc.flags, "writeable", True)          # CuPy's flags have no "writeable": always
+    if shared or not writeable:
         return acc + g
     acc += g
     return acc
