@@ -55,6 +55,10 @@ CASES: dict[str, list[Case]] = {
         Case("1x1 stride 2 projection", (_r(2, 6, 6, 4), _r(1, 1, 4, 6, seed=1), None), {"stride": 2, "padding": 0}),
         Case("no input gradient", (_r(2, 6, 6, 3), _r(3, 3, 3, 4, seed=1), _r(4, seed=2)), {"stride": 1, "padding": 1},
              {"need_dx": False}),
+        Case("24 -> 32 channels, Winograd, non-square",
+             (_r(3, 9, 6, 24), _r(3, 3, 24, 32, seed=1, scale=0.2), _r(32, seed=2)), {"stride": 1, "padding": 1}),
+        Case("Winograd without padding, 3x3 output", (_r(2, 5, 5, 32), _r(3, 3, 32, 24, seed=1, scale=0.2), None),
+             {"stride": 1, "padding": 0}),
     ],
     "batch_norm": [
         Case("images, training", (_r(4, 5, 3, 6, scale=2) + 1, *_bn(6)), {"training": True}),

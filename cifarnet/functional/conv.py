@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..arrays import winograd as wino
 from ..arrays.blocks import block_weights, fold_block_gradient, to_blocks, write_from_blocks
 from ..arrays.rows import channel_sums, rows, tile
 from ..arrays.windows import add_windows, gather_patches, padded_chunks, unpad_hw
@@ -28,6 +29,9 @@ conv2d = Op("conv2d")
 # defaults"; python -m cifarnet.bench.layouts measures the limit).
 BLOCK_MAX_CHANNELS = 16
 CHUNK_BYTES = 2 << 20     # the batch is worked through in chunks whose column matrix is about this size
+# 3x3 stride-1 layers at least this wide on both sides correlate by Winograd F(4x4, 3x3)
+# (docs/performance.md, "Winograd"; narrower ones run as fast or faster by im2col)
+WINOGRAD_MIN_CHANNELS = 24
 
 
 def _inference_only(keep: bool, residual, relu: bool) -> None:
@@ -105,6 +109,18 @@ def choose_block(channels: int, kernel: tuple[int, int], stride: int, ho: int, w
     return 2 if channels <= BLOCK_MAX_CHANNELS and kernel != (1, 1) and ho % 2 == 0 and wo % 2 == 0 else 1
 
 
+def use_winograd(c_in: int, c_out: int, kernel: tuple[int, int], stride: int, padding: int,
+                 winograd: bool | None = None) -> bool:
+    """Whether a correlation runs by Winograd F(4x4, 3x3) (:mod:`cifarnet.arrays.winograd`): only
+    3x3 kernels at stride 1 with padding 0 to 2; then ``winograd`` if given, else when both
+    channel counts are at least :data:`WINOGRAD_MIN_CHANNELS`."""
+    if kernel != (3, 3) or stride != 1 or not 0 <= padding <= 2:
+        return False
+    if winograd is not None:
+        return bool(winograd)
+    return min(c_in, c_out) >= WINOGRAD_MIN_CHANNELS
+
+
 def patch_for(kernel: tuple[int, int], stride: int, block: int) -> tuple[int, int, int]:
     kh, kw = kernel
     return (kh, kw, stride) if block == 1 else (block + kh - 1, block + kw - 1, block)
@@ -128,68 +144,106 @@ def images_per_chunk(n: int, bytes_per_image: int, chunk: int | None = None) -> 
 
 @conv2d.implementation("numpy")
 class Conv2dNumpy:
-    """Tuned for the CPU: cache-sized chunks of images, blocked im2col for narrow layers, the
-    input gradient of a stride-1 convolution as a correlation with the flipped kernel.
+    """Tuned for the CPU: Winograd F(4x4, 3x3) for wide 3x3 layers, else cache-sized chunks of
+    images and blocked im2col for narrow layers; the input gradient of a stride-1 convolution as a
+    correlation with the flipped kernel (by Winograd too where the layer qualifies), the weight
+    gradient by im2col.
 
     The batch is worked through a chunk of images at a time (about ``CHUNK_BYTES`` of columns
     each), so each chunk's padded input, column matrix and output stay in cache, and the bias,
     residual and ReLU are applied to a chunk right after its product. Narrow stride-1 layers
     gather one patch per 2x2 block of output pixels (:mod:`cifarnet.arrays.blocks`). Only the
     input is kept for backward, which regathers the columns chunk by chunk: one copy more, one
-    column matrix per layer less. ``block`` and ``chunk`` force a layout (tests use them).
+    column matrix per layer less. ``block`` and ``chunk`` force an im2col layout, ``winograd``
+    the choice of Winograd (:func:`use_winograd`; tests use them).
     """
 
     @staticmethod
     def forward(x, W, b=None, *, stride: int = 1, padding: int = 0, residual=None, relu: bool = False,
-                keep: bool = True, block: int | None = None, chunk: int | None = None):
+                keep: bool = True, block: int | None = None, chunk: int | None = None,
+                winograd: bool | None = None):
         _inference_only(keep, residual, relu)
         kh, kw, c_in, c_out = W.shape
         n, h, w, _ = x.shape
         p = padding
         ho, wo = (h + 2 * p - kh) // stride + 1, (w + 2 * p - kw) // stride + 1
-        blk = choose_block(c_in, (kh, kw), stride, ho, wo, block)
-        w_rows = weight_rows(W, blk)
         out = np.empty((n, ho, wo, c_out), dtype=np.result_type(x, W))
-        patch = patch_for((kh, kw), stride, blk)
-        per_chunk = images_per_chunk(n, col_bytes(c_in, ho, wo, patch, blk, out.itemsize), chunk)
         bias_row = None if b is None else tile(b.astype(out.dtype, copy=False), wo * c_out)
         if residual is not None:
             residual = np.ascontiguousarray(residual)
-        for start, stop, x_pad in padded_chunks(x, (p, p), per_chunk):
-            part = out[start:stop]
-            correlate_into(part, x_pad, w_rows, patch, blk)
-            r = rows(part)                                           # chunk rows, Wo*C_out
+
+        def finish(start: int, stop: int) -> None:                # bias, residual, ReLU on a chunk
+            r = rows(out[start:stop])                                # chunk rows, Wo*C_out
             if bias_row is not None:
                 r += bias_row
             if residual is not None:
                 r += rows(residual[start:stop])
             if relu:
                 np.maximum(r, r.dtype.type(0), out=r)
-        saved = (x, W, b is not None, stride, padding, blk, block, chunk) if keep else None
+
+        blk = choose_block(c_in, (kh, kw), stride, ho, wo, block)
+        if use_winograd(c_in, c_out, (kh, kw), stride, p, winograd):
+            wino.correlate_into(out, x.astype(out.dtype, copy=False), wino.transform_filters(W.astype(out.dtype)),
+                                (p, p))
+            finish(0, n)
+        else:
+            w_rows = weight_rows(W, blk)
+            patch = patch_for((kh, kw), stride, blk)
+            per_chunk = images_per_chunk(n, col_bytes(c_in, ho, wo, patch, blk, out.itemsize), chunk)
+            for start, stop, x_pad in padded_chunks(x, (p, p), per_chunk):
+                correlate_into(out[start:stop], x_pad, w_rows, patch, blk)
+                finish(start, stop)                             # while the chunk is in cache
+        saved = (x, W, b is not None, stride, padding, blk, block, chunk, winograd) if keep else None
         return out, saved
 
     @staticmethod
     def backward(saved, dout, need_dx: bool = True, grads_out=None):
-        x, W, has_bias, stride, p, blk, block, chunk = saved
+        x, W, has_bias, stride, p, blk, block, chunk, winograd = saved
         kh, kw, c_in, c_out = W.shape
-        n, ho, wo, _ = dout.shape
-        h, w = x.shape[1:3]
-        patch = patch_for((kh, kw), stride, blk)
+        ho, wo = dout.shape[1:3]
         # the input gradient of a stride-1 convolution is a full correlation of dout with the
-        # flipped kernel, its channel axes swapped; other strides scatter the column gradient
-        flipped = need_dx and stride == 1 and p <= kh - 1 and p <= kw - 1
-        per_image = col_bytes(c_in, ho, wo, patch, blk, dout.itemsize)
-        if flipped:                                # a stride-1 correlation with C_out input channels
-            dx_block = choose_block(c_out, (kh, kw), 1, h, w, block)
-            dx_patch = patch_for((kh, kw), 1, dx_block)
-            w_flip = weight_rows(np.ascontiguousarray(W[::-1, ::-1].transpose(0, 1, 3, 2)), dx_block)
-            per_image = max(per_image, col_bytes(c_out, h, w, dx_patch, dx_block, dout.itemsize))
-        per_chunk = images_per_chunk(n, per_image, chunk)
+        # flipped kernel, its channel axes swapped (padding kh - 1 - p)
+        dx_winograd = need_dx and use_winograd(c_out, c_in, (kh, kw), stride, kh - 1 - p, winograd)
+        # the weight gradient sums over tiles: at outputs under one tile wide the padding wastes more than it saves
+        dw_winograd = use_winograd(c_in, c_out, (kh, kw), stride, p, winograd) and min(ho, wo) >= wino.TILE
         dx = np.empty(x.shape, dtype=dout.dtype) if need_dx else None
-        d_chunks = padded_chunks(dout, (kh - 1 - p, kw - 1 - p) if flipped else (0, 0), per_chunk)
         dW = target(grads_out, "W")
-        dw_rows = None                 # the weight gradient as rows (in dW's memory when it is given, unblocked)
-        for (start, stop, x_pad), (_, _, d_part) in zip(padded_chunks(x, (p, p), per_chunk), d_chunks, strict=True):
+        if dw_winograd:
+            grads = {"W": wino.weight_gradient(x.astype(dout.dtype, copy=False), dout, (p, p), out=dW)}
+        if not dw_winograd or (need_dx and not dx_winograd):
+            dw = _backward_im2col(x, W, dout, stride, p, blk, block, chunk, None if dx_winograd else dx,
+                                  dW, want_dw=not dw_winograd)
+            if not dw_winograd:
+                grads = {"W": dw}
+        if dx_winograd:
+            w_flip = np.ascontiguousarray(W[::-1, ::-1].transpose(0, 1, 3, 2)).astype(dx.dtype, copy=False)
+            wino.correlate_into(dx, dout, wino.transform_filters(w_flip), (kh - 1 - p, kw - 1 - p))
+        if has_bias:
+            grads["b"] = channel_sums(rows(np.ascontiguousarray(dout)), c_out, out=target(grads_out, "b"))
+        return dx, grads
+
+
+def _backward_im2col(x, W, dout, stride: int, p: int, blk: int, block, chunk, dx, dW, want_dw: bool = True):
+    """The im2col backward, a chunk of images at a time: the input gradient into ``dx`` (unless
+    None) and, if ``want_dw``, the weight gradient, returned (into ``dW`` when given)."""
+    kh, kw, c_in, c_out = W.shape
+    n, ho, wo, _ = dout.shape
+    h, w = x.shape[1:3]
+    patch = patch_for((kh, kw), stride, blk)
+    # stride 1: the input gradient as a correlation with the flipped kernel; other strides scatter
+    # the column gradient
+    flipped = dx is not None and stride == 1 and p <= kh - 1 and p <= kw - 1
+    per_image = col_bytes(c_in, ho, wo, patch, blk, dout.itemsize)
+    if flipped:                                # a stride-1 correlation with C_out input channels
+        dx_block = choose_block(c_out, (kh, kw), 1, h, w, block)
+        dx_patch = patch_for((kh, kw), 1, dx_block)
+        w_flip = weight_rows(np.ascontiguousarray(W[::-1, ::-1].transpose(0, 1, 3, 2)), dx_block)
+        per_image = max(per_image, col_bytes(c_out, h, w, dx_patch, dx_block, dout.itemsize))
+    per_chunk = images_per_chunk(n, per_image, chunk)
+    d_chunks = padded_chunks(dout, (kh - 1 - p, kw - 1 - p) if flipped else (0, 0), per_chunk)
+    dw_rows = None                 # the weight gradient as rows (in dW's memory when it is given, unblocked)
+    for (start, stop, x_pad), (_, _, d_part) in zip(padded_chunks(x, (p, p), per_chunk), d_chunks, strict=True):
+        if want_dw:
             cols, _ = gather_patches(x_pad, *patch)                # rows, PH*PW*C_in
             blocks = to_blocks(dout[start:stop], blk)
             if dw_rows is None:
@@ -198,18 +252,16 @@ class Conv2dNumpy:
             else:
                 dw_rows += cols.T @ blocks
             del cols
-            if dx is None:
-                continue
-            if flipped:
-                correlate_into(dx[start:stop], d_part, w_flip, dx_patch, dx_block)
-            else:
-                m = stop - start
-                dcols = (d_part.reshape(-1, c_out) @ W.reshape(-1, c_out).T).reshape(m, ho, wo, kh, kw, -1)
-                dx[start:stop] = unpad_hw(add_windows(dcols, x_pad.shape, stride), p)
-        if blk == 1:
-            grads = {"W": dw_rows.reshape(W.shape) if dW is None else dW}
+        if dx is None:
+            continue
+        if flipped:
+            correlate_into(dx[start:stop], d_part, w_flip, dx_patch, dx_block)
         else:
-            grads = {"W": fold_block_gradient(dw_rows, (kh, kw), c_in, blk, out=dW)}
-        if has_bias:
-            grads["b"] = channel_sums(rows(np.ascontiguousarray(dout)), c_out, out=target(grads_out, "b"))
-        return dx, grads
+            m = stop - start
+            dcols = (d_part.reshape(-1, c_out) @ W.reshape(-1, c_out).T).reshape(m, ho, wo, kh, kw, -1)
+            dx[start:stop] = unpad_hw(add_windows(dcols, x_pad.shape, stride), p)
+    if not want_dw:
+        return None
+    if blk == 1:
+        return dw_rows.reshape(W.shape) if dW is None else dW
+    return fold_block_gradient(dw_rows, (kh, kw), c_in, blk, out=dW)

@@ -1,0 +1,181 @@
+"""Winograd F(4x4, 3x3): a 3x3 stride-1 correlation with 2.25 multiplies per output instead of 9.
+
+Lavin and Gray, "Fast Algorithms for Convolutional Neural Networks" (2016). In one dimension,
+four outputs of a 3-tap correlation ``y[i] = sum_a d[i + a] g[a]`` over six inputs are
+``y = AT @ ((G @ g) * (BT @ d))``: six products instead of twelve (interpolation at 0, 1, -1, 2,
+-2 and infinity). Nested over both axes, a 6x6 input tile gives a 4x4 output tile with 36
+products instead of 144. Over channels, each of the 36 products becomes one matrix product:
+
+    V[f] = (BT (x) BT) @ tiles        (36, T, C_in)      input tiles, transformed
+    U[f] = (G (x) G) @ W              (36, C_in, C_out)  filters, transformed once per call
+    M[f] = V[f] @ U[f]                (36, T, C_out)     36 products, 4x fewer multiply-adds
+    out  = (AT (x) AT) @ M            (16, T, C_out)     scattered into 4x4 output tiles
+
+``(x)`` is the Kronecker product; each transform is one matrix product with a 36-long inner
+dimension over every tile and channel at once. The batch is worked through a few images at a
+time (about :data:`TILES_PER_CHUNK` tiles), so the tiles, their transform and the 36 products'
+outputs stay in cache. Output sizes that are not a multiple of 4 are covered by whole tiles over
+extra zero padding, and cropped.
+
+Accuracy: the transforms' coefficients (up to 8 and 1/24) add rounding; in float32 the result
+differs from the direct correlation by about 1e-5 of the output's largest magnitude (docs/correctness.md;
+``tests/test_winograd.py`` bounds it), in float64 by about 1e-15.
+
+Shapes: ``x`` ``(N, H, W, C_in)``; filters ``(3, 3, C_in, C_out)``; padding ``(ph, pw)``, each
+0 to 2; out ``(N, H + 2 ph - 2, W + 2 pw - 2, C_out)``.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+BT = np.array([[4, 0, -5, 0, 1, 0],
+               [0, -4, -4, 1, 1, 0],
+               [0, 4, -4, -1, 1, 0],
+               [0, -2, -1, 2, 1, 0],
+               [0, 2, -1, -2, 1, 0],
+               [0, 4, 0, -5, 0, 1]], dtype=np.float64)          # (6, 6): input tile transform
+G = np.array([[1 / 4, 0, 0],
+              [-1 / 6, -1 / 6, -1 / 6],
+              [-1 / 6, 1 / 6, -1 / 6],
+              [1 / 24, 1 / 12, 1 / 6],
+              [1 / 24, -1 / 12, 1 / 6],
+              [0, 0, 1]], dtype=np.float64)                     # (6, 3): filter transform
+AT = np.array([[1, 1, 1, 1, 1, 0],
+               [0, 1, -1, 2, -2, 0],
+               [0, 1, 1, 4, 4, 0],
+               [0, 1, -1, 8, -8, 1]], dtype=np.float64)         # (4, 6): output tile transform
+
+TILE = 4                   # output pixels per tile side
+TILES_PER_CHUNK = 128      # tiles transformed and multiplied at a time (docs/performance.md)
+
+_INPUT = np.kron(BT, BT)   # (36, 36): tile (6 x 6, row-major) -> 36 transformed values
+_OUTPUT = np.kron(AT, AT)  # (16, 36): 36 products -> output tile (4 x 4, row-major)
+
+
+def transform_filters(W):
+    """``(3, 3, C_in, C_out) -> (36, C_in, C_out)``: ``G W G^T`` per channel pair, in W's dtype
+    (computed in float64)."""
+    if W.shape[:2] != (3, 3):
+        raise ValueError(f"Winograd F(4x4, 3x3) needs 3x3 filters, got {W.shape[:2]}")
+    u = np.einsum("ka,lb,abio->klio", G, G, W.astype(np.float64, copy=False))
+    return u.reshape(36, W.shape[2], W.shape[3]).astype(W.dtype, copy=False)
+
+
+def tiles_per_side(size: int) -> int:
+    return -(-size // TILE)
+
+
+def correlate_into(out, x, filters, padding: tuple[int, int], tiles_per_chunk: int | None = None) -> None:
+    """``out[n, i, j] = sum_{a, b, c} x_pad[n, i + a, j + b, c] * W[a, b, c]`` for 3x3 ``W``.
+
+    Args:
+        out: ``(N, Ho, Wo, C_out)``, written in place; ``Ho = H + 2 ph - 2``.
+        x: ``(N, H, W, C_in)``, not padded.
+        filters: :func:`transform_filters` of ``W``, in ``out``'s dtype.
+        padding: zeros added on each side of each spatial axis, ``(ph, pw)``.
+        tiles_per_chunk: tiles per chunk of images (default :data:`TILES_PER_CHUNK`).
+    """
+    n, h, w, c_in = x.shape
+    ph, pw = padding
+    ho, wo = h + 2 * ph - 2, w + 2 * pw - 2
+    c_out = filters.shape[-1]
+    if out.shape != (n, ho, wo, c_out):
+        raise ValueError(f"out has shape {out.shape}, the correlation gives {(n, ho, wo, c_out)}")
+    th, tw = tiles_per_side(ho), tiles_per_side(wo)
+    per_image = th * tw
+    images = max(1, min(n, (tiles_per_chunk or TILES_PER_CHUNK) // per_image))
+    dtype = out.dtype
+    to_freq, from_freq = _INPUT.astype(dtype), _OUTPUT.astype(dtype)
+    # one padded buffer for every chunk: zero borders written once, the interior overwritten
+    x_pad = np.zeros((images, TILE * th + 2, TILE * tw + 2, c_in), dtype=dtype)
+    tiles = np.empty((36, images * per_image * c_in), dtype=dtype)
+    freq = np.empty((36, images * per_image, c_in), dtype=dtype)
+    prods = np.empty((36, images * per_image, c_out), dtype=dtype)
+    spatial = np.empty((16, images * per_image * c_out), dtype=dtype)
+    s_n, s_h, s_w, s_c = x_pad.strides
+    for start in range(0, n, images):
+        m = min(images, n - start)
+        t = m * per_image
+        x_pad[:m, ph:ph + h, pw:pw + w] = x[start:start + m]
+        # tiles[a*6 + b, (n, i, j, c)] = x_pad[n, 4i + a, 4j + b, c]
+        view = np.lib.stride_tricks.as_strided(
+            x_pad, (6, 6, m, th, tw, c_in), (s_h, s_w, s_n, TILE * s_h, TILE * s_w, s_c))
+        part = tiles[:, :t * c_in]
+        part.reshape(6, 6, m, th, tw, c_in)[...] = view
+        f = freq[:, :t]
+        np.matmul(to_freq, part, out=f.reshape(36, -1))
+        p = prods[:, :t]
+        np.matmul(f, filters, out=p)
+        s = spatial[:, :t * c_out]
+        np.matmul(from_freq, p.reshape(36, -1), out=s)
+        s = s.reshape(TILE, TILE, m, th, tw, c_out)
+        o = out[start:start + m]
+        for r in range(TILE):                     # output rows r, r+4, ... and columns q, q+4, ...
+            rows = len(range(r, ho, TILE))
+            for q in range(TILE):
+                o[:, r::TILE, q::TILE] = s[r, q, :, :rows, :len(range(q, wo, TILE))]
+
+
+
+
+
+def weight_gradient(x, dout, padding: tuple[int, int], out=None, tiles_per_chunk: int | None = None):
+    """The filters' gradient of :func:`correlate_into`: ``dW[a, b, c, o] = sum_{n, i, j}
+    x_pad[n, i + a, j + b, c] * dout[n, i, j, o]``, by the same transforms.
+
+    The forward is linear in the transformed filters ``U = (G (x) G) W``, so with the output tiles'
+    gradient taken back through the output transform, ``D[f] = (AT (x) AT)^T dout_tile`` (36 values
+    from 16), ``dU[f] = sum over tiles V[f]^T D[f]`` (36 products ``(C_in, T) @ (T, C_out)``, the
+    long inner dimension running over tiles) and ``dW = (G (x) G)^T dU``: 4x fewer multiply-adds
+    than the direct ``cols^T @ dout``.
+
+    Args:
+        x: ``(N, H, W, C_in)``, the correlation's input, not padded.
+        dout: ``(N, Ho, Wo, C_out)``, the gradient of its output.
+        out: ``(3, 3, C_in, C_out)`` to write into, or None.
+    Returns:
+        ``(3, 3, C_in, C_out)`` in ``dout``'s dtype.
+    """
+    n, h, w, c_in = x.shape
+    ph, pw = padding
+    _, ho, wo, c_out = dout.shape
+    if (ho, wo) != (h + 2 * ph - 2, w + 2 * pw - 2):
+        raise ValueError(f"dout has {ho}x{wo} pixels, the correlation of {h}x{w} with padding {padding} gives "
+                         f"{h + 2 * ph - 2}x{w + 2 * pw - 2}")
+    th, tw = tiles_per_side(ho), tiles_per_side(wo)
+    per_image = th * tw
+    images = max(1, min(n, (tiles_per_chunk or TILES_PER_CHUNK) // per_image))
+    dtype = dout.dtype
+    to_freq, back = _INPUT.astype(dtype), _OUTPUT.T.astype(dtype)
+    x_pad = np.zeros((images, TILE * th + 2, TILE * tw + 2, c_in), dtype=dtype)
+    d_pad = np.zeros((images, TILE * th, TILE * tw, c_out), dtype=dtype)
+    tiles = np.empty((36, images * per_image * c_in), dtype=dtype)
+    freq = np.empty((36, images * per_image, c_in), dtype=dtype)
+    d_tiles = np.empty((16, images * per_image * c_out), dtype=dtype)
+    d_freq = np.empty((36, images * per_image, c_out), dtype=dtype)
+    total = np.zeros((36, c_in, c_out), dtype=dtype)
+    partial = np.empty_like(total)
+    s_n, s_h, s_w, s_c = x_pad.strides
+    for start in range(0, n, images):
+        m = min(images, n - start)
+        t = m * per_image
+        x_pad[:m, ph:ph + h, pw:pw + w] = x[start:start + m]
+        view = np.lib.stride_tricks.as_strided(
+            x_pad, (6, 6, m, th, tw, c_in), (s_h, s_w, s_n, TILE * s_h, TILE * s_w, s_c))
+        part = tiles[:, :t * c_in]
+        part.reshape(6, 6, m, th, tw, c_in)[...] = view
+        f = freq[:, :t]
+        np.matmul(to_freq, part, out=f.reshape(36, -1))
+        d_pad[:m, :ho, :wo] = dout[start:start + m]        # the crop's rows and columns stay zero
+        dt = d_tiles[:, :t * c_out]
+        dt.reshape(TILE, TILE, m, th, tw, c_out)[...] = (
+            d_pad[:m].reshape(m, th, TILE, tw, TILE, c_out).transpose(2, 4, 0, 1, 3, 5))
+        df = d_freq[:, :t]
+        np.matmul(back, dt, out=df.reshape(36, -1))
+        np.matmul(f.transpose(0, 2, 1), df, out=partial)
+        total += partial
+    grad = np.einsum("ka,lb,klio->abio", G.astype(dtype), G.astype(dtype), total.reshape(6, 6, c_in, c_out))
+    if out is None:
+        return grad
+    out[...] = grad
+    return out
