@@ -93,12 +93,14 @@ class MaxPoolNumpy:
     Other windows take the reference path. Times per path and shape: ``docs/performance.md``."""
 
     @staticmethod
-    def forward(x, *, kernel: int = 2, stride: int | None = None, keep: bool = True):
+    def forward(x, *, kernel: int = 2, stride: int | None = None, keep: bool = True, chunk: int | None = None):
+        """``chunk``: images per chunk of the wide path's backward (default: about
+        :data:`WIDE_CHUNK_BYTES` of input; tests set it)."""
         _check(x)
         stride = kernel if stride is None else stride
         n, h, w, c = x.shape
         if stride == kernel and c >= WIDE:
-            return _forward_wide(x, kernel, keep)
+            return _forward_wide(x, kernel, keep, chunk)
         if not (stride == kernel and h % kernel == 0 and w % kernel == 0):
             out, saved = MaxPoolReference.forward(x, kernel=kernel, stride=stride, keep=keep)
             return out, (None if saved is None else ("strided", saved))
@@ -149,7 +151,7 @@ def _windows(x, k: int, ho: int, wo: int):
     return x[:, :ho * k, :wo * k].reshape(n, ho, k, wo, k, c)
 
 
-def _forward_wide(x, k: int, keep: bool):
+def _forward_wide(x, k: int, keep: bool, chunk: int | None = None):
     n, h, w, c = x.shape
     ho, wo = h // k, w // k
     v = _windows(x, k, ho, wo)
@@ -158,27 +160,42 @@ def _forward_wide(x, k: int, keep: bool):
         for b in range(k):
             if a or b:
                 np.maximum(out, v[:, :, a, :, b], out=out)
-    return out, (("wide", (x, out, k)) if keep else None)
+    return out, (("wide", (x, out, k, chunk)) if keep else None)
+
+
+WIDE_CHUNK_BYTES = 1 << 20     # the wide backward goes through the batch about this much input at a time
 
 
 def _backward_wide(saved, dout):
-    x, out, k = saved
+    """A few images at a time (about :data:`WIDE_CHUNK_BYTES` of input), so that the comparison's
+    mask and the routed gradient are written while the chunk is in cache."""
+    x, out, k, chunk = saved
+    n = x.shape[0]
     ho, wo = out.shape[1:3]
     dx = np.empty_like(x, dtype=dout.dtype)
     dx[:, ho * k:] = 0                                                    # rows and columns in no window
     dx[:, :ho * k, wo * k:] = 0
+    images = chunk or max(1, WIDE_CHUNK_BYTES // max(1, x[0].nbytes))
+    for start in range(0, n, images):
+        part = slice(start, start + images)
+        _route_wide(x[part], out[part], dout[part], dx[part], k)
+    return dx, {}
+
+
+def _route_wide(x, out, dout, dx, k: int) -> None:
+    """``dout`` to each window's first maximum, into ``dx``'s covered part (images of one chunk)."""
+    ho, wo = out.shape[1:3]
     v, dv = _windows(x, k, ho, wo), _windows(dx, k, ho, wo)
     hit = v == out[:, :, None, :, None, :]                                # every window's maxima, in one pass
     if np.count_nonzero(hit) == out.size:                                 # one per window: no ties to break
         np.multiply(dout[:, :, None, :, None, :], hit, out=dv)
-        return dx, {}
+        return
     left = dout.copy()                                                    # not yet routed to a maximum
     for a in range(k):
         for b in range(k):
             np.multiply(left, v[:, :, a, :, b] == out, out=dv[:, :, a, :, b])
             if a < k - 1 or b < k - 1:
                 left -= dv[:, :, a, :, b]                                 # taken: ties go to the first
-    return dx, {}
 
 
 def _reduce_shifted(candidates, best, arg) -> None:
