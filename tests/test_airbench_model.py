@@ -41,6 +41,19 @@ def test_the_whole_small_network_s_gradients(rng):
     assert_all_below(check_layer(model, x, mode=TRAIN, max_probes=12), KINKED)
 
 
+def test_the_network_s_gradients_through_winograd(rng):
+    """At 24 channels and more every 3x3 convolution after the whitening runs by Winograd
+    (forward, input and weight gradients; the 3x3 last one's weight gradient by im2col): the
+    whole network's gradients against finite differences, as at the narrow widths above."""
+    from cifarnet.functional.conv import use_winograd
+
+    model = fitted(model_description("airbench94", widths=[24, 32, 32]), rng)
+    convs = [model[f"group{g}_conv{i}"] for g in (1, 2, 3) for i in (1, 2)]
+    assert all(use_winograd(c.in_channels, c.out_channels, (3, 3), 1, 1) for c in convs)
+    x = rng.standard_normal((2, 32, 32, 3))
+    assert_all_below(check_layer(model, x, mode=TRAIN, max_probes=8), KINKED)
+
+
 def test_only_the_whitening_layer_takes_data_and_it_sees_the_images(rng):
     model = build_model(small(), seed=0)
     assert fits_data(model) == ["whiten"]
