@@ -65,6 +65,38 @@ def tiles_per_side(size: int) -> int:
     return -(-size // TILE)
 
 
+class _InputTiles:
+    """The transformed input tiles of a chunk of images, in buffers reused for every chunk.
+
+    ``transform(x[start:start + m])`` returns ``V`` ``(36, m*th*tw, C_in)``: each 6x6 tile (taken
+    every 4 pixels from the images padded by ``(ph, pw)``, then zeros to whole tiles) times
+    ``BT (x) BT``. Valid until the next call.
+    """
+
+    def __init__(self, images: int, size: tuple[int, int], padding: tuple[int, int], tiles: tuple[int, int],
+                 channels: int, dtype):
+        (self.h, self.w), (self.ph, self.pw), (self.th, self.tw) = size, padding, tiles
+        # one padded buffer for every chunk: zero borders written once, the interior overwritten
+        self.x_pad = np.zeros((images, TILE * self.th + 2, TILE * self.tw + 2, channels), dtype=dtype)
+        self.tiles = np.empty((36, images * self.th * self.tw * channels), dtype=dtype)
+        self.freq = np.empty((36, images * self.th * self.tw, channels), dtype=dtype)
+        self.to_freq = _INPUT.astype(dtype)
+
+    def transform(self, x):
+        m, c = x.shape[0], x.shape[-1]
+        t = m * self.th * self.tw
+        self.x_pad[:m, self.ph:self.ph + self.h, self.pw:self.pw + self.w] = x
+        s_n, s_h, s_w, s_c = self.x_pad.strides
+        # tiles[a*6 + b, (n, i, j, c)] = x_pad[n, 4i + a, 4j + b, c]
+        view = np.lib.stride_tricks.as_strided(
+            self.x_pad, (6, 6, m, self.th, self.tw, c), (s_h, s_w, s_n, TILE * s_h, TILE * s_w, s_c))
+        part = self.tiles[:, :t * c]
+        part.reshape(6, 6, m, self.th, self.tw, c)[...] = view
+        f = self.freq[:, :t]
+        np.matmul(self.to_freq, part, out=f.reshape(36, -1))
+        return f
+
+
 def correlate_into(out, x, filters, padding: tuple[int, int], tiles_per_chunk: int | None = None) -> None:
     """``out[n, i, j] = sum_{a, b, c} x_pad[n, i + a, j + b, c] * W[a, b, c]`` for 3x3 ``W``.
 
@@ -85,25 +117,14 @@ def correlate_into(out, x, filters, padding: tuple[int, int], tiles_per_chunk: i
     per_image = th * tw
     images = max(1, min(n, (tiles_per_chunk or TILES_PER_CHUNK) // per_image))
     dtype = out.dtype
-    to_freq, from_freq = _INPUT.astype(dtype), _OUTPUT.astype(dtype)
-    # one padded buffer for every chunk: zero borders written once, the interior overwritten
-    x_pad = np.zeros((images, TILE * th + 2, TILE * tw + 2, c_in), dtype=dtype)
-    tiles = np.empty((36, images * per_image * c_in), dtype=dtype)
-    freq = np.empty((36, images * per_image, c_in), dtype=dtype)
+    from_freq = _OUTPUT.astype(dtype)
+    inputs = _InputTiles(images, (h, w), (ph, pw), (th, tw), c_in, dtype)
     prods = np.empty((36, images * per_image, c_out), dtype=dtype)
     spatial = np.empty((16, images * per_image * c_out), dtype=dtype)
-    s_n, s_h, s_w, s_c = x_pad.strides
     for start in range(0, n, images):
         m = min(images, n - start)
         t = m * per_image
-        x_pad[:m, ph:ph + h, pw:pw + w] = x[start:start + m]
-        # tiles[a*6 + b, (n, i, j, c)] = x_pad[n, 4i + a, 4j + b, c]
-        view = np.lib.stride_tricks.as_strided(
-            x_pad, (6, 6, m, th, tw, c_in), (s_h, s_w, s_n, TILE * s_h, TILE * s_w, s_c))
-        part = tiles[:, :t * c_in]
-        part.reshape(6, 6, m, th, tw, c_in)[...] = view
-        f = freq[:, :t]
-        np.matmul(to_freq, part, out=f.reshape(36, -1))
+        f = inputs.transform(x[start:start + m])
         p = prods[:, :t]
         np.matmul(f, filters, out=p)
         s = spatial[:, :t * c_out]
@@ -146,26 +167,17 @@ def weight_gradient(x, dout, padding: tuple[int, int], out=None, tiles_per_chunk
     per_image = th * tw
     images = max(1, min(n, (tiles_per_chunk or TILES_PER_CHUNK) // per_image))
     dtype = dout.dtype
-    to_freq, back = _INPUT.astype(dtype), _OUTPUT.T.astype(dtype)
-    x_pad = np.zeros((images, TILE * th + 2, TILE * tw + 2, c_in), dtype=dtype)
+    back = _OUTPUT.T.astype(dtype)
+    inputs = _InputTiles(images, (h, w), (ph, pw), (th, tw), c_in, dtype)
     d_pad = np.zeros((images, TILE * th, TILE * tw, c_out), dtype=dtype)
-    tiles = np.empty((36, images * per_image * c_in), dtype=dtype)
-    freq = np.empty((36, images * per_image, c_in), dtype=dtype)
     d_tiles = np.empty((16, images * per_image * c_out), dtype=dtype)
     d_freq = np.empty((36, images * per_image, c_out), dtype=dtype)
     total = np.zeros((36, c_in, c_out), dtype=dtype)
     partial = np.empty_like(total)
-    s_n, s_h, s_w, s_c = x_pad.strides
     for start in range(0, n, images):
         m = min(images, n - start)
         t = m * per_image
-        x_pad[:m, ph:ph + h, pw:pw + w] = x[start:start + m]
-        view = np.lib.stride_tricks.as_strided(
-            x_pad, (6, 6, m, th, tw, c_in), (s_h, s_w, s_n, TILE * s_h, TILE * s_w, s_c))
-        part = tiles[:, :t * c_in]
-        part.reshape(6, 6, m, th, tw, c_in)[...] = view
-        f = freq[:, :t]
-        np.matmul(to_freq, part, out=f.reshape(36, -1))
+        f = inputs.transform(x[start:start + m])
         d_pad[:m, :ho, :wo] = dout[start:start + m]        # the crop's rows and columns stay zero
         dt = d_tiles[:, :t * c_out]
         dt.reshape(TILE, TILE, m, th, tw, c_out)[...] = (
