@@ -50,6 +50,7 @@ TILES_PER_CHUNK = 128      # tiles transformed and multiplied at a time (docs/pe
 
 _INPUT = np.kron(BT, BT)   # (36, 36): tile (6 x 6, row-major) -> 36 transformed values
 _OUTPUT = np.kron(AT, AT)  # (16, 36): 36 products -> output tile (4 x 4, row-major)
+_FILTER = np.kron(G, G)    # (36, 9): filter (3 x 3, row-major) -> 36 transformed values
 
 
 def transform_filters(W):
@@ -57,7 +58,7 @@ def transform_filters(W):
     (computed in float64)."""
     if W.shape[:2] != (3, 3):
         raise ValueError(f"Winograd F(4x4, 3x3) needs 3x3 filters, got {W.shape[:2]}")
-    u = np.einsum("ka,lb,abio->klio", G, G, W.astype(np.float64, copy=False))
+    u = _FILTER @ W.reshape(9, -1).astype(np.float64)              # one product, not a 6-index einsum
     return u.reshape(36, W.shape[2], W.shape[3]).astype(W.dtype, copy=False)
 
 
@@ -186,7 +187,7 @@ def weight_gradient(x, dout, padding: tuple[int, int], out=None, tiles_per_chunk
         np.matmul(back, dt, out=df.reshape(36, -1))
         np.matmul(f.transpose(0, 2, 1), df, out=partial)
         total += partial
-    grad = np.einsum("ka,lb,klio->abio", G.astype(dtype), G.astype(dtype), total.reshape(6, 6, c_in, c_out))
+    grad = (_FILTER.T.astype(dtype) @ total.reshape(36, -1)).reshape(3, 3, c_in, c_out)
     if out is None:
         return grad
     out[...] = grad

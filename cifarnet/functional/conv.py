@@ -121,6 +121,12 @@ def use_winograd(c_in: int, c_out: int, kernel: tuple[int, int], stride: int, pa
     return min(c_in, c_out) >= WINOGRAD_MIN_CHANNELS
 
 
+def flipped_kernel(W):
+    """``(KH, KW, C_in, C_out) -> (KH, KW, C_out, C_in)``, rotated 180 degrees: the kernel whose
+    stride-1 correlation with ``dout`` is the input gradient."""
+    return np.ascontiguousarray(W[::-1, ::-1].transpose(0, 1, 3, 2))
+
+
 def patch_for(kernel: tuple[int, int], stride: int, block: int) -> tuple[int, int, int]:
     kh, kw = kernel
     return (kh, kw, stride) if block == 1 else (block + kh - 1, block + kw - 1, block)
@@ -144,10 +150,10 @@ def images_per_chunk(n: int, bytes_per_image: int, chunk: int | None = None) -> 
 
 @conv2d.implementation("numpy")
 class Conv2dNumpy:
-    """Tuned for the CPU: Winograd F(4x4, 3x3) for wide 3x3 layers, else cache-sized chunks of
-    images and blocked im2col for narrow layers; the input gradient of a stride-1 convolution as a
-    correlation with the flipped kernel (by Winograd too where the layer qualifies), the weight
-    gradient by im2col.
+    """Tuned for the CPU: Winograd F(4x4, 3x3) for wide 3x3 layers (forward, input gradient and,
+    from outputs of one 4x4 tile up, weight gradient), else cache-sized chunks of images and
+    blocked im2col for narrow layers; the input gradient of a stride-1 convolution as a
+    correlation with the flipped kernel.
 
     The batch is worked through a chunk of images at a time (about ``CHUNK_BYTES`` of columns
     each), so each chunk's padded input, column matrix and output stay in cache, and the bias,
@@ -208,16 +214,16 @@ class Conv2dNumpy:
         dw_winograd = use_winograd(c_in, c_out, (kh, kw), stride, p, winograd) and min(ho, wo) >= wino.TILE
         dx = np.empty(x.shape, dtype=dout.dtype) if need_dx else None
         dW = target(grads_out, "W")
+        dx_im2col = dx if need_dx and not dx_winograd else None
         if dw_winograd:
             grads = {"W": wino.weight_gradient(x.astype(dout.dtype, copy=False), dout, (p, p), out=dW)}
-        if not dw_winograd or (need_dx and not dx_winograd):
-            dw = _backward_im2col(x, W, dout, stride, p, blk, block, chunk, None if dx_winograd else dx,
-                                  dW, want_dw=not dw_winograd)
-            if not dw_winograd:
-                grads = {"W": dw}
+            if dx_im2col is not None:
+                _backward_im2col(x, W, dout, stride, p, blk, block, chunk, dx_im2col, dW, want_dw=False)
+        else:
+            grads = {"W": _backward_im2col(x, W, dout, stride, p, blk, block, chunk, dx_im2col, dW, want_dw=True)}
         if dx_winograd:
-            w_flip = np.ascontiguousarray(W[::-1, ::-1].transpose(0, 1, 3, 2)).astype(dx.dtype, copy=False)
-            wino.correlate_into(dx, dout, wino.transform_filters(w_flip), (kh - 1 - p, kw - 1 - p))
+            wino.correlate_into(dx, dout, wino.transform_filters(flipped_kernel(W).astype(dx.dtype, copy=False)),
+                                (kh - 1 - p, kw - 1 - p))
         if has_bias:
             grads["b"] = channel_sums(rows(np.ascontiguousarray(dout)), c_out, out=target(grads_out, "b"))
         return dx, grads
@@ -237,7 +243,7 @@ def _backward_im2col(x, W, dout, stride: int, p: int, blk: int, block, chunk, dx
     if flipped:                                # a stride-1 correlation with C_out input channels
         dx_block = choose_block(c_out, (kh, kw), 1, h, w, block)
         dx_patch = patch_for((kh, kw), 1, dx_block)
-        w_flip = weight_rows(np.ascontiguousarray(W[::-1, ::-1].transpose(0, 1, 3, 2)), dx_block)
+        w_flip = weight_rows(flipped_kernel(W), dx_block)
         per_image = max(per_image, col_bytes(c_out, h, w, dx_patch, dx_block, dout.itemsize))
     per_chunk = images_per_chunk(n, per_image, chunk)
     d_chunks = padded_chunks(dout, (kh - 1 - p, kw - 1 - p) if flipped else (0, 0), per_chunk)
