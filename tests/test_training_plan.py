@@ -190,3 +190,63 @@ def test_a_residual_s_gradients_add_in_place_on_arrays_whose_flags_say_nothing_o
     shared = np.ones(4)
     got = _accumulate({1: shared}, 1, np.ones(4), shared, np)                     # the caller's dout: not touched
     assert got is not shared and np.array_equal(shared, np.ones(4)) and np.array_equal(got, np.full(4, 2.0))
+
+
+@pytest.mark.parametrize("activation, residual, training", [("relu", False, True), ("relu", True, True),
+                                                             ("gelu", False, True), ("relu", False, False)])
+def test_the_numpy_variant_equals_batch_norm_then_the_activation_bit_for_bit_in_float32(activation, residual,
+                                                                                         training):
+    """The fused NumPy variant against BatchNormNumpy, the addition and the activation run apart, in
+    float32 and in blocks of a few rows: not close, equal (the sums are the same calls on the same
+    whole arrays; a float32 run through the plan follows the unfused run exactly)."""
+    from cifarnet.functional.activation import GeluNumpy, ReluReference
+    from cifarnet.functional.batchnorm import BatchNormNumpy
+    from cifarnet.functional.batchnorm_act import BatchNormActNumpy
+
+    rng = np.random.default_rng(5)
+    shape = (6, 7, 5, 8)
+    x, dout, res = (rng.standard_normal(shape).astype(np.float32) * 3 + 1 for _ in range(3))
+    stats = [rng.uniform(0.5, 2, 8), rng.standard_normal(8), rng.standard_normal(8), rng.uniform(0.5, 2, 8)]
+    stats = [s.astype(np.float32) for s in stats]
+    act = ReluReference if activation == "relu" else GeluNumpy
+    bn_stats = [s.copy() for s in stats]
+    y, bn_saved = BatchNormNumpy.forward(x.copy(), *bn_stats, training=training)
+    want, act_saved = act.forward(y + res if residual else y)
+    d, _ = act.backward(act_saved, dout.copy())
+    want_dx, want_grads = BatchNormNumpy.backward(bn_saved, d)
+
+    fused_stats = [s.copy() for s in stats]
+    got, saved = BatchNormActNumpy.forward(x.copy(), *fused_stats, activation=activation, training=training,
+                                           residual=res if residual else None, overwrite_input=True,
+                                           chunk_bytes=3 * 5 * 8 * 4)
+    assert len(saved[-1]) == 14                                 # 42 rows, 3 a block
+    got_dx, grads = BatchNormActNumpy.backward(saved, dout.copy(), reuse=True)
+    assert np.array_equal(got, want)
+    assert np.array_equal(got_dx[0] if residual else got_dx, want_dx)
+    if residual:
+        assert np.array_equal(got_dx[1], d)
+    assert all(np.array_equal(grads[k], want_grads[k]) for k in ("gamma", "beta"))
+    assert all(np.array_equal(a, b) for a, b in zip(fused_stats, bn_stats, strict=True))   # running statistics
+
+
+def test_simplecnn_s_float32_steps_through_the_fused_plan_equal_the_unfused_steps_bit_for_bit():
+    """Five SGD steps with dropout, momentum and weight decay: the weights after them are equal,
+    so a float32 training run does not depend on the fusion (SimpleCNN has no Winograd layer)."""
+    from cifarnet.losses import SoftmaxCrossEntropy
+    from cifarnet.optim import SGD
+
+    weights = []
+    for fused in (False, True):
+        model = build_model(model_description("simplecnn"), seed=0)
+        plan = TrainingPlan(model, fused=fused)
+        store, loss_fn = FlatStore.of(model), SoftmaxCrossEntropy()
+        opt = SGD(lr=0.05, momentum=0.9, weight_decay=5e-4)
+        rng = np.random.default_rng(6)
+        for _ in range(5):
+            x = rng.standard_normal((16, 32, 32, 3)).astype(np.float32)
+            logits, tape = plan.forward(x, TRAIN)
+            _, ctx = loss_fn.forward(logits, rng.integers(0, 10, 16))
+            plan.backward(tape, loss_fn.backward(ctx), store.grad_views)
+            opt.step(model, store.grad_views)
+        weights.append(store.params.copy())
+    assert weights[0].dtype == np.float32 and np.array_equal(weights[0], weights[1])

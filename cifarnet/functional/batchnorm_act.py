@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..arrays.rows import channel_sums, rows, tile
+from ..arrays.rows import channel_products, channel_sums, rows, tile
 from ..backend import array_module
 from ..comm import LOCAL
 from ..kernels import batchnorm_act as kernels
@@ -85,18 +85,22 @@ def row_spans(n_rows: int, row_bytes: int, chunk_bytes: int) -> list[tuple[int, 
 @batch_norm_act.implementation("numpy")
 class BatchNormActNumpy:
     """Batch norm, addition and activation on ``(N*H, W*C)`` row views (:mod:`cifarnet.arrays.rows`),
-    a block of rows of about ``chunk_bytes`` (default :data:`CHUNK_BYTES`) at a time, so that the
-    passes after a block's first read find it in cache: memory is read about three times and
-    written twice each way, where the ops apart read it six to ten times.
+    equal bit for bit to :class:`~cifarnet.functional.batchnorm.BatchNormNumpy` followed by the
+    addition and the activation: the channel sums are the same calls on the same whole arrays (NumPy
+    adds rows in order, so a sum taken block by block would round differently and a float32 run
+    would part from the unfused one within tens of steps), and every element goes through the same
+    operations in the same order. What is fused is the element-wise work: the passes that follow a
+    block's first read run on it while it is in cache, a block of rows of about ``chunk_bytes``
+    (default :data:`CHUNK_BYTES`) at a time, and nothing is written that the ops apart would write
+    and read back (ReLU's mask, batch norm's output before the activation).
 
-    Forward: the channel sums; per block, the centred input (in the input's memory with
-    ``overwrite_input``) and its squares; per block, scale, shift, residual and activation into the
-    output. It keeps the centred input and, for ReLU, the output (its derivative is read there: no
-    mask; the next layer keeps that output anyway). Backward: per block, ``dout`` through the
-    activation (into ``dout``'s memory with ``reuse``) and the two gradient sums; per block, the
-    input gradient ``scale (d - dbeta/m - xhat dgamma/m)`` as
-    ``centred * (-scale invstd dgamma/m) - scale dbeta/m + scale d``, in the centred input's memory
-    with ``reuse``. GELU keeps its input and ``tanh`` as its own variant does (whole arrays)."""
+    Forward: the channel sums; the centred input (in the input's memory with ``overwrite_input``)
+    and the sums of its squares; per block, scale, shift, residual and activation into the output.
+    It keeps the centred input and, for ReLU, the output (its derivative is read there: no mask; the
+    next layer keeps that output anyway). Backward: per block, ``dout`` through the activation (into
+    ``dout``'s memory with ``reuse``); the two gradient sums; per block, the input gradient
+    ``scale (d - dbeta/m - xhat dgamma/m)`` in batch norm's steps, in the centred input's memory with
+    ``reuse``. GELU keeps its input and ``tanh`` as its own variant does (whole arrays)."""
 
     @staticmethod
     def forward(x, gamma, beta, running_mean, running_var, *, activation: str, training: bool,
@@ -116,12 +120,8 @@ class BatchNormActNumpy:
             mean = sums / m
             mean_row = tile(mean, width)
             mine = overwrite_input or contiguous is not x      # memory this call may write into
-            centred = r if mine else np.empty_like(r)
-            square_row = np.zeros(width, dtype=r.dtype)
-            for a, b in spans:
-                block = np.subtract(r[a:b], mean_row, out=centred[a:b])
-                square_row += np.einsum("ij,ij->j", block, block)
-            (squares,) = reducer.sum(square_row.reshape(-1, c).sum(axis=0))
+            centred = np.subtract(r, mean_row, out=r if mine else None)
+            (squares,) = reducer.sum(channel_products(centred, centred, c))
             var = squares / m
             invstd = 1.0 / np.sqrt(var + eps)
             if reducer.leader:
@@ -162,16 +162,12 @@ class BatchNormActNumpy:
             d = g if reuse or contiguous is not dout else np.empty_like(g)
         else:
             d = GeluNumpy.backward(act_saved, g)[0]            # a new array (rows)
-        beta_row, gamma_row = np.zeros(width, dtype=g.dtype), np.zeros(width, dtype=g.dtype)
-        for a, b in spans:
-            block = d[a:b]
-            if activation == "relu":
-                np.multiply(g[a:b], act_saved[a:b] > 0, out=block)
-            centred = kept[a:b] if recentre is None else kept[a:b] - tile(recentre, width)
-            beta_row += block.sum(axis=0)
-            gamma_row += np.einsum("ij,ij->j", block, centred)
-        dbeta = beta_row.reshape(-1, c).sum(axis=0, out=target(grads_out, "beta"))
-        dgamma = gamma_row.reshape(-1, c).sum(axis=0, out=target(grads_out, "gamma"))
+        if activation == "relu":
+            for a, b in spans:
+                np.multiply(g[a:b], act_saved[a:b] > 0, out=d[a:b])
+        centred = kept if recentre is None else kept - tile(recentre, width)
+        dbeta = channel_sums(d, c, out=target(grads_out, "beta"))
+        dgamma = channel_products(d, centred, c, out=target(grads_out, "gamma"))
         dgamma *= invstd                                       # sum(dout * xhat), this part's share
         grads = {"gamma": dgamma, "beta": dbeta}
         scale = gamma * invstd
@@ -180,18 +176,14 @@ class BatchNormActNumpy:
             dx = np.multiply(d, tile(scale, width), out=None if has_residual else d)
             return _result(dx.reshape(shape), dres, has_residual), grads
         dbeta_all, dgamma_all = reducer.sum(dbeta, dgamma)     # over the whole batch
-        b_row, c_row = tile(-scale * invstd * dgamma_all / m, width), tile(-scale * dbeta_all / m, width)
-        a_row = tile(scale, width)
+        # scale * (d - dbeta/m - xhat * dgamma/m), xhat = centred * invstd: batch norm's own steps
+        k_row, mean_row, scale_row = tile(invstd * dgamma_all / m, width), tile(dbeta_all / m, width), tile(scale, width)
         dx = kept if reuse else np.empty_like(kept)
         for a, b in spans:
-            block = np.multiply(kept[a:b], b_row, out=dx[a:b])
-            block += c_row
-            if has_residual:                                   # d is the residual's gradient: kept as it is
-                block += d[a:b] * a_row
-            else:
-                part = d[a:b]
-                part *= a_row
-                block += part
+            block = np.multiply(kept[a:b], k_row, out=dx[a:b])
+            np.subtract(d[a:b], block, out=block)
+            block -= mean_row
+            block *= scale_row
         return _result(dx.reshape(shape), dres, has_residual), grads
 
 
