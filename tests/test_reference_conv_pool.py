@@ -166,3 +166,19 @@ def test_wide_pooling_backward_in_chunks_matches_the_reference(rng, chunk):
     dout = rng.standard_normal(out.shape)
     dx, _ = numpy_variant.backward(saved, dout)
     np.testing.assert_array_equal(dx, reference.backward(saved_ref, dout)[0])
+
+
+@pytest.mark.parametrize("k, channels", [(2, 1), (2, 8), (3, 3), (3, 16)])
+def test_tiled_pooling_routes_ties_to_the_first_maximum_as_the_loops_do(rng, k, channels):
+    """The tiled path (fewer than 32 channels, sizes divisible by k) on rounded values, ties in most
+    windows (a maximum shared by two rows, or by two columns in different rows): output and gradient
+    equal to the loop reference's exactly; for k = 2 the gradient is routed by one product and one
+    difference per window row and column."""
+    numpy_variant = max_pool2d.variants["numpy"]
+    x = np.round(rng.standard_normal((3, 2 * k, 3 * k, channels)))
+    out, saved = numpy_variant.forward(x, kernel=k)
+    assert saved[0] == "tiled"
+    np.testing.assert_array_equal(out, maxpool_loops(x, k, k)[0])
+    dout = rng.standard_normal(out.shape)
+    dx, _ = numpy_variant.backward(saved, dout)
+    np.testing.assert_array_equal(dx, maxpool_backward_loops(x, dout, k, k))

@@ -88,7 +88,10 @@ class MaxPoolNumpy:
       then along H, comparing whole-array slices shifted by one pixel (along W) or one row (along
       H) instead of ``(..., C)``-strided views, so NumPy's inner loops run over thousands of
       values, not over C of them. Pixels that do not start a window are compared too (wasted but
-      cheap) and dropped at the end.
+      cheap) and dropped at the end. For k = 2 each step is two passes (the maximum, and which of
+      the two held it, written straight into the result). Backward routes ``dout`` to the window row
+      that won, then to the pixel in it, on ``(N, Ho, Wo, C)`` views written once into the gradient
+      (for k = 2 a product and a difference per step: ``d * won`` and ``d - d * won``).
 
     Other windows take the reference path. Times per path and shape: ``docs/performance.md``."""
 
@@ -107,15 +110,15 @@ class MaxPoolNumpy:
         k = kernel
         ho, wo = h // k, w // k
         flat = np.ascontiguousarray(x).reshape(-1)
-        span = flat.size - (k - 1) * c
-        wmax = flat.copy()                                  # entry p: max of pixels p .. p+k-1 along W
-        warg = np.zeros(flat.size, dtype=np.uint8) if keep else None
-        _reduce_shifted([flat[j * c:j * c + span] for j in range(1, k)], wmax[:span],
-                        None if warg is None else warg[:span])
+        span = flat.size - (k - 1) * c                     # the last k-1 pixels start no window along W
+        wmax = np.empty_like(flat)                          # entry p: max of pixels p .. p+k-1 along W
+        wmax[span:] = 0
+        warg = _zeroed_tail(flat.size, span) if keep else None
+        _fold_shifted([flat[j * c:j * c + span] for j in range(k)], wmax[:span], None if warg is None else warg[:span])
         window_rows = wmax.reshape(n, ho, k, w * c)         # window rows of each output row
-        hmax = window_rows[:, :, 0].copy()                  # N, Ho, W*C
-        harg = np.zeros(hmax.shape, dtype=np.uint8) if keep else None
-        _reduce_shifted([window_rows[:, :, a] for a in range(1, k)], hmax, harg)
+        hmax = np.empty((n, ho, w * c), dtype=x.dtype)      # N, Ho, W*C
+        harg = np.empty(hmax.shape, dtype=np.uint8) if keep else None
+        _fold_shifted([window_rows[:, :, a] for a in range(k)], hmax, harg)
         out = hmax.reshape(n, ho, wo, k, c)[:, :, :, 0, :].copy()              # N, Ho, Wo, C
         return out, (("tiled", (warg, harg, k)) if keep else None)
 
@@ -131,18 +134,28 @@ class MaxPoolNumpy:
             return _backward_wide(inner, dout)
         warg, harg, k = inner
         n, ho, wo, c = dout.shape
-        starts = np.zeros((n, ho, wo, k, c), dtype=dout.dtype)   # dout at each window's first column
-        starts[:, :, :, 0, :] = dout
-        starts = starts.reshape(n, ho, wo * k * c)
-        by_row = np.empty((n, ho, k, wo * k * c), dtype=dout.dtype)
-        for a in range(k):                                       # ... moved to the window row that won
-            np.multiply(starts, harg == a, out=by_row[:, :, a])
-        flat = by_row.reshape(-1)
-        span = flat.size - (k - 1) * c
-        dx = np.zeros(flat.size, dtype=dout.dtype)
-        for b in range(k):                                       # ... and along W to the pixel that won
-            dx[b * c:b * c + span] += flat[:span] * (warg[:span] == b)
+        dx = np.empty((n, ho, k, wo, k, c), dtype=dout.dtype)
+        row_won = harg.reshape(n, ho, wo, k, c)[:, :, :, 0, :]                 # at each window's first column
+        column_won = warg.reshape(n, ho, k, wo, k, c)[:, :, :, :, 0, :]      # per window row, likewise
+        for a, by_row in enumerate(_routed(dout, row_won, k)):            # to the window row that won
+            for b, part in enumerate(_routed(by_row, column_won[:, :, a], k)):   # to the pixel in it
+                dx[:, :, a, :, b, :] = part
         return dx.reshape(n, ho * k, wo * k, c), {}
+
+
+def _routed(d, won, k: int):
+    """``[d * (won == i) for i in range(k)]``: ``d`` where index ``i`` won, 0 elsewhere; for k = 2,
+    one product and one difference (``d - d * won``, exact since each product is ``d`` or 0)."""
+    if k == 2:
+        second = d * won
+        return [np.subtract(d, second), second]
+    return [d * (won == i) for i in range(k)]
+
+
+def _zeroed_tail(size: int, span: int):
+    arg = np.empty(size, dtype=np.uint8)
+    arg[span:] = 0
+    return arg
 
 
 def _windows(x, k: int, ho: int, wo: int):
@@ -198,10 +211,21 @@ def _route_wide(x, out, dout, dx, k: int) -> None:
                 left -= dv[:, :, a, :, b]                                 # taken: ties go to the first
 
 
-def _reduce_shifted(candidates, best, arg) -> None:
-    """Fold ``candidates`` (equal-shape views, in window order) into ``best`` in place; ``arg``
-    (or None) records the index of the first maximum (strict ``>``: ties stay early)."""
-    for index, candidate in enumerate(candidates, start=1):
+def _fold_shifted(candidates, best, arg) -> None:
+    """Write the element-wise maximum of ``candidates`` (equal-shape views, in window order) into
+    ``best`` and, into ``arg`` (uint8, or None), the index of the first candidate holding it (strict
+    ``>``: ties stay early). The first two are compared straight into ``best`` and ``arg`` (no copy,
+    no zeroing: for k = 2 the whole fold is two passes)."""
+    first, rest = candidates[0], candidates[1:]
+    if not rest:
+        np.copyto(best, first)
+        if arg is not None:
+            arg[...] = 0
+        return
+    if arg is not None:
+        np.greater(rest[0], first, out=arg.view(np.bool_))
+    np.maximum(first, rest[0], out=best)
+    for index, candidate in enumerate(rest[1:], start=2):
         if arg is not None:
             _mark_greater(arg, candidate > best, index)
         np.maximum(best, candidate, out=best)
