@@ -131,14 +131,17 @@ class ThreadMember(Communicator):
 
     def allreduce(self, buffer) -> None:
         """``buffer`` replaced by the sum of every part's, in part order. Each part sums one slice
-        of the buffers (along their first axis) and writes it into all of them, so the work is
-        shared rather than repeated; the slices are disjoint, and the closing barrier keeps every
-        buffer from being used before all slices are in."""
+        of the buffers (along their first axis: into the first part's slice, then copied into the
+        others'), so the work is shared rather than repeated and nothing is allocated; the slices
+        are disjoint, and the closing barrier keeps every buffer from being used before all slices
+        are in."""
         slots = self.group._gather(self.rank, (buffer,))
         a, b = part_edges(buffer.shape[0], self.size)[self.rank]
         if b > a:
-            total = reduce(add, (part[0][a:b] for part in slots))
-            for part in slots:
+            total = slots[0][0][a:b]                   # summed in place, in part order: no new array
+            for part in slots[1:]:
+                total += part[0][a:b]
+            for part in slots[1:]:
                 part[0][a:b] = total
         self.group._barrier.wait()
 

@@ -45,13 +45,18 @@ def fold_block_gradient(dwb, kernel: tuple[int, int], c_in: int, block: int, out
     return dW
 
 
-def to_blocks(y, block: int):
-    """``(N, H, W, C) -> (N*H/B*W/B, B*B*C)``: each row one ``B x B`` block of pixels (a copy for B > 1)."""
+def to_blocks(y, block: int, out=None):
+    """``(N, H, W, C) -> (N*H/B*W/B, B*B*C)``: each row one ``B x B`` block of pixels (a copy for
+    B > 1, into ``out`` if given)."""
     n, h, w, c = y.shape
     if block == 1:
         return y.reshape(n * h * w, c)
     b = block
-    return y.reshape(n, h // b, b, w // b, b, c).transpose(0, 1, 3, 2, 4, 5).reshape(-1, b * b * c)
+    blocks = y.reshape(n, h // b, b, w // b, b, c).transpose(0, 1, 3, 2, 4, 5)
+    if out is None:
+        return blocks.reshape(-1, b * b * c)
+    out.reshape(blocks.shape)[...] = blocks
+    return out
 
 
 def write_from_blocks(out, rows, block: int) -> None:

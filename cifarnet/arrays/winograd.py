@@ -28,6 +28,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from .windows import zero_border
+from .workspace import scratch
+
 BT = np.array([[4, 0, -5, 0, 1, 0],
                [0, -4, -4, 1, 1, 0],
                [0, 4, -4, -1, 1, 0],
@@ -53,13 +56,21 @@ _OUTPUT = np.kron(AT, AT)  # (16, 36): 36 products -> output tile (4 x 4, row-ma
 _FILTER = np.kron(G, G)    # (36, 9): filter (3 x 3, row-major) -> 36 transformed values
 
 
-def transform_filters(W):
+def transform_filters(W, workspace=None):
     """``(3, 3, C_in, C_out) -> (36, C_in, C_out)``: ``G W G^T`` per channel pair, in W's dtype
-    (computed in float64)."""
+    (computed in float64; the float64 copy, product and result in ``workspace``'s scratch arrays if
+    given: valid until the next call with that workspace)."""
     if W.shape[:2] != (3, 3):
         raise ValueError(f"Winograd F(4x4, 3x3) needs 3x3 filters, got {W.shape[:2]}")
-    u = _FILTER @ W.reshape(9, -1).astype(np.float64)              # one product, not a 6-index einsum
-    return u.reshape(36, W.shape[2], W.shape[3]).astype(W.dtype, copy=False)
+    c_in, c_out = W.shape[2:]
+    w64 = scratch(workspace, "winograd filters in float64", (9, c_in * c_out), np.float64)
+    w64[...] = W.reshape(9, -1)
+    u = np.matmul(_FILTER, w64, out=scratch(workspace, "winograd filters' product", (36, c_in * c_out), np.float64))
+    if W.dtype == np.float64:                                       # one product, not a 6-index einsum
+        return u.reshape(36, c_in, c_out)
+    out = scratch(workspace, "winograd filters", (36, c_in, c_out), W.dtype)
+    out.reshape(36, -1)[...] = u
+    return out
 
 
 def tiles_per_side(size: int) -> int:
@@ -71,16 +82,19 @@ class _InputTiles:
 
     ``transform(x[start:start + m])`` returns ``V`` ``(36, m*th*tw, C_in)``: each 6x6 tile (taken
     every 4 pixels from the images padded by ``(ph, pw)``, then zeros to whole tiles) times
-    ``BT (x) BT``. Valid until the next call.
+    ``BT (x) BT``. Valid until the next call. Its buffers are ``workspace``'s if given.
     """
 
     def __init__(self, images: int, size: tuple[int, int], padding: tuple[int, int], tiles: tuple[int, int],
-                 channels: int, dtype):
+                 channels: int, dtype, workspace=None):
         (self.h, self.w), (self.ph, self.pw), (self.th, self.tw) = size, padding, tiles
         # one padded buffer for every chunk: zero borders written once, the interior overwritten
-        self.x_pad = np.zeros((images, TILE * self.th + 2, TILE * self.tw + 2, channels), dtype=dtype)
-        self.tiles = np.empty((36, images * self.th * self.tw * channels), dtype=dtype)
-        self.freq = np.empty((36, images * self.th * self.tw, channels), dtype=dtype)
+        self.x_pad = scratch(workspace, "winograd input", (images, TILE * self.th + 2, TILE * self.tw + 2, channels),
+                             dtype, zeroed=workspace is None)
+        if workspace is not None:
+            zero_border(self.x_pad, padding, size)
+        self.tiles = scratch(workspace, "winograd tiles", (36, images * self.th * self.tw * channels), dtype)
+        self.freq = scratch(workspace, "winograd transformed tiles", (36, images * self.th * self.tw, channels), dtype)
         self.to_freq = _INPUT.astype(dtype)
 
     def transform(self, x):
@@ -98,7 +112,8 @@ class _InputTiles:
         return f
 
 
-def correlate_into(out, x, filters, padding: tuple[int, int], tiles_per_chunk: int | None = None) -> None:
+def correlate_into(out, x, filters, padding: tuple[int, int], tiles_per_chunk: int | None = None,
+                   workspace=None) -> None:
     """``out[n, i, j] = sum_{a, b, c} x_pad[n, i + a, j + b, c] * W[a, b, c]`` for 3x3 ``W``.
 
     Args:
@@ -107,6 +122,7 @@ def correlate_into(out, x, filters, padding: tuple[int, int], tiles_per_chunk: i
         filters: :func:`transform_filters` of ``W``, in ``out``'s dtype.
         padding: zeros added on each side of each spatial axis, ``(ph, pw)``.
         tiles_per_chunk: tiles per chunk of images (default :data:`TILES_PER_CHUNK`).
+        workspace: where the chunk buffers live from call to call (:mod:`cifarnet.arrays.workspace`).
     """
     n, h, w, c_in = x.shape
     ph, pw = padding
@@ -119,9 +135,9 @@ def correlate_into(out, x, filters, padding: tuple[int, int], tiles_per_chunk: i
     images = max(1, min(n, (tiles_per_chunk or TILES_PER_CHUNK) // per_image))
     dtype = out.dtype
     from_freq = _OUTPUT.astype(dtype)
-    inputs = _InputTiles(images, (h, w), (ph, pw), (th, tw), c_in, dtype)
-    prods = np.empty((36, images * per_image, c_out), dtype=dtype)
-    spatial = np.empty((16, images * per_image * c_out), dtype=dtype)
+    inputs = _InputTiles(images, (h, w), (ph, pw), (th, tw), c_in, dtype, workspace)
+    prods = scratch(workspace, "winograd products", (36, images * per_image, c_out), dtype)
+    spatial = scratch(workspace, "winograd output tiles", (16, images * per_image * c_out), dtype)
     for start in range(0, n, images):
         m = min(images, n - start)
         t = m * per_image
@@ -141,7 +157,8 @@ def correlate_into(out, x, filters, padding: tuple[int, int], tiles_per_chunk: i
 
 
 
-def weight_gradient(x, dout, padding: tuple[int, int], out=None, tiles_per_chunk: int | None = None):
+def weight_gradient(x, dout, padding: tuple[int, int], out=None, tiles_per_chunk: int | None = None,
+                    workspace=None):
     """The filters' gradient of :func:`correlate_into`: ``dW[a, b, c, o] = sum_{n, i, j}
     x_pad[n, i + a, j + b, c] * dout[n, i, j, o]``, by the same transforms.
 
@@ -155,6 +172,7 @@ def weight_gradient(x, dout, padding: tuple[int, int], out=None, tiles_per_chunk
         x: ``(N, H, W, C_in)``, the correlation's input, not padded.
         dout: ``(N, Ho, Wo, C_out)``, the gradient of its output.
         out: ``(3, 3, C_in, C_out)`` to write into, or None.
+        workspace: where the chunk buffers live from call to call (:mod:`cifarnet.arrays.workspace`).
     Returns:
         ``(3, 3, C_in, C_out)`` in ``dout``'s dtype.
     """
@@ -169,12 +187,16 @@ def weight_gradient(x, dout, padding: tuple[int, int], out=None, tiles_per_chunk
     images = max(1, min(n, (tiles_per_chunk or TILES_PER_CHUNK) // per_image))
     dtype = dout.dtype
     back = _OUTPUT.T.astype(dtype)
-    inputs = _InputTiles(images, (h, w), (ph, pw), (th, tw), c_in, dtype)
-    d_pad = np.zeros((images, TILE * th, TILE * tw, c_out), dtype=dtype)
-    d_tiles = np.empty((16, images * per_image * c_out), dtype=dtype)
-    d_freq = np.empty((36, images * per_image, c_out), dtype=dtype)
-    total = np.zeros((36, c_in, c_out), dtype=dtype)
-    partial = np.empty_like(total)
+    inputs = _InputTiles(images, (h, w), (ph, pw), (th, tw), c_in, dtype, workspace)
+    d_pad = scratch(workspace, "winograd dout in whole tiles", (images, TILE * th, TILE * tw, c_out), dtype,
+                    zeroed=workspace is None)
+    if workspace is not None:
+        zero_border(d_pad, (0, 0), (ho, wo))
+    d_tiles = scratch(workspace, "winograd dout tiles", (16, images * per_image * c_out), dtype)
+    d_freq = scratch(workspace, "winograd dout transformed", (36, images * per_image, c_out), dtype)
+    total = scratch(workspace, "winograd dW total", (36, c_in, c_out), dtype)
+    total.fill(0)
+    partial = scratch(workspace, "winograd dW partial", (36, c_in, c_out), dtype)
     for start in range(0, n, images):
         m = min(images, n - start)
         t = m * per_image
@@ -187,8 +209,7 @@ def weight_gradient(x, dout, padding: tuple[int, int], out=None, tiles_per_chunk
         np.matmul(back, dt, out=df.reshape(36, -1))
         np.matmul(f.transpose(0, 2, 1), df, out=partial)
         total += partial
-    grad = (_FILTER.T.astype(dtype) @ total.reshape(36, -1)).reshape(3, 3, c_in, c_out)
     if out is None:
-        return grad
-    out[...] = grad
+        out = np.empty((3, 3, c_in, c_out), dtype=dtype)
+    np.matmul(_FILTER.T.astype(dtype), total.reshape(36, -1), out=out.reshape(9, -1))
     return out

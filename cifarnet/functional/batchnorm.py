@@ -19,6 +19,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..arrays.rows import channel_products, channel_sums, rows, tile
+from ..arrays.workspace import pooled, take
 from ..backend import array_module
 from ..comm import LOCAL
 from ..errors import InvalidValue
@@ -98,11 +99,15 @@ class BatchNormReference:
 class BatchNormNumpy:
     """The same formulas on ``(N*H, W*C)`` row views with per-channel vectors tiled along a row
     (:mod:`cifarnet.arrays.rows`): long inner loops, sums of products without temporaries.
-    Training keeps the centred input; eval mode scales and shifts in two passes."""
+    Training keeps the centred input; eval mode scales and shifts in two passes. With a
+    ``workspace`` (:mod:`cifarnet.arrays.workspace`) the centred input and the output are its own
+    arrays and the input gradient comes from its pool (the same operations, into them)."""
+
+    takes_workspace = True
 
     @staticmethod
     def forward(x, gamma, beta, running_mean, running_var, *, training: bool, momentum: float = 0.1,
-                eps: float = 1e-5, reducer=LOCAL, keep: bool = True):
+                eps: float = 1e-5, reducer=LOCAL, keep: bool = True, workspace=None):
         _check(x, gamma)
         c = gamma.shape[0]
         x = np.ascontiguousarray(x)
@@ -112,26 +117,26 @@ class BatchNormNumpy:
             sums, m = reducer.sum(channel_sums(r, c), x.size // c)   # C; values per channel in the batch
             _check(x, gamma, m)
             mean = sums / m                                    # C
-            centred = r - tile(mean, width)                    # R, W*C
+            centred = np.subtract(r, tile(mean, width), out=take(workspace, "centred", r.shape, r.dtype))
             (squares,) = reducer.sum(channel_products(centred, centred, c))
             var = squares / m                                  # C, biased
             invstd = 1.0 / np.sqrt(var + eps)
             if reducer.leader:
                 _update_running(running_mean, running_var, mean, var, m, momentum)
-            out = centred * tile(gamma * invstd, width)        # = gamma * xhat
-            out += tile(beta, width)
-            saved = (centred, invstd, m, gamma, None, reducer)
+            out = np.multiply(centred, tile(gamma * invstd, width), out=pooled(workspace, r.shape, r.dtype))
+            out += tile(beta, width)                           # = gamma * xhat + beta
+            saved = (centred, invstd, m, gamma, None, reducer, workspace)
         else:
             invstd = 1.0 / np.sqrt(running_var + eps)
             scale = gamma * invstd
-            out = r * tile(scale, width)                       # two passes: scale, then shift
-            out += tile(beta - running_mean * scale, width)
-            saved = (r, invstd, None, gamma, running_mean, reducer)
+            out = np.multiply(r, tile(scale, width), out=pooled(workspace, r.shape, r.dtype))   # scale,
+            out += tile(beta - running_mean * scale, width)                                    # then shift
+            saved = (r, invstd, None, gamma, running_mean, reducer, workspace)
         return out.reshape(x.shape), (saved if keep else None)
 
     @staticmethod
     def backward(saved, dout, grads_out=None):
-        kept, invstd, m, gamma, running_mean, reducer = saved
+        kept, invstd, m, gamma, running_mean, reducer, workspace = saved
         c = gamma.shape[0]
         d = rows(np.ascontiguousarray(dout))                   # R, W*C
         width = d.shape[1]
@@ -145,7 +150,7 @@ class BatchNormNumpy:
             return (d * tile(scale, width)).reshape(dout.shape), grads
         dbeta, dgamma = reducer.sum(dbeta, dgamma)             # over the whole batch
         # scale * (dout - dbeta/m - xhat * dgamma/m),  xhat = centred * invstd
-        dx = centred * tile(invstd * dgamma / m, width)
+        dx = np.multiply(centred, tile(invstd * dgamma / m, width), out=pooled(workspace, d.shape, d.dtype))
         np.subtract(d, dx, out=dx)
         dx -= tile(dbeta / m, width)
         dx *= tile(scale, width)

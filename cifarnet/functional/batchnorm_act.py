@@ -26,6 +26,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..arrays.rows import channel_products, channel_sums, rows, tile
+from ..arrays.workspace import pooled, scratch, take
 from ..backend import array_module
 from ..comm import LOCAL
 from ..kernels import batchnorm_act as kernels
@@ -100,12 +101,17 @@ class BatchNormActNumpy:
     next layer keeps that output anyway). Backward: per block, ``dout`` through the activation (into
     ``dout``'s memory with ``reuse``); the two gradient sums; per block, the input gradient
     ``scale (d - dbeta/m - xhat dgamma/m)`` in batch norm's steps, in the centred input's memory with
-    ``reuse``. GELU keeps its input and ``tanh`` as its own variant does (whole arrays)."""
+    ``reuse``. GELU keeps its input and ``tanh`` as its own variant does (whole arrays). With a
+    ``workspace`` (:mod:`cifarnet.arrays.workspace`) the output (and the centred input, when not
+    in the input's memory) are its own arrays, ReLU's mask of a block a scratch array and the
+    gradients the permissions do not let it write in place come from its pool: the same every step."""
+
+    takes_workspace = True
 
     @staticmethod
     def forward(x, gamma, beta, running_mean, running_var, *, activation: str, training: bool,
                 momentum: float = 0.1, eps: float = 1e-5, reducer=LOCAL, residual=None, keep: bool = True,
-                overwrite_input: bool = False, chunk_bytes: int | None = None):
+                overwrite_input: bool = False, chunk_bytes: int | None = None, workspace=None):
         _check_activation(activation, residual)
         _check(x, gamma)
         c = gamma.shape[0]
@@ -120,7 +126,7 @@ class BatchNormActNumpy:
             mean = sums / m
             mean_row = tile(mean, width)
             mine = overwrite_input or contiguous is not x      # memory this call may write into
-            centred = np.subtract(r, mean_row, out=r if mine else None)
+            centred = np.subtract(r, mean_row, out=r if mine else take(workspace, "centred", r.shape, r.dtype))
             (squares,) = reducer.sum(channel_products(centred, centred, c))
             var = squares / m
             invstd = 1.0 / np.sqrt(var + eps)
@@ -134,7 +140,7 @@ class BatchNormActNumpy:
             scale = gamma * invstd
             source, shift, kept, recentre = r, beta - running_mean * scale, r, running_mean
         scale_row, shift_row = tile(scale, width), tile(shift, width)
-        out = np.empty_like(source)
+        out = pooled(workspace, source.shape, source.dtype)
         relu = activation == "relu"
         for a, b in spans:
             block = np.multiply(source[a:b], scale_row, out=out[a:b])
@@ -147,24 +153,25 @@ class BatchNormActNumpy:
             act_saved, result = out, out
         else:
             result, act_saved = GeluNumpy.forward(out, keep=keep)
-        saved = (kept, recentre, invstd, m, gamma, reducer, activation, act_saved, res is not None, spans)
+        saved = (kept, recentre, invstd, m, gamma, reducer, activation, act_saved, res is not None, spans, workspace)
         return result.reshape(x.shape), (saved if keep else None)
 
     @staticmethod
     def backward(saved, dout, grads_out=None, reuse: bool = False):
-        kept, recentre, invstd, m, gamma, reducer, activation, act_saved, has_residual, spans = saved
+        kept, recentre, invstd, m, gamma, reducer, activation, act_saved, has_residual, spans, workspace = saved
         c = gamma.shape[0]
         shape = dout.shape
         contiguous = np.ascontiguousarray(dout)
         g = rows(contiguous)
         width = g.shape[1]
         if activation == "relu":                               # d: dout's memory (if reused) or new
-            d = g if reuse or contiguous is not dout else np.empty_like(g)
+            d = g if reuse or contiguous is not dout else pooled(workspace, g.shape, g.dtype)
         else:
             d = GeluNumpy.backward(act_saved, g)[0]            # a new array (rows)
         if activation == "relu":
+            mask = scratch(workspace, "relu mask", (spans[0][1] - spans[0][0], width), np.bool_)
             for a, b in spans:
-                np.multiply(g[a:b], act_saved[a:b] > 0, out=d[a:b])
+                np.multiply(g[a:b], np.greater(act_saved[a:b], 0, out=mask[:b - a]), out=d[a:b])
         centred = kept if recentre is None else kept - tile(recentre, width)
         dbeta = channel_sums(d, c, out=target(grads_out, "beta"))
         dgamma = channel_products(d, centred, c, out=target(grads_out, "gamma"))
@@ -177,8 +184,9 @@ class BatchNormActNumpy:
             return _result(dx.reshape(shape), dres, has_residual), grads
         dbeta_all, dgamma_all = reducer.sum(dbeta, dgamma)     # over the whole batch
         # scale * (d - dbeta/m - xhat * dgamma/m), xhat = centred * invstd: batch norm's own steps
-        k_row, mean_row, scale_row = tile(invstd * dgamma_all / m, width), tile(dbeta_all / m, width), tile(scale, width)
-        dx = kept if reuse else np.empty_like(kept)
+        k_row, mean_row = tile(invstd * dgamma_all / m, width), tile(dbeta_all / m, width)
+        scale_row = tile(scale, width)
+        dx = kept if reuse else pooled(workspace, kept.shape, kept.dtype)
         for a, b in spans:
             block = np.multiply(kept[a:b], k_row, out=dx[a:b])
             np.subtract(d[a:b], block, out=block)

@@ -19,6 +19,7 @@ from ..arrays import winograd as wino
 from ..arrays.blocks import block_weights, fold_block_gradient, to_blocks, write_from_blocks
 from ..arrays.rows import channel_sums, rows, tile
 from ..arrays.windows import add_windows, gather_patches, padded_chunks, unpad_hw
+from ..arrays.workspace import pooled, scratch
 from ..backend import array_module
 from .destination import product_into, sum_into, target
 from .dispatch import Op
@@ -81,7 +82,8 @@ def weight_rows(W, block: int):
     return W.reshape(-1, W.shape[-1]) if block == 1 else block_weights(W, block)
 
 
-def correlate_into(out, x_pad, w_rows, patch: tuple[int, int, int], block: int) -> None:
+def correlate_into(out, x_pad, w_rows, patch: tuple[int, int, int], block: int, workspace=None,
+                   images: int | None = None) -> None:
     """``out[n, i, j] = sum_{a, b, c} x_pad[n, i*stride + a, j*stride + b, c] * W[a, b, c]``.
 
     Args:
@@ -90,12 +92,19 @@ def correlate_into(out, x_pad, w_rows, patch: tuple[int, int, int], block: int) 
         w_rows: :func:`weight_rows` of ``W`` ``(KH, KW, C_in, C_out)`` for ``block``.
         patch: ``(PH, PW, step)``: ``(KH, KW, stride)``, or ``(B+KH-1, B+KW-1, B)`` for a block
             of ``B x B`` output pixels per patch (stride 1 only).
+        workspace: where the column matrix (and a blocked product) are kept, sized for chunks of
+            ``images`` images (default N; :mod:`cifarnet.arrays.workspace`), or None.
     """
-    cols, _ = gather_patches(x_pad, *patch)                   # N*Ho*Wo/B^2, PH*PW*C_in
+    ph, pw, step = patch
+    per_image = ((x_pad.shape[1] - ph) // step + 1) * ((x_pad.shape[2] - pw) // step + 1)
+    capacity = (images or x_pad.shape[0]) * per_image
+    buffer = None if workspace is None else workspace.scratch("cols", (capacity, w_rows.shape[0]), x_pad.dtype)
+    cols, _ = gather_patches(x_pad, *patch, out=buffer)       # N*Ho*Wo/B^2, PH*PW*C_in
     if block == 1:
         np.matmul(cols, w_rows, out=out.reshape(cols.shape[0], -1))
     else:
-        write_from_blocks(out, cols @ w_rows, block)
+        product = scratch(workspace, "blocked product", (capacity, w_rows.shape[1]), out.dtype)[:cols.shape[0]]
+        write_from_blocks(out, np.matmul(cols, w_rows, out=product), block)
 
 
 def choose_block(channels: int, kernel: tuple[int, int], stride: int, ho: int, wo: int,
@@ -161,19 +170,24 @@ class Conv2dNumpy:
     gather one patch per 2x2 block of output pixels (:mod:`cifarnet.arrays.blocks`). Only the
     input is kept for backward, which regathers the columns chunk by chunk: one copy more, one
     column matrix per layer less. ``block`` and ``chunk`` force an im2col layout, ``winograd``
-    the choice of Winograd (:func:`use_winograd`; tests use them).
+    the choice of Winograd (:func:`use_winograd`; tests use them). With a ``workspace``
+    (:mod:`cifarnet.arrays.workspace`: a training plan's node) the output is its own array, the
+    input gradient from its pool and every chunk buffer a scratch array: the same ones every step;
+    it is kept for the backward.
     """
+
+    takes_workspace = True
 
     @staticmethod
     def forward(x, W, b=None, *, stride: int = 1, padding: int = 0, residual=None, relu: bool = False,
                 keep: bool = True, block: int | None = None, chunk: int | None = None,
-                winograd: bool | None = None):
+                winograd: bool | None = None, workspace=None):
         _inference_only(keep, residual, relu)
         kh, kw, c_in, c_out = W.shape
         n, h, w, _ = x.shape
         p = padding
         ho, wo = (h + 2 * p - kh) // stride + 1, (w + 2 * p - kw) // stride + 1
-        out = np.empty((n, ho, wo, c_out), dtype=np.result_type(x, W))
+        out = pooled(workspace, (n, ho, wo, c_out), np.result_type(x, W))
         bias_row = None if b is None else tile(b.astype(out.dtype, copy=False), wo * c_out)
         if residual is not None:
             residual = np.ascontiguousarray(residual)
@@ -189,22 +203,22 @@ class Conv2dNumpy:
 
         blk = choose_block(c_in, (kh, kw), stride, ho, wo, block)
         if use_winograd(c_in, c_out, (kh, kw), stride, p, winograd):
-            wino.correlate_into(out, x.astype(out.dtype, copy=False), wino.transform_filters(W.astype(out.dtype)),
-                                (p, p))
+            filters = wino.transform_filters(W.astype(out.dtype, copy=False), workspace)
+            wino.correlate_into(out, x.astype(out.dtype, copy=False), filters, (p, p), workspace=workspace)
             finish(0, n)
         else:
             w_rows = weight_rows(W, blk)
             patch = patch_for((kh, kw), stride, blk)
             per_chunk = images_per_chunk(n, col_bytes(c_in, ho, wo, patch, blk, out.itemsize), chunk)
-            for start, stop, x_pad in padded_chunks(x, (p, p), per_chunk):
-                correlate_into(out[start:stop], x_pad, w_rows, patch, blk)
+            for start, stop, x_pad in padded_chunks(x, (p, p), per_chunk, workspace):
+                correlate_into(out[start:stop], x_pad, w_rows, patch, blk, workspace, per_chunk)
                 finish(start, stop)                             # while the chunk is in cache
-        saved = (x, W, b is not None, stride, padding, blk, block, chunk, winograd) if keep else None
+        saved = (x, W, b is not None, stride, padding, blk, block, chunk, winograd, workspace) if keep else None
         return out, saved
 
     @staticmethod
     def backward(saved, dout, need_dx: bool = True, grads_out=None):
-        x, W, has_bias, stride, p, blk, block, chunk, winograd = saved
+        x, W, has_bias, stride, p, blk, block, chunk, winograd, workspace = saved
         kh, kw, c_in, c_out = W.shape
         ho, wo = dout.shape[1:3]
         # the input gradient of a stride-1 convolution is a full correlation of dout with the
@@ -212,26 +226,32 @@ class Conv2dNumpy:
         dx_winograd = need_dx and use_winograd(c_out, c_in, (kh, kw), stride, kh - 1 - p, winograd)
         # the weight gradient sums over tiles: at outputs under one tile wide the padding wastes more than it saves
         dw_winograd = use_winograd(c_in, c_out, (kh, kw), stride, p, winograd) and min(ho, wo) >= wino.TILE
-        dx = np.empty(x.shape, dtype=dout.dtype) if need_dx else None
+        dx = pooled(workspace, x.shape, dout.dtype) if need_dx else None
         dW = target(grads_out, "W")
         dx_im2col = dx if need_dx and not dx_winograd else None
+        backward = workspace
         if dw_winograd:
-            grads = {"W": wino.weight_gradient(x.astype(dout.dtype, copy=False), dout, (p, p), out=dW)}
+            grads = {"W": wino.weight_gradient(x.astype(dout.dtype, copy=False), dout, (p, p), out=dW,
+                                               workspace=workspace)}
             if dx_im2col is not None:
-                _backward_im2col(x, W, dout, stride, p, blk, block, chunk, dx_im2col, dW, want_dw=False)
+                _backward_im2col(x, W, dout, stride, p, blk, block, chunk, dx_im2col, dW, want_dw=False,
+                                 workspace=backward)
         else:
-            grads = {"W": _backward_im2col(x, W, dout, stride, p, blk, block, chunk, dx_im2col, dW, want_dw=True)}
+            grads = {"W": _backward_im2col(x, W, dout, stride, p, blk, block, chunk, dx_im2col, dW, want_dw=True,
+                                           workspace=backward)}
         if dx_winograd:
-            wino.correlate_into(dx, dout, wino.transform_filters(flipped_kernel(W).astype(dx.dtype, copy=False)),
-                                (kh - 1 - p, kw - 1 - p))
+            filters = wino.transform_filters(flipped_kernel(W).astype(dx.dtype, copy=False), workspace)
+            wino.correlate_into(dx, dout, filters, (kh - 1 - p, kw - 1 - p), workspace=workspace)
         if has_bias:
             grads["b"] = channel_sums(rows(np.ascontiguousarray(dout)), c_out, out=target(grads_out, "b"))
         return dx, grads
 
 
-def _backward_im2col(x, W, dout, stride: int, p: int, blk: int, block, chunk, dx, dW, want_dw: bool = True):
+def _backward_im2col(x, W, dout, stride: int, p: int, blk: int, block, chunk, dx, dW, want_dw: bool = True,
+                     workspace=None):
     """The im2col backward, a chunk of images at a time: the input gradient into ``dx`` (unless
-    None) and, if ``want_dw``, the weight gradient, returned (into ``dW`` when given)."""
+    None) and, if ``want_dw``, the weight gradient, returned (into ``dW`` when given); its chunk
+    buffers from ``workspace`` if given."""
     kh, kw, c_in, c_out = W.shape
     n, ho, wo, _ = dout.shape
     h, w = x.shape[1:3]
@@ -246,26 +266,35 @@ def _backward_im2col(x, W, dout, stride: int, p: int, blk: int, block, chunk, dx
         w_flip = weight_rows(flipped_kernel(W), dx_block)
         per_image = max(per_image, col_bytes(c_out, h, w, dx_patch, dx_block, dout.itemsize))
     per_chunk = images_per_chunk(n, per_image, chunk)
-    d_chunks = padded_chunks(dout, (kh - 1 - p, kw - 1 - p) if flipped else (0, 0), per_chunk)
+    d_chunks = padded_chunks(dout, (kh - 1 - p, kw - 1 - p) if flipped else (0, 0), per_chunk, workspace, "dout pad")
+    rows_per_image = (ho // blk) * (wo // blk)
+    k_rows = patch[0] * patch[1] * c_in
     dw_rows = None                 # the weight gradient as rows (in dW's memory when it is given, unblocked)
-    for (start, stop, x_pad), (_, _, d_part) in zip(padded_chunks(x, (p, p), per_chunk), d_chunks, strict=True):
+    for (start, stop, x_pad), (_, _, d_part) in zip(padded_chunks(x, (p, p), per_chunk, workspace), d_chunks,
+                                                    strict=True):
+        m = stop - start
         if want_dw:
-            cols, _ = gather_patches(x_pad, *patch)                # rows, PH*PW*C_in
-            blocks = to_blocks(dout[start:stop], blk)
-            if dw_rows is None:
-                into = dW.reshape(cols.shape[1], -1) if dW is not None and blk == 1 else None
+            buffer = scratch(workspace, "cols", (per_chunk * rows_per_image, k_rows), x.dtype)
+            cols, _ = gather_patches(x_pad, *patch, out=buffer)   # rows, PH*PW*C_in
+            blocks = to_blocks(dout[start:stop], blk, out=None if blk == 1 else scratch(
+                workspace, "blocks", (per_chunk * rows_per_image, blk * blk * c_out), dout.dtype)[:m * rows_per_image])
+            if dw_rows is None:            # a new array when returned as the gradient (no dW to write into)
+                into = (dW.reshape(k_rows, -1) if dW is not None else None) if blk == 1 else scratch(
+                    workspace, "dW rows", (k_rows, blocks.shape[1]), dout.dtype)
                 dw_rows = np.matmul(cols.T, blocks, out=into)
             else:
-                dw_rows += cols.T @ blocks
+                dw_rows += np.matmul(cols.T, blocks, out=scratch(workspace, "dW part", dw_rows.shape, dw_rows.dtype))
             del cols
         if dx is None:
             continue
         if flipped:
-            correlate_into(dx[start:stop], d_part, w_flip, dx_patch, dx_block)
+            correlate_into(dx[start:stop], d_part, w_flip, dx_patch, dx_block, workspace, per_chunk)
         else:
-            m = stop - start
-            dcols = (d_part.reshape(-1, c_out) @ W.reshape(-1, c_out).T).reshape(m, ho, wo, kh, kw, -1)
-            dx[start:stop] = unpad_hw(add_windows(dcols, x_pad.shape, stride), p)
+            dcols = scratch(workspace, "dcols", (per_chunk * ho * wo, kh * kw * c_in), dout.dtype)[:m * ho * wo]
+            np.matmul(d_part.reshape(-1, c_out), W.reshape(-1, c_out).T, out=dcols)
+            image = scratch(workspace, "dx image", (per_chunk,) + x_pad.shape[1:], dout.dtype)[:m]
+            add_windows(dcols.reshape(m, ho, wo, kh, kw, -1), x_pad.shape, stride, out=image)
+            dx[start:stop] = unpad_hw(image, p)
     if not want_dw:
         return None
     if blk == 1:

@@ -88,9 +88,13 @@ class Op:
             return self.variants[FUSED]
         return self.variants.get(module, self.variants["reference"])
 
-    def forward(self, x, *args, **kwargs) -> tuple[Any, Ctx | None]:
-        """``(out, ctx)``; ``ctx`` is None when the call asked to keep nothing (``keep=False``)."""
+    def forward(self, x, *args, workspace=None, **kwargs) -> tuple[Any, Ctx | None]:
+        """``(out, ctx)``; ``ctx`` is None when the call asked to keep nothing (``keep=False``).
+        ``workspace`` (:mod:`cifarnet.arrays.workspace`) reaches the variants that take one (their
+        class says ``takes_workspace = True``); the others allocate as always."""
         variant = self.variant_for(x)
+        if workspace is not None and getattr(variant, "takes_workspace", False):
+            kwargs["workspace"] = workspace
         out, saved = variant.forward(x, *args, **kwargs)
         return out, (None if saved is None else Ctx(variant, saved))
 

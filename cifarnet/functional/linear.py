@@ -7,6 +7,9 @@ Shapes: x ``(N, D_in)``;  W ``(D_in, D_out)``;  b ``(D_out,)`` or None;  out ``(
 """
 from __future__ import annotations
 
+import numpy as np
+
+from ..arrays.workspace import pooled
 from ..backend import array_module
 from .destination import product_into, sum_into, target
 from .dispatch import Op
@@ -36,3 +39,36 @@ class LinearReference:
         if has_bias:
             grads["b"] = sum_into(dout, 0, target(grads_out, "b"))
         return (dout @ W.T if need_dx else None), grads
+
+
+@linear.implementation("numpy")
+class LinearNumpy:
+    """The reference's products; with a ``workspace`` (:mod:`cifarnet.arrays.workspace`) the
+    output and the input gradient are written into buffers of its pool, the same every step."""
+
+    takes_workspace = True
+
+    @staticmethod
+    def forward(x, W, b=None, *, relu: bool = False, keep: bool = True, workspace=None):
+        if workspace is None:
+            return LinearReference.forward(x, W, b, relu=relu, keep=keep)
+        if x.ndim != 2 or x.shape[1] != W.shape[0]:
+            raise ValueError(f"Linear expects (N, {W.shape[0]}) input, got {x.shape}")
+        if keep and relu:
+            raise ValueError("linear: relu is for inference (keep=False); backward does not undo it")
+        out = np.matmul(x, W, out=pooled(workspace, (x.shape[0], W.shape[1]), np.result_type(x, W)))
+        if b is not None:
+            out += b
+        if relu:
+            np.maximum(out, out.dtype.type(0), out=out)
+        return out, ((x, W, b is not None, workspace) if keep else None)
+
+    @staticmethod
+    def backward(saved, dout, need_dx: bool = True, grads_out=None):
+        if len(saved) == 3:                            # a forward without a workspace
+            return LinearReference.backward(saved, dout, need_dx, grads_out)
+        x, W, has_bias, workspace = saved
+        _, grads = LinearReference.backward((x, W, has_bias), dout, False, grads_out)
+        if not need_dx:
+            return None, grads
+        return np.matmul(dout, W.T, out=pooled(workspace, x.shape, dout.dtype)), grads

@@ -12,6 +12,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..arrays.windows import output_size
+from ..arrays.workspace import pooled, scratch, take
 from ..backend import array_module
 from .dispatch import Op
 
@@ -93,17 +94,23 @@ class MaxPoolNumpy:
       that won, then to the pixel in it, on ``(N, Ho, Wo, C)`` views written once into the gradient
       (for k = 2 a product and a difference per step: ``d * won`` and ``d - d * won``).
 
-    Other windows take the reference path. Times per path and shape: ``docs/performance.md``."""
+    Other windows take the reference path. Times per path and shape: ``docs/performance.md``.
+    With a ``workspace`` (:mod:`cifarnet.arrays.workspace`) the outputs and what is kept are its own
+    arrays, the input gradients come from its pool and the tiled path's intermediate arrays are
+    scratch arrays: the same every step."""
+
+    takes_workspace = True
 
     @staticmethod
-    def forward(x, *, kernel: int = 2, stride: int | None = None, keep: bool = True, chunk: int | None = None):
+    def forward(x, *, kernel: int = 2, stride: int | None = None, keep: bool = True, chunk: int | None = None,
+                workspace=None):
         """``chunk``: images per chunk of the wide path's backward (default: about
         :data:`WIDE_CHUNK_BYTES` of input; tests set it)."""
         _check(x)
         stride = kernel if stride is None else stride
         n, h, w, c = x.shape
         if stride == kernel and c >= WIDE:
-            return _forward_wide(x, kernel, keep, chunk)
+            return _forward_wide(x, kernel, keep, chunk, workspace)
         if not (stride == kernel and h % kernel == 0 and w % kernel == 0):
             out, saved = MaxPoolReference.forward(x, kernel=kernel, stride=stride, keep=keep)
             return out, (None if saved is None else ("strided", saved))
@@ -111,16 +118,17 @@ class MaxPoolNumpy:
         ho, wo = h // k, w // k
         flat = np.ascontiguousarray(x).reshape(-1)
         span = flat.size - (k - 1) * c                     # the last k-1 pixels start no window along W
-        wmax = np.empty_like(flat)                          # entry p: max of pixels p .. p+k-1 along W
+        wmax = scratch(workspace, "pool row maxima", flat.shape, flat.dtype)   # p: max of pixels p .. p+k-1 along W
         wmax[span:] = 0
-        warg = _zeroed_tail(flat.size, span) if keep else None
+        warg = take(workspace, "warg", flat.shape, np.uint8, zeroed=True) if keep else None   # [span:] stays 0
         _fold_shifted([flat[j * c:j * c + span] for j in range(k)], wmax[:span], None if warg is None else warg[:span])
         window_rows = wmax.reshape(n, ho, k, w * c)         # window rows of each output row
-        hmax = np.empty((n, ho, w * c), dtype=x.dtype)      # N, Ho, W*C
-        harg = np.empty(hmax.shape, dtype=np.uint8) if keep else None
+        hmax = scratch(workspace, "pool window maxima", (n, ho, w * c), x.dtype)   # N, Ho, W*C
+        harg = take(workspace, "harg", hmax.shape, np.uint8) if keep else None
         _fold_shifted([window_rows[:, :, a] for a in range(k)], hmax, harg)
-        out = hmax.reshape(n, ho, wo, k, c)[:, :, :, 0, :].copy()              # N, Ho, Wo, C
-        return out, (("tiled", (warg, harg, k)) if keep else None)
+        out = pooled(workspace, (n, ho, wo, c), x.dtype)                  # N, Ho, Wo, C
+        np.copyto(out, hmax.reshape(n, ho, wo, k, c)[:, :, :, 0, :])
+        return out, (("tiled", (warg, harg, k, workspace)) if keep else None)
 
     @staticmethod
     def backward(saved, dout):
@@ -132,30 +140,27 @@ class MaxPoolNumpy:
             return MaxPoolReference.backward(inner, dout)
         if kind == "wide":
             return _backward_wide(inner, dout)
-        warg, harg, k = inner
+        warg, harg, k, workspace = inner
         n, ho, wo, c = dout.shape
-        dx = np.empty((n, ho, k, wo, k, c), dtype=dout.dtype)
+        dx = pooled(workspace, (n, ho, k, wo, k, c), dout.dtype)
         row_won = harg.reshape(n, ho, wo, k, c)[:, :, :, 0, :]                 # at each window's first column
         column_won = warg.reshape(n, ho, k, wo, k, c)[:, :, :, :, 0, :]      # per window row, likewise
-        for a, by_row in enumerate(_routed(dout, row_won, k)):            # to the window row that won
-            for b, part in enumerate(_routed(by_row, column_won[:, :, a], k)):   # to the pixel in it
-                dx[:, :, a, :, b, :] = part
+        by_rows = [scratch(workspace, f"pool gradient of window row {a}", dout.shape, dout.dtype) for a in range(k)]
+        for a, by_row in enumerate(_route(dout, row_won, by_rows)):      # to the window row that won
+            _route(by_row, column_won[:, :, a], [dx[:, :, a, :, b, :] for b in range(k)])   # to the pixel in it
         return dx.reshape(n, ho * k, wo * k, c), {}
 
 
-def _routed(d, won, k: int):
-    """``[d * (won == i) for i in range(k)]``: ``d`` where index ``i`` won, 0 elsewhere; for k = 2,
-    one product and one difference (``d - d * won``, exact since each product is ``d`` or 0)."""
-    if k == 2:
-        second = d * won
-        return [np.subtract(d, second), second]
-    return [d * (won == i) for i in range(k)]
-
-
-def _zeroed_tail(size: int, span: int):
-    arg = np.empty(size, dtype=np.uint8)
-    arg[span:] = 0
-    return arg
+def _route(d, won, outs):
+    """``outs[i] = d * (won == i)``: ``d`` where index ``i`` won, 0 elsewhere; for two outputs one
+    product and one difference (``d - d * won``, exact since each product is ``d`` or 0)."""
+    if len(outs) == 2:
+        np.multiply(d, won, out=outs[1])
+        np.subtract(d, outs[1], out=outs[0])
+        return outs
+    for i, out in enumerate(outs):
+        np.multiply(d, won == i, out=out)
+    return outs
 
 
 def _windows(x, k: int, ho: int, wo: int):
@@ -164,16 +169,17 @@ def _windows(x, k: int, ho: int, wo: int):
     return x[:, :ho * k, :wo * k].reshape(n, ho, k, wo, k, c)
 
 
-def _forward_wide(x, k: int, keep: bool, chunk: int | None = None):
+def _forward_wide(x, k: int, keep: bool, chunk: int | None = None, workspace=None):
     n, h, w, c = x.shape
     ho, wo = h // k, w // k
     v = _windows(x, k, ho, wo)
-    out = v[:, :, 0, :, 0].copy()                                         # N, Ho, Wo, C
+    out = pooled(workspace, (n, ho, wo, c), x.dtype)                 # N, Ho, Wo, C
+    np.copyto(out, v[:, :, 0, :, 0])
     for a in range(k):
         for b in range(k):
             if a or b:
                 np.maximum(out, v[:, :, a, :, b], out=out)
-    return out, (("wide", (x, out, k, chunk)) if keep else None)
+    return out, (("wide", (x, out, k, chunk, workspace)) if keep else None)
 
 
 WIDE_CHUNK_BYTES = 1 << 20     # the wide backward goes through the batch about this much input at a time
@@ -182,10 +188,10 @@ WIDE_CHUNK_BYTES = 1 << 20     # the wide backward goes through the batch about 
 def _backward_wide(saved, dout):
     """A few images at a time (about :data:`WIDE_CHUNK_BYTES` of input), so that the comparison's
     mask and the routed gradient are written while the chunk is in cache."""
-    x, out, k, chunk = saved
+    x, out, k, chunk, workspace = saved
     n = x.shape[0]
     ho, wo = out.shape[1:3]
-    dx = np.empty_like(x, dtype=dout.dtype)
+    dx = pooled(workspace, x.shape, dout.dtype)
     dx[:, ho * k:] = 0                                                    # rows and columns in no window
     dx[:, :ho * k, wo * k:] = 0
     images = chunk or max(1, WIDE_CHUNK_BYTES // max(1, x[0].nbytes))
@@ -244,3 +250,23 @@ class GlobalAvgPoolReference:
         xp = array_module(dout)
         n, h, w, c = saved
         return xp.broadcast_to((dout / (h * w))[:, None, None, :], (n, h, w, c)).copy(), {}
+
+
+@global_avg_pool.implementation("numpy")
+class GlobalAvgPoolNumpy:
+    """The reference's formulas; with a ``workspace`` (:mod:`cifarnet.arrays.workspace`) the input
+    gradient is written into a buffer of its pool, the same every step."""
+
+    takes_workspace = True
+
+    @staticmethod
+    def forward(x, *, keep: bool = True, workspace=None):
+        out, shape = GlobalAvgPoolReference.forward(x, keep=keep)
+        return out, (None if shape is None else (shape, workspace))
+
+    @staticmethod
+    def backward(saved, dout):
+        (n, h, w, c), workspace = saved
+        dx = pooled(workspace, (n, h, w, c), dout.dtype)
+        np.copyto(dx, (dout / (h * w))[:, None, None, :])
+        return dx, {}

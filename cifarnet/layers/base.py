@@ -49,12 +49,16 @@ class Mode:
         generators: the generators this part of a split batch draws its dropout masks from
             (:class:`cifarnet.parallel.PartGenerators`, by layer name); a layer not in it, or
             every layer when None, draws from its own.
+        workspace: where the op of this call takes its output and temporaries from, the same
+            arrays every step (:mod:`cifarnet.arrays.workspace`; the training plan gives each
+            node its own); None: the ops allocate.
     """
 
     training: bool = False
     keep: bool = True
     reducer: Any = LOCAL
     generators: Any = None
+    workspace: Any = None
 
     def generator(self, layer) -> np.random.Generator:
         own = self.generators.of(layer) if self.generators is not None else None

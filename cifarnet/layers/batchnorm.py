@@ -55,7 +55,7 @@ class BatchNorm(Layer):
         p, b = self.params, self.buffers
         return batch_norm.forward(x, self.gamma, p["beta"], b["running_mean"], b["running_var"],
                                   training=mode.training, momentum=self.momentum, eps=self.eps,
-                                  reducer=mode.reducer, keep=mode.keep)
+                                  reducer=mode.reducer, keep=mode.keep, workspace=mode.workspace)
 
     def backward(self, ctx, dout, need_dx: bool = True, into=None):
         dx, grads = batch_norm.backward(ctx, dout, grads_out=into)
@@ -91,7 +91,7 @@ def train_forward(node, args, mode: Mode):
                                   activation=a["activation"], training=mode.training, momentum=layer.momentum,
                                   eps=layer.eps, reducer=mode.reducer,
                                   residual=args[1] if a["residual"] else None, keep=mode.keep,
-                                  overwrite_input=a.get("overwrite_input", False))
+                                  overwrite_input=a.get("overwrite_input", False), workspace=mode.workspace)
 
 
 def train_backward(node, ctx, dout, need_dx: bool, into, reuse: bool = False):

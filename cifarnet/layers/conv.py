@@ -58,7 +58,7 @@ class Conv2d(Layer):
         if x.ndim != 4 or x.shape[-1] != self.in_channels:
             raise ValueError(f"Conv2d expects (N, H, W, {self.in_channels}) input, got {x.shape}")
         return conv2d.forward(x, self.params["W"], self.params.get("b"), stride=self.stride, padding=self.padding,
-                              keep=mode.keep)
+                              keep=mode.keep, workspace=mode.workspace)
 
     def backward(self, ctx, dout, need_dx: bool = True, into=None):
         dx, grads = conv2d.backward(ctx, dout, need_dx=need_dx, grads_out=into)

@@ -43,7 +43,7 @@ class Linear(Layer):
         return (self.out_features,)
 
     def forward(self, x, mode: Mode = EVAL):
-        return linear.forward(x, self.params["W"], self.params.get("b"), keep=mode.keep)
+        return linear.forward(x, self.params["W"], self.params.get("b"), keep=mode.keep, workspace=mode.workspace)
 
     def backward(self, ctx, dout, need_dx: bool = True, into=None):
         dx, grads = linear.backward(ctx, dout, need_dx=need_dx, grads_out=into)

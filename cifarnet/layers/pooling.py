@@ -30,7 +30,8 @@ class MaxPool2d(Layer):
         return (output_size(h, k, s), output_size(w, k, s), c)
 
     def forward(self, x, mode: Mode = EVAL):
-        return max_pool2d.forward(x, kernel=self.kernel_size, stride=self.stride, keep=mode.keep)
+        return max_pool2d.forward(x, kernel=self.kernel_size, stride=self.stride, keep=mode.keep,
+                                  workspace=mode.workspace)
 
     def backward(self, ctx, dout, need_dx: bool = True, into=None):
         return max_pool2d.backward(ctx, dout)
@@ -48,7 +49,7 @@ class GlobalAvgPool(Layer):
         return (in_shape[-1],)
 
     def forward(self, x, mode: Mode = EVAL):
-        return global_avg_pool.forward(x, keep=mode.keep)
+        return global_avg_pool.forward(x, keep=mode.keep, workspace=mode.workspace)
 
     def backward(self, ctx, dout, need_dx: bool = True, into=None):
         return global_avg_pool.backward(ctx, dout)

@@ -16,14 +16,26 @@ the backward pass runs (:mod:`cifarnet.training.overlap`).
 
 A :class:`~cifarnet.layers.Sequential` whose first layers are frozen (``trained_from``) runs them
 forward only; their parameters' gradients are set to zero, as the layer's own backward does.
+
+**Buffers allocated once.** Given a workspace (:meth:`TrainingPlan.workspace`, one per thread's
+part of a batch), each node's op takes its output, its input gradient and its large temporaries
+from the node's scope of it (:mod:`cifarnet.arrays.workspace`): the first step allocates them, every
+later step of the same shapes writes into the very same arrays. Outputs and gradients share one
+pool: the plan gives a node's output back after the node's backward (its readers' backward passes
+ran before it) and a gradient once nothing pending shares its memory, so later gradients reuse
+the activations' memory, as freed arrays did before. The last node's output (the logits) is left
+out, since the caller may keep it past the step. Ops without a workspace-taking variant for the
+arrays' module (CuPy's, the references) allocate as before.
 """
 from __future__ import annotations
 
 import time
 from collections.abc import Callable, Mapping
+from dataclasses import replace
 from typing import Any
 from weakref import WeakKeyDictionary
 
+from ..arrays.workspace import Workspace
 from ..backend import array_module
 from ..inference.graph import Graph, Node, fuse_for_training
 from ..layers.base import TRAIN, Mode, within
@@ -86,6 +98,7 @@ class TrainingPlan:
             for i in node.inputs:
                 self._last_use[i] = position
         self._producer = {node.output: position for position, node in enumerate(self.nodes)}
+        self._workspaces: dict[int, Workspace] = {}
         self._allow_overwriting()
 
     def _allow_overwriting(self) -> None:
@@ -113,33 +126,55 @@ class TrainingPlan:
             found = _PLANS[model] = (key, cls(model))
         return found[1]
 
+    def workspace(self, part: int = 0) -> Workspace:
+        """The buffers of the ``part``-th thread's share of a batch (made on first use, kept with the
+        plan): pass it to :meth:`forward`. Two parts running at once need two workspaces."""
+        if part not in self._workspaces:
+            self._workspaces[part] = Workspace()
+        return self._workspaces[part]
+
     # -- running ------------------------------------------------------------------------------------
-    def forward(self, x, mode: Mode = TRAIN, clock: Callable | None = None) -> tuple[Any, list]:
+    def forward(self, x, mode: Mode = TRAIN, clock: Callable | None = None,
+                workspace: Workspace | None = None) -> tuple[Any, list]:
         """``(output, tape)``: the tape holds each node's context (None when ``mode.keep`` is False).
         ``clock(position, "fwd", started)``, if given, is called as each node returns, with the
-        ``time.perf_counter()`` of its start (benchmarks time the nodes with it)."""
-        values, tape = {0: x}, []
+        ``time.perf_counter()`` of its start (benchmarks time the nodes with it). With a
+        ``workspace`` (:meth:`workspace`) every node but the last computes into its buffers there,
+        for the forward and the backward of this tape: the next forward with the same workspace
+        overwrites them, so a tape must be run backward (or dropped) before it."""
+        values, tape = {0: x}, _Tape()
+        last = len(self.nodes) - 1
+        if workspace is not None:
+            workspace.release_all()                        # the last step's outputs and gradients are dead
         for position, node in enumerate(self.nodes):
             rule = kind_of(node.kind).train_forward
             args = [values[i] for i in node.inputs]
             start = time.perf_counter() if clock is not None else 0.0
-            out, ctx = rule(node, args, mode) if rule is not None else node.layer.forward(args[0], mode)
+            node_mode = mode
+            if workspace is not None and position != last:
+                workspace.reset_scratch()                  # the last node's temporaries are dead
+                node_mode = replace(mode, workspace=workspace.scope(position))
+            out, ctx = rule(node, args, node_mode) if rule is not None else node.layer.forward(args[0], node_mode)
             if clock is not None:
                 clock(position, "fwd", start)
             values[node.output] = out
             tape.append(ctx)
+            tape.outputs.append(out)
             for i in node.inputs:                          # drop what no later node reads
                 if self._last_use[i] == position and i != self.output:
                     values.pop(i, None)
         return values[self.output], tape
 
     def backward(self, tape: list, dout, into: Mapping[str, Any] | None = None, need_dx: bool = False,
-                 on_ready: Callable[[list[str]], None] | None = None, clock: Callable | None = None):
+                 on_ready: Callable[[list[str]], None] | None = None, clock: Callable | None = None,
+                 workspace: Workspace | None = None):
         """Run the nodes' backward passes in reverse, writing parameter gradients into ``into``
         (dotted name -> array; None: nowhere, e.g. for the input gradient alone); returns the input
         gradient if ``need_dx`` (else None). ``on_ready(names)`` is called after each node whose
         parameters' gradients are now final, with their names; ``clock`` as in :meth:`forward`. The
-        tape is consumed (its contexts are released as the pass goes)."""
+        tape is consumed (its contexts are released as the pass goes). ``workspace``: the one the
+        tape's forward ran with; its pool gets each input gradient back once no pending gradient
+        shares its memory (a returned input gradient is valid until that workspace's next step)."""
         grads = {self.output: dout}
         xp = array_module(dout)
         for position in range(len(self.nodes) - 1, self.first_trained - 1, -1):
@@ -151,6 +186,8 @@ class TrainingPlan:
             rule = kind_of(node.kind).train_backward
             target = within(into, self.names[position]) if into is not None and self.names[position] else into
             start = time.perf_counter() if clock is not None else 0.0
+            if workspace is not None:
+                workspace.reset_scratch()
             if rule is not None:                           # reuse: no one else holds d (or the context)
                 reuse = not xp.may_share_memory(d, dout) and not any(xp.may_share_memory(d, g)
                                                                      for g in grads.values())
@@ -163,9 +200,15 @@ class TrainingPlan:
             tape[position] = None
             if on_ready is not None and self.parameters[position]:
                 on_ready(self.parameters[position])
+            if workspace is not None:
+                produced = [g for g in input_grads if g is not None]
+                for dead in (d, tape.outputs[position]):    # what this node read, what it wrote: if nothing
+                    if not _shares(dead, produced, xp) and not _shares(dead, grads.values(), xp):   # pending holds
+                        workspace.release(dead)             # it, its buffer is free
+                tape.outputs[position] = None
             for i, g, needed in zip(node.inputs, input_grads, needs, strict=True):
                 if needed and g is not None:
-                    grads[i] = g if i not in grads else _accumulate(grads, i, g, dout, xp)
+                    grads[i] = g if i not in grads else _accumulate(grads, i, g, dout, xp, workspace)
         if into is not None and self.frozen_parameters:
             for name in self.frozen_parameters:
                 into[name][...] = 0
@@ -179,16 +222,31 @@ class TrainingPlan:
         return self._producer[value] >= self.first_trained
 
 
-def _accumulate(grads: dict, value: int, g, dout, xp):
+class _Tape(list):
+    """The contexts of a forward pass, one per node, and (``outputs``) the nodes' outputs."""
+
+    def __init__(self):
+        super().__init__()
+        self.outputs: list = []
+
+
+def _shares(a, arrays, xp) -> bool:
+    return any(xp.may_share_memory(a, other) for other in arrays)
+
+
+def _accumulate(grads: dict, value: int, g, dout, xp, workspace: Workspace | None = None):
     """``grads[value] + g``: added in place when no other gradient (nor the caller's ``dout``) shares
-    that memory (a value read by several nodes, the input of a residual block)."""
+    that memory (a value read by several nodes, the input of a residual block); ``g``'s buffer
+    then goes back to ``workspace``'s pool unless another pending gradient shares it."""
     acc = grads[value]
-    shared = xp.may_share_memory(acc, dout) or xp.may_share_memory(acc, g) or any(
-        other is not acc and xp.may_share_memory(acc, other) for key, other in grads.items() if key != value)
+    others = [other for key, other in grads.items() if key != value]
+    shared = xp.may_share_memory(acc, dout) or xp.may_share_memory(acc, g) or _shares(acc, others, xp)
     writeable = getattr(acc.flags, "writeable", True)          # CuPy's flags have no "writeable": always
     if shared or not writeable:
         return acc + g
     acc += g
+    if workspace is not None and not _shares(g, others, xp):
+        workspace.release(g)
     return acc
 
 
