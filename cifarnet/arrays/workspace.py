@@ -104,7 +104,9 @@ class Workspace:
             if store.arena is None or store.arena.nbytes < store.used or not isinstance(store.arena, xp.ndarray):
                 # too small: a larger arena from here on (slices already handed out keep the old one alive)
                 size = max(store.used, 0 if store.arena is None else store.arena.nbytes)
-                store.arena = self._make((size,), np.uint8, xp, False)
+                raw = self._make((size + ALIGN,), np.uint8, xp, False)
+                shift = -_address(raw) % ALIGN
+                store.arena = raw[shift:shift + size]
             store.slices[name] = (offset, room)
         return store.arena[offset:offset + nbytes].view(dtype).reshape(shape)
 
