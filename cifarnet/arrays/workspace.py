@@ -30,6 +30,7 @@ The training plan keeps its last node's output (the logits) out of the workspace
 """
 from __future__ import annotations
 
+from math import prod
 from typing import Any
 
 import numpy as np
@@ -40,7 +41,9 @@ class _Store:
 
     def __init__(self):
         self.named: dict[tuple, Any] = {}
-        self.pool: list[list] = []                     # [flat array, busy]
+        self.pool: dict[tuple, list[list]] = {}        # (size, dtype, module) -> [[flat array, busy]], oldest first
+        self.busy: dict[int, list] = {}                # id of a busy pool array -> its entry
+        self.scopes: dict[tuple, Any] = {}
         self.arena = None                              # flat bytes, scratch slices cut from it
         self.used = 0                                  # bytes of the arena handed out since the reset
         self.slices: dict[tuple, tuple[int, int]] = {}   # name -> (offset, bytes) since the reset
@@ -53,6 +56,11 @@ ALIGN = 64          # scratch slices start on cache-line boundaries
 def _address(a) -> int:
     """Where ``a``'s first element lives (NumPy or CuPy)."""
     return a.ctypes.data if isinstance(a, np.ndarray) else a.data.ptr
+
+
+def _owner(a):
+    """The array that owns ``a``'s memory (NumPy and CuPy point a view's ``base`` at it)."""
+    return a if a.base is None else a.base
 
 
 def _matches(found, shape: tuple, dtype, xp) -> bool:
@@ -73,8 +81,13 @@ class Workspace:
         self._store = _Store() if store is None else store
 
     def scope(self, key) -> Workspace:
-        """The workspace of one part (a node): its own names, the shared scratch arrays and pool."""
-        return Workspace(self._prefix + (key,), self._store)
+        """The workspace of one part (a node): its own names, the shared scratch arrays and pool
+        (made once per key)."""
+        prefix = self._prefix + (key,)
+        found = self._store.scopes.get(prefix)
+        if found is None:
+            found = self._store.scopes[prefix] = Workspace(prefix, self._store)
+        return found
 
     def _make(self, shape, dtype, xp, zeroed: bool):
         self._store.allocations += 1
@@ -93,9 +106,9 @@ class Workspace:
 
     def scratch(self, name: str, shape: tuple, dtype, xp=np):
         """The shared temporary ``name`` of this shape and dtype (see :func:`scratch`)."""
-        shape, dtype = tuple(int(s) for s in shape), np.dtype(dtype)
+        dtype = np.dtype(dtype)
         store = self._store
-        nbytes = int(np.prod(shape)) * dtype.itemsize
+        nbytes = prod(shape) * dtype.itemsize
         offset, room = store.slices.get(name, (0, -1))
         if room < nbytes:                               # a new slice after the ones handed out
             offset = -(-store.used // ALIGN) * ALIGN
@@ -118,30 +131,33 @@ class Workspace:
     def pooled(self, shape: tuple, dtype, xp=np):
         """A free pool buffer of this many elements and dtype, now busy, seen through ``shape``
         (a new one if none is free)."""
-        shape, dtype = tuple(int(s) for s in shape), np.dtype(dtype)
-        size = int(np.prod(shape))
-        for entry in self._store.pool:
-            buf = entry[0]
-            if not entry[1] and buf.size == size and buf.dtype == dtype and isinstance(buf, xp.ndarray):
-                entry[1] = True
-                return buf.reshape(shape)
-        made = self._make((size,), dtype, xp, False)
-        self._store.pool.append([made, True])
-        return made.reshape(shape)
+        dtype = np.dtype(dtype)
+        size = prod(shape)
+        entries = self._store.pool.setdefault((size, dtype.str, xp.__name__), [])
+        for entry in entries:                           # the oldest free one: the same one every step
+            if not entry[1]:
+                break
+        else:
+            entry = [self._make((size,), dtype, xp, False), False]
+            entries.append(entry)
+        entry[1] = True
+        self._store.busy[id(entry[0])] = entry
+        return entry[0].reshape(shape)
 
     def release(self, array) -> None:
-        """Free the pool buffer ``array`` lives in (starts at its first element); any other array: nothing."""
+        """Free the pool buffer ``array`` is a whole view of; any other array (or a part of one):
+        nothing."""
         if array is None:
             return
-        where = _address(array)
-        for entry in self._store.pool:
-            if entry[1] and _address(entry[0]) == where:
-                entry[1] = False
-                return
+        entry = self._store.busy.get(id(_owner(array)))
+        if entry is not None and entry[0].size == array.size:
+            entry[1] = False
+            del self._store.busy[id(entry[0])]
 
     def release_all(self) -> None:
-        for entry in self._store.pool:
+        for entry in self._store.busy.values():
             entry[1] = False
+        self._store.busy.clear()
 
     @property
     def allocations(self) -> int:
@@ -150,7 +166,8 @@ class Workspace:
     def arrays(self) -> list:
         """Every array of the store: named, zeroed scratch, the arena and the pooled."""
         arena = [] if self._store.arena is None else [self._store.arena]
-        return list(self._store.named.values()) + arena + [entry[0] for entry in self._store.pool]
+        pooled = [entry[0] for entries in self._store.pool.values() for entry in entries]
+        return list(self._store.named.values()) + arena + pooled
 
     @property
     def nbytes(self) -> int:

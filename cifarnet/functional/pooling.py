@@ -254,15 +254,17 @@ class GlobalAvgPoolReference:
 
 @global_avg_pool.implementation("numpy")
 class GlobalAvgPoolNumpy:
-    """The reference's formulas; with a ``workspace`` (:mod:`cifarnet.arrays.workspace`) the input
-    gradient is written into a buffer of its pool, the same every step."""
+    """The reference's formulas; with a ``workspace`` (:mod:`cifarnet.arrays.workspace`) the output
+    and the input gradient are written into buffers of its pool, the same every step."""
 
     takes_workspace = True
 
     @staticmethod
     def forward(x, *, keep: bool = True, workspace=None):
-        out, shape = GlobalAvgPoolReference.forward(x, keep=keep)
-        return out, (None if shape is None else (shape, workspace))
+        if x.ndim != 4:
+            raise ValueError(f"global average pooling expects (N, H, W, C) input, got {x.shape}")
+        out = np.mean(x, axis=(1, 2), out=pooled(workspace, (x.shape[0], x.shape[3]), x.dtype))
+        return out, ((x.shape, workspace) if keep else None)
 
     @staticmethod
     def backward(saved, dout):

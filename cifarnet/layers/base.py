@@ -68,6 +68,10 @@ class Mode:
         """This mode for one part of a split batch."""
         return replace(self, reducer=reducer, generators=generators)
 
+    def within(self, workspace) -> Mode:
+        """This mode for a call that takes its arrays from ``workspace`` (one node's scope)."""
+        return Mode(self.training, self.keep, self.reducer, self.generators, workspace)
+
 
 TRAIN = Mode(training=True)
 EVAL = Mode(training=False)                 # eval mode, backward still possible (gradient checks)

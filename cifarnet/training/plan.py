@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import replace
 from typing import Any
 from weakref import WeakKeyDictionary
 
@@ -153,7 +152,7 @@ class TrainingPlan:
             node_mode = mode
             if workspace is not None and position != last:
                 workspace.reset_scratch()                  # the last node's temporaries are dead
-                node_mode = replace(mode, workspace=workspace.scope(position))
+                node_mode = mode.within(workspace.scope(position))
             out, ctx = rule(node, args, node_mode) if rule is not None else node.layer.forward(args[0], node_mode)
             if clock is not None:
                 clock(position, "fwd", start)
