@@ -66,7 +66,7 @@ def test_pooled_buffers_are_busy_until_released_by_any_view_of_them():
 
 
 def _step(model, x, y, workers):
-    forward_backward(model, SoftmaxCrossEntropy(), x, y, workers)
+    forward_backward(model, SoftmaxCrossEntropy(), x, y, workers, static_buffers=True)
 
 
 def _addresses(model) -> list[int]:
@@ -141,9 +141,9 @@ def test_a_step_on_buffers_used_before_equals_one_on_new_buffers_and_one_without
     loss = SoftmaxCrossEntropy()
     for x in batches:
         y = np.arange(len(x)) % 10
-        forward_backward(warm, loss, x, y, workers, min_per_part=4)
+        forward_backward(warm, loss, x, y, workers, min_per_part=4, static_buffers=True)
         TrainingPlan.of(fresh)._workspaces.clear()
-        forward_backward(fresh, loss, x, y, workers, min_per_part=4)
+        forward_backward(fresh, loss, x, y, workers, min_per_part=4, static_buffers=True)
         assert np.array_equal(FlatStore.of(warm).grads, FlatStore.of(fresh).grads)
         if workers == 1:
             plan, store = TrainingPlan.of(plain), FlatStore.of(plain)
@@ -151,3 +151,33 @@ def test_a_step_on_buffers_used_before_equals_one_on_new_buffers_and_one_without
             _, ctx = loss.forward(logits, y)
             plan.backward(tape, loss.backward(ctx), store.grad_views)
             assert np.array_equal(FlatStore.of(warm).grads, store.grads)
+
+
+COUNT_WORKSPACES = """
+import atexit
+from cifarnet.training import plan as _plan
+_asked = []
+_workspace = _plan.TrainingPlan.workspace
+_plan.TrainingPlan.workspace = lambda self, part=0: _asked.append(part) or _workspace(self, part)
+atexit.register(lambda: print("workspaces asked:", len(_asked)))
+"""
+
+
+def test_trainer_static_buffers_runs_the_steps_in_the_plan_s_workspace_with_the_same_results(tmp_path):
+    """``trainer.static_buffers=true`` from the command line reaches every step (off by default), and
+    a run with it logs the very metrics a run without it does."""
+    import csv
+
+    from .cli_helpers import TINY, run_driver
+
+    runs = {}
+    for flag in ("false", "true"):
+        done = run_driver(tmp_path, COUNT_WORKSPACES, *TINY, "trainer.epochs=2", "trainer.workers=1",
+                          f"trainer.static_buffers={flag}", f"hydra.run.dir=outputs/{flag}")
+        assert done.returncode == 0, done.stdout + done.stderr
+        asked = int(done.stdout.split("workspaces asked:")[1].split()[0])
+        with open(tmp_path / "outputs" / flag / "metrics.csv") as f:
+            runs[flag] = [{k: v for k, v in row.items() if k not in ("epoch_seconds", "images_per_second")}
+                          for row in csv.DictReader(f)]
+        assert (asked > 0) == (flag == "true")
+    assert runs["true"] == runs["false"] and len(runs["true"]) == 2

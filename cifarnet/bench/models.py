@@ -4,6 +4,7 @@
     python -m cifarnet.bench.models --models resnet32 --rounds 5 --json bench.json
     python -m cifarnet.bench.models --no-torch --breakdown   # per-layer forward/backward times
     python -m cifarnet.bench.models --models resnet32 --workers 1   # training unsplit, one thread
+    python -m cifarnet.bench.models --models resnet32 --static-buffers   # trainer.static_buffers=true
     python -m cifarnet.bench.models --models airbench94 --batch 1024  # airbench's recipe and batch
 
 For each model it reports the median training-step time (forward, loss, backward, SGD update on
@@ -63,8 +64,10 @@ def _batch(backend, batch: int, seed: int = 0):
 class CifarnetRunner:
     """One model on one backend, ready to time steps."""
 
-    def __init__(self, name: str, batch: int, backend_name: str = "numpy", workers: int | None = None):
+    def __init__(self, name: str, batch: int, backend_name: str = "numpy", workers: int | None = None,
+                 static_buffers: bool = False):
         self.workers = workers                                 # training threads (cifarnet.parallel)
+        self.static_buffers = static_buffers                   # trainer.static_buffers
         self.backend = make_backend({"name": backend_name})   # as the experiment runner sets it up
         self.model = build_model(model_description(name), seed=0)
         self.loss, self.opt = SoftmaxCrossEntropy(), SGD(lr=0.01, momentum=0.9)
@@ -80,7 +83,7 @@ class CifarnetRunner:
 
     def step(self) -> float:
         start = time.perf_counter()
-        train_step(self.model, self.loss, self.opt, self.x, self.y, self.workers)
+        train_step(self.model, self.loss, self.opt, self.x, self.y, self.workers, static_buffers=self.static_buffers)
         self.backend.synchronize()
         return time.perf_counter() - start
 
@@ -206,11 +209,12 @@ def layer_breakdown(runner: CifarnetRunner, repeats: int = 3) -> list[tuple[str,
 
 
 def timed_run(framework: str, name: str, batch: int, backend: str, steps: int, eval_batches: int,
-              workers: int | None = None, preload: str | None = None) -> dict:
+              workers: int | None = None, preload: str | None = None, static_buffers: bool = False) -> dict:
     """Run one framework's timings in a fresh process (see :func:`_timing_child`), with ``preload``
     (a shared library, e.g. jemalloc) in its ``LD_PRELOAD``."""
     code = ("from cifarnet.bench.models import _timing_child; "
-            f"_timing_child({framework!r}, {name!r}, {batch}, {backend!r}, {steps}, {eval_batches}, {workers!r})")
+            f"_timing_child({framework!r}, {name!r}, {batch}, {backend!r}, {steps}, {eval_batches}, {workers!r}, "
+            f"{static_buffers!r})")
     env = dict(os.environ, LD_PRELOAD=preload) if preload else None
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=1800, env=env)
     if done.returncode != 0:
@@ -219,7 +223,7 @@ def timed_run(framework: str, name: str, batch: int, backend: str, steps: int, e
 
 
 def _timing_child(framework: str, name: str, batch: int, backend: str, steps: int, eval_batches: int,
-                  workers: int | None = None) -> None:
+                  workers: int | None = None, static_buffers: bool = False) -> None:
     """Warm up, time ``steps`` training steps, note the peak RSS, then time ``eval_batches``
     evaluation batches; print the results as one JSON line."""
     if framework != "torch":                           # as the runner computes: one BLAS thread per worker
@@ -227,7 +231,7 @@ def _timing_child(framework: str, name: str, batch: int, backend: str, steps: in
         from ..parallel import BLAS_THREADS_PER_WORKER
 
         with limited_blas_threads(BLAS_THREADS_PER_WORKER):
-            return _time_runner(CifarnetRunner(name, batch, backend, workers), steps, eval_batches)
+            return _time_runner(CifarnetRunner(name, batch, backend, workers, static_buffers), steps, eval_batches)
     _time_runner(TorchRunner(name, batch), steps, eval_batches)
 
 
@@ -266,7 +270,8 @@ def torch_available() -> bool:
 
 
 def measure(name: str, batch: int, rounds: int, steps: int, eval_batches: int, backend: str, with_torch: bool,
-            breakdown: bool, workers: int | None = None, torch_preload: str | None = None) -> dict:
+            breakdown: bool, workers: int | None = None, torch_preload: str | None = None,
+            static_buffers: bool = False) -> dict:
     """Time ``name`` in ``rounds`` rounds; each round runs each framework in its own fresh process.
 
     One process per framework and round, alternating: the machine's drift then hits both alike,
@@ -278,8 +283,9 @@ def measure(name: str, batch: int, rounds: int, steps: int, eval_batches: int, b
     for _ in range(rounds):
         for key in frameworks:
             runs[key].append(timed_run(key, name, batch, backend, steps, eval_batches, workers,
-                                       torch_preload if key == "torch" else None))
+                                       torch_preload if key == "torch" else None, static_buffers))
     result = {"model": name, "batch": batch, "backend": backend, "workers": workers, "torch_preload": torch_preload,
+              "static_buffers": static_buffers,
               "train_gflop_per_step": round(2 * batch * training_multiply_adds(
                   build_model(model_description(name), seed=0)) / 1e9, 1)}
     for key in frameworks:
@@ -354,6 +360,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--backend", default="numpy", choices=["numpy", "cupy"])
     parser.add_argument("--workers", type=int, help="training threads per batch (default: the model's recommended "
                                                     "trainer.workers: 1 for simplecnn, one per core otherwise)")
+    parser.add_argument("--static-buffers", action="store_true",
+                        help="cifarnet's steps in buffers allocated once (trainer.static_buffers=true)")
     parser.add_argument("--no-torch", action="store_true", help="skip the PyTorch comparison")
     parser.add_argument("--breakdown", action="store_true", help="per-layer forward/backward times")
     parser.add_argument("--json", help="also write the results to this file")
@@ -371,7 +379,7 @@ def main(argv: list[str] | None = None) -> int:
         eval_batches = 8 if name == "simplecnn" else 2
         workers = args.workers if args.workers is not None else DEFAULT_WORKERS.get(name)
         results.append(measure(name, batch, args.rounds, steps, eval_batches, args.backend, with_torch,
-                               args.breakdown, workers, args.torch_preload))
+                               args.breakdown, workers, args.torch_preload, args.static_buffers))
     peak = sgemm_rate()
     print_report(results, peak)
     if args.json:

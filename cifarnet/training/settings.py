@@ -44,6 +44,11 @@ class TrainerSettings:
             total_steps) ** ema_power`` (airbench's: 0.95 ** 5 and 3).
         lookahead: set the weights to the average after each of its updates (lookahead); False:
             only after the last step (a plain average of weights).
+        static_buffers: run each step in buffers allocated once (the training plan's workspace,
+            :mod:`cifarnet.arrays.workspace`): no activation, gradient or temporary is allocated
+            after the first step and none moves (what CUDA graphs need). Off by default: on the
+            CPU it measured no faster and held more memory (docs/performance.md, "Buffers
+            allocated once"); only the NumPy ops take one so far.
         handle_signals: turn SIGINT/SIGTERM into a checkpoint and :class:`TrainingInterrupted`
             (not a config key: the library's callers may want their own handlers).
     """
@@ -64,6 +69,7 @@ class TrainerSettings:
     ema_decay: float = 0.7737809375
     ema_power: float = 3.0
     lookahead: bool = True
+    static_buffers: bool = False
     handle_signals: bool = True
 
     def __post_init__(self) -> None:

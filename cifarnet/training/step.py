@@ -56,7 +56,7 @@ class StepSummary:
 def forward_backward(model, loss_fn: SoftmaxCrossEntropy, x, y, workers: int | None = None,
                      mode: Mode = TRAIN, group: ThreadGroup | None = None, comm: Communicator = LOCAL,
                      total: int | None = None, overlap: bool = True,
-                     min_per_part: int = MIN_IMAGES_PER_PART) -> StepResult:
+                     min_per_part: int = MIN_IMAGES_PER_PART, static_buffers: bool = False) -> StepResult:
     """Forward, loss and backward on one batch; the images get no gradient. The gradients are
     written into the model's flat store (``model.store.grads``). The model runs as its training
     plan (:class:`cifarnet.training.plan.TrainingPlan`: traced once, batch norm fused with the
@@ -85,6 +85,9 @@ def forward_backward(model, loss_fn: SoftmaxCrossEntropy, x, y, workers: int | N
         overlap: reduce the gradients over the processes bucket by bucket during the backward
             pass (one thread per process); False: in one blocking ``allreduce`` after it.
         min_per_part: the fewest images a thread's part may have (:func:`cifarnet.parallel.parts_for`).
+        static_buffers: each part computes in its workspace of the plan (:meth:`TrainingPlan.workspace`):
+            buffers allocated by the first step and reused, at the same addresses, by every later
+            one; the returned logits and gradients are not among them.
     """
     n = x.shape[0]
     store = FlatStore.of(model)
@@ -92,7 +95,7 @@ def forward_backward(model, loss_fn: SoftmaxCrossEntropy, x, y, workers: int | N
     scale = None if total is None or total == n else n / total
     plan = TrainingPlan.of(model)
     if parts < 2 and comm.size == 1:
-        workspace = plan.workspace(0)
+        workspace = plan.workspace(0) if static_buffers else None
         logits, tape = plan.forward(x, mode, workspace=workspace)
         loss, loss_ctx = loss_fn.forward(logits, y)
         plan.backward(tape, loss_fn.backward(loss_ctx, scale), into=store.grad_views, workspace=workspace)
@@ -103,7 +106,7 @@ def forward_backward(model, loss_fn: SoftmaxCrossEntropy, x, y, workers: int | N
     members = [group.member(rank) for rank in range(parts)]
     forks = fork_generators(model, comm.size * parts, first=comm.rank * parts, count=parts)
     modes = [mode.part(member, generators) for member, generators in zip(members, forks, strict=True)]
-    forwards = run_parts([partial(plan.forward, x[a:b], m, workspace=plan.workspace(rank))
+    forwards = run_parts([partial(plan.forward, x[a:b], m, workspace=plan.workspace(rank) if static_buffers else None)
                           for rank, ((a, b), m) in enumerate(zip(edges, modes, strict=True))], on_error=group.abort)
     logits = array_module(x).concatenate([out for out, _ in forwards])
     loss, loss_ctx = loss_fn.forward(logits, y)
@@ -114,7 +117,7 @@ def forward_backward(model, loss_fn: SoftmaxCrossEntropy, x, y, workers: int | N
     def backward(rank: int, tape, a: int, b: int) -> None:
         buffer, views = store.part_grads(parts)[rank]
         plan.backward(tape, dlogits[a:b], into=views, on_ready=None if buckets is None else buckets.ready,
-                      workspace=plan.workspace(rank))
+                      workspace=plan.workspace(rank) if static_buffers else None)
         members[rank].allreduce(buffer)                # every part's buffer now holds the sum
 
     run_parts([partial(backward, rank, ctx, a, b) for rank, ((a, b), (_, ctx)) in enumerate(zip(edges, forwards,
@@ -146,13 +149,13 @@ def read_back(result: StepResult, y, grads, comm: Communicator = LOCAL, stop: in
     return StepSummary(loss_sum / images, correct, finite == comm.size, int(images), agreed)
 
 def train_step(model, loss_fn: SoftmaxCrossEntropy, optimizer: Optimizer, x, y, workers: int | None = None,
-               min_per_part: int = MIN_IMAGES_PER_PART) -> tuple:
+               min_per_part: int = MIN_IMAGES_PER_PART, static_buffers: bool = False) -> tuple:
     """Forward, loss, backward and update on one batch (see :func:`forward_backward`).
 
     Returns:
         ``(loss, logits)``: the 0-d loss array and the ``(N, K)`` logits, both before the update.
     """
-    result = forward_backward(model, loss_fn, x, y, workers, min_per_part=min_per_part)
+    result = forward_backward(model, loss_fn, x, y, workers, min_per_part=min_per_part, static_buffers=static_buffers)
     optimizer.step(model, result.grads)
     return result.loss, result.logits
 

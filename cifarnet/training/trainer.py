@@ -130,7 +130,8 @@ class Trainer:
         self.guard.before(self.model)
         with np.errstate(over="ignore", invalid="ignore"):     # overflow is caught by the guard, by name
             result = forward_backward(self.model, self.loss_fn, x, y, self.settings.workers, group=self.group,
-                                      comm=self.comm, total=self.train_loader.batch_size)
+                                      comm=self.comm, total=self.train_loader.batch_size,
+                                      static_buffers=self.settings.static_buffers)
             done = read_back(result, y, self.model.store.grads, self.comm,       # the step's one host sync
                              stop=self.stop.signum)
         where = f"epoch {st.epoch + 1}, step {st.step + 1} (batch {st.batch + 1} of the epoch)"
