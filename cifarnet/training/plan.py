@@ -158,7 +158,7 @@ class TrainingPlan:
                 clock(position, "fwd", start)
             values[node.output] = out
             tape.append(ctx)
-            tape.outputs.append(out)
+            tape.outputs.append(out if workspace is not None else None)
             for i in node.inputs:                          # drop what no later node reads
                 if self._last_use[i] == position and i != self.output:
                     values.pop(i, None)
@@ -204,7 +204,7 @@ class TrainingPlan:
                 for dead in (d, tape.outputs[position]):    # what this node read, what it wrote: if nothing
                     if not _shares(dead, produced, xp) and not _shares(dead, grads.values(), xp):   # pending holds
                         workspace.release(dead)             # it, its buffer is free
-                tape.outputs[position] = None
+            tape.outputs[position] = None                   # (without a workspace: the allocator's to reuse)
             for i, g, needed in zip(node.inputs, input_grads, needs, strict=True):
                 if needed and g is not None:
                     grads[i] = g if i not in grads else _accumulate(grads, i, g, dout, xp, workspace)
