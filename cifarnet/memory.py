@@ -63,3 +63,19 @@ def keep_freed_memory() -> bool:
                            mallopt(M_TRIM_THRESHOLD, _INT_MAX)])
     _state["applied"] = applied
     return applied
+
+
+def give_back_freed_memory() -> bool:
+    """Return the pages of freed blocks to the operating system now (glibc's ``malloc_trim``), so
+    that memory a one-off phase freed (a training plan's first, recorded step, before its buffers
+    move into one arena) does not stay resident beside what replaced it. Returns whether glibc did
+    it (False elsewhere: nothing to do)."""
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        trim = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim
+    except (OSError, AttributeError):
+        return False
+    trim.argtypes, trim.restype = (ctypes.c_size_t,), ctypes.c_int
+    trim(0)
+    return True

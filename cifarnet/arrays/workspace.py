@@ -1,28 +1,28 @@
 """Arrays that live from one step to the next: the buffers a training plan allocates once.
 
-An op that is given a :class:`Workspace` takes its arrays from it instead of allocating them: the
-first step allocates, every later step with the same shapes gets the very same arrays back, at the
-same addresses (what CUDA graphs need, and what keeps a step's transient memory small on the
-CPU). Without a workspace (``None``) the functions below allocate, as every op did before. Three
-kinds of array, by how long they live:
+An op that is given a :class:`Workspace` takes its arrays from it instead of allocating them.
+The first step allocates them one by one and is recorded; from the second step on, every array
+is a view of one arena per workspace, at the same address every step (what CUDA graphs need, and
+what keeps a step from allocating at all). Without a workspace (``None``) the functions below
+allocate, as every op did before. Three kinds of array, by how long they live:
 
 * :func:`pooled`: a node's output or an input gradient, alive from the pass that writes it until
-  the plan finds it dead: a buffer of the size asked for from a pool shared by every scope, busy
-  until :meth:`Workspace.release` (the training plan releases a node's output after the node's
-  backward, and a gradient once no pending gradient shares its memory) or
-  :meth:`Workspace.release_all` (at the start of each forward). A buffer an output held is handed
-  out again for a gradient later in the backward pass, so the pool holds about what the most
-  arrays alive at once need, as the allocator did before.
-* :func:`take`: the scope's own array (what a node keeps for its backward besides its output): one
-  per scope and name. Asked for with another shape or dtype than last time, it is replaced (the
-  last, smaller batch of an epoch), so a scope never holds one per batch size.
+  :meth:`Workspace.release` (the training plan releases a node's output after the node's backward,
+  and a gradient once no pending gradient shares its memory) or :meth:`Workspace.release_all` (at
+  the start of each forward: a step boundary).
 * :func:`scratch`: a temporary that dies when the op returns (a chunk's column matrix, a padded
-  copy): a slice of one arena shared by every scope, handed out from its start again after
-  :meth:`Workspace.reset_scratch` (the training plan resets before each node), so the arena is as
-  large as the most one op asks for at once, not the sum over ops. Within an op a name asked for
-  again gets its slice back (a loop over chunks asks once per chunk); an op must not hold two
-  uses of one name at once. Its contents are whatever the last op left (a padded buffer zeroes
-  its own border, :func:`cifarnet.arrays.windows.zero_border`).
+  copy): released together by :meth:`Workspace.reset_scratch` (the training plan resets before
+  each node). Within an op a name asked for again gets its bytes back (a loop over chunks asks
+  once per chunk); an op must not hold two uses of one name at once. Its contents are whatever was
+  there before (a padded buffer zeroes its own border, :func:`cifarnet.arrays.windows.zero_border`).
+* :func:`take`: the scope's own array (what a node keeps for its backward besides its output): one
+  per scope and name, kept apart from the arena. Asked for with another shape or dtype than last
+  time, it is replaced (the last, smaller batch of an epoch).
+
+Where pooled and scratch arrays go is planned from the recorded step (:class:`_Plan`): two share
+bytes only if one was released before the other was made, so the arena is about the most bytes
+alive at once, what the allocator's peak was, and a later step gets the planned views as long as
+its requests and releases repeat the record (a new batch size is recorded and planned anew).
 
 Names are per scope: :meth:`Workspace.scope` gives one node of a plan names of its own. Whoever
 takes an array must not hand it out beyond the step that filled it: the next step writes it again.
@@ -35,22 +35,24 @@ from typing import Any
 
 import numpy as np
 
+from ..memory import give_back_freed_memory
+
 
 class _Store:
-    """What the scopes of one workspace share."""
+    """What the scopes of one workspace share: the named arrays, and the plan of the rest."""
 
     def __init__(self):
         self.named: dict[tuple, Any] = {}
-        self.pool: dict[tuple, list[list]] = {}        # (size, dtype, module) -> [[flat array, busy]], oldest first
-        self.busy: dict[int, list] = {}                # id of a busy pool array -> its entry
         self.scopes: dict[tuple, Any] = {}
-        self.arena = None                              # flat bytes, scratch slices cut from it
-        self.used = 0                                  # bytes of the arena handed out since the reset
-        self.slices: dict[tuple, tuple[int, int]] = {}   # name -> (offset, bytes) since the reset
         self.allocations = 0
+        self.plan = _Plan()
+        self.slices: dict[str, Any] = {}               # scratch name -> its bytes, since the last reset
+        self.scratch_requests: list[int] = []
 
 
-ALIGN = 64          # scratch slices start on cache-line boundaries
+ALIGN = 64          # planned arrays start on cache-line boundaries
+SKEW = 4096         # and at staggered offsets within a page: two arrays an element-wise op reads and
+                    # writes at equal offsets modulo 4 KiB stall the CPU's loads (4K aliasing)
 
 
 def _address(a) -> int:
@@ -58,18 +60,119 @@ def _address(a) -> int:
     return a.ctypes.data if isinstance(a, np.ndarray) else a.data.ptr
 
 
-def _owner(a):
-    """The array that owns ``a``'s memory (NumPy and CuPy point a view's ``base`` at it)."""
-    return a if a.base is None else a.base
-
-
 def _matches(found, shape: tuple, dtype, xp) -> bool:
     return found.shape == shape and found.dtype == dtype and isinstance(found, xp.ndarray)
 
 
+def _aligned(n: int) -> int:
+    return -(-n // ALIGN) * ALIGN
+
+
+class _Plan:
+    """Where each pooled and scratch array of a step lives, learned from the step before.
+
+    A step is a sequence of events: requests (a size each, in order) and releases. The first step
+    (and any step after one that did not follow the plan) allocates each request on its own and
+    records the events; at the next step boundary the record becomes a plan: each request an
+    offset into one arena, two requests sharing bytes only if one was released before the other
+    was made (placed largest first, each at the lowest offset free for its lifetime), so the arena
+    is about the most bytes alive at once. A later step whose events repeat the record one by one
+    gets its requests' views of the arena, at the same addresses every step: repeating the record
+    is what makes sharing bytes safe. The first event that differs (another size, a release out of
+    order) ends the plan for the rest of the step: from there on requests are allocated on their
+    own again, and the step is recorded for a new plan (a step whose first request is off the
+    plan, a new batch size, lets the old arena go at once). Planning is quadratic in the requests of
+    a step (a few hundred: a fraction of a second, once).
+    """
+
+    def __init__(self):
+        self.offsets: list[int] = []          # the plan: each request's offset into the arena
+        self.expected: list[tuple] = []       # the recorded events: ("made", bytes) or ("released", request)
+        self.arena = None
+        self.module = None
+        self.events: list[tuple] = []         # this step's events so far
+        self.sizes: list[int] = []            # this step's requests' bytes
+        self.following = False                # this step repeats the record so far
+        self.step_module = np                 # the array module of this step's requests
+        self.live: dict[int, int] = {}        # address of a live array -> its request
+
+    def _event(self, event: tuple) -> None:
+        if self.following and (len(self.events) >= len(self.expected) or self.expected[len(self.events)] != event):
+            self.following = False            # off the plan: the rest of the step allocates
+        self.events.append(event)
+
+    def request(self, nbytes: int, xp, make):
+        """A ``uint8`` array of ``nbytes`` bytes: from the arena while the step follows the plan,
+        else from ``make``."""
+        i = len(self.sizes)
+        self.sizes.append(nbytes)
+        self.step_module = xp
+        first = not self.events
+        self._event(("made", nbytes))
+        if self.following and self.module is not xp:
+            self.following = False
+        if self.following:
+            buffer = self.arena[self.offsets[i]:self.offsets[i] + nbytes]
+        else:
+            if first and self.arena is not None:   # nothing handed out from the arena: let it go now
+                self.arena = None                  # (a new batch size would otherwise hold both)
+            buffer = make(nbytes)
+        if nbytes:
+            self.live[_address(buffer)] = i
+        return buffer, i
+
+    def release(self, array) -> None:
+        where = _address(array)
+        i = self.live.get(where)
+        if i is None or self.sizes[i] != array.nbytes:   # not the pool's, or a part of one: alive
+            return
+        del self.live[where]
+        self._event(("released", i))
+
+    def release_request(self, i: int) -> None:
+        self._event(("released", i))
+
+    def end_step(self, make_arena) -> None:
+        """Close the step: keep the plan if the step repeated the record to the end, else plan
+        anew from this step's record (allocating the arena)."""
+        followed = self.following and len(self.events) == len(self.expected)
+        if not followed and self.events:
+            self._plan(make_arena)
+        self.events, self.sizes, self.live = [], [], {}
+        self.following = self.arena is not None
+
+    def _plan(self, make_arena) -> None:
+        made, released, clock = [], {}, 0
+        for clock, event in enumerate(self.events):
+            if event[0] == "made":
+                made.append(clock)
+            else:
+                released[event[1]] = clock
+        end = len(self.events)
+        spans = [(size, made[i], released.get(i, end)) for i, size in enumerate(self.sizes)]
+        order = sorted(range(len(spans)), key=lambda i: (-spans[i][0], spans[i][1]))
+        offsets = [0] * len(spans)
+        placed: list[int] = []
+        for i in order:
+            size, start, stop = spans[i]
+            taken = sorted((offsets[j], offsets[j] + spans[j][0] + SKEW) for j in placed
+                           if spans[j][1] < stop and start < spans[j][2])          # alive at the same time
+            offset = 0
+            for low, high in taken:
+                if offset + size + SKEW <= low:
+                    break
+                offset = max(offset, _aligned(high))
+            offsets[i] = offset
+            placed.append(i)
+        self.offsets = [o + (i * 7 * ALIGN) % SKEW for i, o in enumerate(offsets)]   # staggered in 448-byte steps
+        self.expected = list(self.events)
+        size = max((o + s[0] for o, s in zip(self.offsets, spans, strict=True)), default=0)
+        self.arena, self.module = make_arena(size, self.step_module), self.step_module
+
+
 class Workspace:
-    """Named arrays, scratch arrays and a gradient pool, shared by the scopes of one store (see the
-    module docstring).
+    """Named arrays, and the planned pooled and scratch arrays, shared by the scopes of one store
+    (see the module docstring).
 
     Attributes:
         allocations: how many arrays the store allocated so far (replacements included): constant
@@ -104,70 +207,65 @@ class Workspace:
         made = self._store.named[key] = self._make(shape, dtype, xp, zeroed)
         return made
 
+    def _bytes(self, xp):
+        def make(nbytes: int):
+            return self._make((nbytes,), np.uint8, xp, False)
+        return make
+
+    def _arena(self, nbytes: int, xp):
+        """``nbytes`` bytes starting on an :data:`ALIGN` boundary. On NumPy the memory the recorded
+        step freed goes back to the system first (it would otherwise stay resident beside the arena)."""
+        self._store.plan.arena = None                   # let the old arena go first
+        if xp is np:
+            give_back_freed_memory()
+        raw = self._make((nbytes + ALIGN,), np.uint8, xp, False)
+        shift = -_address(raw) % ALIGN
+        return raw[shift:shift + nbytes]
+
     def scratch(self, name: str, shape: tuple, dtype, xp=np):
-        """The shared temporary ``name`` of this shape and dtype (see :func:`scratch`)."""
+        """The temporary ``name`` of this shape and dtype (see :func:`scratch`)."""
         dtype = np.dtype(dtype)
-        store = self._store
         nbytes = prod(shape) * dtype.itemsize
-        offset, room = store.slices.get(name, (0, -1))
-        if room < nbytes:                               # a new slice after the ones handed out
-            offset = -(-store.used // ALIGN) * ALIGN
-            room = nbytes
-            store.used = offset + nbytes
-            if store.arena is None or store.arena.nbytes < store.used or not isinstance(store.arena, xp.ndarray):
-                # too small: a larger arena from here on (slices already handed out keep the old one alive)
-                size = max(store.used, 0 if store.arena is None else store.arena.nbytes)
-                raw = self._make((size + ALIGN,), np.uint8, xp, False)
-                shift = -_address(raw) % ALIGN
-                store.arena = raw[shift:shift + size]
-            store.slices[name] = (offset, room)
-        return store.arena[offset:offset + nbytes].view(dtype).reshape(shape)
+        found = self._store.slices.get(name)
+        if found is None or found.nbytes < nbytes:
+            found, i = self._store.plan.request(nbytes, xp, self._bytes(xp))
+            self._store.slices[name] = found
+            self._store.scratch_requests.append(i)
+        return found[:nbytes].view(dtype).reshape(shape)
 
     def reset_scratch(self) -> None:
-        """The scratch arrays handed out so far are dead: hand the arena out from its start again."""
-        self._store.used = 0
-        self._store.slices.clear()
+        """The scratch arrays handed out since the last reset are dead (the op that took them returned)."""
+        store = self._store
+        for i in store.scratch_requests:
+            store.plan.release_request(i)
+        store.scratch_requests.clear()
+        store.slices.clear()
 
     def pooled(self, shape: tuple, dtype, xp=np):
-        """A free pool buffer of this many elements and dtype, now busy, seen through ``shape``
-        (a new one if none is free)."""
+        """A buffer of this shape and dtype, alive until :meth:`release` (see :func:`pooled`)."""
         dtype = np.dtype(dtype)
-        size = prod(shape)
-        entries = self._store.pool.setdefault((size, dtype.str, xp.__name__), [])
-        for entry in entries:                           # the oldest free one: the same one every step
-            if not entry[1]:
-                break
-        else:
-            entry = [self._make((size,), dtype, xp, False), False]
-            entries.append(entry)
-        entry[1] = True
-        self._store.busy[id(entry[0])] = entry
-        return entry[0].reshape(shape)
+        buffer, _ = self._store.plan.request(prod(shape) * dtype.itemsize, xp, self._bytes(xp))
+        return buffer.view(dtype).reshape(shape)
 
     def release(self, array) -> None:
-        """Free the pool buffer ``array`` is a whole view of; any other array (or a part of one):
-        nothing."""
-        if array is None:
-            return
-        entry = self._store.busy.get(id(_owner(array)))
-        if entry is not None and entry[0].size == array.size:
-            entry[1] = False
-            del self._store.busy[id(entry[0])]
+        """``array`` (a whole pooled array, in any shape) is dead; any other array: nothing."""
+        if array is not None:
+            self._store.plan.release(array)
 
     def release_all(self) -> None:
-        for entry in self._store.busy.values():
-            entry[1] = False
-        self._store.busy.clear()
+        """A step ends: every pooled and scratch array is dead. The step's record becomes the plan
+        of the next steps unless it followed the plan already (see :class:`_Plan`)."""
+        self.reset_scratch()
+        self._store.plan.end_step(self._arena)
 
     @property
     def allocations(self) -> int:
         return self._store.allocations
 
     def arrays(self) -> list:
-        """Every array of the store: named, zeroed scratch, the arena and the pooled."""
-        arena = [] if self._store.arena is None else [self._store.arena]
-        pooled = [entry[0] for entries in self._store.pool.values() for entry in entries]
-        return list(self._store.named.values()) + arena + pooled
+        """Every array the store holds between steps: the named ones and the plan's arena."""
+        arena = [] if self._store.plan.arena is None else [self._store.plan.arena]
+        return list(self._store.named.values()) + arena
 
     @property
     def nbytes(self) -> int:
@@ -182,15 +280,16 @@ def take(workspace: Workspace | None, name: str, shape: tuple, dtype, xp=np, zer
 
 
 def scratch(workspace: Workspace | None, name: str, shape: tuple, dtype, xp=np, zeroed: bool = False):
-    """A temporary from ``workspace``'s arena (whatever it holds), or a new array without one
-    (zeros if ``zeroed``: a caller with a workspace zeroes what it needs itself)."""
+    """A temporary of ``workspace``'s (whatever it holds; dead at the next reset), or a new array
+    without one (zeros if ``zeroed``: a caller with a workspace zeroes what it needs itself)."""
     if workspace is None:
         return xp.zeros(shape, dtype=dtype) if zeroed else xp.empty(shape, dtype=dtype)
     return workspace.scratch(name, shape, dtype, xp)
 
 
 def pooled(workspace: Workspace | None, shape: tuple, dtype, xp=np):
-    """A buffer from ``workspace``'s pool (a node's output, an input gradient), or a new array."""
+    """An array of ``workspace``'s, alive until released (a node's output, an input gradient), or a
+    new array without one."""
     if workspace is None:
         return xp.empty(shape, dtype=dtype)
     return workspace.pooled(shape, dtype, xp)

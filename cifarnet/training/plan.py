@@ -20,10 +20,10 @@ forward only; their parameters' gradients are set to zero, as the layer's own ba
 **Buffers allocated once.** Given a workspace (:meth:`TrainingPlan.workspace`, one per thread's
 part of a batch), each node's op takes its output, its input gradient and its large temporaries
 from the node's scope of it (:mod:`cifarnet.arrays.workspace`): the first step allocates them, every
-later step of the same shapes writes into the very same arrays. Outputs and gradients share one
-pool: the plan gives a node's output back after the node's backward (its readers' backward passes
-ran before it) and a gradient once nothing pending shares its memory, so later gradients reuse
-the activations' memory, as freed arrays did before. The last node's output (the logits) is left
+later step of the same shapes writes into the very same arrays, views of one arena planned from
+the first step. The plan gives a node's output back after the node's backward (its readers'
+backward passes ran before it) and a gradient once nothing pending shares its memory, so later
+gradients reuse the activations' memory, as freed arrays did before. The last node's output (the logits) is left
 out, since the caller may keep it past the step. Ops without a workspace-taking variant for the
 arrays' module (CuPy's, the references) allocate as before.
 """
@@ -172,7 +172,7 @@ class TrainingPlan:
         gradient if ``need_dx`` (else None). ``on_ready(names)`` is called after each node whose
         parameters' gradients are now final, with their names; ``clock`` as in :meth:`forward`. The
         tape is consumed (its contexts are released as the pass goes). ``workspace``: the one the
-        tape's forward ran with; its pool gets each input gradient back once no pending gradient
+        tape's forward ran with; it gets each input gradient back once no pending gradient
         shares its memory (a returned input gradient is valid until that workspace's next step)."""
         grads = {self.output: dout}
         xp = array_module(dout)
@@ -236,7 +236,7 @@ def _shares(a, arrays, xp) -> bool:
 def _accumulate(grads: dict, value: int, g, dout, xp, workspace: Workspace | None = None):
     """``grads[value] + g``: added in place when no other gradient (nor the caller's ``dout``) shares
     that memory (a value read by several nodes, the input of a residual block); ``g``'s buffer
-    then goes back to ``workspace``'s pool unless another pending gradient shares it."""
+    is then released to ``workspace`` unless another pending gradient shares it."""
     acc = grads[value]
     others = [other for key, other in grads.items() if key != value]
     shared = xp.may_share_memory(acc, dout) or xp.may_share_memory(acc, g) or _shares(acc, others, xp)

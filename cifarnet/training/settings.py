@@ -46,9 +46,9 @@ class TrainerSettings:
             only after the last step (a plain average of weights).
         static_buffers: run each step in buffers allocated once (the training plan's workspace,
             :mod:`cifarnet.arrays.workspace`): no activation, gradient or temporary is allocated
-            after the first step and none moves (what CUDA graphs need). Off by default: on the
-            CPU it measured no faster and held more memory (docs/performance.md, "Buffers
-            allocated once"); only the NumPy ops take one so far.
+            after the first two steps and none moves (what CUDA graphs need). Off by default: on
+            the CPU it measured 3-4% slower, with up to 6% more memory (docs/performance.md, "The
+            training plan, round two"); only the NumPy ops take one so far.
         handle_signals: turn SIGINT/SIGTERM into a checkpoint and :class:`TrainingInterrupted`
             (not a config key: the library's callers may want their own handlers).
     """

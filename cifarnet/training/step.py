@@ -86,7 +86,7 @@ def forward_backward(model, loss_fn: SoftmaxCrossEntropy, x, y, workers: int | N
             pass (one thread per process); False: in one blocking ``allreduce`` after it.
         min_per_part: the fewest images a thread's part may have (:func:`cifarnet.parallel.parts_for`).
         static_buffers: each part computes in its workspace of the plan (:meth:`TrainingPlan.workspace`):
-            buffers allocated by the first step and reused, at the same addresses, by every later
+            buffers planned from the first step and reused, at the same addresses, by every later
             one; the returned logits and gradients are not among them.
     """
     n = x.shape[0]
