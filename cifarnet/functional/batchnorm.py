@@ -100,8 +100,8 @@ class BatchNormNumpy:
     """The same formulas on ``(N*H, W*C)`` row views with per-channel vectors tiled along a row
     (:mod:`cifarnet.arrays.rows`): long inner loops, sums of products without temporaries.
     Training keeps the centred input; eval mode scales and shifts in two passes. With a
-    ``workspace`` (:mod:`cifarnet.arrays.workspace`) the centred input and the output are its own
-    arrays and the input gradient comes from its pool (the same operations, into them)."""
+    ``workspace`` (:mod:`cifarnet.arrays.workspace`) the centred input is its own array and the
+    output and the input gradient pooled ones (the same operations, into them)."""
 
     takes_workspace = True
 

@@ -102,9 +102,9 @@ class BatchNormActNumpy:
     ``dout``'s memory with ``reuse``); the two gradient sums; per block, the input gradient
     ``scale (d - dbeta/m - xhat dgamma/m)`` in batch norm's steps, in the centred input's memory with
     ``reuse``. GELU keeps its input and ``tanh`` as its own variant does (whole arrays). With a
-    ``workspace`` (:mod:`cifarnet.arrays.workspace`) the output (and the centred input, when not
-    in the input's memory) are its own arrays, ReLU's mask of a block a scratch array and the
-    gradients the permissions do not let it write in place come from its pool: the same every step."""
+    ``workspace`` (:mod:`cifarnet.arrays.workspace`) the output is a pooled array, the centred input
+    (when not in the input's memory) its own array, ReLU's mask of a block a scratch array, and the
+    gradients the permissions do not let it write in place pooled arrays: the same every step."""
 
     takes_workspace = True
 

@@ -171,9 +171,9 @@ class Conv2dNumpy:
     input is kept for backward, which regathers the columns chunk by chunk: one copy more, one
     column matrix per layer less. ``block`` and ``chunk`` force an im2col layout, ``winograd``
     the choice of Winograd (:func:`use_winograd`; tests use them). With a ``workspace``
-    (:mod:`cifarnet.arrays.workspace`: a training plan's node) the output is its own array, the
-    input gradient from its pool and every chunk buffer a scratch array: the same ones every step;
-    it is kept for the backward.
+    (:mod:`cifarnet.arrays.workspace`: a training plan's node) the output and the input gradient
+    are pooled arrays and every chunk buffer a scratch array, the same ones every step; it is kept
+    for the backward.
     """
 
     takes_workspace = True
@@ -229,16 +229,15 @@ class Conv2dNumpy:
         dx = pooled(workspace, x.shape, dout.dtype) if need_dx else None
         dW = target(grads_out, "W")
         dx_im2col = dx if need_dx and not dx_winograd else None
-        backward = workspace
         if dw_winograd:
             grads = {"W": wino.weight_gradient(x.astype(dout.dtype, copy=False), dout, (p, p), out=dW,
                                                workspace=workspace)}
             if dx_im2col is not None:
                 _backward_im2col(x, W, dout, stride, p, blk, block, chunk, dx_im2col, dW, want_dw=False,
-                                 workspace=backward)
+                                 workspace=workspace)
         else:
             grads = {"W": _backward_im2col(x, W, dout, stride, p, blk, block, chunk, dx_im2col, dW, want_dw=True,
-                                           workspace=backward)}
+                                           workspace=workspace)}
         if dx_winograd:
             filters = wino.transform_filters(flipped_kernel(W).astype(dx.dtype, copy=False), workspace)
             wino.correlate_into(dx, dout, filters, (kh - 1 - p, kw - 1 - p), workspace=workspace)

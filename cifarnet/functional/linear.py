@@ -44,7 +44,7 @@ class LinearReference:
 @linear.implementation("numpy")
 class LinearNumpy:
     """The reference's products; with a ``workspace`` (:mod:`cifarnet.arrays.workspace`) the
-    output and the input gradient are written into buffers of its pool, the same every step."""
+    output and the input gradient are written into its pooled arrays, the same every step."""
 
     takes_workspace = True
 

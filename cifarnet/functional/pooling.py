@@ -95,9 +95,9 @@ class MaxPoolNumpy:
       (for k = 2 a product and a difference per step: ``d * won`` and ``d - d * won``).
 
     Other windows take the reference path. Times per path and shape: ``docs/performance.md``.
-    With a ``workspace`` (:mod:`cifarnet.arrays.workspace`) the outputs and what is kept are its own
-    arrays, the input gradients come from its pool and the tiled path's intermediate arrays are
-    scratch arrays: the same every step."""
+    With a ``workspace`` (:mod:`cifarnet.arrays.workspace`) the outputs and input gradients are
+    pooled arrays, the tiled path's indices (kept for the backward) its own arrays and its
+    intermediate arrays scratch arrays: the same every step."""
 
     takes_workspace = True
 
@@ -255,7 +255,7 @@ class GlobalAvgPoolReference:
 @global_avg_pool.implementation("numpy")
 class GlobalAvgPoolNumpy:
     """The reference's formulas; with a ``workspace`` (:mod:`cifarnet.arrays.workspace`) the output
-    and the input gradient are written into buffers of its pool, the same every step."""
+    and the input gradient are written into its pooled arrays, the same every step."""
 
     takes_workspace = True
 
