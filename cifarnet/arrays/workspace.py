@@ -47,6 +47,7 @@ class _Store:
         self.allocations = 0
         self.plan = _Plan()
         self.slices: dict[str, Any] = {}               # scratch name -> its bytes, since the last reset
+        self.makers: dict[Any, Any] = {}
         self.scratch_requests: list[int] = []
 
 
@@ -101,9 +102,10 @@ class _Plan:
             self.following = False            # off the plan: the rest of the step allocates
         self.events.append(event)
 
-    def request(self, nbytes: int, xp, make):
+    def request(self, nbytes: int, xp, make, released_by_address: bool = True):
         """A ``uint8`` array of ``nbytes`` bytes: from the arena while the step follows the plan,
-        else from ``make``."""
+        else from ``make``; ``released_by_address``: it will be released through :meth:`release`
+        (a scratch array is released by its index instead)."""
         i = len(self.sizes)
         self.sizes.append(nbytes)
         self.step_module = xp
@@ -117,7 +119,7 @@ class _Plan:
             if first and self.arena is not None:   # nothing handed out from the arena: let it go now
                 self.arena = None                  # (a new batch size would otherwise hold both)
             buffer = make(nbytes)
-        if nbytes:
+        if nbytes and released_by_address:
             self.live[_address(buffer)] = i
         return buffer, i
 
@@ -208,8 +210,12 @@ class Workspace:
         return made
 
     def _bytes(self, xp):
-        def make(nbytes: int):
-            return self._make((nbytes,), np.uint8, xp, False)
+        """``nbytes -> new uint8 array`` on ``xp`` (made once per module)."""
+        make = self._store.makers.get(xp)
+        if make is None:
+            def make(nbytes: int):
+                return self._make((nbytes,), np.uint8, xp, False)
+            self._store.makers[xp] = make
         return make
 
     def _arena(self, nbytes: int, xp):
@@ -228,7 +234,7 @@ class Workspace:
         nbytes = prod(shape) * dtype.itemsize
         found = self._store.slices.get(name)
         if found is None or found.nbytes < nbytes:
-            found, i = self._store.plan.request(nbytes, xp, self._bytes(xp))
+            found, i = self._store.plan.request(nbytes, xp, self._bytes(xp), released_by_address=False)
             self._store.slices[name] = found
             self._store.scratch_requests.append(i)
         return found[:nbytes].view(dtype).reshape(shape)
