@@ -192,3 +192,28 @@ def test_trainer_static_buffers_runs_the_steps_in_the_plan_s_workspace_with_the_
                           for row in csv.DictReader(f)]
         assert (asked > 0) == (flag == "true")
     assert runs["true"] == runs["false"] and len(runs["true"]) == 2
+
+
+def test_a_view_s_buffer_is_released_only_after_the_node_that_made_it_ran_backward():
+    """conv -> batch norm + ReLU -> flatten -> linear: flatten's output is a view of batch norm's,
+    which batch norm's backward still reads (ReLU's derivative). Every release of that memory must
+    come after batch norm's backward: released at flatten's, the arena could hand those bytes to
+    batch norm's own temporaries while it reads them."""
+    desc = {"arch": "sequential", "name": "viewnet", "num_classes": 10, "layers": [
+        {"type": "conv", "out_channels": 8, "kernel_size": 3, "padding": 1}, {"type": "batchnorm"},
+        {"type": "relu"}, {"type": "flatten"}, {"type": "linear", "out_features": 10}]}
+    model = build_model(desc, seed=0)
+    plan, store, loss = TrainingPlan.of(model), FlatStore.of(model), SoftmaxCrossEntropy()
+    assert [n.kind for n in plan.nodes] == ["conv", "batchnorm", "flatten", "linear"]
+    workspace = plan.workspace(0)
+    x = np.random.default_rng(3).standard_normal((4, 32, 32, 3)).astype(np.float32)
+    logits, tape = plan.forward(x, TRAIN, workspace=workspace)
+    norm_output = tape.outputs[1]
+    released = []
+    real_release = workspace.release
+    workspace.release = lambda a: released.append((np.shares_memory(a, norm_output), tape[1] is None)) or \
+        real_release(a)
+    _, ctx = loss.forward(logits, np.arange(4))
+    plan.backward(tape, loss.backward(ctx), store.grad_views, workspace=workspace)
+    assert (True, True) in released                                  # released, once batch norm ran backward
+    assert (True, False) not in released                             # never before

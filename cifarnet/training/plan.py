@@ -201,9 +201,9 @@ class TrainingPlan:
                 on_ready(self.parameters[position])
             if workspace is not None:
                 produced = [g for g in input_grads if g is not None]
-                for dead in (d, tape.outputs[position]):    # what this node read, what it wrote: if nothing
-                    if not _shares(dead, produced, xp) and not _shares(dead, grads.values(), xp):   # pending holds
-                        workspace.release(dead)             # it, its buffer is free
+                for dead in (d, self._own_output(tape, position, xp)):   # what it read, what it wrote: if
+                    if not _shares(dead, produced, xp) and not _shares(dead, grads.values(), xp):   # nothing
+                        workspace.release(dead)             # pending holds it, its buffer is free
             tape.outputs[position] = None                   # (without a workspace: the allocator's to reuse)
             for i, g, needed in zip(node.inputs, input_grads, needs, strict=True):
                 if needed and g is not None:
@@ -214,6 +214,13 @@ class TrainingPlan:
             if on_ready is not None:
                 on_ready(list(self.frozen_parameters))
         return grads.get(0) if need_dx else None
+
+    def _own_output(self, tape, position: int, xp):
+        """The node's output if it is memory of its own: None for a view of an input (a flatten's
+        output is its producer's, which may still need it: only that node's backward frees it)."""
+        out = tape.outputs[position]
+        inputs = [tape.outputs[self._producer[i]] for i in self.nodes[position].inputs if i in self._producer]
+        return None if out is None or _shares(out, [v for v in inputs if v is not None], xp) else out
 
     def _needs_gradient(self, value: int, need_dx: bool) -> bool:
         if value == 0:
