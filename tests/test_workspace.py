@@ -217,3 +217,45 @@ def test_a_view_s_buffer_is_released_only_after_the_node_that_made_it_ran_backwa
     plan.backward(tape, loss.backward(ctx), store.grad_views, workspace=workspace)
     assert (True, True) in released                                  # released, once batch norm ran backward
     assert (True, False) not in released                             # never before
+
+
+def test_on_the_device_path_the_fused_kernels_compute_into_static_buffers_with_the_same_launches():
+    """The CuPy path (the counting stand-in, :mod:`cifarnet.counting`) with ``backend.kernels=fused``:
+    with static buffers the convolutions', batch norms' outputs and gradients sit at the same
+    addresses from the second step on, the step launches as many kernels as without, and the
+    gradients are the same, bit for bit."""
+    from cifarnet.counting import counting_backend
+    from cifarnet.functional.dispatch import use_fused_kernels
+
+    backend = counting_backend()
+    xp = backend.xp
+    rng = np.random.default_rng(4)
+    x = xp.asarray(rng.standard_normal((8, 32, 32, 3)).astype(np.float32))
+    y = xp.asarray(np.arange(8) % 10)
+    use_fused_kernels(True)
+    try:
+        grads, launches = {}, {}
+        for static in (False, True):
+            model = build_model(model_description("resnet20"), seed=0).to(backend)
+            counts = []
+            for _ in range(3):
+                xp.reset()
+                forward_backward(model, SoftmaxCrossEntropy(), x, y, workers=1, static_buffers=static)
+                counts.append(xp.launches)
+            grads[static], launches[static] = FlatStore.of(model).grads.view(np.ndarray).copy(), counts
+        plan = TrainingPlan.of(model)
+        workspace = plan.workspace(0)
+        seen, inside = [], []
+        for _ in range(3):
+            logits, tape = plan.forward(x, TRAIN, workspace=workspace)
+            outputs = [tape.outputs[i] for i, node in enumerate(plan.nodes) if node.kind in ("conv", "batchnorm")]
+            seen.append([out.ctypes.data for out in outputs])
+            arena = workspace.arrays()[-1].view(np.ndarray)
+            inside.append(all(np.shares_memory(out.view(np.ndarray), arena) for out in outputs))
+            plan.backward(tape, xp.ones_like(logits), FlatStore.of(model).grad_views, workspace=workspace)
+    finally:
+        use_fused_kernels(False)
+    assert launches[True] == launches[False]
+    assert np.array_equal(grads[True], grads[False])
+    assert seen[0] == seen[1] == seen[2] and len(set(seen[0])) > 20
+    assert inside == [True, True, True]                               # the workspace's arena, not the allocator

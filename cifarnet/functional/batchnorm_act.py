@@ -198,35 +198,38 @@ class BatchNormActNumpy:
 @batch_norm_act.implementation(FUSED)
 class BatchNormActFused:
     """``bn_stats`` and ``bn_apply_act`` forward, ``bn_grad_sums_act`` and ``bn_dx_act`` backward
-    (:mod:`cifarnet.kernels.batchnorm_act`); one device's batch only, as the fused batch norm."""
+    (:mod:`cifarnet.kernels.batchnorm_act`); one device's batch only, as the fused batch norm. With a
+    ``workspace`` its output and gradients are pooled arrays, its statistics its own."""
+
+    takes_workspace = True
 
     @staticmethod
     def forward(x, gamma, beta, running_mean, running_var, *, activation: str, training: bool,
                 momentum: float = 0.1, eps: float = 1e-5, reducer=LOCAL, residual=None, keep: bool = True,
-                overwrite_input: bool = False):
+                overwrite_input: bool = False, workspace=None):
         _check_activation(activation, residual)
         x, mean, invstd, rows = fused_statistics(x, gamma, running_mean, running_var, training, momentum, eps,
-                                                 reducer)
+                                                 reducer, workspace)
         xp = array_module(x)
         c = gamma.shape[0]
         code = kernels.RELU if activation == "relu" else kernels.GELU
         res = x if residual is None else xp.ascontiguousarray(residual)
-        out = xp.empty_like(x)
+        out = pooled(workspace, x.shape, x.dtype, xp)
         kernels.bn_apply_act(xp, x.size, x, mean, invstd, gamma, beta, res, out, x.size, c, code,
                              residual is not None)
-        return out, ((x, out, mean, invstd, gamma, beta, training, rows, code, residual is not None)
+        return out, ((x, out, mean, invstd, gamma, beta, training, rows, code, residual is not None, workspace)
                      if keep else None)
 
     @staticmethod
     def backward(saved, dout, grads_out=None, reuse: bool = False):
-        x, out, mean, invstd, gamma, beta, training, rows, code, has_residual = saved
+        x, out, mean, invstd, gamma, beta, training, rows, code, has_residual, workspace = saved
         xp = array_module(dout)
         dout = xp.ascontiguousarray(dout)
         c = gamma.shape[0]
         dbeta, dgamma = target_or_new(grads_out, "beta", dout, c), target_or_new(grads_out, "gamma", dout, c)
         kernels.bn_grad_sums_act(xp, c, dout, x, out, mean, invstd, gamma, beta, dbeta, dgamma, rows, c, code)
-        dx = xp.empty_like(dout)
-        dres = xp.empty_like(dout) if has_residual else dx
+        dx = pooled(workspace, dout.shape, dout.dtype, xp)
+        dres = pooled(workspace, dout.shape, dout.dtype, xp) if has_residual else dx
         kernels.bn_dx_act(xp, dx.size, dout, x, out, mean, invstd, gamma, beta, dbeta, dgamma, dx, dres, dx.size, c,
                           rows, code, training, has_residual)
         return _result(dx, dres, has_residual), {"gamma": dgamma, "beta": dbeta}

@@ -13,9 +13,17 @@ Launches per call (counted by :mod:`cifarnet.counting`), against the reference's
 Each variant runs on NumPy arrays too (the kernels' twins), so the variant harness checks it on
 the CPU. Batch norm's statistics stay within one device's batch: a ``reducer`` that reaches
 across parts or processes is refused (the CuPy path splits nothing).
+
+Given a ``workspace`` (:mod:`cifarnet.arrays.workspace`: ``trainer.static_buffers``), each takes its
+output and input gradient as pooled arrays, what it keeps (the convolution's columns, batch norm's
+statistics) as its own and the column gradient as a scratch array, at the same addresses every
+step (what a CUDA graph needs); the launches are the same.
 """
 from __future__ import annotations
 
+import numpy as np
+
+from ..arrays.workspace import pooled, scratch, take
 from ..backend import array_module
 from ..comm import LOCAL
 from ..errors import InvalidValue
@@ -31,29 +39,32 @@ from .dispatch import FUSED
 
 @conv2d.implementation(FUSED)
 class Conv2dFused:
+    takes_workspace = True
+
     @staticmethod
     def forward(x, W, b=None, *, stride: int = 1, padding: int = 0, residual=None, relu: bool = False,
-                keep: bool = True):
+                keep: bool = True, workspace=None):
         _inference_only(keep, residual, relu)
         xp = array_module(x)
         x = xp.ascontiguousarray(x)
         n, h, w, c = x.shape
         kh, kw, _, c_out = W.shape
         ho, wo = (h + 2 * padding - kh) // stride + 1, (w + 2 * padding - kw) // stride + 1
-        cols = xp.empty((n * ho * wo, kh * kw * c), dtype=x.dtype)
+        cols = take(workspace, "columns", (n * ho * wo, kh * kw * c), x.dtype, xp)
         im2col(xp, cols.size, x, cols, n, h, w, c, kh, kw, stride, padding, ho, wo)
-        out = (cols @ W.reshape(-1, c_out)).reshape(n, ho, wo, c_out)
+        out = pooled(workspace, (n, ho, wo, c_out), np.result_type(x.dtype, W.dtype), xp)
+        xp.matmul(cols, W.reshape(-1, c_out), out=out.reshape(-1, c_out))
         if b is not None:
             out += b
         if residual is not None:
             out += residual
         if relu:
             relu_forward(xp, out.size, out, out, out.size)
-        return out, ((cols, x.shape, W, b is not None, stride, padding) if keep else None)
+        return out, ((cols, x.shape, W, b is not None, stride, padding, workspace) if keep else None)
 
     @staticmethod
     def backward(saved, dout, need_dx: bool = True, grads_out=None):
-        cols, (n, h, w, c), W, has_bias, stride, padding = saved
+        cols, (n, h, w, c), W, has_bias, stride, padding, workspace = saved
         xp = array_module(dout)
         kh, kw, _, c_out = W.shape
         _, ho, wo, _ = dout.shape
@@ -63,17 +74,20 @@ class Conv2dFused:
             grads["b"] = sum_into(d, 0, target(grads_out, "b"))
         if not need_dx:
             return None, grads
-        dcols = d @ W.reshape(-1, c_out).T                                     # N*Ho*Wo, KH*KW*C_in
-        dx = xp.empty((n, h, w, c), dtype=dout.dtype)
+        dcols = scratch(workspace, "column gradient", (d.shape[0], kh * kw * c), dout.dtype, xp)
+        xp.matmul(d, W.reshape(-1, c_out).T, out=dcols)                        # N*Ho*Wo, KH*KW*C_in
+        dx = pooled(workspace, (n, h, w, c), dout.dtype, xp)
         col2im(xp, dx.size, dcols, dx, n, h, w, c, kh, kw, stride, padding, ho, wo)
         return dx, grads
 
 
-def fused_statistics(x, gamma, running_mean, running_var, training: bool, momentum: float, eps: float, reducer):
+def fused_statistics(x, gamma, running_mean, running_var, training: bool, momentum: float, eps: float, reducer,
+                     workspace=None):
     """``(x, mean, invstd, rows)`` for the fused batch norms: ``x`` contiguous, the batch's mean and
     ``1/sqrt(var + eps)`` per channel (``bn_stats``, which also updates the running statistics) in
     training, the running ones in eval mode, and the values per channel. A ``reducer`` that reaches
-    across threads or processes is refused (the fused kernels see one device's batch)."""
+    across threads or processes is refused (the fused kernels see one device's batch). The
+    statistics are ``workspace``'s own arrays if given."""
     _check(x, gamma)
     if reducer is not LOCAL:
         raise InvalidValue("fused batch norm normalises one device's batch; a batch split between threads or "
@@ -85,27 +99,29 @@ def fused_statistics(x, gamma, running_mean, running_var, training: bool, moment
     if not training:
         return x, running_mean, 1.0 / xp.sqrt(running_var + eps), rows
     _check(x, gamma, rows)
-    mean, invstd = xp.empty(c, dtype=x.dtype), xp.empty(c, dtype=x.dtype)
+    mean, invstd = take(workspace, "mean", (c,), x.dtype, xp), take(workspace, "invstd", (c,), x.dtype, xp)
     bn.bn_stats(xp, c, x, mean, invstd, running_mean, running_var, rows, c, float(eps), float(momentum), True)
     return x, mean, invstd, rows
 
 
 @batch_norm.implementation(FUSED)
 class BatchNormFused:
+    takes_workspace = True
+
     @staticmethod
     def forward(x, gamma, beta, running_mean, running_var, *, training: bool, momentum: float = 0.1,
-                eps: float = 1e-5, reducer=LOCAL, keep: bool = True):
+                eps: float = 1e-5, reducer=LOCAL, keep: bool = True, workspace=None):
         x, mean, invstd, rows = fused_statistics(x, gamma, running_mean, running_var, training, momentum, eps,
-                                                 reducer)
+                                                 reducer, workspace)
         xp = array_module(x)
         c = gamma.shape[0]
-        out = xp.empty_like(x)
+        out = pooled(workspace, x.shape, x.dtype, xp)
         bn.bn_apply(xp, x.size, x, mean, invstd, gamma, beta, out, x.size, c)
-        return out, ((x, mean, invstd, gamma, training, rows) if keep else None)
+        return out, ((x, mean, invstd, gamma, training, rows, workspace) if keep else None)
 
     @staticmethod
     def backward(saved, dout, grads_out=None):
-        x, mean, invstd, gamma, training, rows = saved
+        x, mean, invstd, gamma, training, rows, workspace = saved
         xp = array_module(dout)
         dout = xp.ascontiguousarray(dout)
         c = gamma.shape[0]
@@ -113,7 +129,7 @@ class BatchNormFused:
         bn.bn_grad_sums(xp, c, dout, x, mean, invstd, dbeta, dgamma, rows, c)
         if not training:
             return dout * (gamma * invstd), {"gamma": dgamma, "beta": dbeta}
-        dx = xp.empty_like(dout)
+        dx = pooled(workspace, dout.shape, dout.dtype, xp)
         bn.bn_dx(xp, dx.size, dout, x, mean, invstd, gamma, dbeta, dgamma, dx, dx.size, c, rows)
         return dx, {"gamma": dgamma, "beta": dbeta}
 
