@@ -25,7 +25,7 @@ the first step. The plan gives a node's output back after the node's backward (i
 backward passes ran before it) and a gradient once nothing pending shares its memory, so later
 gradients reuse the activations' memory, as freed arrays did before. The last node's output (the logits) is left
 out, since the caller may keep it past the step. Ops without a workspace-taking variant for the
-arrays' module (CuPy's, the references) allocate as before.
+arrays' module (the references, which CuPy runs unless its fused kernels are on) allocate as before.
 """
 from __future__ import annotations
 

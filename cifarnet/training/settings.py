@@ -48,7 +48,8 @@ class TrainerSettings:
             :mod:`cifarnet.arrays.workspace`): no activation, gradient or temporary is allocated
             after the first two steps and none moves (what CUDA graphs need). Off by default: on
             the CPU it measured 3-4% slower, with up to 6% more memory (docs/performance.md, "The
-            training plan, round two"); only the NumPy ops take one so far.
+            training plan, round two"). The NumPy variants and the fused CuPy kernels
+            (``backend.kernels=fused``) take one; CuPy's reference path does not.
         handle_signals: turn SIGINT/SIGTERM into a checkpoint and :class:`TrainingInterrupted`
             (not a config key: the library's callers may want their own handlers).
     """
