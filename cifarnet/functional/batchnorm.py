@@ -47,6 +47,50 @@ def _check(x, gamma, m: int | None = None) -> None:
                          f"(got input of shape {x.shape}); use a larger batch or eval mode")
 
 
+def train_statistics(x, r, gamma, reducer, eps: float, momentum: float, running_mean, running_var, out):
+    """Batch norm's training statistics on the row view ``r`` ``(R, W*C)`` of ``x``: ``(centred,
+    invstd, m)``, with ``centred = r - mean`` written into ``out`` (may be ``r``), ``m`` the values
+    per channel over the whole batch (``reducer`` adds the parts' sums) and the running statistics
+    updated by the reducer's leader. The NumPy variants of batch norm, alone and fused with its
+    activation, both compute them here, so they agree to the bit."""
+    c = gamma.shape[0]
+    sums, m = reducer.sum(channel_sums(r, c), x.size // c)     # C; values per channel in the batch
+    _check(x, gamma, m)
+    mean = sums / m                                            # C
+    centred = np.subtract(r, tile(mean, r.shape[1]), out=out)  # R, W*C
+    (squares,) = reducer.sum(channel_products(centred, centred, c))
+    var = squares / m                                          # C, biased
+    if reducer.leader:
+        _update_running(running_mean, running_var, mean, var, m, momentum)
+    return centred, 1.0 / np.sqrt(var + eps), m
+
+
+def gradient_sums(d, centred, invstd, channels: int, grads_out=None):
+    """``(dgamma, dbeta)`` of this part, ``sum(d * xhat)`` and ``sum(d)`` per channel over the rows
+    ``d`` and ``centred`` ``(R, W*C)``, into ``grads_out``'s arrays if given."""
+    dbeta = channel_sums(d, channels, out=target(grads_out, "beta"))
+    dgamma = channel_products(d, centred, channels, out=target(grads_out, "gamma"))
+    dgamma *= invstd
+    return dgamma, dbeta
+
+
+def input_gradient_rows(invstd, gamma, dgamma, dbeta, m: int, width: int) -> tuple:
+    """The per-channel factors of :func:`input_gradient_into` (the whole batch's ``dgamma``,
+    ``dbeta``), tiled along a row of ``width = W*C`` values."""
+    return tile(invstd * dgamma / m, width), tile(dbeta / m, width), tile(gamma * invstd, width)
+
+
+def input_gradient_into(dx, d, centred, factors: tuple) -> None:
+    """``dx = gamma invstd (d - dbeta/m - xhat dgamma/m)`` with ``xhat = centred invstd``, for rows
+    ``d``, ``centred``, ``dx`` ``(R, W*C)`` (``dx`` may be ``centred``'s memory), ``factors`` from
+    :func:`input_gradient_rows`; element by element, so a block of rows at a time gives the same bits."""
+    k_row, mean_row, scale_row = factors
+    np.multiply(centred, k_row, out=dx)
+    np.subtract(d, dx, out=dx)
+    dx -= mean_row
+    dx *= scale_row
+
+
 def fold(gamma, beta, running_mean, running_var, eps: float):
     """``(scale, shift)``, each ``(C,)``: eval mode computes ``x * scale + shift``."""
     xp = array_module(gamma)
@@ -109,20 +153,12 @@ class BatchNormNumpy:
     def forward(x, gamma, beta, running_mean, running_var, *, training: bool, momentum: float = 0.1,
                 eps: float = 1e-5, reducer=LOCAL, keep: bool = True, workspace=None):
         _check(x, gamma)
-        c = gamma.shape[0]
         x = np.ascontiguousarray(x)
         r = rows(x)                                            # R, W*C
         width = r.shape[1]
         if training:
-            sums, m = reducer.sum(channel_sums(r, c), x.size // c)   # C; values per channel in the batch
-            _check(x, gamma, m)
-            mean = sums / m                                    # C
-            centred = np.subtract(r, tile(mean, width), out=take(workspace, "centred", r.shape, r.dtype))
-            (squares,) = reducer.sum(channel_products(centred, centred, c))
-            var = squares / m                                  # C, biased
-            invstd = 1.0 / np.sqrt(var + eps)
-            if reducer.leader:
-                _update_running(running_mean, running_var, mean, var, m, momentum)
+            centred, invstd, m = train_statistics(x, r, gamma, reducer, eps, momentum, running_mean, running_var,
+                                                  take(workspace, "centred", r.shape, r.dtype))
             out = np.multiply(centred, tile(gamma * invstd, width), out=pooled(workspace, r.shape, r.dtype))
             out += tile(beta, width)                           # = gamma * xhat + beta
             saved = (centred, invstd, m, gamma, None, reducer, workspace)
@@ -141,17 +177,11 @@ class BatchNormNumpy:
         d = rows(np.ascontiguousarray(dout))                   # R, W*C
         width = d.shape[1]
         centred = kept if m is not None else kept - tile(running_mean, width)
-        dbeta = channel_sums(d, c, out=target(grads_out, "beta"))
-        dgamma = channel_products(d, centred, c, out=target(grads_out, "gamma"))
-        dgamma *= invstd                                       # sum(dout * xhat)
+        dgamma, dbeta = gradient_sums(d, centred, invstd, c, grads_out)
         grads = {"gamma": dgamma, "beta": dbeta}               # this part's share
-        scale = gamma * invstd                                 # C
         if m is None:
-            return (d * tile(scale, width)).reshape(dout.shape), grads
+            return (d * tile(gamma * invstd, width)).reshape(dout.shape), grads
         dbeta, dgamma = reducer.sum(dbeta, dgamma)             # over the whole batch
-        # scale * (dout - dbeta/m - xhat * dgamma/m),  xhat = centred * invstd
-        dx = np.multiply(centred, tile(invstd * dgamma / m, width), out=pooled(workspace, d.shape, d.dtype))
-        np.subtract(d, dx, out=dx)
-        dx -= tile(dbeta / m, width)
-        dx *= tile(scale, width)
+        dx = pooled(workspace, d.shape, d.dtype)
+        input_gradient_into(dx, d, centred, input_gradient_rows(invstd, gamma, dgamma, dbeta, m, width))
         return dx.reshape(dout.shape), grads

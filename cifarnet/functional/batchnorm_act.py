@@ -25,14 +25,21 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..arrays.rows import channel_products, channel_sums, rows, tile
+from ..arrays.rows import rows, tile
 from ..arrays.workspace import pooled, scratch, take
 from ..backend import array_module
 from ..comm import LOCAL
 from ..kernels import batchnorm_act as kernels
 from .activation import GeluNumpy, GeluReference, ReluReference
-from .batchnorm import BatchNormReference, _check, _update_running
-from .destination import target, target_or_new
+from .batchnorm import (
+    BatchNormReference,
+    _check,
+    gradient_sums,
+    input_gradient_into,
+    input_gradient_rows,
+    train_statistics,
+)
+from .destination import target_or_new
 from .dispatch import FUSED, Op
 from .fused import fused_statistics
 
@@ -114,24 +121,15 @@ class BatchNormActNumpy:
                 overwrite_input: bool = False, chunk_bytes: int | None = None, workspace=None):
         _check_activation(activation, residual)
         _check(x, gamma)
-        c = gamma.shape[0]
         contiguous = np.ascontiguousarray(x)
         r = rows(contiguous)                                   # R, W*C
         width = r.shape[1]
         spans = row_spans(r.shape[0], width * r.itemsize, chunk_bytes or CHUNK_BYTES)
         res = None if residual is None else rows(np.ascontiguousarray(residual))
         if training:
-            sums, m = reducer.sum(channel_sums(r, c), x.size // c)
-            _check(x, gamma, m)
-            mean = sums / m
-            mean_row = tile(mean, width)
             mine = overwrite_input or contiguous is not x      # memory this call may write into
-            centred = np.subtract(r, mean_row, out=r if mine else take(workspace, "centred", r.shape, r.dtype))
-            (squares,) = reducer.sum(channel_products(centred, centred, c))
-            var = squares / m
-            invstd = 1.0 / np.sqrt(var + eps)
-            if reducer.leader:
-                _update_running(running_mean, running_var, mean, var, m, momentum)
+            centred, invstd, m = train_statistics(x, r, gamma, reducer, eps, momentum, running_mean, running_var,
+                                                  r if mine else take(workspace, "centred", r.shape, r.dtype))
             scale = gamma * invstd
             source, shift, kept, recentre = centred, beta, centred, None
         else:
@@ -166,32 +164,23 @@ class BatchNormActNumpy:
         width = g.shape[1]
         if activation == "relu":                               # d: dout's memory (if reused) or new
             d = g if reuse or contiguous is not dout else pooled(workspace, g.shape, g.dtype)
-        else:
-            d = GeluNumpy.backward(act_saved, g)[0]            # a new array (rows)
-        if activation == "relu":
             mask = scratch(workspace, "relu mask", (spans[0][1] - spans[0][0], width), np.bool_)
             for a, b in spans:
                 np.multiply(g[a:b], np.greater(act_saved[a:b], 0, out=mask[:b - a]), out=d[a:b])
+        else:
+            d = GeluNumpy.backward(act_saved, g)[0]            # a new array (rows)
         centred = kept if recentre is None else kept - tile(recentre, width)
-        dbeta = channel_sums(d, c, out=target(grads_out, "beta"))
-        dgamma = channel_products(d, centred, c, out=target(grads_out, "gamma"))
-        dgamma *= invstd                                       # sum(dout * xhat), this part's share
+        dgamma, dbeta = gradient_sums(d, centred, invstd, c, grads_out)   # this part's share
         grads = {"gamma": dgamma, "beta": dbeta}
-        scale = gamma * invstd
         dres = d.reshape(shape) if has_residual else None
         if m is None:                                          # eval mode: the statistics are constants
-            dx = np.multiply(d, tile(scale, width), out=None if has_residual else d)
+            dx = np.multiply(d, tile(gamma * invstd, width), out=None if has_residual else d)
             return _result(dx.reshape(shape), dres, has_residual), grads
         dbeta_all, dgamma_all = reducer.sum(dbeta, dgamma)     # over the whole batch
-        # scale * (d - dbeta/m - xhat * dgamma/m), xhat = centred * invstd: batch norm's own steps
-        k_row, mean_row = tile(invstd * dgamma_all / m, width), tile(dbeta_all / m, width)
-        scale_row = tile(scale, width)
         dx = kept if reuse else pooled(workspace, kept.shape, kept.dtype)
-        for a, b in spans:
-            block = np.multiply(kept[a:b], k_row, out=dx[a:b])
-            np.subtract(d[a:b], block, out=block)
-            block -= mean_row
-            block *= scale_row
+        factors = input_gradient_rows(invstd, gamma, dgamma_all, dbeta_all, m, width)
+        for a, b in spans:                                     # batch norm's own steps, a block at a time
+            input_gradient_into(dx[a:b], d[a:b], kept[a:b], factors)
         return _result(dx.reshape(shape), dres, has_residual), grads
 
 
