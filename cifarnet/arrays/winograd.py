@@ -63,8 +63,11 @@ def transform_filters(W, workspace=None):
     if W.shape[:2] != (3, 3):
         raise ValueError(f"Winograd F(4x4, 3x3) needs 3x3 filters, got {W.shape[:2]}")
     c_in, c_out = W.shape[2:]
-    w64 = scratch(workspace, "winograd filters in float64", (9, c_in * c_out), np.float64)
-    w64[...] = W.reshape(9, -1)
+    if W.dtype == np.float64:
+        w64 = W.reshape(9, -1)
+    else:                                                           # float32: one copy, in float64
+        w64 = scratch(workspace, "winograd filters in float64", (9, c_in * c_out), np.float64)
+        w64[...] = W.reshape(9, -1)
     u = np.matmul(_FILTER, w64, out=scratch(workspace, "winograd filters' product", (36, c_in * c_out), np.float64))
     if W.dtype == np.float64:                                       # one product, not a 6-index einsum
         return u.reshape(36, c_in, c_out)

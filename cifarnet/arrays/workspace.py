@@ -144,7 +144,7 @@ class _Plan:
         self.following = self.arena is not None
 
     def _plan(self, make_arena) -> None:
-        made, released, clock = [], {}, 0
+        made, released = [], {}
         for clock, event in enumerate(self.events):
             if event[0] == "made":
                 made.append(clock)
@@ -300,6 +300,3 @@ def pooled(workspace: Workspace | None, shape: tuple, dtype, xp=np):
         return xp.empty(shape, dtype=dtype)
     return workspace.pooled(shape, dtype, xp)
 
-
-def scope_of(workspace: Workspace | None, key) -> Workspace | None:
-    return None if workspace is None else workspace.scope(key)

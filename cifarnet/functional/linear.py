@@ -21,10 +21,7 @@ linear = Op("linear")
 class LinearReference:
     @staticmethod
     def forward(x, W, b=None, *, relu: bool = False, keep: bool = True):
-        if x.ndim != 2 or x.shape[1] != W.shape[0]:
-            raise ValueError(f"Linear expects (N, {W.shape[0]}) input, got {x.shape}")
-        if keep and relu:
-            raise ValueError("linear: relu is for inference (keep=False); backward does not undo it")
+        _check(x, W, relu, keep)
         out = x @ W
         if b is not None:
             out += b
@@ -43,19 +40,15 @@ class LinearReference:
 
 @linear.implementation("numpy")
 class LinearNumpy:
-    """The reference's products; with a ``workspace`` (:mod:`cifarnet.arrays.workspace`) the
-    output and the input gradient are written into its pooled arrays, the same every step."""
+    """The reference's products, written into given arrays: with a ``workspace``
+    (:mod:`cifarnet.arrays.workspace`) the output and the input gradient are its pooled arrays, the
+    same every step."""
 
     takes_workspace = True
 
     @staticmethod
     def forward(x, W, b=None, *, relu: bool = False, keep: bool = True, workspace=None):
-        if workspace is None:
-            return LinearReference.forward(x, W, b, relu=relu, keep=keep)
-        if x.ndim != 2 or x.shape[1] != W.shape[0]:
-            raise ValueError(f"Linear expects (N, {W.shape[0]}) input, got {x.shape}")
-        if keep and relu:
-            raise ValueError("linear: relu is for inference (keep=False); backward does not undo it")
+        _check(x, W, relu, keep)
         out = np.matmul(x, W, out=pooled(workspace, (x.shape[0], W.shape[1]), np.result_type(x, W)))
         if b is not None:
             out += b
@@ -65,10 +58,15 @@ class LinearNumpy:
 
     @staticmethod
     def backward(saved, dout, need_dx: bool = True, grads_out=None):
-        if len(saved) == 3:                            # a forward without a workspace
-            return LinearReference.backward(saved, dout, need_dx, grads_out)
         x, W, has_bias, workspace = saved
         _, grads = LinearReference.backward((x, W, has_bias), dout, False, grads_out)
         if not need_dx:
             return None, grads
         return np.matmul(dout, W.T, out=pooled(workspace, x.shape, dout.dtype)), grads
+
+
+def _check(x, W, relu: bool, keep: bool) -> None:
+    if x.ndim != 2 or x.shape[1] != W.shape[0]:
+        raise ValueError(f"Linear expects (N, {W.shape[0]}) input, got {x.shape}")
+    if keep and relu:
+        raise ValueError("linear: relu is for inference (keep=False); backward does not undo it")
