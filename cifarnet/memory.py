@@ -51,18 +51,23 @@ def keep_freed_memory() -> bool:
     if _state["applied"] is not None:
         return _state["applied"]
     applied = False
-    if sys.platform.startswith("linux"):
-        try:
-            libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-            mallopt = libc.mallopt
-        except (OSError, AttributeError):
-            mallopt = None
-        if mallopt is not None:
-            mallopt.argtypes, mallopt.restype = (ctypes.c_int, ctypes.c_int), ctypes.c_int
-            applied = all([mallopt(M_ARENA_MAX, 1), mallopt(M_MMAP_THRESHOLD, KEEP_BELOW),
-                           mallopt(M_TRIM_THRESHOLD, _INT_MAX)])
+    mallopt = _glibc("mallopt")
+    if mallopt is not None:
+        mallopt.argtypes, mallopt.restype = (ctypes.c_int, ctypes.c_int), ctypes.c_int
+        applied = all([mallopt(M_ARENA_MAX, 1), mallopt(M_MMAP_THRESHOLD, KEEP_BELOW),
+                       mallopt(M_TRIM_THRESHOLD, _INT_MAX)])
     _state["applied"] = applied
     return applied
+
+
+def _glibc(name: str):
+    """glibc's function ``name`` on Linux, else None."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        return getattr(ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6"), name)
+    except (OSError, AttributeError):
+        return None
 
 
 def give_back_freed_memory() -> bool:
@@ -70,11 +75,8 @@ def give_back_freed_memory() -> bool:
     that memory a one-off phase freed (a training plan's first, recorded step, before its buffers
     move into one arena) does not stay resident beside what replaced it. Returns whether glibc did
     it (False elsewhere: nothing to do)."""
-    if not sys.platform.startswith("linux"):
-        return False
-    try:
-        trim = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim
-    except (OSError, AttributeError):
+    trim = _glibc("malloc_trim")
+    if trim is None:
         return False
     trim.argtypes, trim.restype = (ctypes.c_size_t,), ctypes.c_int
     trim(0)

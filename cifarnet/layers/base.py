@@ -70,7 +70,7 @@ class Mode:
 
     def within(self, workspace) -> Mode:
         """This mode for a call that takes its arrays from ``workspace`` (one node's scope)."""
-        return Mode(self.training, self.keep, self.reducer, self.generators, workspace)
+        return replace(self, workspace=workspace)
 
 
 TRAIN = Mode(training=True)

@@ -101,13 +101,14 @@ def forward_backward(model, loss_fn: SoftmaxCrossEntropy, x, y, workers: int | N
         plan.backward(tape, loss_fn.backward(loss_ctx, scale), into=store.grad_views, workspace=workspace)
         return StepResult(loss, logits, store.grad_views)
     edges = part_edges(n, parts)
+    workspaces = [plan.workspace(rank) if static_buffers else None for rank in range(parts)]
     if group is None or group.size != parts:                  # e.g. a last, smaller batch
         group = ThreadGroup(parts, comm if group is None else group.outer)
     members = [group.member(rank) for rank in range(parts)]
     forks = fork_generators(model, comm.size * parts, first=comm.rank * parts, count=parts)
     modes = [mode.part(member, generators) for member, generators in zip(members, forks, strict=True)]
-    forwards = run_parts([partial(plan.forward, x[a:b], m, workspace=plan.workspace(rank) if static_buffers else None)
-                          for rank, ((a, b), m) in enumerate(zip(edges, modes, strict=True))], on_error=group.abort)
+    forwards = run_parts([partial(plan.forward, x[a:b], m, workspace=workspace)
+                          for (a, b), m, workspace in zip(edges, modes, workspaces, strict=True)], on_error=group.abort)
     logits = array_module(x).concatenate([out for out, _ in forwards])
     loss, loss_ctx = loss_fn.forward(logits, y)
     dlogits = loss_fn.backward(loss_ctx, scale)
@@ -117,7 +118,7 @@ def forward_backward(model, loss_fn: SoftmaxCrossEntropy, x, y, workers: int | N
     def backward(rank: int, tape, a: int, b: int) -> None:
         buffer, views = store.part_grads(parts)[rank]
         plan.backward(tape, dlogits[a:b], into=views, on_ready=None if buckets is None else buckets.ready,
-                      workspace=plan.workspace(rank) if static_buffers else None)
+                      workspace=workspaces[rank])
         members[rank].allreduce(buffer)                # every part's buffer now holds the sum
 
     run_parts([partial(backward, rank, ctx, a, b) for rank, ((a, b), (_, ctx)) in enumerate(zip(edges, forwards,
