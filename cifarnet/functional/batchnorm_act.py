@@ -94,7 +94,8 @@ def row_spans(n_rows: int, row_bytes: int, chunk_bytes: int) -> list[tuple[int, 
 class BatchNormActNumpy:
     """Batch norm, addition and activation on ``(N*H, W*C)`` row views (:mod:`cifarnet.arrays.rows`),
     equal bit for bit to :class:`~cifarnet.functional.batchnorm.BatchNormNumpy` followed by the
-    addition and the activation: the channel sums are the same calls on the same whole arrays (NumPy
+    addition and the activation: both compute the statistics and the input gradient with the same
+    functions of :mod:`cifarnet.functional.batchnorm`, the channel sums on the same whole arrays (NumPy
     adds rows in order, so a sum taken block by block would round differently and a float32 run
     would part from the unfused one within tens of steps), and every element goes through the same
     operations in the same order. What is fused is the element-wise work: the passes that follow a
