@@ -23,6 +23,8 @@ PRELUDE = """
 #include <cmath>
 using std::sqrt;
 using std::tanh;
+using std::exp;
+using std::log;
 struct cuda_dim3 { long x, y, z; };
 static cuda_dim3 blockIdx, threadIdx, blockDim, gridDim;
 #define __global__
@@ -62,8 +64,9 @@ def build(kernel, dtype, folder: Path):
     def call(grid: int, *args) -> None:
         converted = []
         for (kind, _), value in zip(params, args, strict=True):
-            if "*" in kind:
-                assert value.flags.c_contiguous and value.dtype == dtype, kind
+            if "*" in kind:                      # real*, or long* / double* whatever real is
+                expected = np.int64 if "long" in kind else np.float64 if "double" in kind else dtype
+                assert value.flags.c_contiguous and value.dtype == expected, kind
                 converted.append(ctypes.c_void_p(value.ctypes.data))
             elif kind == "long":
                 converted.append(ctypes.c_long(int(value)))

@@ -24,7 +24,8 @@ def _conv_args(kernel: str):
     ho, wo = (h + 2 * pad - kh) // stride + 1, (w + 2 * pad - kw) // stride + 1
     if kernel == "im2col":
         return 4, [_r(n, h, w, c), np.zeros((n * ho * wo, kh * kw * c)), n, h, w, c, kh, kw, stride, pad, ho, wo]
-    return 4, [_r(n * ho * wo, kh * kw * c), np.zeros((n, h, w, c)), n, h, w, c, kh, kw, stride, pad, ho, wo]
+    add = int(kernel == "col2im_add")                 # onto a gradient dx already holds
+    return 4, [_r(n * ho * wo, kh * kw * c), _r(n, h, w, c, seed=1), n, h, w, c, kh, kw, stride, pad, ho, wo, add]
 
 
 def _bn_args(kernel: str):
@@ -82,10 +83,43 @@ def _bn_gelu_args(kernel: str):
     return grid, args
 
 
+def _step_args(kernel: str):
+    """The loss, pooling, update and summary kernels' arguments."""
+    n, k = 37, 10
+    logits, labels = _r(n, k) * 3, np.random.default_rng(1).integers(0, k, n)
+    grads = _r(300, seed=2)
+    grads[17] = np.inf
+    x, dout = _r(3, 5, 4), _r(3, 4, seed=1)
+    p, g, v, decay = _r(50), _r(50, seed=1), _r(50, seed=2), np.abs(_r(50, seed=3)) * 1e-3
+    return {
+        "softmax_xent": (1, [logits, labels, np.zeros((n, k)), np.zeros(1), n, k, 0.1]),
+        "step_summary": (1, [np.asarray([1.5]), logits, labels, grads, np.zeros(3), n, k, grads.size]),
+        "gap_forward": (2, [x, np.zeros((3, 4)), 3, 5, 4]),
+        "gap_backward": (4, [dout, np.zeros((3, 5, 4)), 3, 5, 4]),
+        "sgd_step": (3, [p, g, v, decay, 0.0, 1, 0.1, 0.9, 1, 0, p.size]),
+        "sgd_step_first": (3, [p, g, np.zeros(50), decay, 5e-4, 0, 0.1, 0.9, 0, 1, p.size]),
+    }[kernel]
+
+
+def _columns_args(kernel: str):
+    """Batch norm's output pass writing a 3x3 'same' convolution's columns, ReLU (GELU: ``_gelu``)."""
+    n, h, w, c = 2, 4, 5, 3
+    x = _r(n, h, w, c) * 2 + 1
+    mean, invstd = x.reshape(-1, c).mean(axis=0), 1 / np.sqrt(x.reshape(-1, c).var(axis=0) + 1e-5)
+    gamma, beta = np.random.default_rng(2).uniform(0.5, 2, c), _r(c, seed=3)
+    activation = 2 if kernel.endswith("_gelu") else 1
+    return 5, [x, mean, invstd, gamma, beta, np.zeros((n, h, w, c)), np.full((n * h * w, 9 * c), 7.0), n, h, w, c,
+               3, 3, 1, activation]
+
+
 ARGS = {"im2col": _conv_args, "col2im": _conv_args, "bn_stats": _bn_args, "bn_apply": _bn_args,
         "bn_grad_sums": _bn_args, "bn_dx": _bn_args, "relu_forward": _relu_args, "relu_backward": _relu_args,
-        "bn_apply_act": _bn_act_args, "bn_grad_sums_act": _bn_act_args, "bn_dx_act": _bn_act_args}
+        "bn_apply_act": _bn_act_args, "bn_grad_sums_act": _bn_act_args, "bn_dx_act": _bn_act_args,
+        "softmax_xent": _step_args, "step_summary": _step_args, "gap_forward": _step_args, "gap_backward": _step_args,
+        "sgd_step": _step_args, "bn_act_columns": _columns_args}
 GELU_ARGS = {f"{name}_gelu": _bn_gelu_args for name in ("bn_apply_act", "bn_grad_sums_act", "bn_dx_act")}
+VARIANT_ARGS = {**GELU_ARGS, "col2im_add": _conv_args, "sgd_step_first": _step_args,
+                "bn_act_columns_gelu": _columns_args}
 
 
 def test_every_kernel_has_a_case():
@@ -94,11 +128,13 @@ def test_every_kernel_has_a_case():
 
 @pytest.mark.skipif(COMPILER is None, reason="needs a C++ compiler (g++) to run CUDA sources on the CPU")
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
-@pytest.mark.parametrize("name", sorted(ARGS) + sorted(GELU_ARGS))
+@pytest.mark.parametrize("name", sorted(ARGS) + sorted(VARIANT_ARGS))
 def test_the_cuda_source_run_on_the_cpu_computes_what_its_twin_does(name, dtype):
-    kernel = KERNELS[name.removesuffix("_gelu")]
-    grid, args = {**ARGS, **GELU_ARGS}[name](name)
-    args = [a.astype(dtype) if isinstance(a, np.ndarray) else a for a in args]
+    kernel = KERNELS[name.removesuffix("_gelu").removesuffix("_add").removesuffix("_first")]
+    grid, args = {**ARGS, **VARIANT_ARGS}[name](name)
+    args = [a.astype(dtype) if isinstance(a, np.ndarray) and a.dtype.kind == "f" else a for a in args]
+    if name == "step_summary":                            # its output is float64 whatever the logits are
+        args[4] = args[4].astype(np.float64)
     theirs, ours = copy.deepcopy(args), copy.deepcopy(args)
     kernel.twin(*theirs)
     compiled(kernel, dtype)(grid, *ours)
@@ -174,10 +210,41 @@ def test_gpu_check_without_a_gpu_does_what_the_cpu_can_and_says_so(tmp_path, cap
     assert report["gpu"] is None and report["why_no_gpu"] and "no GPU" in printed
     assert report["failed"] == [] and report["step"] == [] and report["timing"] == []
     assert {v["variant"] for v in report["variants"]} == {"cupy-fused"} and all(v["ok"] for v in report["variants"])
-    assert {v["op"] for v in report["variants"]} == {"conv2d", "batch_norm", "relu"}
+    assert {v["op"] for v in report["variants"]} == {"conv2d", "batch_norm", "relu", "softmax_cross_entropy",
+                                                     "global_avg_pool", "sgd_update", "step_summary"}
     counts = report["launches"]["counted_on_cpu"]
     assert counts["resnet32"]["fused"] < 600 < counts["resnet32"]["reference"]
     if isinstance(report["compile"], list):                 # NVRTC present: every kernel, both archs and dtypes
         assert len(report["compile"]) == len(KERNELS) * 2 * 2
     else:
         assert report["compile"].startswith("not run")
+
+
+@pytest.mark.parametrize("activation", ["relu", "gelu"])
+def test_batch_norm_writing_the_next_convolution_s_columns_gives_what_im2col_of_its_output_gives(activation):
+    """The fused batch norm with ``columns`` (:mod:`cifarnet.kernels.bn_columns`, its twin here) writes
+    the output the reference computes and the column matrix ``im2col`` makes of it; the fused
+    convolution given those columns computes what it computes from its input."""
+    from cifarnet.functional import batch_norm_act, conv2d
+    from cifarnet.functional.dispatch import FUSED
+
+    n, h, w, c = 3, 5, 4, 6
+    x = _r(n, h, w, c) * 2 - 1
+    gamma, beta = np.random.default_rng(2).uniform(0.5, 2, c), _r(c, seed=3)
+    stats = [np.zeros(c), np.ones(c)]
+    want, _ = batch_norm_act.variants["reference"].forward(x, gamma, beta, *[s.copy() for s in stats],
+                                                           activation=activation, training=True)
+    cols = np.full((n * h * w, 9 * c), np.nan)
+    out, _ = batch_norm_act.variants[FUSED].forward(x, gamma, beta, *[s.copy() for s in stats], activation=activation,
+                                                    training=True, columns=(cols, 3, 3, 1))
+    np.testing.assert_allclose(out, want, rtol=1e-12, atol=1e-12)
+    expected = np.zeros_like(cols)
+    KERNELS["im2col"].twin(want, expected, n, h, w, c, 3, 3, 1, 1, h, w)
+    np.testing.assert_allclose(cols, expected, rtol=1e-12, atol=1e-12)
+    W = _r(3, 3, c, 4, seed=5)
+    fused = conv2d.variants[FUSED]
+    with_columns, saved = fused.forward(out, W, None, stride=1, padding=1, columns=cols)
+    np.testing.assert_allclose(with_columns, fused.forward(out, W, None, stride=1, padding=1)[0], rtol=1e-12)
+    assert saved[0] is cols                                  # kept for the weight gradient
+    with pytest.raises(ValueError, match="columns"):
+        fused.forward(out, W, None, stride=1, padding=1, columns=cols[:-1])

@@ -250,3 +250,38 @@ def test_simplecnn_s_float32_steps_through_the_fused_plan_equal_the_unfused_step
             opt.step(model, store.grad_views)
         weights.append(store.params.copy())
     assert weights[0].dtype == np.float32 and np.array_equal(weights[0], weights[1])
+
+
+@pytest.mark.parametrize("shortcut", ["projection", "zero_pad"])
+def test_a_block_s_first_convolution_adds_its_input_gradient_onto_the_shortcut_s_bit_for_bit(shortcut, monkeypatch):
+    """ResNet-20's residual inputs: the first convolution of each block adds its input gradient onto
+    the one its shortcut gave (``dx_add``: all 9 blocks)
+    instead of the plan adding the two afterwards; float32 gradients equal to the last bit."""
+    import dataclasses
+
+    from cifarnet.layers import Conv2d, kinds
+
+    received = []
+    original = Conv2d.backward
+
+    def spy(self, ctx, dout, need_dx=True, into=None, dx_add=None):
+        received.append(dx_add is not None)
+        dx = original(self, ctx, dout, need_dx=need_dx, into=into, dx_add=dx_add)
+        return dx
+
+    monkeypatch.setattr(Conv2d, "backward", spy)
+    grads = []
+    for adds in (True, False):
+        if not adds:                               # the kind says it cannot: the plan adds afterwards
+            plain = dataclasses.replace(kinds.kind_of("conv"), adds_input_gradient=False)
+            monkeypatch.setattr("cifarnet.training.plan.kind_of",
+                                lambda name, plain=plain: plain if name == "conv" else kinds.kind_of(name))
+        received.clear()
+        model = build_model(model_description("resnet20", shortcut=shortcut), seed=0)
+        plan, store = TrainingPlan.of(model), FlatStore.of(model)
+        x = np.random.default_rng(0).standard_normal((4, 32, 32, 3)).astype(np.float32)
+        out, tape = plan.forward(x, TRAIN)
+        plan.backward(tape, np.random.default_rng(1).standard_normal(out.shape).astype(np.float32), store.grad_views)
+        grads.append(store.grads.copy())
+        assert sum(received) == (9 if adds else 0), received
+    assert np.array_equal(grads[0], grads[1])

@@ -59,6 +59,15 @@ CASES: dict[str, list[Case]] = {
              (_r(3, 9, 6, 24), _r(3, 3, 24, 32, seed=1, scale=0.2), _r(32, seed=2)), {"stride": 1, "padding": 1}),
         Case("Winograd without padding, 3x3 output", (_r(2, 5, 5, 32), _r(3, 3, 32, 24, seed=1, scale=0.2), None),
              {"stride": 1, "padding": 0}),
+        # the input gradient added onto one already there (a residual block's input), on each path
+        Case("dx added, 3x3 odd size", (_r(2, 7, 7, 3), _r(3, 3, 3, 4, seed=1), None), {"stride": 1, "padding": 1},
+             {"dx_add": _r(2, 7, 7, 3, seed=5)}),
+        Case("dx added, blocked", (_r(2, 8, 8, 16), _r(3, 3, 16, 16, seed=1), None), {"stride": 1, "padding": 1},
+             {"dx_add": _r(2, 8, 8, 16, seed=5)}),
+        Case("dx added, stride 2", (_r(3, 9, 8, 3), _r(3, 3, 3, 5, seed=1), None), {"stride": 2, "padding": 1},
+             {"dx_add": _r(3, 9, 8, 3, seed=5)}),
+        Case("dx added, Winograd", (_r(3, 9, 6, 24), _r(3, 3, 24, 32, seed=1, scale=0.2), None),
+             {"stride": 1, "padding": 1}, {"dx_add": _r(3, 9, 6, 24, seed=5)}),
     ],
     "batch_norm": [
         Case("images, training", (_r(4, 5, 3, 6, scale=2) + 1, *_bn(6)), {"training": True}),
@@ -101,11 +110,19 @@ CASES: dict[str, list[Case]] = {
     "pad_shortcut": [Case("16 -> 32, stride 2", (_r(2, 6, 6, 4),), {"stride": 2, "channels": 8}),
                      Case("odd size", (_r(1, 5, 7, 2),), {"stride": 2, "channels": 5})],
     "sgd_update": [
+        Case("plain, decay", (_r(3, 4), _r(3, 4, seed=1), {}), {"lr": 0.1, "weight_decay": 5e-4}),
         Case("momentum, new state", (_r(3, 4), _r(3, 4, seed=1), {}), {"lr": 0.1, "momentum": 0.9}),
         Case("nesterov, decay, state", (_r(3, 4), _r(3, 4, seed=1), {"velocity": _r(3, 4, seed=2)}),
              {"lr": 0.1, "momentum": 0.9, "nesterov": True, "weight_decay": 5e-4}),
         Case("flat, decay per element", (_r(12), _r(12, seed=1), {"velocity": _r(12, seed=2)}),
              {"lr": 0.1, "momentum": 0.9, "weight_decay": np.repeat([5e-4, 0.0, 5e-4], 4)}),
+    ],
+    "step_summary": [
+        Case("finite", (np.asarray(2.5), _r(7, 4), np.array([0, 1, 2, 3, 0, 1, 2]), _r(30, seed=1))),
+        Case("a gradient not finite", (np.asarray(0.5), _r(5, 3), np.arange(5) % 3,
+                                       np.array([1.0, np.inf, 2.0, -1.0]))),
+        Case("a NaN gradient, ties in a row", (np.asarray(1.0), np.array([[1.0, 1.0, 0.0], [0.0, 2.0, 2.0]]),
+                                               np.array([0, 2]), np.array([np.nan, 1.0]))),
     ],
     "adam_update": [
         Case("first step", (_r(5,), _r(5, seed=1), {}), {"lr": 0.01, "beta1": 0.9, "beta2": 0.999, "eps": 1e-8,
@@ -183,14 +200,21 @@ def compare(op: Op, variant_name: str, case: Case, dtype=np.float64) -> list[str
     out_ref, saved_ref = reference.forward(*ref_args, **ref_kwargs)
     out_var, saved_var = variant.forward(*var_args, **var_kwargs)
     _close("forward", out_var, out_ref, rtol, problems)
+    if not hasattr(reference, "backward"):                       # a forward-only op (the step's summary)
+        return problems
     for i, (a, b) in enumerate(zip(var_args, ref_args, strict=True)):   # arrays updated in place (running statistics)
         if isinstance(b, np.ndarray) and i > 0:
             _close(f"argument {i} after forward", a, b, rtol, problems)
     dout = np.random.default_rng(99).standard_normal(np.shape(to_numpy(out_ref)))
-    dx_ref, grads_ref = reference.backward(saved_ref, dout, **case.backward_kwargs) if "dloss" not in \
+    ref_bkw = {k: copy.deepcopy(_on(NUMPY, v, np.float64)) for k, v in case.backward_kwargs.items()}
+    var_bkw = {k: copy.deepcopy(_on(backend, v, dtype)) for k, v in case.backward_kwargs.items()}
+    dx_ref, grads_ref = reference.backward(saved_ref, dout, **ref_bkw) if "dloss" not in \
         case.backward_kwargs else reference.backward(saved_ref, None)
-    dx_var, grads_var = variant.backward(saved_var, backend.asarray(dout, dtype=dtype), **case.backward_kwargs) \
+    dx_var, grads_var = variant.backward(saved_var, backend.asarray(dout, dtype=dtype), **var_bkw) \
         if "dloss" not in case.backward_kwargs else variant.backward(saved_var, None)
+    for k in ref_bkw:                                   # an array given to add into is the one returned
+        if k.endswith("_add") and (dx_ref is not ref_bkw[k] or dx_var is not var_bkw[k]):
+            problems.append(f"{k}: the input gradient is not the array given to add into")
     _close("dx", dx_var, dx_ref, rtol, problems)
     if grads_var.keys() != grads_ref.keys():
         problems.append(f"gradient names {sorted(grads_var)} != {sorted(grads_ref)}")

@@ -59,9 +59,14 @@ def to_blocks(y, block: int, out=None):
     return out
 
 
-def write_from_blocks(out, rows, block: int) -> None:
-    """Inverse of :func:`to_blocks`, written into ``out`` ``(N, H, W, C)`` (C-contiguous)."""
+def write_from_blocks(out, rows, block: int, add: bool = False) -> None:
+    """Inverse of :func:`to_blocks`, written into ``out`` ``(N, H, W, C)`` (C-contiguous), or added
+    to what it holds if ``add``."""
     n, h, w, c = out.shape
     b = block
     blocks = rows.reshape(n, h // b, w // b, b, b, c).transpose(0, 1, 3, 2, 4, 5)
-    array_module(out).copyto(out.reshape(n, h // b, b, w // b, b, c), blocks)
+    target = out.reshape(n, h // b, b, w // b, b, c)
+    if add:
+        target += blocks
+    else:
+        array_module(out).copyto(target, blocks)

@@ -116,7 +116,7 @@ class _InputTiles:
 
 
 def correlate_into(out, x, filters, padding: tuple[int, int], tiles_per_chunk: int | None = None,
-                   workspace=None) -> None:
+                   workspace=None, add: bool = False) -> None:
     """``out[n, i, j] = sum_{a, b, c} x_pad[n, i + a, j + b, c] * W[a, b, c]`` for 3x3 ``W``.
 
     Args:
@@ -126,6 +126,7 @@ def correlate_into(out, x, filters, padding: tuple[int, int], tiles_per_chunk: i
         padding: zeros added on each side of each spatial axis, ``(ph, pw)``.
         tiles_per_chunk: tiles per chunk of images (default :data:`TILES_PER_CHUNK`).
         workspace: where the chunk buffers live from call to call (:mod:`cifarnet.arrays.workspace`).
+        add: add the correlation to what ``out`` holds instead of overwriting it.
     """
     n, h, w, c_in = x.shape
     ph, pw = padding
@@ -154,7 +155,11 @@ def correlate_into(out, x, filters, padding: tuple[int, int], tiles_per_chunk: i
         for r in range(TILE):                     # output rows r, r+4, ... and columns q, q+4, ...
             rows = len(range(r, ho, TILE))
             for q in range(TILE):
-                o[:, r::TILE, q::TILE] = s[r, q, :, :rows, :len(range(q, wo, TILE))]
+                tile = s[r, q, :, :rows, :len(range(q, wo, TILE))]
+                if add:
+                    o[:, r::TILE, q::TILE] += tile
+                else:
+                    o[:, r::TILE, q::TILE] = tile
 
 
 

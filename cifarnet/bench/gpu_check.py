@@ -10,7 +10,8 @@ launch counts of :mod:`cifarnet.counting`) and exits 0. Exit status 1 when a che
 The JSON (``--out``): ``{"machine", "cupy", "gpu": {name, compute_capability, memory_gib, driver,
 runtime} or null, "why_no_gpu", "compile": [{kernel, arch, dtype, registers, spill_stores,
 spill_loads}], "variants": [{op, variant, case, dtype, on, max_rel_error, ok}], "step": [{model,
-kernels, loss_rel_error, grad_rel_error, ok}], "launches": {"counted_on_cpu": {model: {reference,
+kernels, loss_rel_error, grad_rel_error, param_rel_error, read_back_ok, ok}], "launches":
+{"counted_on_cpu": {model: {reference,
 fused}}, "on_gpu": {model: {kernels: count}} or null}, "timing": [{model, what, batch, kernels,
 framework, median_ms or images_per_s}], "failed": [names of failed checks]}``; error ratios are the
 largest absolute difference over the largest absolute reference value.
@@ -27,7 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from ..backend import NUMPY, cupy_available, get_backend, to_numpy
-from ..functional import batch_norm, conv2d, relu
+from ..functional import batch_norm, conv2d, global_avg_pool, relu, sgd_update, softmax_cross_entropy, step_summary
 from ..functional.dispatch import FUSED, use_fused_kernels
 from ..kernels import KERNELS, KernelCompileError, compile_report
 from ..losses import SoftmaxCrossEntropy
@@ -53,27 +54,71 @@ CASES = [
     (batch_norm, "features, training, batch 3", [_r(3, 5) * 3 - 1, *_bn(5)], {"training": True}),
     (batch_norm, "images, eval", [_r(3, 4, 4, 3), *_bn(3)], {"training": False}),
     (relu, "images", [_r(2, 3, 4, 5)], {}),
+    (conv2d, "3x3, dx added onto a gradient", [_r(2, 8, 8, 16), _r(3, 3, 16, 16, seed=1), None],
+     {"stride": 1, "padding": 1, "backward": {"dx_add": _r(2, 8, 8, 16, seed=3)}}),
+    (softmax_cross_entropy, "300 rows, smoothed", [_r(300, 10) * 3, np.arange(300) % 10], {"label_smoothing": 0.1}),
+    (global_avg_pool, "images", [_r(3, 5, 7, 6)], {}),
+    (sgd_update, "nesterov, decay per element", [_r(1000), _r(1000, seed=1), {"velocity": _r(1000, seed=2)}],
+     {"lr": 0.1, "momentum": 0.9, "nesterov": True, "weight_decay": np.repeat([5e-4, 0.0], 500)}),
+    (sgd_update, "momentum, first step", [_r(777), _r(777, seed=1), {}], {"lr": 0.1, "momentum": 0.9}),
+    (step_summary, "5000 gradients, one infinite", [np.asarray(1.25), _r(300, 10), np.arange(300) % 10,
+                                                    np.where(np.arange(5000) == 4321, np.inf, _r(5000))], {}),
 ]
 
 
 def _error(got, want) -> float:
     got, want = np.asarray(to_numpy(got), dtype=np.float64), np.asarray(want, dtype=np.float64)
-    return float(np.abs(got - want).max(initial=0.0) / max(float(np.abs(want).max(initial=0.0)), 1e-30))
+    same = (got == want) | (np.isnan(got) & np.isnan(want))           # infinities and NaNs where expected
+    if not same.all() and not np.isfinite(got[~same]).all():
+        return float("inf")
+    finite = np.abs(want[np.isfinite(want)])
+    with np.errstate(invalid="ignore"):                                # inf - inf where both are inf
+        differences = np.where(same, 0.0, np.abs(got - want))
+    return float(differences.max(initial=0.0) / max(float(finite.max(initial=0.0)), 1e-30))
+
+
+def _to(backend, value, dtype):
+    """A copy of ``value`` on ``backend``: float arrays as ``dtype``, integer ones as they are, dicts
+    of arrays entry by entry."""
+    if isinstance(value, dict):
+        return {k: _to(backend, v, dtype) for k, v in value.items()}
+    if not isinstance(value, np.ndarray):
+        return value
+    return backend.asarray(value.copy(), dtype=dtype if value.dtype.kind == "f" else None)
 
 
 def check_variant(op, variant: str, case: str, args, kwargs, dtype, backend) -> dict:
-    """One case through ``op``'s ``variant`` on ``backend`` against the reference (NumPy, float64)."""
+    """One case through ``op``'s ``variant`` on ``backend`` against the reference (NumPy, float64):
+    forward and backward (``kwargs["backward"]``: the backward's own keyword arguments), an update
+    op's new parameter and state, a forward-only op's output."""
     reference, tried = op.variants["reference"], op.variants[variant]
-    ref_args = [None if a is None else a.copy() for a in args]
-    var_args = [None if a is None else backend.asarray(a, dtype=dtype) for a in args]
-    out_ref, saved_ref = reference.forward(*ref_args, **kwargs)
-    out_var, saved_var = tried.forward(*var_args, **kwargs)
+    backward_kwargs = kwargs.get("backward", {})
+    kwargs = {k: v for k, v in kwargs.items() if k != "backward"}
+    ref_args, var_args = [_to(NUMPY, a, np.float64) for a in args], [_to(backend, a, dtype) for a in args]
+    ref_kwargs, var_kwargs = ({k: _to(where, v, t) for k, v in kwargs.items()}
+                              for where, t in ((NUMPY, np.float64), (backend, dtype)))
+    if hasattr(reference, "apply"):
+        reference.apply(*ref_args, **ref_kwargs)
+        tried.apply(*var_args, **var_kwargs)
+        errors = [_error(var_args[0], ref_args[0])] + [_error(var_args[2][k], ref_args[2][k]) for k in ref_args[2]]
+        return _verdict(op, variant, case, dtype, backend, errors)
+    out_ref, saved_ref = reference.forward(*ref_args, **ref_kwargs)
+    out_var, saved_var = tried.forward(*var_args, **var_kwargs)
     errors = [_error(out_var, out_ref)]
-    errors += [_error(a, b) for a, b in zip(var_args[1:], ref_args[1:], strict=True) if b is not None]
+    errors += [_error(a, b) for a, b in zip(var_args[1:], ref_args[1:], strict=True)
+               if isinstance(b, np.ndarray) and b.dtype.kind == "f"]
+    if not hasattr(reference, "backward"):
+        return _verdict(op, variant, case, dtype, backend, errors)
     dout = _r(*np.shape(out_ref), seed=99)
-    dx_ref, grads_ref = reference.backward(saved_ref, dout)
-    dx_var, grads_var = tried.backward(saved_var, backend.asarray(dout, dtype=dtype))
+    dx_ref, grads_ref = reference.backward(saved_ref, dout, **{k: _to(NUMPY, v, np.float64)
+                                                               for k, v in backward_kwargs.items()})
+    dx_var, grads_var = tried.backward(saved_var, backend.asarray(dout, dtype=dtype),
+                                       **{k: _to(backend, v, dtype) for k, v in backward_kwargs.items()})
     errors += [_error(dx_var, dx_ref)] + [_error(grads_var[k], grads_ref[k]) for k in grads_ref]
+    return _verdict(op, variant, case, dtype, backend, errors)
+
+
+def _verdict(op, variant: str, case: str, dtype, backend, errors: list[float]) -> dict:
     worst = max(errors)
     tolerance = 1e-10 if dtype == np.float64 else 2e-4
     return {"op": op.name, "variant": variant, "case": case, "dtype": np.dtype(dtype).name, "on": backend.name,
@@ -81,8 +126,10 @@ def check_variant(op, variant: str, case: str, args, kwargs, dtype, backend) -> 
 
 
 def check_step(model_name: str, backend, fused: bool) -> dict:
-    """One training step's loss and gradients on ``backend`` against NumPy's, float32, the same weights."""
-    from ..training.step import forward_backward
+    """One training step on ``backend`` against NumPy's, float32, the same weights: the loss, the
+    gradients, the step's read-back (loss, correct) and the weights after an SGD update."""
+    from ..optim import SGD
+    from ..training.step import forward_backward, read_back
 
     results = {}
     for where in (NUMPY, backend):
@@ -92,12 +139,19 @@ def check_step(model_name: str, backend, fused: bool) -> dict:
         x = where.asarray(rng.standard_normal((16, 32, 32, 3)).astype(np.float32))
         y = where.asarray(rng.integers(0, 10, 16))
         result = forward_backward(model, SoftmaxCrossEntropy(), x, y, workers=1)
-        results[where.name] = (float(result.loss), to_numpy(model.store.grads))
+        grads = to_numpy(model.store.grads).copy()
+        summary = read_back(result, y, model.store.grads)
+        SGD(lr=0.1, momentum=0.9, weight_decay=5e-4).step(model, result.grads)
+        results[where.name] = (float(result.loss), grads, summary, to_numpy(model.store.params).copy())
     use_fused_kernels(False)
-    (loss_a, grads_a), (loss_b, grads_b) = results["numpy"], results[backend.name]
-    loss_err, grad_err = abs(loss_a - loss_b) / abs(loss_a), _error(grads_b, grads_a)
+    (loss_a, grads_a, sum_a, params_a), (loss_b, grads_b, sum_b, params_b) = results["numpy"], results[backend.name]
+    loss_err, grad_err, param_err = abs(loss_a - loss_b) / abs(loss_a), _error(grads_b, grads_a), _error(params_b,
+                                                                                                        params_a)
+    read_back_ok = abs(sum_a.loss - sum_b.loss) <= 1e-4 * abs(sum_a.loss) and sum_a.correct == sum_b.correct \
+        and sum_a.finite and sum_b.finite
     return {"model": model_name, "kernels": "fused" if fused else "reference", "loss_rel_error": loss_err,
-            "grad_rel_error": grad_err, "ok": loss_err <= 1e-4 and grad_err <= 1e-2}
+            "grad_rel_error": grad_err, "param_rel_error": param_err, "read_back_ok": read_back_ok,
+            "ok": loss_err <= 1e-4 and grad_err <= 1e-2 and param_err <= 1e-3 and read_back_ok}
 
 
 def cpu_launch_counts() -> dict:

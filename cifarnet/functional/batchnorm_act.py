@@ -30,6 +30,7 @@ from ..arrays.workspace import pooled, scratch, take
 from ..backend import array_module
 from ..comm import LOCAL
 from ..kernels import batchnorm_act as kernels
+from ..kernels.bn_columns import bn_act_columns
 from .activation import GeluNumpy, GeluReference, ReluReference
 from .batchnorm import (
     BatchNormReference,
@@ -189,15 +190,23 @@ class BatchNormActNumpy:
 class BatchNormActFused:
     """``bn_stats`` and ``bn_apply_act`` forward, ``bn_grad_sums_act`` and ``bn_dx_act`` backward
     (:mod:`cifarnet.kernels.batchnorm_act`); one device's batch only, as the fused batch norm. With a
-    ``workspace`` its output and gradients are pooled arrays, its statistics its own."""
+    ``workspace`` its output and gradients are pooled arrays, its statistics its own.
+
+    ``columns=(cols, kh, kw, pad)`` (no residual; the training plan gives it when a stride-1 "same"
+    convolution alone reads the output): the output pass also writes the column matrix ``cols``
+    ``(N*H*W, KH*KW*C)`` of that convolution, in the one launch of ``bn_act_columns``
+    (:mod:`cifarnet.kernels.bn_columns`), and the convolution skips its ``im2col``."""
 
     takes_workspace = True
+    makes_columns = True
 
     @staticmethod
     def forward(x, gamma, beta, running_mean, running_var, *, activation: str, training: bool,
                 momentum: float = 0.1, eps: float = 1e-5, reducer=LOCAL, residual=None, keep: bool = True,
-                overwrite_input: bool = False, workspace=None):
+                overwrite_input: bool = False, workspace=None, columns=None):
         _check_activation(activation, residual)
+        if columns is not None and residual is not None:
+            raise ValueError("batch_norm_act: the column matrix is written for an output without a residual")
         x, mean, invstd, rows = fused_statistics(x, gamma, running_mean, running_var, training, momentum, eps,
                                                  reducer, workspace)
         xp = array_module(x)
@@ -205,8 +214,16 @@ class BatchNormActFused:
         code = kernels.RELU if activation == "relu" else kernels.GELU
         res = x if residual is None else xp.ascontiguousarray(residual)
         out = pooled(workspace, x.shape, x.dtype, xp)
-        kernels.bn_apply_act(xp, x.size, x, mean, invstd, gamma, beta, res, out, x.size, c, code,
-                             residual is not None)
+        if columns is None:
+            kernels.bn_apply_act(xp, x.size, x, mean, invstd, gamma, beta, res, out, x.size, c, code,
+                                 residual is not None)
+        else:
+            cols, kh, kw, pad = columns
+            n, h, w, _ = x.shape
+            if x.ndim != 4 or cols.shape != (n * h * w, kh * kw * c) or 2 * pad != kh - 1 or kh != kw:
+                raise ValueError(f"batch_norm_act: columns {cols.shape} for a {kh}x{kw} kernel, padding {pad}, "
+                                 f"do not fit a stride-1 'same' convolution of input {x.shape}")
+            bn_act_columns(xp, cols.size, x, mean, invstd, gamma, beta, out, cols, n, h, w, c, kh, kw, pad, code)
         return out, ((x, out, mean, invstd, gamma, beta, training, rows, code, residual is not None, workspace)
                      if keep else None)
 

@@ -9,7 +9,10 @@ computes ``relu?(correlate(pad(x), W) + b + residual)``; the residual and ReLU s
 (with ``keep=False``), where they are applied while each output is in cache. ``backward(ctx, dout,
 need_dx=True) -> (dx, {"W": dW, "b": db})``; with ``need_dx=False`` (a network's first layer) the
 input gradient, the most expensive product, is skipped and ``dx`` is None; ``grads_out`` (name ->
-array) receives the parameter gradients in place (:mod:`cifarnet.functional.destination`).
+array) receives the parameter gradients in place (:mod:`cifarnet.functional.destination`);
+``dx_add`` (an ``(N, H, W, C_in)`` array, e.g. the gradient a residual block's shortcut already
+gave its input) receives the input gradient added to what it holds, and is returned as ``dx``:
+the same sums as adding afterwards, without a separate pass (nor, on a GPU, a launch).
 """
 from __future__ import annotations
 
@@ -63,7 +66,7 @@ class Conv2dReference:
         return out, ((cols, x_pad.shape, W, b is not None, stride, padding) if keep else None)
 
     @staticmethod
-    def backward(saved, dout, need_dx: bool = True, grads_out=None):
+    def backward(saved, dout, need_dx: bool = True, grads_out=None, dx_add=None):
         cols, pad_shape, W, has_bias, stride, padding = saved
         kh, kw, c_in, c_out = W.shape
         n, ho, wo, _ = dout.shape
@@ -74,7 +77,11 @@ class Conv2dReference:
         if not need_dx:
             return None, grads
         dcols = (d @ W.reshape(-1, c_out).T).reshape(n, ho, wo, kh, kw, c_in)
-        return unpad_hw(add_windows(dcols, pad_shape, stride), padding), grads
+        dx = unpad_hw(add_windows(dcols, pad_shape, stride), padding)
+        if dx_add is None:
+            return dx, grads
+        dx_add += dx
+        return dx_add, grads
 
 
 def weight_rows(W, block: int):
@@ -83,7 +90,7 @@ def weight_rows(W, block: int):
 
 
 def correlate_into(out, x_pad, w_rows, patch: tuple[int, int, int], block: int, workspace=None,
-                   images: int | None = None) -> None:
+                   images: int | None = None, add: bool = False) -> None:
     """``out[n, i, j] = sum_{a, b, c} x_pad[n, i*stride + a, j*stride + b, c] * W[a, b, c]``.
 
     Args:
@@ -94,17 +101,18 @@ def correlate_into(out, x_pad, w_rows, patch: tuple[int, int, int], block: int, 
             of ``B x B`` output pixels per patch (stride 1 only).
         workspace: where the column matrix (and a blocked product) are kept, sized for chunks of
             ``images`` images (default N; :mod:`cifarnet.arrays.workspace`), or None.
+        add: add the correlation to what ``out`` holds instead of overwriting it.
     """
     ph, pw, step = patch
     per_image = ((x_pad.shape[1] - ph) // step + 1) * ((x_pad.shape[2] - pw) // step + 1)
     capacity = (images or x_pad.shape[0]) * per_image
     buffer = None if workspace is None else workspace.scratch("cols", (capacity, w_rows.shape[0]), x_pad.dtype)
     cols, _ = gather_patches(x_pad, *patch, out=buffer)       # N*Ho*Wo/B^2, PH*PW*C_in
-    if block == 1:
+    if block == 1 and not add:
         np.matmul(cols, w_rows, out=out.reshape(cols.shape[0], -1))
     else:
         product = scratch(workspace, "blocked product", (capacity, w_rows.shape[1]), out.dtype)[:cols.shape[0]]
-        write_from_blocks(out, np.matmul(cols, w_rows, out=product), block)
+        write_from_blocks(out, np.matmul(cols, w_rows, out=product), block, add=add)
 
 
 def choose_block(channels: int, kernel: tuple[int, int], stride: int, ho: int, wo: int,
@@ -217,7 +225,7 @@ class Conv2dNumpy:
         return out, saved
 
     @staticmethod
-    def backward(saved, dout, need_dx: bool = True, grads_out=None):
+    def backward(saved, dout, need_dx: bool = True, grads_out=None, dx_add=None):
         x, W, has_bias, stride, p, blk, block, chunk, winograd, workspace = saved
         kh, kw, c_in, c_out = W.shape
         ho, wo = dout.shape[1:3]
@@ -226,7 +234,11 @@ class Conv2dNumpy:
         dx_winograd = need_dx and use_winograd(c_out, c_in, (kh, kw), stride, kh - 1 - p, winograd)
         # the weight gradient sums over tiles: at outputs under one tile wide the padding wastes more than it saves
         dw_winograd = use_winograd(c_in, c_out, (kh, kw), stride, p, winograd) and min(ho, wo) >= wino.TILE
-        dx = pooled(workspace, x.shape, dout.dtype) if need_dx else None
+        add = need_dx and dx_add is not None
+        if add and (dx_add.shape != x.shape or dx_add.dtype != dout.dtype or not dx_add.flags.c_contiguous):
+            raise ValueError(f"conv2d: dx_add must be a C-contiguous {dout.dtype} array of the input's shape "
+                             f"{x.shape}, got {dx_add.dtype} {dx_add.shape}")
+        dx = (dx_add if add else pooled(workspace, x.shape, dout.dtype)) if need_dx else None
         dW = target(grads_out, "W")
         dx_im2col = dx if need_dx and not dx_winograd else None
         if dw_winograd:
@@ -234,23 +246,23 @@ class Conv2dNumpy:
                                                workspace=workspace)}
             if dx_im2col is not None:
                 _backward_im2col(x, W, dout, stride, p, blk, block, chunk, dx_im2col, dW, want_dw=False,
-                                 workspace=workspace)
+                                 workspace=workspace, add=add)
         else:
             grads = {"W": _backward_im2col(x, W, dout, stride, p, blk, block, chunk, dx_im2col, dW, want_dw=True,
-                                           workspace=workspace)}
+                                           workspace=workspace, add=add)}
         if dx_winograd:
             filters = wino.transform_filters(flipped_kernel(W).astype(dx.dtype, copy=False), workspace)
-            wino.correlate_into(dx, dout, filters, (kh - 1 - p, kw - 1 - p), workspace=workspace)
+            wino.correlate_into(dx, dout, filters, (kh - 1 - p, kw - 1 - p), workspace=workspace, add=add)
         if has_bias:
             grads["b"] = channel_sums(rows(np.ascontiguousarray(dout)), c_out, out=target(grads_out, "b"))
         return dx, grads
 
 
 def _backward_im2col(x, W, dout, stride: int, p: int, blk: int, block, chunk, dx, dW, want_dw: bool = True,
-                     workspace=None):
+                     workspace=None, add: bool = False):
     """The im2col backward, a chunk of images at a time: the input gradient into ``dx`` (unless
-    None) and, if ``want_dw``, the weight gradient, returned (into ``dW`` when given); its chunk
-    buffers from ``workspace`` if given."""
+    None; added to what it holds if ``add``) and, if ``want_dw``, the weight gradient, returned
+    (into ``dW`` when given); its chunk buffers from ``workspace`` if given."""
     kh, kw, c_in, c_out = W.shape
     n, ho, wo, _ = dout.shape
     h, w = x.shape[1:3]
@@ -287,13 +299,16 @@ def _backward_im2col(x, W, dout, stride: int, p: int, blk: int, block, chunk, dx
         if dx is None:
             continue
         if flipped:
-            correlate_into(dx[start:stop], d_part, w_flip, dx_patch, dx_block, workspace, per_chunk)
+            correlate_into(dx[start:stop], d_part, w_flip, dx_patch, dx_block, workspace, per_chunk, add=add)
         else:
             dcols = scratch(workspace, "dcols", (per_chunk * ho * wo, kh * kw * c_in), dout.dtype)[:m * ho * wo]
             np.matmul(d_part.reshape(-1, c_out), W.reshape(-1, c_out).T, out=dcols)
             image = scratch(workspace, "dx image", (per_chunk,) + x_pad.shape[1:], dout.dtype)[:m]
             add_windows(dcols.reshape(m, ho, wo, kh, kw, -1), x_pad.shape, stride, out=image)
-            dx[start:stop] = unpad_hw(image, p)
+            if add:
+                dx[start:stop] += unpad_hw(image, p)
+            else:
+                dx[start:stop] = unpad_hw(image, p)
     if not want_dw:
         return None
     if blk == 1:

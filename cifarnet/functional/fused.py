@@ -5,7 +5,8 @@ Launches per call (counted by :mod:`cifarnet.counting`), against the reference's
 
 - ``conv2d``: forward im2col + one product (the reference pads first: one more); backward the
   weight product, the column-gradient product and col2im (the reference scatters the columns back
-  in KH*KW additions, each an add and a copy: 2 + 2*KH*KW);
+  in KH*KW additions, each an add and a copy: 2 + 2*KH*KW), which with ``dx_add`` adds onto the
+  gradient given (a residual block's input: the addition the plan would launch is gone);
 - ``batch_norm`` in training: forward ``bn_stats`` (both statistics and the running update) and
   ``bn_apply``; backward ``bn_grad_sums`` and ``bn_dx`` (the reference: about 19 and 10);
 - ``relu``: one each way (the reference: three and one).
@@ -39,19 +40,30 @@ from .dispatch import FUSED
 
 @conv2d.implementation(FUSED)
 class Conv2dFused:
+    """im2col and one product forward; ``columns``, if given, is that column matrix of ``x`` made
+    already (by the batch norm before it, :class:`cifarnet.functional.batchnorm_act.BatchNormActFused`),
+    and im2col is skipped. The columns are kept for the weight gradient."""
+
     takes_workspace = True
+    takes_columns = True
 
     @staticmethod
     def forward(x, W, b=None, *, stride: int = 1, padding: int = 0, residual=None, relu: bool = False,
-                keep: bool = True, workspace=None):
+                keep: bool = True, workspace=None, columns=None):
         _inference_only(keep, residual, relu)
         xp = array_module(x)
         x = xp.ascontiguousarray(x)
         n, h, w, c = x.shape
         kh, kw, _, c_out = W.shape
         ho, wo = (h + 2 * padding - kh) // stride + 1, (w + 2 * padding - kw) // stride + 1
-        cols = take(workspace, "columns", (n * ho * wo, kh * kw * c), x.dtype, xp)
-        im2col(xp, cols.size, x, cols, n, h, w, c, kh, kw, stride, padding, ho, wo)
+        if columns is not None:
+            if columns.shape != (n * ho * wo, kh * kw * c):
+                raise ValueError(f"conv2d: columns of shape {columns.shape}, the input's are "
+                                 f"{(n * ho * wo, kh * kw * c)}")
+            cols = columns
+        else:
+            cols = take(workspace, "columns", (n * ho * wo, kh * kw * c), x.dtype, xp)
+            im2col(xp, cols.size, x, cols, n, h, w, c, kh, kw, stride, padding, ho, wo)
         out = pooled(workspace, (n, ho, wo, c_out), np.result_type(x.dtype, W.dtype), xp)
         xp.matmul(cols, W.reshape(-1, c_out), out=out.reshape(-1, c_out))
         if b is not None:
@@ -63,7 +75,7 @@ class Conv2dFused:
         return out, ((cols, x.shape, W, b is not None, stride, padding, workspace) if keep else None)
 
     @staticmethod
-    def backward(saved, dout, need_dx: bool = True, grads_out=None):
+    def backward(saved, dout, need_dx: bool = True, grads_out=None, dx_add=None):
         cols, (n, h, w, c), W, has_bias, stride, padding, workspace = saved
         xp = array_module(dout)
         kh, kw, _, c_out = W.shape
@@ -76,8 +88,12 @@ class Conv2dFused:
             return None, grads
         dcols = scratch(workspace, "column gradient", (d.shape[0], kh * kw * c), dout.dtype, xp)
         xp.matmul(d, W.reshape(-1, c_out).T, out=dcols)                        # N*Ho*Wo, KH*KW*C_in
-        dx = pooled(workspace, (n, h, w, c), dout.dtype, xp)
-        col2im(xp, dx.size, dcols, dx, n, h, w, c, kh, kw, stride, padding, ho, wo)
+        add = dx_add is not None                    # col2im adds onto it: no separate addition
+        if add and (dx_add.shape != (n, h, w, c) or dx_add.dtype != dout.dtype or not dx_add.flags.c_contiguous):
+            raise ValueError(f"conv2d: dx_add must be a C-contiguous {dout.dtype} array of the input's shape "
+                             f"{(n, h, w, c)}, got {dx_add.dtype} {dx_add.shape}")
+        dx = dx_add if add else pooled(workspace, (n, h, w, c), dout.dtype, xp)
+        col2im(xp, dx.size, dcols, dx, n, h, w, c, kh, kw, stride, padding, ho, wo, add)
         return dx, grads
 
 

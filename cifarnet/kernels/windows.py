@@ -40,7 +40,7 @@ im2col = Kernel("im2col", IM2COL, im2col_twin)
 
 COL2IM = r'''
 extern "C" __global__ void col2im(const real* dcols, real* dx, long n, long h, long w, long c, long kh, long kw,
-                                  long stride, long pad, long ho, long wo) {
+                                  long stride, long pad, long ho, long wo, long add) {
     long total = n * h * w * c;
     for (long i = blockIdx.x * (long)blockDim.x + threadIdx.x; i < total; i += (long)blockDim.x * gridDim.x) {
         long ci = i % c, t = i / c;
@@ -57,21 +57,26 @@ extern "C" __global__ void col2im(const real* dcols, real* dx, long n, long h, l
                 sum += dcols[((((img * ho + ty / stride) * wo + tx / stride) * kh + a) * kw + b) * c + ci];
             }
         }
-        dx[i] = sum;
+        dx[i] = add ? dx[i] + sum : sum;                      /* add: onto the gradient dx already holds */
     }
 }
 '''
 
 
-def col2im_twin(dcols, dx, n, h, w, c, kh, kw, stride, pad, ho, wo) -> None:
-    """``dx`` = the window gradients summed back onto the (unpadded) image, window offsets in order."""
+def col2im_twin(dcols, dx, n, h, w, c, kh, kw, stride, pad, ho, wo, add) -> None:
+    """``dx`` = the window gradients summed back onto the (unpadded) image, window offsets in order;
+    with ``add``, that sum added to what ``dx`` holds."""
     windows = dcols.reshape(n, ho, wo, kh, kw, c)
     padded = np.zeros((n, h + 2 * pad, w + 2 * pad, c), dtype=dx.dtype)
     h_span, w_span = stride * (ho - 1) + 1, stride * (wo - 1) + 1
     for a in range(kh):
         for b in range(kw):
             padded[:, a:a + h_span:stride, b:b + w_span:stride, :] += windows[:, :, :, a, b, :]
-    dx.reshape(n, h, w, c)[...] = padded[:, pad:pad + h, pad:pad + w, :]
+    image = dx.reshape(n, h, w, c)
+    if add:
+        image += padded[:, pad:pad + h, pad:pad + w, :]
+    else:
+        image[...] = padded[:, pad:pad + h, pad:pad + w, :]
 
 
 col2im = Kernel("col2im", COL2IM, col2im_twin)

@@ -6,7 +6,8 @@ from typing import Any
 
 import numpy as np
 
-from ..backend import to_numpy
+from ..arrays.workspace import take
+from ..backend import array_module, to_numpy
 from ..errors import InvalidValue
 from ..functional import batch_norm, batch_norm_act
 from ..functional.batchnorm import fold
@@ -80,18 +81,29 @@ def onnx_batchnorm(g, node, args, out, ranks) -> int:
     return ranks[0]
 
 
-def train_forward(node, args, mode: Mode):
+def train_forward(node, args, mode: Mode, columns: dict | None = None):
     """A batch norm node of the training plan: the layer's forward, or, fused with the activation
-    (and residual addition) after it, :data:`cifarnet.functional.batch_norm_act`."""
+    (and residual addition) after it, :data:`cifarnet.functional.batch_norm_act`. ``columns`` (a
+    dict; the plan gives it when ``attrs["columns"]`` holds the geometry of the convolution that
+    alone reads the output): where the op's variant ``makes_columns``, it writes that
+    convolution's column matrix too, put in ``columns["matrix"]``."""
     layer, a = node.layer, node.attrs
     if not a:
         return layer.forward(args[0], mode)
     p, b = layer.params, layer.buffers
-    return batch_norm_act.forward(args[0], layer.gamma, p["beta"], b["running_mean"], b["running_var"],
+    x, extra = args[0], {}
+    if columns is not None and getattr(batch_norm_act.variant_for(x), "makes_columns", False):
+        kh, kw, pad = a["columns"]
+        n, h, w, c = x.shape
+        matrix = take(mode.workspace, "next columns", (n * h * w, kh * kw * c), x.dtype, array_module(x))
+        extra["columns"] = (matrix, kh, kw, pad)
+        columns["matrix"] = matrix
+    return batch_norm_act.forward(x, layer.gamma, p["beta"], b["running_mean"], b["running_var"],
                                   activation=a["activation"], training=mode.training, momentum=layer.momentum,
                                   eps=layer.eps, reducer=mode.reducer,
                                   residual=args[1] if a["residual"] else None, keep=mode.keep,
-                                  overwrite_input=a.get("overwrite_input", False), workspace=mode.workspace)
+                                  overwrite_input=a.get("overwrite_input", False), workspace=mode.workspace,
+                                  **extra)
 
 
 def train_backward(node, ctx, dout, need_dx: bool, into, reuse: bool = False):
@@ -105,4 +117,4 @@ def train_backward(node, ctx, dout, need_dx: bool, into, reuse: bool = False):
 
 
 register_kind(Kind("batchnorm", BatchNorm, role="norm", onnx=onnx_batchnorm, train_forward=train_forward,
-                   train_backward=train_backward))
+                   train_backward=train_backward, makes_columns=True))

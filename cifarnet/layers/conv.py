@@ -54,19 +54,36 @@ class Conv2d(Layer):
         return (output_size(h, kh, self.stride, self.padding),
                 output_size(w, kw, self.stride, self.padding), self.out_channels)
 
-    def forward(self, x, mode: Mode = EVAL):
+    def forward(self, x, mode: Mode = EVAL, columns=None):
+        """``columns``: ``x``'s column matrix made already (see :func:`column_geometry`), used where
+        the op's variant takes it (``takes_columns``: the fused CuPy one), ignored elsewhere."""
         if x.ndim != 4 or x.shape[-1] != self.in_channels:
             raise ValueError(f"Conv2d expects (N, H, W, {self.in_channels}) input, got {x.shape}")
+        extra = {"columns": columns} if columns is not None and getattr(conv2d.variant_for(x), "takes_columns",
+                                                                          False) else {}
         return conv2d.forward(x, self.params["W"], self.params.get("b"), stride=self.stride, padding=self.padding,
-                              keep=mode.keep, workspace=mode.workspace)
+                              keep=mode.keep, workspace=mode.workspace, **extra)
 
-    def backward(self, ctx, dout, need_dx: bool = True, into=None):
-        dx, grads = conv2d.backward(ctx, dout, need_dx=need_dx, grads_out=into)
+    def backward(self, ctx, dout, need_dx: bool = True, into=None, dx_add=None):
+        """``dx_add``: an array of the input's shape the input gradient is added onto (and which is
+        returned as it): see :data:`cifarnet.functional.conv2d`."""
+        dx, grads = conv2d.backward(ctx, dout, need_dx=need_dx, grads_out=into, dx_add=dx_add)
         return dx, deliver(grads, into, self.kind)
 
     def extra_repr(self) -> str:
         return (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
                 f"stride={self.stride}, padding={self.padding}, bias={'b' in self.params}")
+
+
+def column_geometry(node) -> tuple[int, int, int] | None:
+    """``(KH, KW, padding)`` when the node's convolution is stride 1 with a square kernel and a
+    padding that keeps the size (its column matrix is what batch norm's ``bn_act_columns`` writes),
+    else None."""
+    layer = node.layer
+    kh, kw = layer.kernel_size
+    if layer.stride != 1 or kh != kw or 2 * layer.padding != kh - 1:
+        return None
+    return kh, kw, layer.padding
 
 
 def infer_conv(node, args):
@@ -96,4 +113,5 @@ def onnx_conv(g, node, args, out, ranks) -> int:
 
 
 register_kind(Kind("conv", Conv2d, weighted=True, role="folds_norm", takes_residual=True,
-                   infer=infer_conv, onnx=onnx_conv, output_free=True))
+                   infer=infer_conv, onnx=onnx_conv, output_free=True, adds_input_gradient=True,
+                   column_geometry=column_geometry))

@@ -23,6 +23,15 @@ module), holding:
   a fused node's layer kind must understand its ``attrs``);
 * ``output_free``: a node of this kind keeps nothing of its output for its backward (a convolution
   keeps its input), so the output's only reader may overwrite it (``attrs["overwrite_input"]``);
+* ``makes_columns``: a fused node of this kind (a batch norm with its activation) can write, with
+  its output, the column matrix of the convolution that alone reads it: its ``train_forward`` then
+  takes ``columns``, a dict it puts the matrix in (key ``"matrix"``) when its op's variant made it;
+* ``column_geometry``: ``(node) -> (KH, KW, padding)`` of a node that can take its input's column
+  matrix made already (its layer's ``forward`` takes ``columns=``), or None where it cannot (a
+  convolution: stride 1 and a padding that keeps the size only);
+* ``adds_input_gradient``: its layer's ``backward`` takes ``dx_add``, an array holding a gradient of
+  the input already (from another reader of it: a residual block's shortcut), adds the input
+  gradient onto it and returns it, so the plan launches no separate addition;
 * ``onnx``: the export rule, ``(builder, node, input names, output name, input ranks) -> output
   rank``, writing the node's ONNX nodes through :class:`cifarnet.export`'s builder (``const``,
   ``node``); None: the kind cannot be exported.
@@ -55,6 +64,9 @@ class Kind:
     train_forward: Callable[..., Any] | None = None
     train_backward: Callable[..., Any] | None = None
     output_free: bool = False
+    adds_input_gradient: bool = False
+    makes_columns: bool = False
+    column_geometry: Callable[..., Any] | None = None
 
     def __post_init__(self):
         if self.role not in ROLES:

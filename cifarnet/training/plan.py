@@ -98,15 +98,39 @@ class TrainingPlan:
                 self._last_use[i] = position
         self._producer = {node.output: position for position, node in enumerate(self.nodes)}
         self._workspaces: dict[int, Workspace] = {}
-        self._allow_overwriting()
-
-    def _allow_overwriting(self) -> None:
-        """Mark the fused nodes that may compute in their input's memory: the input is read by no
-        other node, is not the batch, and its producer keeps nothing of it (``output_free``)."""
         readers: dict[int, int] = {}
         for node in self.nodes:
             for i in node.inputs:
                 readers[i] = readers.get(i, 0) + 1
+        self._allow_overwriting(readers)
+        self._columns_from = self._share_columns(readers)
+
+    def _share_columns(self, readers: dict[int, int]) -> dict[int, int]:
+        """Mark each fused node that can write the column matrix of the convolution that alone reads
+        its output (``makes_columns``, no residual; that node's ``column_geometry`` not None) with
+        ``attrs["columns"]``, the geometry; returns {the convolution's position: the value whose
+        matrix it takes}. Whether the matrix is made is up to the op's variant (the fused CuPy
+        kernels make it, the NumPy ones gather columns in cache-sized chunks of their own)."""
+        consumers: dict[int, int] = {}
+        for position, node in enumerate(self.nodes):
+            for i in node.inputs:
+                consumers[i] = position
+        shared = {}
+        for node in self.nodes:
+            if not (kind_of(node.kind).makes_columns and node.attrs.get("activation") and not node.attrs.get("residual")
+                    and readers.get(node.output) == 1 and node.output != self.output):
+                continue
+            reader = consumers[node.output]
+            geometry_of = kind_of(self.nodes[reader].kind).column_geometry
+            geometry = geometry_of(self.nodes[reader]) if geometry_of is not None else None
+            if geometry is not None:
+                node.attrs["columns"] = geometry
+                shared[reader] = node.output
+        return shared
+
+    def _allow_overwriting(self, readers: dict[int, int]) -> None:
+        """Mark the fused nodes that may compute in their input's memory: the input is read by no
+        other node, is not the batch, and its producer keeps nothing of it (``output_free``)."""
         for node in self.nodes:
             if not node.attrs.get("activation"):
                 continue
@@ -142,6 +166,7 @@ class TrainingPlan:
         for the forward and the backward of this tape: the next forward with the same workspace
         overwrites them, so a tape must be run backward (or dropped) before it."""
         values, tape = {0: x}, _Tape()
+        matrices: dict[int, Any] = {}                       # value -> its column matrix, made by its producer
         last = len(self.nodes) - 1
         if workspace is not None:
             workspace.release_all()                        # the last step's outputs and gradients are dead
@@ -153,7 +178,15 @@ class TrainingPlan:
             if workspace is not None and position != last:
                 workspace.reset_scratch()                  # the last node's temporaries are dead
                 node_mode = mode.within(workspace.scope(position))
-            out, ctx = rule(node, args, node_mode) if rule is not None else node.layer.forward(args[0], node_mode)
+            extra: dict[str, Any] = {}
+            if "columns" in node.attrs:                    # may write its reader's column matrix
+                extra["columns"] = made = {}
+            elif position in self._columns_from and self._columns_from[position] in matrices:
+                extra["columns"] = matrices.pop(self._columns_from[position])
+            out, ctx = rule(node, args, node_mode, **extra) if rule is not None else node.layer.forward(
+                args[0], node_mode, **extra)
+            if "columns" in node.attrs and "matrix" in made:
+                matrices[node.output] = made["matrix"]
             if clock is not None:
                 clock(position, "fwd", start)
             values[node.output] = out
@@ -192,7 +225,12 @@ class TrainingPlan:
                                                                      for g in grads.values())
                 input_grads, _ = rule(node, tape[position], d, any(needs), target, reuse)
             else:
-                dx, _ = node.layer.backward(tape[position], d, need_dx=any(needs), into=target)
+                extra = {}
+                if needs[0] and kind_of(node.kind).adds_input_gradient:
+                    pending = self._addable(grads, node.inputs[0], d, dout, xp)
+                    if pending is not None:
+                        extra["dx_add"] = pending              # the layer adds its input gradient onto it
+                dx, _ = node.layer.backward(tape[position], d, need_dx=any(needs), into=target, **extra)
                 input_grads = [dx]
             if clock is not None:
                 clock(position, "bwd", start)
@@ -206,7 +244,7 @@ class TrainingPlan:
                         workspace.release(dead)             # pending holds it, its buffer is free
             tape.outputs[position] = None                   # (without a workspace: the allocator's to reuse)
             for i, g, needed in zip(node.inputs, input_grads, needs, strict=True):
-                if needed and g is not None:
+                if needed and g is not None and g is not grads.get(i):     # (not added onto already)
                     grads[i] = g if i not in grads else _accumulate(grads, i, g, dout, xp, workspace)
         if into is not None and self.frozen_parameters:
             for name in self.frozen_parameters:
@@ -214,6 +252,17 @@ class TrainingPlan:
             if on_ready is not None:
                 on_ready(list(self.frozen_parameters))
         return grads.get(0) if need_dx else None
+
+    @staticmethod
+    def _addable(grads: dict, value: int, d, dout, xp):
+        """The pending gradient of ``value`` if a node's backward may add its input gradient onto it
+        in place (``dx_add``): nothing else (the node's ``d``, the caller's ``dout``, another
+        pending gradient) shares its memory and it is writeable; else None (the plan adds)."""
+        acc = grads.get(value)
+        if acc is None or not getattr(acc.flags, "writeable", True) or not getattr(acc.flags, "c_contiguous", False):
+            return None
+        others = [g for key, g in grads.items() if key != value]
+        return None if _shares(acc, [d, dout, *others], xp) else acc
 
     def _own_output(self, tape, position: int, xp):
         """The node's output if it is memory of its own: None for a view of an input (a flatten's

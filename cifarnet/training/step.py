@@ -10,6 +10,7 @@ import numpy as np
 
 from ..backend import array_module, to_numpy
 from ..comm import LOCAL, Communicator
+from ..functional import step_summary
 from ..layers import TRAIN, Mode
 from ..losses import SoftmaxCrossEntropy
 from ..optim import Optimizer
@@ -136,11 +137,8 @@ def read_back(result: StepResult, y, grads, comm: Communicator = LOCAL, stop: in
     are reduced there and stacked first. Across processes (``comm``) they are summed in one more
     exchange, so every process sees the global batch's loss and count, and a stop any of them asked
     for (the number of a signal it received, ``stop``: SIGINT wins over SIGTERM)."""
-    xp = array_module(result.logits)
     n = len(y)
-    summary = xp.stack([xp.asarray(result.loss, dtype=np.float64),
-                        (result.logits.argmax(axis=1) == y).sum().astype(np.float64),
-                        xp.isfinite(grads).all().astype(np.float64)])
+    summary, _ = step_summary.forward(result.loss, result.logits, y, grads)
     loss, correct, finite = (float(v) for v in to_numpy(summary))
     if comm.size == 1:
         return StepSummary(loss, correct, bool(finite), n, stop)

@@ -1,0 +1,103 @@
+"""The ``"cupy-fused"`` variants of a step's small ops: the loss, global average pooling, the SGD
+update and the step's summary, each one kernel of :mod:`cifarnet.kernels` (see
+:mod:`cifarnet.functional.dispatch` for when they run; :mod:`cifarnet.functional.fused` has the
+convolution's and batch norm's).
+
+Launches per call (counted by :mod:`cifarnet.counting`), against the reference's:
+
+- ``softmax_cross_entropy``: forward 1 (16), backward 0 (2): the forward writes the gradient of
+  the mean loss, which the backward returns (one multiplication when it is scaled);
+- ``global_avg_pool``: 1 each way (2 and 2);
+- ``sgd_update``: 1 for the whole flat store (6 with momentum and weight decay);
+- ``step_summary``: 1 (9).
+
+Each runs on NumPy arrays too (the kernels' twins), so the variant harness checks it on the CPU.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from ..backend import array_module
+from ..kernels.loss import softmax_xent
+from ..kernels.pooling import gap_backward, gap_forward
+from ..kernels.summary import step_summary as summary_kernel
+from ..kernels.update import sgd_step
+from .dispatch import FUSED
+from .loss import softmax_cross_entropy
+from .optim import decays, sgd_update
+from .pooling import global_avg_pool
+from .summary import step_summary
+
+
+@softmax_cross_entropy.implementation(FUSED)
+class SoftmaxCrossEntropyFused:
+    @staticmethod
+    def forward(logits, labels, *, label_smoothing: float = 0.0, keep: bool = True):
+        xp = array_module(logits)
+        n, k = logits.shape
+        if labels.shape != (n,):
+            raise ValueError(f"labels must have shape ({n},), got {labels.shape}")
+        logits = xp.ascontiguousarray(logits)
+        loss, dlogits = xp.empty(1, dtype=logits.dtype), xp.empty_like(logits)
+        softmax_xent(xp, 1, logits, labels.astype(np.int64, copy=False), dlogits, loss, n, k,
+                     float(label_smoothing))
+        return loss.reshape(()), (dlogits if keep else None)
+
+    @staticmethod
+    def backward(dlogits, dloss=None):
+        return (dlogits if dloss is None else dlogits * dloss), {}
+
+
+@global_avg_pool.implementation(FUSED)
+class GlobalAvgPoolFused:
+    @staticmethod
+    def forward(x, *, keep: bool = True):
+        if x.ndim != 4:
+            raise ValueError(f"global average pooling expects (N, H, W, C) input, got {x.shape}")
+        xp = array_module(x)
+        x = xp.ascontiguousarray(x)
+        n, h, w, c = x.shape
+        out = xp.empty((n, c), dtype=x.dtype)
+        gap_forward(xp, n * c, x, out, n, h * w, c)
+        return out, (x.shape if keep else None)
+
+    @staticmethod
+    def backward(saved, dout):
+        xp = array_module(dout)
+        n, h, w, c = saved
+        dout = xp.ascontiguousarray(dout)
+        dx = xp.empty(saved, dtype=dout.dtype)
+        gap_backward(xp, dx.size, dout, dx, n, h * w, c)
+        return dx, {}
+
+
+@sgd_update.implementation(FUSED)
+class SGDFused:
+    """The reference's update (:class:`cifarnet.functional.optim.SGDReference`) in one kernel;
+    ``param``, ``grad`` (and an array ``weight_decay``) contiguous, as the flat store's are."""
+
+    @staticmethod
+    def apply(param, grad, state, *, lr: float, momentum: float = 0.0, nesterov: bool = False,
+              weight_decay: float = 0.0) -> None:
+        xp = array_module(param)
+        per_element = decays(weight_decay) and not isinstance(weight_decay, (int, float))
+        decay = weight_decay if per_element else param         # (not read when a number)
+        first = bool(momentum) and "velocity" not in state
+        if first:
+            state["velocity"] = xp.empty_like(param)
+        velocity = state.get("velocity", param)                # (not read without momentum)
+        sgd_step(xp, param.size, param, grad, velocity, decay, 0.0 if per_element else float(weight_decay),
+                 per_element, float(lr), float(momentum), bool(nesterov), first, param.size)
+
+
+@step_summary.implementation(FUSED)
+class StepSummaryFused:
+    @staticmethod
+    def forward(loss, logits, labels, grads, *, keep: bool = False):
+        xp = array_module(logits)
+        out = xp.empty(3, dtype=np.float64)
+        n, k = logits.shape
+        summary_kernel(xp, 1, xp.asarray(loss).reshape(1), xp.ascontiguousarray(logits),
+                       labels.astype(np.int64, copy=False), xp.ascontiguousarray(grads).reshape(-1), out, n, k,
+                       grads.size)
+        return out, None
