@@ -150,16 +150,30 @@ def correlate_into(out, x, filters, padding: tuple[int, int], tiles_per_chunk: i
         np.matmul(f, filters, out=p)
         s = spatial[:, :t * c_out]
         np.matmul(from_freq, p.reshape(36, -1), out=s)
-        s = s.reshape(TILE, TILE, m, th, tw, c_out)
-        o = out[start:start + m]
-        for r in range(TILE):                     # output rows r, r+4, ... and columns q, q+4, ...
-            rows = len(range(r, ho, TILE))
-            for q in range(TILE):
-                tile = s[r, q, :, :rows, :len(range(q, wo, TILE))]
-                if add:
-                    o[:, r::TILE, q::TILE] += tile
-                else:
-                    o[:, r::TILE, q::TILE] = tile
+        _write_tiles(out[start:start + m], s.reshape(TILE, TILE, m, th, tw, c_out), add)
+
+
+def _write_tiles(o, s, add: bool) -> None:
+    """``o[n, 4i + r, 4j + q] = s[r, q, n, i, j]`` (``+=`` if ``add``) for the output ``o`` ``(m, Ho,
+    Wo, C)`` from the tiles ``s`` ``(4, 4, m, th, tw, C)``, cropped to ``o``: one strided copy when the
+    tiles cover ``o`` exactly, else one per tile offset (16)."""
+    m, ho, wo, c = o.shape
+    th, tw = s.shape[3:5]
+    if (ho, wo) == (TILE * th, TILE * tw) and o.flags.c_contiguous:
+        target, source = o.reshape(m, th, TILE, tw, TILE, c), s.transpose(2, 3, 0, 4, 1, 5)
+        if add:
+            target += source
+        else:
+            target[...] = source
+        return
+    for r in range(TILE):                         # output rows r, r+4, ... and columns q, q+4, ...
+        rows = len(range(r, ho, TILE))
+        for q in range(TILE):
+            part = s[r, q, :, :rows, :len(range(q, wo, TILE))]
+            if add:
+                o[:, r::TILE, q::TILE] += part
+            else:
+                o[:, r::TILE, q::TILE] = part
 
 
 
