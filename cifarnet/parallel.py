@@ -21,7 +21,6 @@ are in ``docs/performance.md``, "Measurements behind the defaults".
 """
 from __future__ import annotations
 
-import threading
 from collections.abc import Callable, Sequence
 from functools import reduce
 from operator import add
@@ -32,7 +31,7 @@ import numpy as np
 from .blas import blas_threads, limited_blas_threads
 from .comm import LOCAL, Communicator
 from .errors import InvalidValue
-from .threads import default_workers, run_side_by_side
+from .threads import HandoffBarrier, default_workers, run_side_by_side
 
 MIN_IMAGES_PER_PART = 16
 # OpenBLAS threads per worker thread while a run trains and evaluates (cifarnet.experiment.training):
@@ -82,7 +81,7 @@ class ThreadGroup:
 
     def __init__(self, parts: int, outer: Communicator = LOCAL):
         self.size, self.outer = parts, outer
-        self._barrier = threading.Barrier(parts)
+        self._barrier = HandoffBarrier(parts)
         self._slots: list[list[Any]] = [[None] * parts, [None] * parts]
         self._calls = [0] * parts
         self._shared: list[Any] = [None, None]

@@ -81,3 +81,58 @@ def run_side_by_side(tasks: Sequence[Callable[[], T]], on_error: Callable[[], No
         real = [e for e in errors if not isinstance(e, threading.BrokenBarrierError)]
         raise (real or errors)[0]
     return [value for _, value in outcomes]
+
+
+class HandoffBarrier:
+    """A reusable barrier for ``parties`` threads, as ``threading.Barrier`` (``wait``, ``abort``,
+    ``threading.BrokenBarrierError``) with the waiting done in C: a waiter blocks on a lock of its
+    own, which the last thread to arrive releases. ``threading.Barrier`` waits on a condition
+    variable in Python code, holding the interpreter lock through more bytecode per wait; a
+    data-parallel training step crosses a barrier at every batch norm (99 times a ResNet-32 step),
+    and while one thread holds that lock the other cannot continue after its own NumPy call.
+    """
+
+    def __init__(self, parties: int):
+        if parties < 1:
+            raise ValueError(f"a barrier needs at least one party, got {parties}")
+        self.parties = parties
+        self._mutex = threading.Lock()
+        self._arrived = 0
+        self._waiting: list = []
+        self._broken = False
+        self._own = threading.local()
+
+    @property
+    def broken(self) -> bool:
+        return self._broken
+
+    def wait(self) -> None:
+        """Block until all ``parties`` threads have called it (then all go on); raises
+        ``threading.BrokenBarrierError`` if the barrier is, or becomes, aborted."""
+        with self._mutex:
+            if self._broken:
+                raise threading.BrokenBarrierError
+            self._arrived += 1
+            if self._arrived == self.parties:           # the last one opens every waiter's lock
+                self._arrived = 0
+                waiting, self._waiting = self._waiting, []
+                for lock in waiting:
+                    lock.release()
+                return
+            lock = getattr(self._own, "lock", None)
+            if lock is None:                            # closed: acquired by this thread, opened by another
+                lock = self._own.lock = threading.Lock()
+                lock.acquire()
+            self._waiting.append(lock)
+        lock.acquire()                                  # released by the last arrival (or by abort)
+        if self._broken:
+            raise threading.BrokenBarrierError
+
+    def abort(self) -> None:
+        """Break the barrier: every thread waiting now, and every later ``wait``, raises
+        ``threading.BrokenBarrierError``."""
+        with self._mutex:
+            self._broken = True
+            waiting, self._waiting = self._waiting, []
+            for lock in waiting:
+                lock.release()

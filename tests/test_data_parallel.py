@@ -337,3 +337,53 @@ def test_a_failing_part_raises_its_own_error(rng):
     x = np.ones((4, 4), dtype=np.float32)
     assert forward_backward(model, SoftmaxCrossEntropy(), x, np.zeros(4, int), workers=2,
                             **SMALL_PARTS).logits.shape == (4, 2)
+
+
+@pytest.mark.parametrize("parties", [1, 2, 3])
+def test_the_handoff_barrier_keeps_threads_in_step_round_after_round(parties):
+    """No thread passes round k before every thread has reached it, over many reuses."""
+    from cifarnet.threads import HandoffBarrier
+
+    barrier, rounds = HandoffBarrier(parties), 300
+    reached = [0] * parties
+    seen_behind = []
+
+    def run(rank):
+        for k in range(rounds):
+            reached[rank] = k + 1
+            barrier.wait()
+            if min(reached) < k + 1:                   # someone had not reached round k: a leak
+                seen_behind.append((rank, k, list(reached)))
+            barrier.wait()                             # (the next round's writes wait for every check)
+
+    threads = [threading.Thread(target=run, args=(r,)) for r in range(parties)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=30)
+    assert not any(t.is_alive() for t in threads) and not seen_behind and reached == [rounds] * parties
+
+
+def test_aborting_the_handoff_barrier_releases_its_waiters_and_later_callers():
+    from cifarnet.threads import HandoffBarrier
+
+    barrier, errors = HandoffBarrier(3), []
+
+    def wait():
+        try:
+            barrier.wait()
+        except threading.BrokenBarrierError as error:
+            errors.append(error)
+
+    threads = [threading.Thread(target=wait) for _ in range(2)]
+    for t in threads:
+        t.start()
+    time.sleep(0.1)                                    # both blocked: the third party never comes
+    barrier.abort()
+    for t in threads:
+        t.join(timeout=10)
+    assert len(errors) == 2 and barrier.broken
+    with pytest.raises(threading.BrokenBarrierError):
+        barrier.wait()
+    with pytest.raises(ValueError):
+        HandoffBarrier(0)
