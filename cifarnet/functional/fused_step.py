@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..arrays.workspace import pooled
 from ..backend import array_module
 from ..kernels.loss import softmax_xent
 from ..kernels.pooling import gap_backward, gap_forward
@@ -50,23 +51,29 @@ class SoftmaxCrossEntropyFused:
 
 @global_avg_pool.implementation(FUSED)
 class GlobalAvgPoolFused:
+    """With a ``workspace`` (:mod:`cifarnet.arrays.workspace`) the output and the input gradient are
+    its pooled arrays, the same every step."""
+
+    takes_workspace = True
+
     @staticmethod
-    def forward(x, *, keep: bool = True):
+    def forward(x, *, keep: bool = True, workspace=None):
         if x.ndim != 4:
             raise ValueError(f"global average pooling expects (N, H, W, C) input, got {x.shape}")
         xp = array_module(x)
         x = xp.ascontiguousarray(x)
         n, h, w, c = x.shape
-        out = xp.empty((n, c), dtype=x.dtype)
+        out = pooled(workspace, (n, c), x.dtype, xp)
         gap_forward(xp, n * c, x, out, n, h * w, c)
-        return out, (x.shape if keep else None)
+        return out, ((x.shape, workspace) if keep else None)
 
     @staticmethod
     def backward(saved, dout):
+        shape, workspace = saved
         xp = array_module(dout)
-        n, h, w, c = saved
+        n, h, w, c = shape
         dout = xp.ascontiguousarray(dout)
-        dx = xp.empty(saved, dtype=dout.dtype)
+        dx = pooled(workspace, shape, dout.dtype, xp)
         gap_backward(xp, dx.size, dout, dx, n, h * w, c)
         return dx, {}
 
