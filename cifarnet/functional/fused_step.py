@@ -24,7 +24,7 @@ from ..kernels.pooling import gap_backward, gap_forward
 from ..kernels.summary import step_summary as summary_kernel
 from ..kernels.update import sgd_step
 from .dispatch import FUSED
-from .loss import softmax_cross_entropy
+from .loss import check_labels, softmax_cross_entropy
 from .optim import decays, sgd_update
 from .pooling import global_avg_pool
 from .summary import step_summary
@@ -35,9 +35,7 @@ class SoftmaxCrossEntropyFused:
     @staticmethod
     def forward(logits, labels, *, label_smoothing: float = 0.0, keep: bool = True):
         xp = array_module(logits)
-        n, k = logits.shape
-        if labels.shape != (n,):
-            raise ValueError(f"labels must have shape ({n},), got {labels.shape}")
+        n, k = check_labels(logits, labels)
         logits = xp.ascontiguousarray(logits)
         loss, dlogits = xp.empty(1, dtype=logits.dtype), xp.empty_like(logits)
         softmax_xent(xp, 1, logits, labels.astype(np.int64, copy=False), dlogits, loss, n, k,

@@ -15,14 +15,20 @@ from .dispatch import Op
 softmax_cross_entropy = Op("softmax_cross_entropy")
 
 
+def check_labels(logits, labels) -> tuple[int, int]:
+    """``(N, K)`` of the logits, after checking that ``labels`` has one entry per row."""
+    n, k = logits.shape
+    if labels.shape != (n,):
+        raise ValueError(f"labels must have shape ({n},), got {labels.shape}")
+    return n, k
+
+
 @softmax_cross_entropy.reference
 class SoftmaxCrossEntropyReference:
     @staticmethod
     def forward(logits, labels, *, label_smoothing: float = 0.0, keep: bool = True):
         xp = array_module(logits)
-        n, k = logits.shape
-        if labels.shape != (n,):
-            raise ValueError(f"labels must have shape ({n},), got {labels.shape}")
+        n, k = check_labels(logits, labels)
         shifted = logits - logits.max(axis=1, keepdims=True)              # N, K
         log_z = xp.log(xp.exp(shifted).sum(axis=1, keepdims=True))         # N, 1
         log_p = shifted - log_z                                            # N, K

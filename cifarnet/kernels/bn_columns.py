@@ -15,23 +15,18 @@ import numpy as np
 from .base import Kernel
 from .batchnorm_act import RELU, _bn_out, _gelu
 from .gelu_form import GELU_A, GELU_C
-from .windows import im2col_twin
+from .windows import COLUMN_SOURCE, im2col_twin
 
-BN_ACT_COLUMNS = r'''
+BN_ACT_COLUMNS = COLUMN_SOURCE + r'''
 extern "C" __global__ void bn_act_columns(const real* x, const real* mean, const real* invstd, const real* gamma,
                                           const real* beta, real* out, real* cols, long n, long h, long w, long c,
                                           long kh, long kw, long pad, long activation) {
     long total = n * h * w * kh * kw * c;
     for (long i = blockIdx.x * (long)blockDim.x + threadIdx.x; i < total; i += (long)blockDim.x * gridDim.x) {
-        long ch = i % c, t = i / c;
-        long b = t % kw; t /= kw;
-        long a = t % kh; t /= kh;
-        long ow = t % w; t /= w;
-        long oh = t % h;
-        long img = t / h;
-        long y = oh - pad + a, xx = ow - pad + b;
-        if (y < 0 || y >= h || xx < 0 || xx >= w) { cols[i] = (real)0; continue; }
-        long src = ((img * h + y) * w + xx) * c + ch;
+        long tap;
+        long src = column_source(i, h, w, c, kh, kw, 1, pad, h, w, &tap);
+        if (src < 0) { cols[i] = (real)0; continue; }
+        long ch = i % c;
         real v = (x[src] - mean[ch]) * invstd[ch] * gamma[ch] + beta[ch];
         if (activation == 1) {
             v = v > (real)0 ? v : (v != v ? v : (real)0);                  /* NaN passes through */
@@ -40,7 +35,7 @@ extern "C" __global__ void bn_act_columns(const real* x, const real* mean, const
             v = (real)0.5 * v * ((real)1 + th);
         }
         cols[i] = v;
-        if (a == pad && b == pad) out[src] = v;                            /* the centre tap: every pixel once */
+        if (tap == pad * kw + pad) out[src] = v;                           /* the centre tap: every pixel once */
     }
 }
 '''.replace("GELU_C", repr(GELU_C)).replace("GELU_A", repr(GELU_A))

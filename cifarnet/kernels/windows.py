@@ -10,19 +10,31 @@ import numpy as np
 
 from .base import Kernel
 
-IM2COL = r'''
+COLUMN_SOURCE = r'''
+/* the input element that entry i of the column matrix reads: its index in x, or -1 in the padding;
+   *tap = a * kw + b, the kernel offset of the entry */
+__device__ __forceinline__ long column_source(long i, long h, long w, long c, long kh, long kw, long stride,
+                                             long pad, long ho, long wo, long* tap) {
+    long ci = i % c, t = i / c;
+    long b = t % kw; t /= kw;
+    long a = t % kh; t /= kh;
+    long ow = t % wo; t /= wo;
+    long oh = t % ho;
+    long img = t / ho;
+    long y = oh * stride - pad + a, xx = ow * stride - pad + b;
+    *tap = a * kw + b;
+    return (y >= 0 && y < h && xx >= 0 && xx < w) ? ((img * h + y) * w + xx) * c + ci : -1;
+}
+'''
+
+IM2COL = COLUMN_SOURCE + r'''
 extern "C" __global__ void im2col(const real* x, real* cols, long n, long h, long w, long c, long kh, long kw,
                                   long stride, long pad, long ho, long wo) {
     long total = n * ho * wo * kh * kw * c;
     for (long i = blockIdx.x * (long)blockDim.x + threadIdx.x; i < total; i += (long)blockDim.x * gridDim.x) {
-        long ci = i % c, t = i / c;
-        long b = t % kw; t /= kw;
-        long a = t % kh; t /= kh;
-        long ow = t % wo; t /= wo;
-        long oh = t % ho;
-        long img = t / ho;
-        long y = oh * stride - pad + a, xx = ow * stride - pad + b;
-        cols[i] = (y >= 0 && y < h && xx >= 0 && xx < w) ? x[((img * h + y) * w + xx) * c + ci] : (real)0;
+        long tap;
+        long src = column_source(i, h, w, c, kh, kw, stride, pad, ho, wo, &tap);
+        cols[i] = src >= 0 ? x[src] : (real)0;
     }
 }
 '''
