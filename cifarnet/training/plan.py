@@ -14,6 +14,15 @@ The backward pass knows when a parameter's gradient is final: when its node's ba
 gradients become ready, which is what lets a communicator start reducing them while the rest of
 the backward pass runs (:mod:`cifarnet.training.overlap`).
 
+**Work the ops share.** A value read by two nodes (a residual block's input: its first convolution
+and the shortcut) gets two gradients; when the second to run is a node whose kind
+``adds_input_gradient`` (a convolution), it is given the first as ``dx_add`` and adds onto it in
+its own pass (on a GPU, inside col2im) instead of the plan adding the two afterwards. A fused batch
+norm whose output only a stride-1 "same" convolution reads (the kinds' ``makes_columns`` and
+``column_geometry``) may write that convolution's column matrix with its output, where its op's
+variant can (the fused CuPy kernels: one launch fewer for each such pair); the convolution then
+takes the matrix instead of gathering it.
+
 A :class:`~cifarnet.layers.Sequential` whose first layers are frozen (``trained_from``) runs them
 forward only; their parameters' gradients are set to zero, as the layer's own backward does.
 
