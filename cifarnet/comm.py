@@ -17,7 +17,9 @@ several machines. What they exchange goes through a communicator, never through 
 - ``barrier()``: return once every member has called it (rank 0's files are written before the
   others go on, or exit);
 - ``rank``, ``size``; ``leader``: whether this member updates the running statistics of the
-  model it runs (threads that share one model: only rank 0; a process owns its model).
+  model it runs (threads that share one model: only rank 0; a process owns its model);
+  ``crosses_processes``: whether ``sum`` goes between processes (each call a latency-bound trip,
+  so batch norm takes its statistics in one exchange rather than two).
 
 :data:`LOCAL` is the group of one: nothing crosses.
 """
@@ -30,6 +32,7 @@ class Communicator:
     rank = 0
     size = 1
     leader = True
+    crosses_processes = False
 
     def sum(self, *values) -> tuple:
         return values

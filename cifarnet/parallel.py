@@ -124,6 +124,11 @@ class ThreadMember(Communicator):
         self.group, self.rank, self.size = group, rank, group.size
         self.leader = rank == 0
 
+    @property
+    def crosses_processes(self) -> bool:
+        """Whether ``sum`` reaches across processes: its group's ``outer`` communicator's."""
+        return bool(getattr(self.group.outer, "crosses_processes", False))
+
     def sum(self, *values):
         """Each of ``values`` (arrays or numbers) summed over all parts, in part order."""
         return self.group._sum(self.rank, values)

@@ -77,3 +77,22 @@ def test_over_a_slow_link_the_backward_pass_hides_all_but_the_last_bucket():
         grads.append(model.store.grads.copy())
         assert len(comm.reductions) == (1 if not overlap else len(GradientBuckets(model.store, comm).buckets))
     np.testing.assert_array_equal(grads[0], grads[1])
+
+
+def test_across_processes_batch_norm_takes_one_exchange_a_forward_pass():
+    """Over the slow network's stand-in with batch norm's sums on the link too: one exchange per batch
+    norm forward, one backward (before issue 33: two forward), and the same step up to rounding."""
+    from cifarnet.layers import BatchNorm
+
+    rng = np.random.default_rng(3)
+    x, y = rng.standard_normal((8, 32, 32, 3)).astype(np.float32), rng.integers(0, 10, 8)
+    counts, grads = {}, {}
+    for one_exchange in (True, False):
+        model = build_model(model_description("resnet20"), seed=0)
+        comm = DelayedCommunicator(latency_s=0.0, bytes_per_s=1e12, batch_norm=True, one_exchange=one_exchange)
+        forward_backward(model, SoftmaxCrossEntropy(), x, y, workers=1, comm=comm, total=16, overlap=True)
+        counts[one_exchange], grads[one_exchange] = len(comm.reductions), model.store.grads.copy()
+    norms = sum(isinstance(layer, BatchNorm) for _, layer in model.walk())
+    buckets = len(GradientBuckets(model.store, DelayedCommunicator()).buckets)
+    assert norms == 21 and counts[True] == 2 * norms + buckets and counts[False] == 3 * norms + buckets
+    np.testing.assert_allclose(grads[True], grads[False], rtol=1e-3, atol=1e-4 * np.abs(grads[False]).max())

@@ -2,14 +2,18 @@
 
     python -m cifarnet.bench.overlap --model resnet20 --batch 64 --mb-per-s 50 --latency-ms 1
 
+    python -m cifarnet.bench.overlap --latency-ms 20 --mb-per-s 1e9 --batch-norm   # 20 ms a reduction, all
+
 One process stands for rank 0 of two (:class:`DelayedCommunicator`: the other rank holds the same
 gradients, so a sum doubles them) on a network modelled as one link: each reduction takes
 ``latency + bytes / bandwidth`` and the link carries one at a time, in the order they were started.
-Batch norm's sums cross without delay (they are small and latency-bound, and the same with either
-kind of gradient reduction). The step is timed with one blocking ``allreduce`` after the backward
-pass and with the plan's buckets (:mod:`cifarnet.training.overlap`) reduced while it runs, and on a
-network without delay, the three taking turns step by step; the report gives each median and what
-the network adds to it. Run it on an idle machine.
+By default batch norm's sums cross without delay and the step is timed with one blocking
+``allreduce`` after the backward pass and with the plan's buckets (:mod:`cifarnet.training.overlap`)
+reduced while it runs. With ``--batch-norm`` its sums take the link too, and the two steps timed
+are the step as it was before issue 33 (batch norm's two exchanges a forward pass, the blocking
+allreduce) and as it is (one exchange, :func:`cifarnet.functional.batchnorm.train_statistics`, and
+the buckets). A step on a network without delay takes turns with them, step by step; the report
+gives each median and what the network adds to it. Run it on an idle machine.
 """
 from __future__ import annotations
 
@@ -41,13 +45,19 @@ class DelayedCommunicator(Communicator):
     """Rank 0 of two whose peer contributes what it does (sums double), over a link on which a
     reduction of ``b`` bytes takes ``latency_s + b / bytes_per_s``, one at a time, in order.
 
-    Attributes: ``reductions``: ``(started, finished, bytes)`` per gradient reduction (perf_counter).
+    ``batch_norm``: ``sum`` (batch norm's statistics) takes the link too (else it crosses at once);
+    ``one_exchange``: the communicator says it ``crosses_processes``, so batch norm sends its
+    statistics in one exchange a forward pass (False: two, as before issue 33).
+
+    Attributes: ``reductions``: ``(started, finished, bytes)`` per reduction on the link (perf_counter).
     """
 
     rank, size, leader = 0, 2, True
 
-    def __init__(self, latency_s: float = 0.0, bytes_per_s: float = float("inf")):
+    def __init__(self, latency_s: float = 0.0, bytes_per_s: float = float("inf"), batch_norm: bool = False,
+                 one_exchange: bool = True):
         self.latency_s, self.bytes_per_s = latency_s, bytes_per_s
+        self.batch_norm, self.crosses_processes = batch_norm, one_exchange
         self.reductions: list[tuple[float, float, int]] = []
         self._link: queue.Queue = queue.Queue()
         threading.Thread(target=self._carry, daemon=True).start()
@@ -64,6 +74,8 @@ class DelayedCommunicator(Communicator):
             pending.done.set()
 
     def sum(self, *values) -> tuple:
+        if self.batch_norm:                           # packed into one buffer, as MPI sends it
+            self.allreduce(np.concatenate([np.asarray(v, dtype=np.float64).ravel() for v in values]))
         return tuple(v * 2 for v in values)
 
     def iallreduce(self, buffer) -> _Pending:
@@ -102,6 +114,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--mb-per-s", type=float, default=50.0, help="the link's bandwidth, MB/s")
     parser.add_argument("--latency-ms", type=float, default=1.0, help="the delay of every reduction")
     parser.add_argument("--steps", type=int, default=15, help="steps of each kind, taking turns")
+    parser.add_argument("--batch-norm", action="store_true",
+                        help="batch norm's sums take the link too; compare the step before issue 33 with today's")
     parser.add_argument("--json", help="also write the results here")
     opts = parser.parse_args(argv)
     from ..blas import limited_blas_threads
@@ -112,25 +126,34 @@ def main(argv: list[str] | None = None) -> dict:
     rng = np.random.default_rng(0)
     x = rng.standard_normal((opts.batch, 32, 32, 3)).astype(np.float32)
     y = rng.integers(0, 10, opts.batch)
-    slow = DelayedCommunicator(opts.latency_ms / 1e3, opts.mb_per_s * 1e6)
+    link = (opts.latency_ms / 1e3, opts.mb_per_s * 1e6)
+    slow = DelayedCommunicator(*link, batch_norm=opts.batch_norm)
+    before = DelayedCommunicator(*link, batch_norm=True, one_exchange=False) if opts.batch_norm else slow
     with limited_blas_threads(1):
-        medians = alternating(model, x, y, {"free": (DelayedCommunicator(), True), "blocking": (slow, False),
+        medians = alternating(model, x, y, {"free": (DelayedCommunicator(), True), "blocking": (before, False),
                                             "overlapped": (slow, True)}, opts.steps)
+    per_step = {name: len(comm.reductions) // (opts.steps + 1) for name, comm in (("blocking", before),
+                                                                                  ("overlapped", slow))}
     free, blocking, overlapped = medians["free"], medians["blocking"], medians["overlapped"]
     grads_mb = model.store.grads.nbytes / 1e6
     report = {"machine": machine_description(), "model": opts.model, "batch": opts.batch,
               "gradient_mb": round(grads_mb, 3), "mb_per_s": opts.mb_per_s, "latency_ms": opts.latency_ms,
               "step_ms_no_delay": round(free * 1e3, 1), "step_ms_blocking": round(blocking * 1e3, 1),
-              "step_ms_overlapped": round(overlapped * 1e3, 1),
+              "step_ms_overlapped": round(overlapped * 1e3, 1), "batch_norm_delayed": opts.batch_norm,
+              "reductions_per_step_blocking": per_step["blocking"],
+              "reductions_per_step_overlapped": per_step["overlapped"],
               "added_ms_blocking": round((blocking - free) * 1e3, 1),
               "added_ms_overlapped": round((overlapped - free) * 1e3, 1)}
     print(report["machine"])
     print(f"{opts.model}, batch {opts.batch} a process, {grads_mb:.2f} MB of gradients over {opts.mb_per_s:g} MB/s "
           f"and {opts.latency_ms:g} ms a reduction (one reduction of the whole buffer: "
           f"{(opts.latency_ms + grads_mb / opts.mb_per_s * 1e3):.0f} ms)")
-    print(f"step without delay {report['step_ms_no_delay']} ms; blocking allreduce "
-          f"{report['step_ms_blocking']} ms (+{report['added_ms_blocking']}); buckets during the backward pass "
-          f"{report['step_ms_overlapped']} ms (+{report['added_ms_overlapped']})")
+    before_name = "before (batch norm's two exchanges, blocking allreduce)" if opts.batch_norm else "blocking allreduce"
+    now_name = "now (one exchange, buckets during the backward pass)" if opts.batch_norm else \
+        "buckets during the backward pass"
+    print(f"step without delay {report['step_ms_no_delay']} ms; {before_name} {report['step_ms_blocking']} ms "
+          f"(+{report['added_ms_blocking']}, {per_step['blocking']} reductions a step); {now_name} "
+          f"{report['step_ms_overlapped']} ms (+{report['added_ms_overlapped']}, {per_step['overlapped']} reductions)")
     if opts.json:
         with open(opts.json, "w") as f:
             json.dump(report, f, indent=2)

@@ -52,7 +52,13 @@ def train_statistics(x, r, gamma, reducer, eps: float, momentum: float, running_
     invstd, m)``, with ``centred = r - mean`` written into ``out`` (may be ``r``), ``m`` the values
     per channel over the whole batch (``reducer`` adds the parts' sums) and the running statistics
     updated by the reducer's leader. The NumPy variants of batch norm, alone and fused with its
-    activation, both compute them here, so they agree to the bit."""
+    activation, both compute them here, so they agree to the bit.
+
+    Two exchanges (the sums, then the squared deviations from the batch's mean), unless the reducer
+    crosses processes (``crosses_processes``: each exchange a latency-bound trip over the network),
+    where :func:`_statistics_in_one_exchange` takes one."""
+    if getattr(reducer, "crosses_processes", False):
+        return _statistics_in_one_exchange(x, r, gamma, reducer, eps, momentum, running_mean, running_var, out)
     c = gamma.shape[0]
     sums, m = reducer.sum(channel_sums(r, c), x.size // c)     # C; values per channel in the batch
     _check(x, gamma, m)
@@ -60,6 +66,34 @@ def train_statistics(x, r, gamma, reducer, eps: float, momentum: float, running_
     centred = np.subtract(r, tile(mean, r.shape[1]), out=out)  # R, W*C
     (squares,) = reducer.sum(channel_products(centred, centred, c))
     var = squares / m                                          # C, biased
+    if reducer.leader:
+        _update_running(running_mean, running_var, mean, var, m, momentum)
+    return centred, 1.0 / np.sqrt(var + eps), m
+
+
+def _statistics_in_one_exchange(x, r, gamma, reducer, eps: float, momentum: float, running_mean, running_var,
+                                out):
+    """:func:`train_statistics` with one exchange: each part sends its sums, the squared deviations
+    from its own mean and, in float64, ``sums^2 / n`` (its ``n`` values per channel); the batch's
+    squared deviations from its mean are then those of the parts plus ``sum_i n_i (mean_i -
+    mean)^2 = sum_i sums_i^2 / n_i - (sum_i sums_i)^2 / n`` (Chan, Golub and LeVeque's combination),
+    and the centred rows are moved from the part's mean to the batch's: one more pass over them,
+    for one trip over the network fewer."""
+    c = gamma.shape[0]
+    n = x.size // c
+    width = r.shape[1]
+    own_sums = channel_sums(r, c)                                           # C
+    own_mean = own_sums / n
+    centred = np.subtract(r, tile(own_mean, width), out=out)                # R, W*C
+    own_squares = channel_products(centred, centred, c)
+    wide = own_sums.astype(np.float64)
+    sums, squares, between, m = reducer.sum(own_sums, own_squares, wide * wide / n, n)
+    _check(x, gamma, m)
+    total = np.asarray(sums, dtype=np.float64)
+    spread = np.maximum(np.asarray(between, dtype=np.float64) - total * total / m, 0.0)   # C, >= 0 but for rounding
+    mean = (total / m).astype(x.dtype)
+    var = ((np.asarray(squares, dtype=np.float64) + spread) / m).astype(x.dtype)         # C, biased
+    centred -= tile(mean - own_mean, width)
     if reducer.leader:
         _update_running(running_mean, running_var, mean, var, m, momentum)
     return centred, 1.0 / np.sqrt(var + eps), m
