@@ -210,9 +210,10 @@ def weight_gradient(x, dout, padding: tuple[int, int], out=None, tiles_per_chunk
     dtype = dout.dtype
     back = _OUTPUT.T.astype(dtype)
     inputs = _InputTiles(images, (h, w), (ph, pw), (th, tw), c_in, dtype, workspace)
-    d_pad = scratch(workspace, "winograd dout in whole tiles", (images, TILE * th, TILE * tw, c_out), dtype,
-                    zeroed=workspace is None)
-    if workspace is not None:
+    whole_tiles = (ho, wo) == (TILE * th, TILE * tw)       # dout's tiles read straight from it: no padded copy
+    d_pad = None if whole_tiles else scratch(workspace, "winograd dout in whole tiles",
+                                             (images, TILE * th, TILE * tw, c_out), dtype, zeroed=workspace is None)
+    if workspace is not None and d_pad is not None:
         zero_border(d_pad, (0, 0), (ho, wo))
     d_tiles = scratch(workspace, "winograd dout tiles", (16, images * per_image * c_out), dtype)
     d_freq = scratch(workspace, "winograd dout transformed", (36, images * per_image, c_out), dtype)
@@ -223,10 +224,14 @@ def weight_gradient(x, dout, padding: tuple[int, int], out=None, tiles_per_chunk
         m = min(images, n - start)
         t = m * per_image
         f = inputs.transform(x[start:start + m])
-        d_pad[:m, :ho, :wo] = dout[start:start + m]        # the crop's rows and columns stay zero
+        if whole_tiles:
+            source = dout[start:start + m]
+        else:
+            source = d_pad[:m]
+            source[:, :ho, :wo] = dout[start:start + m]    # the crop's rows and columns stay zero
         dt = d_tiles[:, :t * c_out]
         dt.reshape(TILE, TILE, m, th, tw, c_out)[...] = (
-            d_pad[:m].reshape(m, th, TILE, tw, TILE, c_out).transpose(2, 4, 0, 1, 3, 5))
+            source.reshape(m, th, TILE, tw, TILE, c_out).transpose(2, 4, 0, 1, 3, 5))
         df = d_freq[:, :t]
         np.matmul(back, dt, out=df.reshape(36, -1))
         np.matmul(f.transpose(0, 2, 1), df, out=partial)
