@@ -46,7 +46,9 @@ from .fused import fused_statistics
 
 batch_norm_act = Op("batch_norm_act")
 ACTIVATIONS = ("relu", "gelu")
-CHUNK_BYTES = 1 << 20      # the NumPy variant's row blocks: a few passes over one stay in a core's L2 cache
+CHUNK_BYTES = 2 << 20      # the NumPy variant's row blocks: a few passes over one stay in a core's L2 cache
+                           # (1 MB was as fast on one thread; 2 MB makes half the NumPy calls, which two
+                           # threads pay for in interpreter-lock waits: docs/performance.md, round three)
 
 
 def _check_activation(activation: str, residual) -> None:
