@@ -239,7 +239,11 @@ def test_a_killed_rank_ends_the_others_within_seconds_with_earlier_checkpoints_i
         assert "were found ended together: one was killed by SIGKILL" in line, line
         assert f"{pids[0]} and {pids[-1]}" in line or f"{pids[-1]} and {pids[0]}" in line, line
     else:
-        assert f"of 2 (pid {pids[-1]}) was killed by SIGKILL (signal 9" in line, line
+        # usually the killed rank; but mpiexec stops the other as soon as the killed one's sockets close,
+        # and a rank tearing down 400 MB can become a zombie after the one stopped a moment later, so the
+        # first rank seen to end is, rarely, the other one (seen once in CI, December 2026)
+        assert (f"of 2 (pid {pids[-1]}) was killed by SIGKILL (signal 9" in line
+                or f"of 2 (pid {pids[0]}) was killed by SIGKILL (signal 9" in line), line
     assert "resume with: python -m cifarnet resume=" in line and "message is above" not in line
     files = sorted((tmp_path / "run" / "checkpoints").iterdir())
     assert files and all(p.name.endswith(".npz") for p in files)

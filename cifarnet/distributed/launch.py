@@ -76,7 +76,10 @@ def wait_watching(ranks: subprocess.Popen, folder: Path) -> tuple[int, list[tupl
     mpiexec ends the other ranks within a millisecond of one dying, faster than any polling can
     tell them apart, so each rank is watched through a pidfd (Linux 5.3+): the kernel wakes this
     thread as the first one exits; on a machine whose cores are all busy it may still wake late.
-    Where pidfds are missing, ``/proc`` is polled instead."""
+    The first to exit is not always the one that failed: mpiexec stops the others as soon as the
+    failed rank's connections close, which happens early in its exit, and a small rank stopped then
+    can finish exiting before a large one killed a moment earlier. Where pidfds are missing,
+    ``/proc`` is polled instead."""
     import select
 
     pids: dict[int, int] = {}
