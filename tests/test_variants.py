@@ -116,6 +116,8 @@ CASES: dict[str, list[Case]] = {
              {"lr": 0.1, "momentum": 0.9, "nesterov": True, "weight_decay": 5e-4}),
         Case("flat, decay per element", (_r(12), _r(12, seed=1), {"velocity": _r(12, seed=2)}),
              {"lr": 0.1, "momentum": 0.9, "weight_decay": np.repeat([5e-4, 0.0, 5e-4], 4)}),
+        Case("rate and decay per element (parameter groups)", (_r(12), _r(12, seed=1), {"velocity": _r(12, seed=2)}),
+             {"lr": np.repeat([0.1, 0.0, 0.05], 4), "momentum": 0.9, "weight_decay": np.repeat([5e-4, 0.0, 1e-3], 4)}),
     ],
     "step_summary": [
         Case("finite", (np.asarray(2.5), _r(7, 4), np.array([0, 1, 2, 3, 0, 1, 2]), _r(30, seed=1))),

@@ -25,7 +25,7 @@ from ..kernels.summary import step_summary as summary_kernel
 from ..kernels.update import sgd_step
 from .dispatch import FUSED
 from .loss import check_labels, softmax_cross_entropy
-from .optim import decays, sgd_update
+from .optim import SGDReference, sgd_update
 from .pooling import global_avg_pool
 from .summary import step_summary
 
@@ -78,15 +78,22 @@ class GlobalAvgPoolFused:
 
 @sgd_update.implementation(FUSED)
 class SGDFused:
-    """The reference's update (:class:`cifarnet.functional.optim.SGDReference`) in one kernel;
-    ``param``, ``grad`` (and an array ``weight_decay``) contiguous, as the flat store's are."""
+    """The reference's update (:class:`cifarnet.functional.optim.SGDReference`) in one kernel for a
+    learning rate that is one number and a weight decay that is one number or an array like
+    ``param`` (the flat store's); a learning rate per element (parameter groups) takes the
+    reference's launches."""
 
     @staticmethod
     def apply(param, grad, state, *, lr: float, momentum: float = 0.0, nesterov: bool = False,
               weight_decay: float = 0.0) -> None:
         xp = array_module(param)
-        per_element = decays(weight_decay) and not isinstance(weight_decay, (int, float))
-        decay = weight_decay if per_element else param         # (not read when a number)
+        per_element = getattr(weight_decay, "ndim", 0) > 0
+        if getattr(lr, "ndim", 0) > 0 or (per_element and (weight_decay.shape != param.shape
+                                                           or weight_decay.dtype != param.dtype)):
+            SGDReference.apply(param, grad, state, lr=lr, momentum=momentum, nesterov=nesterov,
+                               weight_decay=weight_decay)
+            return
+        decay = xp.ascontiguousarray(weight_decay) if per_element else param   # (not read when a number)
         first = bool(momentum) and "velocity" not in state
         if first:
             state["velocity"] = xp.empty_like(param)
