@@ -221,8 +221,10 @@ class BatchNormActFused:
                                  residual is not None)
         else:
             cols, kh, kw, pad = columns
+            if x.ndim != 4:
+                raise ValueError(f"batch_norm_act: columns are for images (N, H, W, C), got {x.shape}")
             n, h, w, _ = x.shape
-            if x.ndim != 4 or cols.shape != (n * h * w, kh * kw * c) or 2 * pad != kh - 1 or kh != kw:
+            if cols.shape != (n * h * w, kh * kw * c) or 2 * pad != kh - 1 or kh != kw:
                 raise ValueError(f"batch_norm_act: columns {cols.shape} for a {kh}x{kw} kernel, padding {pad}, "
                                  f"do not fit a stride-1 'same' convolution of input {x.shape}")
             bn_act_columns(xp, cols.size, x, mean, invstd, gamma, beta, out, cols, n, h, w, c, kh, kw, pad, code)
