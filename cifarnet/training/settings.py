@@ -47,9 +47,10 @@ class TrainerSettings:
         static_buffers: run each step in buffers allocated once (the training plan's workspace,
             :mod:`cifarnet.arrays.workspace`): no activation, gradient or temporary is allocated
             after the first two steps and none moves (what CUDA graphs need). Off by default: on
-            the CPU it measured 3-4% slower, with up to 6% more memory (docs/performance.md, "The
-            training plan, round two"). The NumPy variants and the fused CuPy kernels
-            (``backend.kernels=fused``) take one; CuPy's reference path does not.
+            the CPU it is no faster (0-2% slower) and holds up to 6% more memory
+            (docs/performance.md, "The training plan", rounds two and three). The NumPy variants
+            and the fused CuPy kernels (``backend.kernels=fused``) take one; CuPy's reference path
+            does not.
         handle_signals: turn SIGINT/SIGTERM into a checkpoint and :class:`TrainingInterrupted`
             (not a config key: the library's callers may want their own handlers).
     """
