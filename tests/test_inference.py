@@ -33,15 +33,28 @@ def test_models_infer_like_forward(backend, rng, desc, shape):
     _same_as_forward(model, rng.standard_normal((5,) + shape), backend)
 
 
-@pytest.mark.parametrize("shortcut, c_out, stride", [("projection", 6, 2), ("zero_pad", 6, 2), ("projection", 4, 1)])
-@pytest.mark.parametrize("chunk_bytes", [None, 1])
-def test_basic_block_infers_like_forward(backend, rng, monkeypatch, shortcut, c_out, stride, chunk_bytes):
-    if chunk_bytes is not None:                       # one image per chunk in the NumPy convolution
-        from cifarnet.functional import conv
+def _images_for_chunks(chunks: int, c_out: int, stride: int) -> int:
+    """A batch of 8x8x4 float64 images for which each 3x3 NumPy convolution of a basic block (4 to
+    ``c_out`` channels at ``stride``, then ``c_out`` to ``c_out``: the one that adds the residual)
+    runs in at least ``chunks`` chunks, the last one short (the tuning constant read, not patched)."""
+    from cifarnet.functional import conv
 
-        monkeypatch.setattr(conv, "CHUNK_BYTES", chunk_bytes)
+    out = (8 + 2 - 3) // stride + 1
+    most = 0
+    for c_in, s, size in ((4, stride, out), (c_out, 1, out)):
+        block = conv.choose_block(c_in, (3, 3), s, size, size)
+        per_image = conv.col_bytes(c_in, size, size, conv.patch_for((3, 3), s, block), block, 8)
+        per_chunk = conv.images_per_chunk(10 ** 6, per_image)
+        most = max(most, (chunks - 1) * per_chunk + per_chunk // 2)
+    return most
+
+
+@pytest.mark.parametrize("shortcut, c_out, stride", [("projection", 6, 2), ("zero_pad", 6, 2), ("projection", 4, 1)])
+@pytest.mark.parametrize("chunks", [1, 3])
+def test_basic_block_infers_like_forward(backend, rng, shortcut, c_out, stride, chunks):
+    n = 5 if chunks == 1 else _images_for_chunks(chunks, c_out, stride)   # the residual and ReLU chunk by chunk
     block = BasicBlock(4, c_out, stride, rng=rng, dtype=np.float64, shortcut=shortcut)
-    _same_as_forward(randomise_batch_norms(block, rng), rng.standard_normal((5, 8, 8, 4)), backend)
+    _same_as_forward(randomise_batch_norms(block, rng), rng.standard_normal((n, 8, 8, 4)), backend)
 
 
 @pytest.mark.parametrize("relu", [False, True])
