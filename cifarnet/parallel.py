@@ -21,6 +21,7 @@ are in ``docs/performance.md``, "Measurements behind the defaults".
 """
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Sequence
 from functools import reduce
 from operator import add
@@ -57,6 +58,24 @@ def parts_for(batch: int, workers: int | None = None, xp=np, min_per_part: int =
     if xp is not np or workers < 2 or blas_threads() is None:
         return 1
     return workers
+
+
+_OFFERED = threading.local()
+
+
+def offer_work(tasks: list[Callable[[], Any]]) -> None:
+    """Hand ``tasks`` to this thread's next exchange in a :class:`ThreadGroup`, which runs them
+    after this thread has arrived and before it waits for the others: the time a later part takes
+    to arrive goes into them instead of idling. Tasks no exchange ran stay offered:
+    :func:`take_offered_work` gives them back, to run now."""
+    _OFFERED.tasks = list(tasks)
+
+
+def take_offered_work() -> list[Callable[[], Any]]:
+    """This thread's offered tasks, no longer offered (an empty list if none)."""
+    tasks = getattr(_OFFERED, "tasks", None) or []
+    _OFFERED.tasks = None
+    return tasks
 
 
 def part_edges(n: int, parts: int) -> list[tuple[int, int]]:
@@ -97,7 +116,14 @@ class ThreadGroup:
         slots = self._slots[self._calls[rank] % 2]
         self._calls[rank] += 1
         slots[rank] = values
-        self._barrier.wait()
+        work = take_offered_work()
+        if not work:
+            self._barrier.wait()
+            return slots
+        arrival = self._barrier.arrive()                # the others may still be on their way:
+        for task in work:                               # do this thread's offered work meanwhile
+            task()
+        self._barrier.finish(arrival)
         return slots
 
     def _sum(self, rank: int, values: tuple) -> tuple:

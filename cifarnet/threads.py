@@ -109,6 +109,12 @@ class HandoffBarrier:
     def wait(self) -> None:
         """Block until all ``parties`` threads have called it (then all go on); raises
         ``threading.BrokenBarrierError`` if the barrier is, or becomes, aborted."""
+        self.finish(self.arrive())
+
+    def arrive(self):
+        """The first half of :meth:`wait`: count this thread in and return at once, with what
+        :meth:`finish` blocks on (None for the last to arrive, who has opened every waiter's lock).
+        Between the two a thread may do work of its own instead of idling until the others come."""
         with self._mutex:
             if self._broken:
                 raise threading.BrokenBarrierError
@@ -118,13 +124,19 @@ class HandoffBarrier:
                 waiting, self._waiting = self._waiting, []
                 for lock in waiting:
                     lock.release()
-                return
+                return None
             lock = getattr(self._own, "lock", None)
             if lock is None:                            # closed: acquired by this thread, opened by another
                 lock = self._own.lock = threading.Lock()
                 lock.acquire()
             self._waiting.append(lock)
-        lock.acquire()                                  # released by the last arrival (or by abort)
+            return lock
+
+    def finish(self, arrival) -> None:
+        """The second half of :meth:`wait`: block until every party has arrived (``arrival``: what
+        :meth:`arrive` returned)."""
+        if arrival is not None:
+            arrival.acquire()                           # released by the last arrival (or by abort)
         if self._broken:
             raise threading.BrokenBarrierError
 

@@ -387,3 +387,68 @@ def test_aborting_the_handoff_barrier_releases_its_waiters_and_later_callers():
         barrier.wait()
     with pytest.raises(ValueError):
         HandoffBarrier(0)
+
+
+def test_work_done_between_arriving_and_finishing_overlaps_the_wait_for_the_others():
+    """``arrive`` returns at once; ``finish`` blocks until every party arrived: the early thread's
+    work runs while the late one is still on its way, and nobody passes before all arrived."""
+    from cifarnet.threads import HandoffBarrier
+
+    barrier, events = HandoffBarrier(2), []
+
+    def early():
+        arrival = barrier.arrive()
+        events.append("early arrived")
+        time.sleep(0.05)                               # its own work, before the other arrives
+        events.append("early worked")
+        barrier.finish(arrival)
+        events.append("early passed")
+
+    def late():
+        time.sleep(0.02)
+        barrier.wait()
+        events.append("late passed")
+
+    threads = [threading.Thread(target=early), threading.Thread(target=late)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=10)
+    assert events[0] == "early arrived" and events.index("early worked") < events.index("early passed")
+    assert events.index("late passed") < events.index("early worked")    # the late one did not wait for the work
+    barrier.abort()
+    with pytest.raises(threading.BrokenBarrierError):
+        barrier.finish(barrier.arrive())
+
+
+def test_weight_gradients_offered_to_batch_norm_s_exchange_give_the_same_step_to_the_bit(monkeypatch):
+    """A split batch's backward (two threads) hands each convolution's weight gradient to the next
+    exchange, which runs it between arriving and waiting: the gradients equal those computed at
+    once, bit for bit (float32, two steps), and the exchanges did run them (18 of ResNet-20's 21
+    convolutions a part and step: the stem has no input gradient, and the projection shortcuts'
+    next node exchanges nothing, so theirs run after it)."""
+    from cifarnet.store import FlatStore
+    from cifarnet.training.plan import TrainingPlan
+
+    rng = np.random.default_rng(0)
+    x, y = rng.standard_normal((32, 32, 32, 3)).astype(np.float32), rng.integers(0, 10, 32)
+    take = parallel.take_offered_work
+    in_exchanges = []
+
+    def counted():                                     # what ThreadGroup._gather takes and runs
+        tasks = take()
+        in_exchanges.append(len(tasks))
+        return tasks
+
+    monkeypatch.setattr(parallel, "take_offered_work", counted)
+    grads, original, ran = {}, TrainingPlan.backward, {}
+    for defer in (False, True):
+        monkeypatch.setattr(TrainingPlan, "backward",
+                            lambda self, *a, defer=defer, **k: original(self, *a, **{**k, "defer_weights": defer}))
+        model = build_model({"arch": "resnet", "depth": 20, "num_classes": 10}, seed=0)
+        in_exchanges.clear()
+        for _ in range(2):
+            forward_backward(model, SoftmaxCrossEntropy(), x, y, workers=2, min_per_part=1)
+        grads[defer], ran[defer] = FlatStore.of(model).grads.copy(), sum(in_exchanges)
+    assert np.array_equal(grads[False], grads[True])
+    assert ran[False] == 0 and ran[True] == 2 * 2 * 18              # steps x parts x convolutions

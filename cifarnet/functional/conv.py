@@ -182,9 +182,17 @@ class Conv2dNumpy:
     (:mod:`cifarnet.arrays.workspace`: a training plan's node) the output and the input gradient
     are pooled arrays and every chunk buffer a scratch array, the same ones every step; it is kept
     for the backward.
+
+    ``defer`` (backward, a list; without a workspace, with ``grads_out`` and the input gradient
+    wanted): the input gradient is computed now and the weight gradient appended to ``defer`` as
+    a task that writes it into ``grads_out``'s array when called (which the caller must do before
+    reading it): a thread of a split batch runs it while waiting for the other parts
+    (:func:`cifarnet.parallel.offer_work`). The task reads the input and ``dout``, which must not
+    change until it has run. Without a workspace each call's arrays are its own.
     """
 
     takes_workspace = True
+    defers_weight_gradient = True
 
     @staticmethod
     def forward(x, W, b=None, *, stride: int = 1, padding: int = 0, residual=None, relu: bool = False,
@@ -225,7 +233,7 @@ class Conv2dNumpy:
         return out, saved
 
     @staticmethod
-    def backward(saved, dout, need_dx: bool = True, grads_out=None, dx_add=None):
+    def backward(saved, dout, need_dx: bool = True, grads_out=None, dx_add=None, defer=None):
         x, W, has_bias, stride, p, blk, block, chunk, winograd, workspace = saved
         kh, kw, c_in, c_out = W.shape
         ho, wo = dout.shape[1:3]
@@ -241,7 +249,15 @@ class Conv2dNumpy:
         dx = (dx_add if add else pooled(workspace, x.shape, dout.dtype)) if need_dx else None
         dW = target(grads_out, "W")
         dx_im2col = dx if need_dx and not dx_winograd else None
-        if dw_winograd:
+        if defer is not None and dW is not None and need_dx and workspace is None:
+            if dx_im2col is not None:                   # the input gradient now, the weight gradient later
+                _backward_im2col(x, W, dout, stride, p, blk, block, chunk, dx_im2col, dW, want_dw=False, add=add)
+            if dw_winograd:
+                defer.append(lambda: wino.weight_gradient(x.astype(dout.dtype, copy=False), dout, (p, p), out=dW))
+            else:
+                defer.append(lambda: _backward_im2col(x, W, dout, stride, p, blk, block, chunk, None, dW))
+            grads = {"W": dW}
+        elif dw_winograd:
             grads = {"W": wino.weight_gradient(x.astype(dout.dtype, copy=False), dout, (p, p), out=dW,
                                                workspace=workspace)}
             if dx_im2col is not None:

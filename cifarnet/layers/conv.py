@@ -64,10 +64,14 @@ class Conv2d(Layer):
         return conv2d.forward(x, self.params["W"], self.params.get("b"), stride=self.stride, padding=self.padding,
                               keep=mode.keep, workspace=mode.workspace, **extra)
 
-    def backward(self, ctx, dout, need_dx: bool = True, into=None, dx_add=None):
+    def backward(self, ctx, dout, need_dx: bool = True, into=None, dx_add=None, defer=None):
         """``dx_add``: an array of the input's shape the input gradient is added onto (and which is
-        returned as it): see :data:`cifarnet.functional.conv2d`."""
-        dx, grads = conv2d.backward(ctx, dout, need_dx=need_dx, grads_out=into, dx_add=dx_add)
+        returned as it): see :data:`cifarnet.functional.conv2d`. ``defer``: a list the weight
+        gradient's computation is appended to, to be called later, where the op's variant can do
+        that (``defers_weight_gradient``: the NumPy one without a workspace); else it is computed now."""
+        extra = {"defer": defer} if defer is not None and getattr(ctx.variant, "defers_weight_gradient",
+                                                                  False) else {}
+        dx, grads = conv2d.backward(ctx, dout, need_dx=need_dx, grads_out=into, dx_add=dx_add, **extra)
         return dx, deliver(grads, into, self.kind)
 
     def extra_repr(self) -> str:
@@ -114,4 +118,4 @@ def onnx_conv(g, node, args, out, ranks) -> int:
 
 register_kind(Kind("conv", Conv2d, weighted=True, role="folds_norm", takes_residual=True,
                    infer=infer_conv, onnx=onnx_conv, output_free=True, adds_input_gradient=True,
-                   column_geometry=column_geometry))
+                   defers_weight_gradient=True, column_geometry=column_geometry))

@@ -32,6 +32,9 @@ module), holding:
 * ``adds_input_gradient``: its layer's ``backward`` takes ``dx_add``, an array holding a gradient of
   the input already (from another reader of it: a residual block's shortcut), adds the input
   gradient onto it and returns it, so the plan launches no separate addition;
+* ``defers_weight_gradient``: its layer's ``backward`` takes ``defer``, a list it may append its
+  weight gradient's computation to instead of computing it at once (the training plan of a split
+  batch runs it during the next exchange with the other parts);
 * ``onnx``: the export rule, ``(builder, node, input names, output name, input ranks) -> output
   rank``, writing the node's ONNX nodes through :class:`cifarnet.export`'s builder (``const``,
   ``node``); None: the kind cannot be exported.
@@ -65,6 +68,7 @@ class Kind:
     train_backward: Callable[..., Any] | None = None
     output_free: bool = False
     adds_input_gradient: bool = False
+    defers_weight_gradient: bool = False
     makes_columns: bool = False
     column_geometry: Callable[..., Any] | None = None
 

@@ -49,6 +49,7 @@ from ..inference.graph import Graph, Node, fuse_for_training
 from ..layers.base import TRAIN, Mode, within
 from ..layers.kinds import kind_of
 from ..layers.sequential import Sequential
+from ..parallel import offer_work, take_offered_work
 
 _PLANS: WeakKeyDictionary = WeakKeyDictionary()
 
@@ -208,16 +209,21 @@ class TrainingPlan:
 
     def backward(self, tape: list, dout, into: Mapping[str, Any] | None = None, need_dx: bool = False,
                  on_ready: Callable[[list[str]], None] | None = None, clock: Callable | None = None,
-                 workspace: Workspace | None = None):
+                 workspace: Workspace | None = None, defer_weights: bool = False):
         """Run the nodes' backward passes in reverse, writing parameter gradients into ``into``
         (dotted name -> array; None: nowhere, e.g. for the input gradient alone); returns the input
         gradient if ``need_dx`` (else None). ``on_ready(names)`` is called after each node whose
         parameters' gradients are now final, with their names; ``clock`` as in :meth:`forward`. The
         tape is consumed (its contexts are released as the pass goes). ``workspace``: the one the
         tape's forward ran with; it gets each input gradient back once no pending gradient
-        shares its memory (a returned input gradient is valid until that workspace's next step)."""
+        shares its memory (a returned input gradient is valid until that workspace's next step).
+        ``defer_weights`` (a part of a split batch, without ``on_ready``): a node whose kind
+        ``defers_weight_gradient`` hands its weight gradient to the next exchange with the other
+        parts (:func:`cifarnet.parallel.offer_work`: batch norm's, in the next node), which runs it
+        while the later part arrives; what no exchange ran runs after that next node."""
         grads = {self.output: dout}
         xp = array_module(dout)
+        deferring = defer_weights and on_ready is None and into is not None
         for position in range(len(self.nodes) - 1, self.first_trained - 1, -1):
             node = self.nodes[position]
             d = grads.pop(node.output, None)
@@ -225,6 +231,7 @@ class TrainingPlan:
                 continue
             needs = [self._needs_gradient(i, need_dx) for i in node.inputs]
             rule = kind_of(node.kind).train_backward
+            deferred = None
             target = within(into, self.names[position]) if into is not None and self.names[position] else into
             start = time.perf_counter() if clock is not None else 0.0
             if workspace is not None:
@@ -239,8 +246,15 @@ class TrainingPlan:
                     pending = self._addable(grads, node.inputs[0], d, dout, xp)
                     if pending is not None:
                         extra["dx_add"] = pending              # the layer adds its input gradient onto it
+                deferred = [] if deferring and kind_of(node.kind).defers_weight_gradient else None
+                if deferred is not None:
+                    extra["defer"] = deferred
                 dx, _ = node.layer.backward(tape[position], d, need_dx=any(needs), into=target, **extra)
                 input_grads = [dx]
+            for task in take_offered_work():              # the node before offered it; no exchange ran it
+                task()
+            if rule is None and deferred:
+                offer_work(deferred)
             if clock is not None:
                 clock(position, "bwd", start)
             tape[position] = None
@@ -255,6 +269,8 @@ class TrainingPlan:
             for i, g, needed in zip(node.inputs, input_grads, needs, strict=True):
                 if needed and g is not None and g is not grads.get(i):     # (not added onto already)
                     grads[i] = g if i not in grads else _accumulate(grads, i, g, dout, xp, workspace)
+        for task in take_offered_work():                  # the last weight gradient offered
+            task()
         if into is not None and self.frozen_parameters:
             for name in self.frozen_parameters:
                 into[name][...] = 0

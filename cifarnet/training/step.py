@@ -119,7 +119,7 @@ def forward_backward(model, loss_fn: SoftmaxCrossEntropy, x, y, workers: int | N
     def backward(rank: int, tape, a: int, b: int) -> None:
         buffer, views = store.part_grads(parts)[rank]
         plan.backward(tape, dlogits[a:b], into=views, on_ready=None if buckets is None else buckets.ready,
-                      workspace=workspaces[rank])
+                      workspace=workspaces[rank], defer_weights=workspaces[rank] is None)
         members[rank].allreduce(buffer)                # every part's buffer now holds the sum
 
     run_parts([partial(backward, rank, ctx, a, b) for rank, ((a, b), (_, ctx)) in enumerate(zip(edges, forwards,
