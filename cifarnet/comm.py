@@ -18,8 +18,13 @@ several machines. What they exchange goes through a communicator, never through 
   others go on, or exit);
 - ``rank``, ``size``; ``leader``: whether this member updates the running statistics of the
   model it runs (threads that share one model: only rank 0; a process owns its model);
-  ``crosses_processes``: whether ``sum`` goes between processes (each call a latency-bound trip,
-  so batch norm takes its statistics in one exchange rather than two).
+  ``batch_parts``: how many parts the batch that ``sum`` adds over is split into (``size``; a thread
+  group's member counts the processes around its threads too); ``statistics_exchanges``: how many
+  ``sum`` calls batch norm's training statistics make when the batch is split (``batch_parts``
+  above 1): 1 (every group here; the parts' rows centred on their own means,
+  :func:`cifarnet.functional.batchnorm.train_statistics`) or 2 (the sums, then the squared
+  deviations from the batch's mean: how it was done before, kept for comparisons in
+  :mod:`cifarnet.bench.overlap`).
 
 :data:`LOCAL` is the group of one: nothing crosses.
 """
@@ -32,7 +37,11 @@ class Communicator:
     rank = 0
     size = 1
     leader = True
-    crosses_processes = False
+    statistics_exchanges = 1
+
+    @property
+    def batch_parts(self) -> int:
+        return self.size
 
     def sum(self, *values) -> tuple:
         return values

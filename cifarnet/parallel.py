@@ -151,9 +151,14 @@ class ThreadMember(Communicator):
         self.leader = rank == 0
 
     @property
-    def crosses_processes(self) -> bool:
-        """Whether ``sum`` reaches across processes: its group's ``outer`` communicator's."""
-        return bool(getattr(self.group.outer, "crosses_processes", False))
+    def batch_parts(self) -> int:
+        """The parts of the batch ``sum`` adds over: this group's threads times its ``outer`` processes."""
+        outer = self.group.outer
+        return self.size * getattr(outer, "batch_parts", getattr(outer, "size", 1))
+
+    @property
+    def statistics_exchanges(self) -> int:
+        return getattr(self.group.outer, "statistics_exchanges", 1)
 
     def sum(self, *values):
         """Each of ``values`` (arrays or numbers) summed over all parts, in part order."""

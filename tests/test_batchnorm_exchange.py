@@ -1,11 +1,12 @@
-"""Batch norm's statistics across processes in one exchange (``crosses_processes``): the batch's
+"""Batch norm's statistics of a split batch in one exchange (threads or processes): the batch's
 mean and variance from the parts' sums, their own squared deviations and ``sums^2 / n`` (Chan's
-combination), equal to the two-pass statistics of the whole batch; between threads of one process
-the two exchanges stay."""
+combination), equal to the two-pass statistics of the whole batch; each part's rows stay centred
+on its own mean, with the offset to the batch's mean returned, and the gradients that fold it in
+equal the whole batch's; a batch in one part keeps the two-pass statistics."""
 import numpy as np
 import pytest
 
-from cifarnet.comm import Communicator
+from cifarnet.comm import LOCAL, Communicator
 from cifarnet.functional.batchnorm import train_statistics
 from cifarnet.parallel import ThreadGroup
 from cifarnet.threads import run_side_by_side
@@ -14,7 +15,7 @@ from cifarnet.threads import run_side_by_side
 class SilentProcesses(Communicator):
     """Rank 0 of two processes whose peer contributes nothing: counts the sums that would cross."""
 
-    rank, size, crosses_processes = 0, 2, True
+    rank, size = 0, 2
 
     def __init__(self):
         self.sums = 0
@@ -38,8 +39,9 @@ def _statistics(parts, outer):
     def one(k):
         x = parts[k]
         r = x.reshape(-1, x.shape[2] * c)
-        centred, invstd, m = train_statistics(x, r, gamma, group.member(k), 1e-5, 0.1, *running[k], np.empty_like(r))
-        return centred.reshape(x.shape), invstd, m
+        centred, invstd, m, offset = train_statistics(x, r, gamma, group.member(k), 1e-5, 0.1, *running[k],
+                                                      np.empty_like(r))
+        return (centred - np.tile(offset, x.shape[2])).reshape(x.shape), invstd, m   # centred on the batch's mean
 
     return run_side_by_side([lambda k=k: one(k) for k in range(len(parts))]), running[0]
 
@@ -60,23 +62,68 @@ def test_one_exchange_gives_the_whole_batch_s_statistics(dtype, tol):
     assert outer.sums == 1                         # one trip across the processes (part 0 makes it for all)
 
 
-def test_between_threads_of_one_process_batch_norm_keeps_its_two_exchanges():
-    """Without processes around the threads the statistics are the two-pass ones, bit for bit."""
-    parts = _parts(np.float32)
+@pytest.mark.parametrize("parts, exchanges", [(3, 1), (1, 2)])
+def test_a_split_batch_takes_one_exchange_between_threads_and_one_part_the_two_passes(parts, exchanges):
+    """Threads of one process exchange once per forward too (each exchange is a barrier); a batch
+    in one part keeps the two-pass statistics, bit for bit, with no offset."""
+    data = _parts(np.float32, parts)
     calls = []
-    group = ThreadGroup(3)
+    group = ThreadGroup(parts)
     original = group._sum
     group._sum = lambda rank, values: calls.append(rank) or original(rank, values)
-    c = parts[0].shape[-1]
+    c = data[0].shape[-1]
 
     def one(k):
-        x = parts[k]
+        x = data[k]
         r = x.reshape(-1, x.shape[2] * c)
         return train_statistics(x, r, np.ones(c, np.float32), group.member(k), 1e-5, 0.1, np.zeros(c, np.float32),
                                 np.ones(c, np.float32), np.empty_like(r))
 
-    run_side_by_side([lambda k=k: one(k) for k in range(3)])
-    assert len(calls) == 2 * 3                     # the sums, then the squared deviations, in each part
+    results = run_side_by_side([lambda k=k: one(k) for k in range(parts)])
+    assert len(calls) == exchanges * parts
+    if parts == 1:                                 # as without a group: the same bits
+        x = data[0]
+        r = x.reshape(-1, x.shape[2] * c)
+        alone = train_statistics(x, r, np.ones(c, np.float32), LOCAL, 1e-5, 0.1, np.zeros(c, np.float32),
+                                 np.ones(c, np.float32), np.empty_like(r))
+        assert results[0][3] is None and alone[3] is None
+        assert np.array_equal(results[0][0], alone[0]) and np.array_equal(results[0][1], alone[1])
+
+
+@pytest.mark.parametrize("fused", [False, True])
+def test_gradients_of_parts_centred_on_their_own_means_equal_the_whole_batch_s(fused):
+    """Batch norm (alone, and fused with ReLU and a residual) over three thread parts whose means
+    lie far apart: outputs and input gradients equal the one-part batch's, parameter gradients
+    summed over the parts too (float64, 1e-10)."""
+    from cifarnet.functional.batchnorm import BatchNormNumpy
+    from cifarnet.functional.batchnorm_act import BatchNormActNumpy
+
+    data = _parts(np.float64)
+    rng = np.random.default_rng(3)
+    c = data[0].shape[-1]
+    gamma, beta = rng.standard_normal(c), rng.standard_normal(c)
+    douts = [rng.standard_normal(x.shape) for x in data]
+    residuals = [rng.standard_normal(x.shape) for x in data]
+
+    def run(xs, ds, rs, group):
+        def one(k):
+            state = (np.zeros(c), np.ones(c))
+            if fused:
+                out, ctx = BatchNormActNumpy.forward(xs[k], gamma, beta, *state, activation="relu", training=True,
+                                                     reducer=group.member(k), residual=rs[k])
+                (dx, dres), grads = BatchNormActNumpy.backward(ctx, ds[k].copy())
+                return out, dx, grads
+            out, ctx = BatchNormNumpy.forward(xs[k], gamma, beta, *state, training=True, reducer=group.member(k))
+            dx, grads = BatchNormNumpy.backward(ctx, ds[k])
+            return out, dx, grads
+        return run_side_by_side([lambda k=k: one(k) for k in range(len(xs))])
+
+    split = run(data, douts, residuals, ThreadGroup(3))
+    (whole,) = run([np.concatenate(data)], [np.concatenate(douts)], [np.concatenate(residuals)], ThreadGroup(1))
+    np.testing.assert_allclose(np.concatenate([s[0] for s in split]), whole[0], rtol=0, atol=1e-10)
+    np.testing.assert_allclose(np.concatenate([s[1] for s in split]), whole[1], rtol=0, atol=1e-10)
+    for name in ("gamma", "beta"):
+        np.testing.assert_allclose(sum(s[2][name] for s in split), whole[2][name], rtol=1e-10, atol=1e-10)
 
 
 def test_a_part_of_one_value_per_channel_is_fine_when_the_batch_has_more():

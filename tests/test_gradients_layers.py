@@ -152,8 +152,8 @@ def test_the_check_catches_a_wrong_backward(rng):
 
     class BatchStatsIgnored(BatchNorm):       # treats the batch mean and variance as constants
         def backward(self, ctx, dout, need_dx=True, into=None):
-            centred, invstd, _, gamma, _, reducer, workspace = ctx.saved    # the NumPy variant's context
-            eval_like = (centred, invstd, None, gamma, np.zeros_like(gamma), reducer, workspace)
+            centred, invstd, _, gamma, _, reducer, workspace, offset = ctx.saved   # the NumPy variant's context
+            eval_like = (centred, invstd, None, gamma, np.zeros_like(gamma), reducer, workspace, offset)
             return super().backward(Ctx(ctx.variant, eval_like), dout, need_dx)
 
     bn = BatchStatsIgnored(3).astype(np.float64)

@@ -46,8 +46,8 @@ class DelayedCommunicator(Communicator):
     reduction of ``b`` bytes takes ``latency_s + b / bytes_per_s``, one at a time, in order.
 
     ``batch_norm``: ``sum`` (batch norm's statistics) takes the link too (else it crosses at once);
-    ``one_exchange``: the communicator says it ``crosses_processes``, so batch norm sends its
-    statistics in one exchange a forward pass (False: two, as before issue 33).
+    ``one_exchange``: batch norm sends its statistics in one exchange a forward pass, as every
+    communicator now has it (False: ``statistics_exchanges`` 2, as before issue 33).
 
     Attributes: ``reductions``: ``(started, finished, bytes)`` per reduction on the link (perf_counter).
     """
@@ -57,7 +57,7 @@ class DelayedCommunicator(Communicator):
     def __init__(self, latency_s: float = 0.0, bytes_per_s: float = float("inf"), batch_norm: bool = False,
                  one_exchange: bool = True):
         self.latency_s, self.bytes_per_s = latency_s, bytes_per_s
-        self.batch_norm, self.crosses_processes = batch_norm, one_exchange
+        self.batch_norm, self.statistics_exchanges = batch_norm, 1 if one_exchange else 2
         self.reductions: list[tuple[float, float, int]] = []
         self._link: queue.Queue = queue.Queue()
         threading.Thread(target=self._carry, daemon=True).start()

@@ -42,10 +42,6 @@ class MPICommunicator(Communicator):
 
     leader = True
 
-    @property
-    def crosses_processes(self) -> bool:
-        return self.size > 1
-
     def __init__(self, comm: Any = None):
         MPI = mpi()
         self.MPI, self.comm = MPI, comm if comm is not None else MPI.COMM_WORLD

@@ -49,15 +49,20 @@ def _check(x, gamma, m: int | None = None) -> None:
 
 def train_statistics(x, r, gamma, reducer, eps: float, momentum: float, running_mean, running_var, out):
     """Batch norm's training statistics on the row view ``r`` ``(R, W*C)`` of ``x``: ``(centred,
-    invstd, m)``, with ``centred = r - mean`` written into ``out`` (may be ``r``), ``m`` the values
-    per channel over the whole batch (``reducer`` adds the parts' sums) and the running statistics
-    updated by the reducer's leader. The NumPy variants of batch norm, alone and fused with its
-    activation, both compute them here, so they agree to the bit.
+    invstd, m, offset)``, with ``centred = r - mean_used`` written into ``out`` (may be ``r``), ``m``
+    the values per channel over the whole batch (``reducer`` adds the parts' sums) and the running
+    statistics updated by the reducer's leader. ``offset`` ``(C,)`` is the batch's mean minus the
+    mean the rows were centred on (None: they were centred on the batch's mean): the rows centred on
+    the batch's mean are ``centred - offset``, which the NumPy variants of batch norm, alone and fused
+    with its activation, fold into their per-channel factors (:func:`gradient_sums`,
+    :func:`input_gradient_rows`, the output's shift) instead of making one more pass.
 
-    Two exchanges (the sums, then the squared deviations from the batch's mean), unless the reducer
-    crosses processes (``crosses_processes``: each exchange a latency-bound trip over the network),
-    where :func:`_statistics_in_one_exchange` takes one."""
-    if getattr(reducer, "crosses_processes", False):
+    A batch in one part (``reducer.batch_parts`` 1) takes the two-pass statistics: the sums, then the squared
+    deviations from the batch's mean. A batch split into parts, between threads or across processes,
+    takes :func:`_statistics_in_one_exchange`: each exchange is a barrier every part waits at (across
+    processes a latency-bound trip over the network), unless its reducer asks for the two passes
+    (``statistics_exchanges`` 2, :mod:`cifarnet.comm`)."""
+    if getattr(reducer, "batch_parts", 1) > 1 and getattr(reducer, "statistics_exchanges", 1) == 1:
         return _statistics_in_one_exchange(x, r, gamma, reducer, eps, momentum, running_mean, running_var, out)
     c = gamma.shape[0]
     sums, m = reducer.sum(channel_sums(r, c), x.size // c)     # C; values per channel in the batch
@@ -68,7 +73,7 @@ def train_statistics(x, r, gamma, reducer, eps: float, momentum: float, running_
     var = squares / m                                          # C, biased
     if reducer.leader:
         _update_running(running_mean, running_var, mean, var, m, momentum)
-    return centred, 1.0 / np.sqrt(var + eps), m
+    return centred, 1.0 / np.sqrt(var + eps), m, None
 
 
 def _statistics_in_one_exchange(x, r, gamma, reducer, eps: float, momentum: float, running_mean, running_var,
@@ -76,9 +81,8 @@ def _statistics_in_one_exchange(x, r, gamma, reducer, eps: float, momentum: floa
     """:func:`train_statistics` with one exchange: each part sends its sums, the squared deviations
     from its own mean and, in float64, ``sums^2 / n`` (its ``n`` values per channel); the batch's
     squared deviations from its mean are then those of the parts plus ``sum_i n_i (mean_i -
-    mean)^2 = sum_i sums_i^2 / n_i - (sum_i sums_i)^2 / n`` (Chan, Golub and LeVeque's combination),
-    and the centred rows are moved from the part's mean to the batch's: one more pass over them,
-    for one trip over the network fewer."""
+    mean)^2 = sum_i sums_i^2 / n_i - (sum_i sums_i)^2 / n`` (Chan, Golub and LeVeque's combination).
+    The rows stay centred on the part's own mean: ``offset = mean - own mean``."""
     c = gamma.shape[0]
     n = x.size // c
     width = r.shape[1]
@@ -93,31 +97,37 @@ def _statistics_in_one_exchange(x, r, gamma, reducer, eps: float, momentum: floa
     spread = np.maximum(np.asarray(between, dtype=np.float64) - total * total / m, 0.0)   # C, >= 0 but for rounding
     mean = (total / m).astype(x.dtype)
     var = ((np.asarray(squares, dtype=np.float64) + spread) / m).astype(x.dtype)         # C, biased
-    centred -= tile(mean - own_mean, width)
     if reducer.leader:
         _update_running(running_mean, running_var, mean, var, m, momentum)
-    return centred, 1.0 / np.sqrt(var + eps), m
+    return centred, 1.0 / np.sqrt(var + eps), m, (mean - own_mean).astype(x.dtype, copy=False)
 
 
-def gradient_sums(d, centred, invstd, channels: int, grads_out=None):
+def gradient_sums(d, centred, invstd, channels: int, grads_out=None, offset=None):
     """``(dgamma, dbeta)`` of this part, ``sum(d * xhat)`` and ``sum(d)`` per channel over the rows
-    ``d`` and ``centred`` ``(R, W*C)``, into ``grads_out``'s arrays if given."""
+    ``d`` and ``centred`` ``(R, W*C)``, into ``grads_out``'s arrays if given; ``offset`` as
+    :func:`train_statistics` gives it (``xhat = (centred - offset) invstd``)."""
     dbeta = channel_sums(d, channels, out=target(grads_out, "beta"))
     dgamma = channel_products(d, centred, channels, out=target(grads_out, "gamma"))
+    if offset is not None:
+        dgamma -= offset * dbeta
     dgamma *= invstd
     return dgamma, dbeta
 
 
-def input_gradient_rows(invstd, gamma, dgamma, dbeta, m: int, width: int) -> tuple:
+def input_gradient_rows(invstd, gamma, dgamma, dbeta, m: int, width: int, offset=None) -> tuple:
     """The per-channel factors of :func:`input_gradient_into` (the whole batch's ``dgamma``,
-    ``dbeta``), tiled along a row of ``width = W*C`` values."""
-    return tile(invstd * dgamma / m, width), tile(dbeta / m, width), tile(gamma * invstd, width)
+    ``dbeta``), tiled along a row of ``width = W*C`` values; with the ``offset`` of the rows'
+    centre (:func:`train_statistics`) folded into the constant term."""
+    k = invstd * dgamma / m
+    constant = dbeta / m if offset is None else dbeta / m - offset * k
+    return tile(k, width), tile(constant, width), tile(gamma * invstd, width)
 
 
 def input_gradient_into(dx, d, centred, factors: tuple) -> None:
-    """``dx = gamma invstd (d - dbeta/m - xhat dgamma/m)`` with ``xhat = centred invstd``, for rows
-    ``d``, ``centred``, ``dx`` ``(R, W*C)`` (``dx`` may be ``centred``'s memory), ``factors`` from
-    :func:`input_gradient_rows`; element by element, so a block of rows at a time gives the same bits."""
+    """``dx = gamma invstd (d - dbeta/m - xhat dgamma/m)`` with ``xhat = (centred - offset) invstd``,
+    for rows ``d``, ``centred``, ``dx`` ``(R, W*C)`` (``dx`` may be ``centred``'s memory), ``factors``
+    from :func:`input_gradient_rows`; element by element, so a block of rows at a time gives the
+    same bits."""
     k_row, mean_row, scale_row = factors
     np.multiply(centred, k_row, out=dx)
     np.subtract(d, dx, out=dx)
@@ -191,31 +201,32 @@ class BatchNormNumpy:
         r = rows(x)                                            # R, W*C
         width = r.shape[1]
         if training:
-            centred, invstd, m = train_statistics(x, r, gamma, reducer, eps, momentum, running_mean, running_var,
-                                                  take(workspace, "centred", r.shape, r.dtype))
-            out = np.multiply(centred, tile(gamma * invstd, width), out=pooled(workspace, r.shape, r.dtype))
-            out += tile(beta, width)                           # = gamma * xhat + beta
-            saved = (centred, invstd, m, gamma, None, reducer, workspace)
+            centred, invstd, m, offset = train_statistics(x, r, gamma, reducer, eps, momentum, running_mean,
+                                                          running_var, take(workspace, "centred", r.shape, r.dtype))
+            scale = gamma * invstd
+            out = np.multiply(centred, tile(scale, width), out=pooled(workspace, r.shape, r.dtype))
+            out += tile(beta if offset is None else beta - offset * scale, width)   # = gamma * xhat + beta
+            saved = (centred, invstd, m, gamma, None, reducer, workspace, offset)
         else:
             invstd = 1.0 / np.sqrt(running_var + eps)
             scale = gamma * invstd
             out = np.multiply(r, tile(scale, width), out=pooled(workspace, r.shape, r.dtype))   # scale,
             out += tile(beta - running_mean * scale, width)                                    # then shift
-            saved = (r, invstd, None, gamma, running_mean, reducer, workspace)
+            saved = (r, invstd, None, gamma, running_mean, reducer, workspace, None)
         return out.reshape(x.shape), (saved if keep else None)
 
     @staticmethod
     def backward(saved, dout, grads_out=None):
-        kept, invstd, m, gamma, running_mean, reducer, workspace = saved
+        kept, invstd, m, gamma, running_mean, reducer, workspace, offset = saved
         c = gamma.shape[0]
         d = rows(np.ascontiguousarray(dout))                   # R, W*C
         width = d.shape[1]
         centred = kept if m is not None else kept - tile(running_mean, width)
-        dgamma, dbeta = gradient_sums(d, centred, invstd, c, grads_out)
+        dgamma, dbeta = gradient_sums(d, centred, invstd, c, grads_out, offset)
         grads = {"gamma": dgamma, "beta": dbeta}               # this part's share
         if m is None:
             return (d * tile(gamma * invstd, width)).reshape(dout.shape), grads
         dbeta, dgamma = reducer.sum(dbeta, dgamma)             # over the whole batch
         dx = pooled(workspace, d.shape, d.dtype)
-        input_gradient_into(dx, d, centred, input_gradient_rows(invstd, gamma, dgamma, dbeta, m, width))
+        input_gradient_into(dx, d, centred, input_gradient_rows(invstd, gamma, dgamma, dbeta, m, width, offset))
         return dx.reshape(dout.shape), grads

@@ -132,12 +132,14 @@ class BatchNormActNumpy:
         res = None if residual is None else rows(np.ascontiguousarray(residual))
         if training:
             mine = overwrite_input or contiguous is not x      # memory this call may write into
-            centred, invstd, m = train_statistics(x, r, gamma, reducer, eps, momentum, running_mean, running_var,
-                                                  r if mine else take(workspace, "centred", r.shape, r.dtype))
+            centred, invstd, m, offset = train_statistics(x, r, gamma, reducer, eps, momentum, running_mean,
+                                                          running_var,
+                                                          r if mine else take(workspace, "centred", r.shape, r.dtype))
             scale = gamma * invstd
-            source, shift, kept, recentre = centred, beta, centred, None
+            shift = beta if offset is None else beta - offset * scale
+            source, kept, recentre = centred, centred, None
         else:
-            m = None
+            m, offset = None, None
             invstd = 1.0 / np.sqrt(running_var + eps)
             scale = gamma * invstd
             source, shift, kept, recentre = r, beta - running_mean * scale, r, running_mean
@@ -155,12 +157,13 @@ class BatchNormActNumpy:
             act_saved, result = out, out
         else:
             result, act_saved = GeluNumpy.forward(out, keep=keep)
-        saved = (kept, recentre, invstd, m, gamma, reducer, activation, act_saved, res is not None, spans, workspace)
+        saved = (kept, recentre, invstd, m, gamma, reducer, activation, act_saved, res is not None, spans, workspace,
+                 offset)
         return result.reshape(x.shape), (saved if keep else None)
 
     @staticmethod
     def backward(saved, dout, grads_out=None, reuse: bool = False):
-        kept, recentre, invstd, m, gamma, reducer, activation, act_saved, has_residual, spans, workspace = saved
+        kept, recentre, invstd, m, gamma, reducer, activation, act_saved, has_residual, spans, workspace, offset = saved
         c = gamma.shape[0]
         shape = dout.shape
         contiguous = np.ascontiguousarray(dout)
@@ -174,7 +177,7 @@ class BatchNormActNumpy:
         else:
             d = GeluNumpy.backward(act_saved, g)[0]            # a new array (rows)
         centred = kept if recentre is None else kept - tile(recentre, width)
-        dgamma, dbeta = gradient_sums(d, centred, invstd, c, grads_out)   # this part's share
+        dgamma, dbeta = gradient_sums(d, centred, invstd, c, grads_out, offset)   # this part's share
         grads = {"gamma": dgamma, "beta": dbeta}
         dres = d.reshape(shape) if has_residual else None
         if m is None:                                          # eval mode: the statistics are constants
@@ -182,7 +185,7 @@ class BatchNormActNumpy:
             return _result(dx.reshape(shape), dres, has_residual), grads
         dbeta_all, dgamma_all = reducer.sum(dbeta, dgamma)     # over the whole batch
         dx = kept if reuse else pooled(workspace, kept.shape, kept.dtype)
-        factors = input_gradient_rows(invstd, gamma, dgamma_all, dbeta_all, m, width)
+        factors = input_gradient_rows(invstd, gamma, dgamma_all, dbeta_all, m, width, offset)
         for a, b in spans:                                     # batch norm's own steps, a block at a time
             input_gradient_into(dx[a:b], d[a:b], kept[a:b], factors)
         return _result(dx.reshape(shape), dres, has_residual), grads
