@@ -88,7 +88,7 @@ class HandoffBarrier:
     ``threading.BrokenBarrierError``) with the waiting done in C: a waiter blocks on a lock of its
     own, which the last thread to arrive releases. ``threading.Barrier`` waits on a condition
     variable in Python code, holding the interpreter lock through more bytecode per wait; a
-    data-parallel training step crosses a barrier at every batch norm (99 times a ResNet-32 step),
+    data-parallel training step crosses a barrier at every batch norm (70 times a ResNet-32 step),
     and while one thread holds that lock the other cannot continue after its own NumPy call.
     """
 
