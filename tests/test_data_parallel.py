@@ -452,3 +452,18 @@ def test_weight_gradients_offered_to_batch_norm_s_exchange_give_the_same_step_to
         grads[defer], ran[defer] = FlatStore.of(model).grads.copy(), sum(in_exchanges)
     assert np.array_equal(grads[False], grads[True])
     assert ran[False] == 0 and ran[True] == 2 * 2 * 18              # steps x parts x convolutions
+
+
+def test_a_backward_pass_that_fails_leaves_no_work_offered_to_later_exchanges():
+    """Offered tasks belong to the pass that offered them: after a failed backward pass none is
+    left for the next step's exchanges to run."""
+    from cifarnet.training.plan import TrainingPlan
+
+    model = build_model({"arch": "resnet", "depth": 8, "widths": [4, 8, 16], "num_classes": 5}, seed=0)
+    plan, ran = TrainingPlan.of(model), []
+    x = np.random.default_rng(0).standard_normal((4, 8, 8, 3)).astype(np.float32)
+    _, tape = plan.forward(x, TRAIN)
+    parallel.offer_work([lambda: ran.append(1)])
+    with pytest.raises(ValueError):
+        plan.backward(tape, np.ones((4, 7), np.float32), into=model.store.grad_views, defer_weights=True)
+    assert parallel.take_offered_work() == [] and ran == []

@@ -224,51 +224,55 @@ class TrainingPlan:
         grads = {self.output: dout}
         xp = array_module(dout)
         deferring = defer_weights and on_ready is None and into is not None
-        for position in range(len(self.nodes) - 1, self.first_trained - 1, -1):
-            node = self.nodes[position]
-            d = grads.pop(node.output, None)
-            if d is None:                                  # nothing downstream needs this node
-                continue
-            needs = [self._needs_gradient(i, need_dx) for i in node.inputs]
-            rule = kind_of(node.kind).train_backward
-            deferred = None
-            target = within(into, self.names[position]) if into is not None and self.names[position] else into
-            start = time.perf_counter() if clock is not None else 0.0
-            if workspace is not None:
-                workspace.reset_scratch()
-            if rule is not None:                           # reuse: no one else holds d (or the context)
-                reuse = not xp.may_share_memory(d, dout) and not any(xp.may_share_memory(d, g)
-                                                                     for g in grads.values())
-                input_grads, _ = rule(node, tape[position], d, any(needs), target, reuse)
-            else:
-                extra = {}
-                if needs[0] and kind_of(node.kind).adds_input_gradient:
-                    pending = self._addable(grads, node.inputs[0], d, dout, xp)
-                    if pending is not None:
-                        extra["dx_add"] = pending              # the layer adds its input gradient onto it
-                deferred = [] if deferring and kind_of(node.kind).defers_weight_gradient else None
-                if deferred is not None:
-                    extra["defer"] = deferred
-                dx, _ = node.layer.backward(tape[position], d, need_dx=any(needs), into=target, **extra)
-                input_grads = [dx]
-            for task in take_offered_work():              # the node before offered it; no exchange ran it
-                task()
-            if rule is None and deferred:
-                offer_work(deferred)
-            if clock is not None:
-                clock(position, "bwd", start)
-            tape[position] = None
-            if on_ready is not None and self.parameters[position]:
-                on_ready(self.parameters[position])
-            if workspace is not None:
-                produced = [g for g in input_grads if g is not None]
-                for dead in (d, self._own_output(tape, position, xp)):   # what it read, what it wrote: if
-                    if not _shares(dead, produced, xp) and not _shares(dead, grads.values(), xp):   # nothing
-                        workspace.release(dead)             # pending holds it, its buffer is free
-            tape.outputs[position] = None                   # (without a workspace: the allocator's to reuse)
-            for i, g, needed in zip(node.inputs, input_grads, needs, strict=True):
-                if needed and g is not None and g is not grads.get(i):     # (not added onto already)
-                    grads[i] = g if i not in grads else _accumulate(grads, i, g, dout, xp, workspace)
+        try:
+            for position in range(len(self.nodes) - 1, self.first_trained - 1, -1):
+                node = self.nodes[position]
+                d = grads.pop(node.output, None)
+                if d is None:                                  # nothing downstream needs this node
+                    continue
+                needs = [self._needs_gradient(i, need_dx) for i in node.inputs]
+                rule = kind_of(node.kind).train_backward
+                deferred = None
+                target = within(into, self.names[position]) if into is not None and self.names[position] else into
+                start = time.perf_counter() if clock is not None else 0.0
+                if workspace is not None:
+                    workspace.reset_scratch()
+                if rule is not None:                           # reuse: no one else holds d (or the context)
+                    reuse = not xp.may_share_memory(d, dout) and not any(xp.may_share_memory(d, g)
+                                                                         for g in grads.values())
+                    input_grads, _ = rule(node, tape[position], d, any(needs), target, reuse)
+                else:
+                    extra = {}
+                    if needs[0] and kind_of(node.kind).adds_input_gradient:
+                        pending = self._addable(grads, node.inputs[0], d, dout, xp)
+                        if pending is not None:
+                            extra["dx_add"] = pending              # the layer adds its input gradient onto it
+                    deferred = [] if deferring and kind_of(node.kind).defers_weight_gradient else None
+                    if deferred is not None:
+                        extra["defer"] = deferred
+                    dx, _ = node.layer.backward(tape[position], d, need_dx=any(needs), into=target, **extra)
+                    input_grads = [dx]
+                for task in take_offered_work():              # the node before offered it; no exchange ran it
+                    task()
+                if rule is None and deferred:
+                    offer_work(deferred)
+                if clock is not None:
+                    clock(position, "bwd", start)
+                tape[position] = None
+                if on_ready is not None and self.parameters[position]:
+                    on_ready(self.parameters[position])
+                if workspace is not None:
+                    produced = [g for g in input_grads if g is not None]
+                    for dead in (d, self._own_output(tape, position, xp)):   # what it read, what it wrote: if
+                        if not _shares(dead, produced, xp) and not _shares(dead, grads.values(), xp):   # nothing
+                            workspace.release(dead)             # pending holds it, its buffer is free
+                tape.outputs[position] = None                   # (without a workspace: the allocator's to reuse)
+                for i, g, needed in zip(node.inputs, input_grads, needs, strict=True):
+                    if needed and g is not None and g is not grads.get(i):     # (not added onto already)
+                        grads[i] = g if i not in grads else _accumulate(grads, i, g, dout, xp, workspace)
+        except BaseException:                              # a failed pass offers nothing to later exchanges
+            take_offered_work()
+            raise
         for task in take_offered_work():                  # the last weight gradient offered
             task()
         if into is not None and self.frozen_parameters:
