@@ -153,12 +153,11 @@ class ThreadMember(Communicator):
     @property
     def batch_parts(self) -> int:
         """The parts of the batch ``sum`` adds over: this group's threads times its ``outer`` processes."""
-        outer = self.group.outer
-        return self.size * getattr(outer, "batch_parts", getattr(outer, "size", 1))
+        return self.size * self.group.outer.batch_parts
 
     @property
     def statistics_exchanges(self) -> int:
-        return getattr(self.group.outer, "statistics_exchanges", 1)
+        return self.group.outer.statistics_exchanges
 
     def sum(self, *values):
         """Each of ``values`` (arrays or numbers) summed over all parts, in part order."""

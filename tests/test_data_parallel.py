@@ -395,19 +395,22 @@ def test_work_done_between_arriving_and_finishing_overlaps_the_wait_for_the_othe
     from cifarnet.threads import HandoffBarrier
 
     barrier, events = HandoffBarrier(2), []
+    arrived, late_passed = threading.Event(), threading.Event()
 
     def early():
         arrival = barrier.arrive()
         events.append("early arrived")
-        time.sleep(0.05)                               # its own work, before the other arrives
+        arrived.set()
+        late_passed.wait(timeout=10)                   # its own work lasts until the other has passed
         events.append("early worked")
         barrier.finish(arrival)
         events.append("early passed")
 
     def late():
-        time.sleep(0.02)
+        arrived.wait(timeout=10)
         barrier.wait()
         events.append("late passed")
+        late_passed.set()
 
     threads = [threading.Thread(target=early), threading.Thread(target=late)]
     for t in threads:

@@ -62,7 +62,7 @@ def train_statistics(x, r, gamma, reducer, eps: float, momentum: float, running_
     takes :func:`_statistics_in_one_exchange`: each exchange is a barrier every part waits at (across
     processes a latency-bound trip over the network), unless its reducer asks for the two passes
     (``statistics_exchanges`` 2, :mod:`cifarnet.comm`)."""
-    if getattr(reducer, "batch_parts", 1) > 1 and getattr(reducer, "statistics_exchanges", 1) == 1:
+    if reducer.batch_parts > 1 and reducer.statistics_exchanges == 1:
         return _statistics_in_one_exchange(x, r, gamma, reducer, eps, momentum, running_mean, running_var, out)
     c = gamma.shape[0]
     sums, m = reducer.sum(channel_sums(r, c), x.size // c)     # C; values per channel in the batch

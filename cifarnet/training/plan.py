@@ -252,10 +252,11 @@ class TrainingPlan:
                         extra["defer"] = deferred
                     dx, _ = node.layer.backward(tape[position], d, need_dx=any(needs), into=target, **extra)
                     input_grads = [dx]
-                for task in take_offered_work():              # the node before offered it; no exchange ran it
-                    task()
-                if rule is None and deferred:
-                    offer_work(deferred)
+                if deferring:
+                    for task in take_offered_work():          # the node before offered it; no exchange ran it
+                        task()
+                    if deferred:
+                        offer_work(deferred)
                 if clock is not None:
                     clock(position, "bwd", start)
                 tape[position] = None
