@@ -28,6 +28,15 @@ def default_workers() -> int:
         return max(1, os.cpu_count() or 1)
 
 
+def side_by_side() -> bool:
+    """Whether this thread runs one of several tasks of :func:`run_side_by_side` now. Its NumPy
+    calls then share the interpreter lock with the others': every call that releases the lock may
+    wait to take it back (tens of microseconds on a virtual machine's idle core), so work that
+    could be done in fewer, larger calls should be (docs/performance.md, "Winograd's transforms
+    by rows and columns")."""
+    return getattr(_inside, "shared", False)
+
+
 def helper_pool(helpers: int) -> ThreadPoolExecutor:
     """A long-lived pool of ``helpers`` threads (the caller's own thread does the first part)."""
     pool = _pools.get(helpers)
@@ -56,7 +65,7 @@ def run_side_by_side(tasks: Sequence[Callable[[], T]], on_error: Callable[[], No
     settings = np.geterr()
 
     def guarded(task):
-        _inside.active = True
+        _inside.active, _inside.shared = True, len(tasks) > 1
         try:
             with np.errstate(**settings):
                 return task()
@@ -65,7 +74,7 @@ def run_side_by_side(tasks: Sequence[Callable[[], T]], on_error: Callable[[], No
                 on_error()
             raise
         finally:
-            _inside.active = False
+            _inside.active = _inside.shared = False
 
     futures = [helper_pool(len(tasks) - 1).submit(guarded, task) for task in tasks[1:]] if len(tasks) > 1 else []
     outcomes: list[tuple[bool, object]] = []
