@@ -97,20 +97,24 @@ def test_maxpool_ties_route_to_first_maximum(backend):
     assert to_numpy(dx)[0, :, :, 0].tolist() == [[1.0, 0.0], [0.0, 0.0]]
 
 
-@pytest.mark.parametrize("block", [1, 2, 4])
+@pytest.mark.parametrize("block", [1, 2, 4, (1, 2), (1, 4), (2, 1), (2, 4)])
 @pytest.mark.parametrize("shape, c_out, k, padding", [((2, 8, 8, 3), 4, 3, 1), ((1, 10, 6, 2), 3, 3, 0),
                                                       ((2, 8, 4, 5), 2, (3, 1), (1))])
 def test_blocked_conv_matches_loops(rng, block, shape, c_out, k, padding):
-    """The blocked fast path (several output pixels per patch) against the loop reference."""
+    """The blocked fast path (several output pixels per patch, square or not) against the loop
+    reference; a block that does not tile the output falls back to one pixel per patch."""
     kh, kw = (k, k) if isinstance(k, int) else k
     W, b = rng.standard_normal((kh, kw, shape[-1], c_out)), rng.standard_normal(c_out)
     out = _check_numpy_variant(rng.standard_normal(shape), W, b, 1, padding, rng, block=block)
     used = conv.choose_block(shape[-1], (kh, kw), 1, out.shape[1], out.shape[2], block)
-    assert used == block or out.shape[1] % block or out.shape[2] % block
+    bh, bw = (block, block) if isinstance(block, int) else block
+    tiles = out.shape[1] % bh == 0 and out.shape[2] % bw == 0
+    assert used == ((bh, bw) if tiles else (1, 1))
 
 
 @pytest.mark.parametrize("chunk", [1, 2])
-@pytest.mark.parametrize("stride, padding, block", [(1, 1, 1), (1, 1, 2), (2, 1, 1), (1, 0, 2), (2, 0, 1)])
+@pytest.mark.parametrize("stride, padding, block", [(1, 1, 1), (1, 1, 2), (2, 1, 1), (1, 0, 2), (2, 0, 1),
+                                                     (1, 1, (1, 2)), (1, 0, (1, 2))])
 def test_chunked_conv_matches_loops(rng, chunk, stride, padding, block):
     """Working through the batch a chunk at a time (last chunk short) changes nothing."""
     W, b = rng.standard_normal((3, 3, 3, 4)), rng.standard_normal(4)
@@ -120,18 +124,24 @@ def test_chunked_conv_matches_loops(rng, chunk, stride, padding, block):
 def test_numpy_chunks_hold_about_chunk_bytes_of_columns():
     per_image = conv.col_bytes(16, 32, 32, conv.patch_for((3, 3), 1, 2), 2, 4)   # 256 blocks x (4*4*16) floats
     assert per_image == 256 * 256 * 4
+    pair = conv.col_bytes(16, 32, 32, conv.patch_for((3, 3), 1, (1, 2)), (1, 2), 4)
+    assert pair == 512 * (3 * 4 * 16) * 4                              # 512 pixel pairs x (3*4*16) floats
     assert conv.images_per_chunk(128, per_image) == conv.CHUNK_BYTES // per_image
     assert conv.images_per_chunk(4, per_image) == 4                  # 1 MB: one chunk
     assert conv.images_per_chunk(128, per_image, chunk=3) == 3
 
 
 def test_narrow_layers_choose_the_blocked_path():
-    assert conv.choose_block(16, (3, 3), 1, 32, 32) == 2
-    assert conv.choose_block(32, (3, 3), 1, 16, 16) == 1     # above BLOCK_MAX_CHANNELS
-    assert conv.choose_block(64, (3, 3), 1, 8, 8) == 1
-    assert conv.choose_block(16, (3, 3), 2, 16, 16) == 1     # strided
-    assert conv.choose_block(8, (3, 3), 1, 15, 15) == 1      # odd output size
-    assert conv.choose_block(16, (1, 1), 1, 32, 32) == 1     # 1x1
+    assert conv.choose_block(16, (3, 3), 1, 32, 32) == (1, 2)     # two neighbours in a row per patch
+    assert conv.choose_block(8, (3, 3), 1, 15, 30) == (1, 2)      # only the width must be even
+    assert conv.choose_block(3, (3, 3), 1, 30, 30) == (2, 2)      # below ROW_BLOCK_MIN_CHANNELS: 2x2
+    assert conv.choose_block(3, (3, 3), 1, 15, 30) == (1, 1)      # ... which needs both sides even
+    assert conv.choose_block(32, (3, 3), 1, 16, 16) == (1, 1)     # above BLOCK_MAX_CHANNELS
+    assert conv.choose_block(64, (3, 3), 1, 8, 8) == (1, 1)
+    assert conv.choose_block(16, (3, 3), 2, 16, 16) == (1, 1)     # strided
+    assert conv.choose_block(8, (3, 3), 1, 30, 15) == (1, 1)      # odd output width
+    assert conv.choose_block(16, (1, 1), 1, 32, 32) == (1, 1)     # 1x1
+    assert conv.choose_block(16, (3, 3), 1, 32, 32, block=2) == (2, 2)   # forced, an int a square
 
 
 @pytest.mark.parametrize("shape, k, stride", [((2, 6, 6, 3), 2, 2), ((1, 7, 5, 2), 3, 2)])

@@ -68,24 +68,26 @@ def unpad_hw(x, padding: int):
     return x[:, padding:-padding, padding:-padding, :]
 
 
-def patches(x, ph: int, pw: int, step: int):
+def patches(x, ph: int, pw: int, step):
     """Strided view of ``ph x pw`` patches taken every ``step`` pixels: ``(N, Hb, Wb, PH, PW, C)``.
 
-    With ``ph x pw`` the kernel and ``step`` the stride these are a convolution's windows
-    (``view[n, i, j, a, b, c] == x[n, i*step + a, j*step + b, c]``); with patches larger than the
-    kernel they serve the blocked convolution (several output pixels per patch).
+    ``step`` is one stride for both axes or a pair ``(down, across)``. With ``ph x pw`` the kernel
+    and ``step`` the stride these are a convolution's windows (``view[n, i, j, a, b, c] ==
+    x[n, i*step + a, j*step + b, c]``); with patches larger than the kernel they serve the blocked
+    convolution (several output pixels per patch).
     """
     xp = array_module(x)
+    sh, sw = (step, step) if isinstance(step, int) else step
     n, h, w, c = x.shape
-    hb, wb = (h - ph) // step + 1, (w - pw) // step + 1
+    hb, wb = (h - ph) // sh + 1, (w - pw) // sw + 1
     s_n, s_h, s_w, s_c = x.strides
     return xp.lib.stride_tricks.as_strided(
-        x, shape=(n, hb, wb, ph, pw, c), strides=(s_n, s_h * step, s_w * step, s_h, s_w, s_c))
+        x, shape=(n, hb, wb, ph, pw, c), strides=(s_n, s_h * sh, s_w * sw, s_h, s_w, s_c))
 
 
-def gather_patches(x, ph: int, pw: int, step: int, out=None):
+def gather_patches(x, ph: int, pw: int, step, out=None):
     """Copy every patch into a column matrix ``(N*Hb*Wb, PH*PW*C)`` (im2col, one copy), into the
-    first rows of ``out`` if given (a buffer of at least that many rows)."""
+    first rows of ``out`` if given (a buffer of at least that many rows); ``step`` as :func:`patches`."""
     view = patches(x, ph, pw, step)
     n, hb, wb = view.shape[:3]
     if out is None:

@@ -3,7 +3,8 @@
     python -m cifarnet.bench.layouts                          # ResNet-32, batch 128: limits 16 (default), 0, 32
     python -m cifarnet.bench.layouts --limits 16,0 --pairs 20 --json layouts.json
 
-The ``numpy`` variant of ``conv2d`` gathers one patch per 2x2 block of output pixels for stride-1
+The ``numpy`` variant of ``conv2d`` gathers one patch per block of output pixels (1x2, or 2x2 for
+the narrowest: ``choose_block``) for stride-1
 layers with up to ``BLOCK_MAX_CHANNELS`` input channels (:mod:`cifarnet.functional.conv`); 0
 blocks nothing, 16 blocks ResNet-32's first stage, 32 its first two. Which limit is fastest
 depends on the machine (on one AMD EPYC, blocking at 16 made the ResNet-32 step 0.93x; on a Zen 4,

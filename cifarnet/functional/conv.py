@@ -19,7 +19,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..arrays import winograd as wino
-from ..arrays.blocks import block_weights, fold_block_gradient, to_blocks, write_from_blocks
+from ..arrays.blocks import as_block, block_weights, fold_block_gradient, to_blocks, write_from_blocks
 from ..arrays.rows import channel_sums, rows, tile
 from ..arrays.windows import add_windows, gather_patches, padded_chunks, unpad_hw
 from ..arrays.workspace import pooled, scratch
@@ -32,6 +32,10 @@ conv2d = Op("conv2d")
 # Blocked products pay off for narrow layers only (docs/performance.md, "Measurements behind the
 # defaults"; python -m cifarnet.bench.layouts measures the limit).
 BLOCK_MAX_CHANNELS = 16
+# From this many channels up, a block is two neighbours in a row (1x2: the product writes the output
+# in place, a third fewer wasted multiplications than 2x2); below it, 2x2 (docs/performance.md,
+# "Blocks of two neighbours in a row")
+ROW_BLOCK_MIN_CHANNELS = 8
 CHUNK_BYTES = 2 << 20     # the batch is worked through in chunks whose column matrix is about this size
 # 3x3 stride-1 layers at least this wide on both sides correlate by Winograd F(4x4, 3x3)
 # (docs/performance.md, "Winograd"; narrower ones run as fast or faster by im2col)
@@ -84,12 +88,12 @@ class Conv2dReference:
         return dx_add, grads
 
 
-def weight_rows(W, block: int):
+def weight_rows(W, block):
     """The right-hand matrix of the product: ``W`` as ``(KH*KW*C_in, C_out)``, or blocked."""
-    return W.reshape(-1, W.shape[-1]) if block == 1 else block_weights(W, block)
+    return W.reshape(-1, W.shape[-1]) if as_block(block) == (1, 1) else block_weights(W, block)
 
 
-def correlate_into(out, x_pad, w_rows, patch: tuple[int, int, int], block: int, workspace=None,
+def correlate_into(out, x_pad, w_rows, patch: tuple, block, workspace=None,
                    images: int | None = None, add: bool = False) -> None:
     """``out[n, i, j] = sum_{a, b, c} x_pad[n, i*stride + a, j*stride + b, c] * W[a, b, c]``.
 
@@ -97,18 +101,20 @@ def correlate_into(out, x_pad, w_rows, patch: tuple[int, int, int], block: int, 
         out: ``(N, Ho, Wo, C_out)``, C-contiguous, written in place.
         x_pad: ``(N, Hp, Wp, C_in)``, already padded.
         w_rows: :func:`weight_rows` of ``W`` ``(KH, KW, C_in, C_out)`` for ``block``.
-        patch: ``(PH, PW, step)``: ``(KH, KW, stride)``, or ``(B+KH-1, B+KW-1, B)`` for a block
-            of ``B x B`` output pixels per patch (stride 1 only).
+        patch: ``(PH, PW, step)``: ``(KH, KW, stride)``, or ``(BH+KH-1, BW+KW-1, (BH, BW))`` for a
+            block of ``BH x BW`` output pixels per patch (stride 1 only; :func:`patch_for`).
+        block: ``(BH, BW)`` (:mod:`cifarnet.arrays.blocks`).
         workspace: where the column matrix (and a blocked product) are kept, sized for chunks of
             ``images`` images (default N; :mod:`cifarnet.arrays.workspace`), or None.
         add: add the correlation to what ``out`` holds instead of overwriting it.
     """
     ph, pw, step = patch
-    per_image = ((x_pad.shape[1] - ph) // step + 1) * ((x_pad.shape[2] - pw) // step + 1)
+    sh, sw = (step, step) if isinstance(step, int) else step
+    per_image = ((x_pad.shape[1] - ph) // sh + 1) * ((x_pad.shape[2] - pw) // sw + 1)
     capacity = (images or x_pad.shape[0]) * per_image
     buffer = None if workspace is None else workspace.scratch("cols", (capacity, w_rows.shape[0]), x_pad.dtype)
-    cols, _ = gather_patches(x_pad, *patch, out=buffer)       # N*Ho*Wo/B^2, PH*PW*C_in
-    if block == 1 and not add:
+    cols, _ = gather_patches(x_pad, *patch, out=buffer)       # N*Ho*Wo/(BH*BW), PH*PW*C_in
+    if as_block(block)[0] == 1 and not add:                   # the product's rows are the output's own
         np.matmul(cols, w_rows, out=out.reshape(cols.shape[0], -1))
     else:
         product = scratch(workspace, "blocked product", (capacity, w_rows.shape[1]), out.dtype)[:cols.shape[0]]
@@ -116,14 +122,20 @@ def correlate_into(out, x_pad, w_rows, patch: tuple[int, int, int], block: int, 
 
 
 def choose_block(channels: int, kernel: tuple[int, int], stride: int, ho: int, wo: int,
-                 block: int | None = None) -> int:
-    """Output pixels per patch side: ``block`` if given and it fits, else 2 for narrow stride-1
-    layers with even output sizes, else 1 (see :mod:`cifarnet.arrays.blocks`)."""
+                 block=None) -> tuple[int, int]:
+    """Output pixels per patch, ``(BH, BW)`` (see :mod:`cifarnet.arrays.blocks`): ``block`` (a pair,
+    or an int for a square) if given and it tiles the output; else, for stride-1 layers of up to
+    :data:`BLOCK_MAX_CHANNELS` input channels and a kernel wider than 1x1, ``(1, 2)`` (two
+    neighbours in a row) from :data:`ROW_BLOCK_MIN_CHANNELS` channels up, ``(2, 2)`` below; else
+    (or when the block does not tile the output) ``(1, 1)``."""
     if stride != 1:
-        return 1
-    if block is not None:
-        return block if ho % block == 0 and wo % block == 0 else 1
-    return 2 if channels <= BLOCK_MAX_CHANNELS and kernel != (1, 1) and ho % 2 == 0 and wo % 2 == 0 else 1
+        return 1, 1
+    if block is None:
+        if channels > BLOCK_MAX_CHANNELS or kernel == (1, 1):
+            return 1, 1
+        block = (1, 2) if channels >= ROW_BLOCK_MIN_CHANNELS else (2, 2)
+    bh, bw = as_block(block)
+    return (bh, bw) if ho % bh == 0 and wo % bw == 0 else (1, 1)
 
 
 def use_winograd(c_in: int, c_out: int, kernel: tuple[int, int], stride: int, padding: int,
@@ -144,15 +156,18 @@ def flipped_kernel(W):
     return np.ascontiguousarray(W[::-1, ::-1].transpose(0, 1, 3, 2))
 
 
-def patch_for(kernel: tuple[int, int], stride: int, block: int) -> tuple[int, int, int]:
+def patch_for(kernel: tuple[int, int], stride: int, block) -> tuple:
+    """``(PH, PW, step)`` of :func:`correlate_into` for ``block`` output pixels per patch."""
     kh, kw = kernel
-    return (kh, kw, stride) if block == 1 else (block + kh - 1, block + kw - 1, block)
+    bh, bw = as_block(block)
+    return (kh, kw, stride) if (bh, bw) == (1, 1) else (bh + kh - 1, bw + kw - 1, (bh, bw))
 
 
-def col_bytes(channels: int, ho: int, wo: int, patch: tuple[int, int, int], block: int, itemsize: int) -> int:
+def col_bytes(channels: int, ho: int, wo: int, patch: tuple, block, itemsize: int) -> int:
     """Bytes of one image's column matrix."""
     ph, pw, _ = patch
-    return (ho // block) * (wo // block) * ph * pw * channels * itemsize
+    bh, bw = as_block(block)
+    return (ho // bh) * (wo // bw) * ph * pw * channels * itemsize
 
 
 def images_per_chunk(n: int, bytes_per_image: int, chunk: int | None = None) -> int:
@@ -175,7 +190,8 @@ class Conv2dNumpy:
     The batch is worked through a chunk of images at a time (about ``CHUNK_BYTES`` of columns
     each), so each chunk's padded input, column matrix and output stay in cache, and the bias,
     residual and ReLU are applied to a chunk right after its product. Narrow stride-1 layers
-    gather one patch per 2x2 block of output pixels (:mod:`cifarnet.arrays.blocks`). Only the
+    gather one patch per block of output pixels (:mod:`cifarnet.arrays.blocks`; two neighbours in
+    a row, or 2x2 below :data:`ROW_BLOCK_MIN_CHANNELS` channels: :func:`choose_block`). Only the
     input is kept for backward, which regathers the columns chunk by chunk: one copy more, one
     column matrix per layer less. ``block`` and ``chunk`` force an im2col layout, ``winograd``
     the choice of Winograd (:func:`use_winograd`; tests use them). With a ``workspace``
@@ -274,7 +290,8 @@ class Conv2dNumpy:
         return dx, grads
 
 
-def _backward_im2col(x, W, dout, stride: int, p: int, blk: int, block, chunk, dx, dW, want_dw: bool = True,
+def _backward_im2col(x, W, dout, stride: int, p: int, blk: tuple[int, int], block, chunk, dx, dW,
+                     want_dw: bool = True,
                      workspace=None, add: bool = False):
     """The im2col backward, a chunk of images at a time: the input gradient into ``dx`` (unless
     None; added to what it holds if ``add``) and, if ``want_dw``, the weight gradient, returned
@@ -294,7 +311,7 @@ def _backward_im2col(x, W, dout, stride: int, p: int, blk: int, block, chunk, dx
         per_image = max(per_image, col_bytes(c_out, h, w, dx_patch, dx_block, dout.itemsize))
     per_chunk = images_per_chunk(n, per_image, chunk)
     d_chunks = padded_chunks(dout, (kh - 1 - p, kw - 1 - p) if flipped else (0, 0), per_chunk, workspace, "dout pad")
-    rows_per_image = (ho // blk) * (wo // blk)
+    rows_per_image = (ho // blk[0]) * (wo // blk[1])
     k_rows = patch[0] * patch[1] * c_in
     dw_rows = None                 # the weight gradient as rows (in dW's memory when it is given, unblocked)
     for (start, stop, x_pad), (_, _, d_part) in zip(padded_chunks(x, (p, p), per_chunk, workspace), d_chunks,
@@ -303,10 +320,11 @@ def _backward_im2col(x, W, dout, stride: int, p: int, blk: int, block, chunk, dx
         if want_dw:
             buffer = scratch(workspace, "cols", (per_chunk * rows_per_image, k_rows), x.dtype)
             cols, _ = gather_patches(x_pad, *patch, out=buffer)   # rows, PH*PW*C_in
-            blocks = to_blocks(dout[start:stop], blk, out=None if blk == 1 else scratch(
-                workspace, "blocks", (per_chunk * rows_per_image, blk * blk * c_out), dout.dtype)[:m * rows_per_image])
+            by_block = None if blk[0] == 1 else scratch(      # blocks one pixel high are views of dout
+                workspace, "blocks", (per_chunk * rows_per_image, blk[0] * blk[1] * c_out), dout.dtype)
+            blocks = to_blocks(dout[start:stop], blk, out=None if by_block is None else by_block[:m * rows_per_image])
             if dw_rows is None:            # a new array when returned as the gradient (no dW to write into)
-                into = (dW.reshape(k_rows, -1) if dW is not None else None) if blk == 1 else scratch(
+                into = (dW.reshape(k_rows, -1) if dW is not None else None) if blk == (1, 1) else scratch(
                     workspace, "dW rows", (k_rows, blocks.shape[1]), dout.dtype)
                 dw_rows = np.matmul(cols.T, blocks, out=into)
             else:
@@ -327,6 +345,6 @@ def _backward_im2col(x, W, dout, stride: int, p: int, blk: int, block, chunk, dx
                 dx[start:stop] = unpad_hw(image, p)
     if not want_dw:
         return None
-    if blk == 1:
+    if blk == (1, 1):
         return dw_rows.reshape(W.shape) if dW is None else dW
     return fold_block_gradient(dw_rows, (kh, kw), c_in, blk, out=dW)
