@@ -62,9 +62,9 @@ def test_shape_benchmark_runs_and_reports(tmp_path):
     assert len(found["products"]) == 9 and all(r["gflops"] > 0 and r["gflops_transposed"] > 0
                                                for r in found["products"])
     assert len(found["passes"]) == 12 and all(r["ns_per_element"] > 0 for r in found["passes"])
-    layouts = [(r["channels"], r["block"], r["default"]) for r in found["convolutions"]]
-    assert layouts == [(c, block, block == ([1, 2] if c == 16 else [1, 1])) for c in (16, 32, 64)
-                       for block in ([1, 1], [2, 2], [1, 2])]
+    layouts = [(r["channels"], r["layout"], r["default"]) for r in found["convolutions"]]
+    assert layouts == [(c, layout, layout == "winograd") for c in (16, 32, 64)   # one thread: Winograd from 16
+                       for layout in ("1x1", "2x2", "1x2", "winograd")]
     assert all(r["forward_ms"] > 0 and r["weight_grad_ms"] > 0 and r["input_grad_ms"] >= 0
                and r["total_ms"] > r["forward_ms"] for r in found["convolutions"])
     torch_rows = found["torch_convolutions"]                  # PyTorch's, where it is importable

@@ -103,9 +103,15 @@ def test_bad_shapes_are_refused(rng):
 
 
 def test_the_numpy_convolution_chooses_winograd_for_wide_3x3_layers():
+    from cifarnet.threads import run_side_by_side
+
     assert conv.use_winograd(64, 256, (3, 3), 1, 1)
     assert conv.use_winograd(24, 64, (3, 3), 1, 1)                   # airbench's first convolution
-    assert not conv.use_winograd(16, 16, (3, 3), 1, 1)               # narrow: blocked im2col
+    assert conv.use_winograd(16, 16, (3, 3), 1, 1)                   # 16 channels: Winograd on a thread alone,
+    beside = run_side_by_side([lambda: conv.use_winograd(16, 16, (3, 3), 1, 1)] * 2)
+    assert beside == [False, False]                                  # blocked im2col beside another
+    assert run_side_by_side([lambda: conv.use_winograd(24, 24, (3, 3), 1, 1)] * 2) == [True, True]
+    assert not conv.use_winograd(8, 16, (3, 3), 1, 1)                # narrower: blocked im2col
     assert not conv.use_winograd(64, 64, (3, 3), 2, 1)               # strided
     assert not conv.use_winograd(64, 64, (1, 1), 1, 0)               # 1x1
     assert not conv.use_winograd(64, 64, (3, 3), 1, 3)               # more padding than the transform covers

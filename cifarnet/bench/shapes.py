@@ -10,10 +10,10 @@ product computed as ``(B.T @ A.T).T``, which BLAS may run faster for narrow shap
 the element-wise passes batch norm and ReLU make over that stage's activations (``add``,
 ``multiply``, ``maximum``, a per-channel sum), in ns per element; and each stage's convolution as
 cifarnet runs it (the ``numpy`` variant of ``conv2d``, gathers and chunking included), per pass
-(forward, weight gradient, input gradient), in each layout it can take: plain im2col, or blocked
-(one patch per 2x2 block of output pixels, or per two neighbours in a row:
-:mod:`cifarnet.arrays.blocks`), with the layout the
-variant picks by default marked; and, when PyTorch is importable (run it from an environment
+(forward, weight gradient, input gradient), in each layout it can take: plain im2col, blocked (one
+patch per 2x2 block of output pixels, or per two neighbours in a row: :mod:`cifarnet.arrays.blocks`)
+or Winograd (:mod:`cifarnet.arrays.winograd`), with the layout the variant picks by default on a
+thread computing alone marked; and, when PyTorch is importable (run it from an environment
 with both, as for :mod:`cifarnet.bench.models`), PyTorch's convolution of the same shapes per pass
 beside them. Medians of ``--repeats`` after a
 warm-up; the machine is printed with them. Meant for comparing machines (AMD, Intel) and spotting
@@ -86,8 +86,10 @@ def passes(images: int, repeats: int) -> list[dict]:
 
 
 def convolutions(images: int, repeats: int) -> list[dict]:
-    """Forward, weight-gradient and input-gradient time (ms) of each stage's 3x3 convolution per layout."""
-    from ..functional.conv import Conv2dNumpy, choose_block
+    """Forward, weight-gradient and input-gradient time (ms) of each stage's 3x3 convolution per
+    layout: im2col with one pixel, 2x2 or 1x2 blocks per patch, and Winograd (``layout``: ``"1x1"``,
+    ``"2x2"``, ``"1x2"``, ``"winograd"``; ``default``: the one this thread takes by itself)."""
+    from ..functional.conv import Conv2dNumpy, choose_block, use_winograd
 
     rng = np.random.default_rng(2)
     rows = []
@@ -95,13 +97,16 @@ def convolutions(images: int, repeats: int) -> list[dict]:
         x = rng.standard_normal((images, side, side, c), dtype=np.float32)
         w = (0.1 * rng.standard_normal((3, 3, c, c))).astype(np.float32)
         dout = rng.standard_normal(x.shape, dtype=np.float32)
-        default = choose_block(c, (3, 3), 1, side, side)
-        for block in ((1, 1), (2, 2), (1, 2)):
-            _, ctx = Conv2dNumpy.forward(x, w, None, padding=1, block=block)
-            forward = _median_s(partial(Conv2dNumpy.forward, x, w, None, padding=1, block=block), repeats)
+        default = "winograd" if use_winograd(c, c, (3, 3), 1, 1) else "{}x{}".format(*choose_block(c, (3, 3), 1,
+                                                                                                   side, side))
+        for layout in ("1x1", "2x2", "1x2", "winograd"):
+            how = {"winograd": True} if layout == "winograd" else {
+                "winograd": False, "block": tuple(int(b) for b in layout.split("x"))}
+            _, ctx = Conv2dNumpy.forward(x, w, None, padding=1, **how)
+            forward = _median_s(partial(Conv2dNumpy.forward, x, w, None, padding=1, **how), repeats)
             weight = _median_s(partial(Conv2dNumpy.backward, ctx, dout, need_dx=False), repeats)
             both = _median_s(partial(Conv2dNumpy.backward, ctx, dout), repeats)
-            rows.append({"channels": c, "side": side, "block": list(block), "default": block == default,
+            rows.append({"channels": c, "side": side, "layout": layout, "default": layout == default,
                          "forward_ms": 1e3 * forward, "weight_grad_ms": 1e3 * weight,
                          "input_grad_ms": 1e3 * max(0.0, both - weight), "total_ms": 1e3 * (forward + both)})
     return rows
@@ -159,8 +164,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{r['channels']:>3} {r['side']:>3}x{r['side']:<2}  {r['pass']:30} {r['ns_per_element']:10.2f}")
     print(f"{'C':>3} {'HxW':>6}  {'3x3 conv layout':30} {'forward':>8} {'weight grad':>11} {'input grad':>10} "
           f"{'total ms':>8}")
-    layouts = [(("plain" if r["block"] == [1, 1] else "blocked {}x{}".format(*r["block"]))
-                + (" (default)" if r["default"] else ""), r)
+    names = {"1x1": "plain im2col", "2x2": "blocked 2x2", "1x2": "blocked 1x2", "winograd": "Winograd F(4x4, 3x3)"}
+    layouts = [(names[r["layout"]] + (" (default)" if r["default"] else ""), r)
                for r in found["convolutions"]]
     layouts += [("PyTorch (NCHW)", r) for r in found["torch_convolutions"] or []]
     for layout, r in sorted(layouts, key=lambda pair: pair[1]["channels"]):

@@ -24,6 +24,7 @@ from ..arrays.rows import channel_sums, rows, tile
 from ..arrays.windows import add_windows, gather_patches, padded_chunks, unpad_hw
 from ..arrays.workspace import pooled, scratch
 from ..backend import array_module
+from ..threads import side_by_side
 from .destination import product_into, sum_into, target
 from .dispatch import Op
 
@@ -38,8 +39,11 @@ BLOCK_MAX_CHANNELS = 16
 ROW_BLOCK_MIN_CHANNELS = 8
 CHUNK_BYTES = 2 << 20     # the batch is worked through in chunks whose column matrix is about this size
 # 3x3 stride-1 layers at least this wide on both sides correlate by Winograd F(4x4, 3x3)
-# (docs/performance.md, "Winograd"; narrower ones run as fast or faster by im2col)
+# (docs/performance.md, "Winograd"; narrower ones run as fast or faster by im2col); on a thread
+# computing alone from WINOGRAD_MIN_CHANNELS_ALONE: there its many smaller calls cost no waits for
+# the interpreter lock (docs/performance.md, "Winograd at 16 channels on a thread computing alone")
 WINOGRAD_MIN_CHANNELS = 24
+WINOGRAD_MIN_CHANNELS_ALONE = 16
 
 
 def _inference_only(keep: bool, residual, relu: bool) -> None:
@@ -142,12 +146,14 @@ def use_winograd(c_in: int, c_out: int, kernel: tuple[int, int], stride: int, pa
                  winograd: bool | None = None) -> bool:
     """Whether a correlation runs by Winograd F(4x4, 3x3) (:mod:`cifarnet.arrays.winograd`): only
     3x3 kernels at stride 1 with padding 0 to 2; then ``winograd`` if given, else when both
-    channel counts are at least :data:`WINOGRAD_MIN_CHANNELS`."""
+    channel counts are at least :data:`WINOGRAD_MIN_CHANNELS`, or
+    :data:`WINOGRAD_MIN_CHANNELS_ALONE` on a thread computing alone (not
+    :func:`cifarnet.threads.side_by_side`)."""
     if kernel != (3, 3) or stride != 1 or not 0 <= padding <= 2:
         return False
     if winograd is not None:
         return bool(winograd)
-    return min(c_in, c_out) >= WINOGRAD_MIN_CHANNELS
+    return min(c_in, c_out) >= (WINOGRAD_MIN_CHANNELS if side_by_side() else WINOGRAD_MIN_CHANNELS_ALONE)
 
 
 def flipped_kernel(W):
