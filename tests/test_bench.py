@@ -128,6 +128,11 @@ def test_checkout_comparison_alternates_fresh_runs_and_compares_pair_by_pair(tmp
         checkouts.check_checkout(tmp_path)
     with pytest.raises(SystemExit):
         checkouts.main([str(tmp_path), "."])
+    with pytest.raises(SystemExit):
+        checkouts.main([".", ".", "--workers", "0"])
+    out = tmp_path / "b.json"                                  # --workers reaches bench.models in both checkouts
+    assert checkouts.models_command("resnet32", 0, out, workers=1)[-2:] == ["--workers", "1"]
+    assert "--workers" not in checkouts.models_command("resnet32", 15, out)
 
 
 def test_checkout_comparison_runs_each_checkout_s_own_code(tmp_path):

@@ -3,6 +3,7 @@
     git worktree add /tmp/cifarnet-before <commit>          # the code to compare against
     python -m cifarnet.bench.checkouts /tmp/cifarnet-before . --models resnet32 --pairs 8 --steps 15
     python -m cifarnet.bench.checkouts /tmp/cifarnet-before . --models simplecnn --json checkouts.json
+    python -m cifarnet.bench.checkouts /tmp/cifarnet-before . --models resnet32 --workers 1   # one thread
 
 Each pair runs ``python -m cifarnet.bench.models --no-torch --rounds 1`` once in the first checkout,
 then once in the second, each with its own directory as the working directory and first on
@@ -25,6 +26,7 @@ import subprocess
 import sys
 import tempfile
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 from . import machine_description
@@ -41,15 +43,24 @@ def check_checkout(path: Path) -> Path:
     return path
 
 
-def run_models_bench(checkout: Path, model: str, steps: int) -> dict:
+def models_command(model: str, steps: int, out: Path, workers: int | None = None) -> list[str]:
+    """The ``cifarnet.bench.models`` command of one round: ``steps`` (0: its default), ``workers``
+    training threads (None: its default, the model's recommended setting)."""
+    command = [sys.executable, "-m", "cifarnet.bench.models", "--no-torch", "--models", model, "--rounds", "1",
+               "--json", str(out)]
+    if steps:
+        command += ["--steps", str(steps)]
+    if workers is not None:
+        command += ["--workers", str(workers)]
+    return command
+
+
+def run_models_bench(checkout: Path, model: str, steps: int, workers: int | None = None) -> dict:
     """One round of ``cifarnet.bench.models`` in ``checkout``: its ``cifarnet`` result for ``model``
     (``step_ms``, ``eval_img_per_s``, ``peak_rss_mb``, ...)."""
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "bench.json"
-        command = [sys.executable, "-m", "cifarnet.bench.models", "--no-torch", "--models", model, "--rounds", "1",
-                   "--json", str(out)]
-        if steps:
-            command += ["--steps", str(steps)]
+        command = models_command(model, steps, out, workers)
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(checkout),
                                                                         os.environ.get("PYTHONPATH")]))}
         done = subprocess.run(command, cwd=checkout, env=env, capture_output=True, text=True)
@@ -101,10 +112,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--models", nargs="+", default=["simplecnn", "resnet32"])
     parser.add_argument("--pairs", type=int, default=8, help="alternating pairs of fresh processes")
     parser.add_argument("--steps", type=int, default=0, help="training steps per process (default: bench.models')")
+    parser.add_argument("--workers", type=int, default=None,
+                        help="training threads in both checkouts (default: bench.models', the model's setting)")
     parser.add_argument("--json", help="also write the results to this file")
     args = parser.parse_args(argv)
-    if args.pairs < 1 or args.steps < 0:
-        parser.error("--pairs: at least 1; --steps: 0 (the default) or more")
+    if args.pairs < 1 or args.steps < 0 or (args.workers is not None and args.workers < 1):
+        parser.error("--pairs: at least 1; --steps: 0 (the default) or more; --workers: at least 1")
     try:
         first, second = check_checkout(args.first), check_checkout(args.second)
     except ValueError as err:
@@ -112,7 +125,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{machine_description()}\nfirst: {first}\nsecond: {second}")
     results = {}
     for model in args.models:
-        results[model] = r = compare(first, second, model, args.pairs, args.steps)
+        results[model] = r = compare(first, second, model, args.pairs, args.steps,
+                                     runner=partial(run_models_bench, workers=args.workers))
         print(f"{model}: step {r['first']['step_ms']:.1f} -> {r['second']['step_ms']:.1f} ms (medians), "
               f"second / first {r['step_ratio']:.3f} per pair, second faster in {r['second_faster']} of "
               f"{r['pairs']}; evaluation {r['first']['eval_img_per_s']:.0f} -> {r['second']['eval_img_per_s']:.0f} "
@@ -121,7 +135,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"machine": machine_description(), "first": str(first), "second": str(second),
-                       "results": results}, f, indent=2)
+                       "workers": args.workers, "results": results}, f, indent=2)
     return 0
 
 

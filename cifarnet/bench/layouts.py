@@ -18,12 +18,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import sys
 
 from ..functional import conv
 from . import machine_description
 from .models import CifarnetRunner
+from .settings import compare_values
 
 DEFAULT_LIMITS = (16, 0, 32)
 
@@ -31,31 +31,12 @@ DEFAULT_LIMITS = (16, 0, 32)
 def compare_limits(limits: list[int], pairs: int, model: str = "resnet32", batch: int = 128,
                    eval_rounds: int = 3) -> list[dict]:
     """Each limit's median step (ms), its median per-round ratio to ``limits[0]``, and its
-    evaluation throughput (img/s), timed alternately in this process; the limit is restored."""
+    evaluation throughput (img/s), timed in turn in this process (:func:`cifarnet.bench.settings.compare_values`);
+    the limit is restored."""
     runner = CifarnetRunner(model, batch)
-    default = conv.BLOCK_MAX_CHANNELS
-    steps: dict[int, list[float]] = {limit: [] for limit in limits}
-    evals: dict[int, list[float]] = {limit: [] for limit in limits}
-    try:
-        for limit in limits:                                   # warm-up: each layout's first allocations
-            conv.BLOCK_MAX_CHANNELS = limit
-            runner.step()
-            runner.step()
-        for _ in range(pairs):
-            for limit in limits:
-                conv.BLOCK_MAX_CHANNELS = limit
-                steps[limit].append(runner.step())
-        for _ in range(eval_rounds):
-            for limit in limits:
-                conv.BLOCK_MAX_CHANNELS = limit
-                evals[limit].append(runner.eval_batch())
-    finally:
-        conv.BLOCK_MAX_CHANNELS = default
-    first = steps[limits[0]]
-    return [{"limit": limit, "default": limit == default, "step_ms": 1e3 * statistics.median(times),
-             "ratio": statistics.median(t / f for t, f in zip(times, first, strict=True)),
-             "eval_img_per_s": runner.x_eval.shape[0] / statistics.median(evals[limit])}
-            for limit, times in steps.items()]
+    rows = compare_values(conv, "BLOCK_MAX_CHANNELS", limits, pairs, runner, eval_rounds, runner.x_eval.shape[0])
+    return [{"limit": r["value"], "default": r["default"], "step_ms": r["step_ms"], "ratio": r["ratio"],
+             "eval_img_per_s": r["eval_img_per_s"]} for r in rows]
 
 
 def main(argv: list[str] | None = None) -> int:
