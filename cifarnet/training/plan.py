@@ -272,10 +272,12 @@ class TrainingPlan:
                     if needed and g is not None and g is not grads.get(i):     # (not added onto already)
                         grads[i] = g if i not in grads else _accumulate(grads, i, g, dout, xp, workspace)
         except BaseException:                              # a failed pass offers nothing to later exchanges
-            take_offered_work()
+            if deferring:
+                take_offered_work()
             raise
-        for task in take_offered_work():                  # the last weight gradient offered
-            task()
+        if deferring:
+            for task in take_offered_work():              # the last weight gradient offered
+                task()
         if into is not None and self.frozen_parameters:
             for name in self.frozen_parameters:
                 into[name][...] = 0
