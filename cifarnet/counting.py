@@ -192,6 +192,18 @@ class CountingModule(types.ModuleType):
         self.uploads += 1
         return self.device(np.asarray(a.view(np.ndarray) if isinstance(a, np.ndarray) else a, dtype=dtype))
 
+    def may_share_memory(self, a, b, max_work=None) -> bool:
+        """As NumPy's, but for arrays only, as CuPy's: CuPy's takes two ``cupy.ndarray`` and, given
+        None, crashes the process (a segmentation fault, seen on an H200 with CuPy 14.2); here
+        anything else is a TypeError, so the CPU tests catch such a call."""
+        _arrays_only("may_share_memory", a, b)
+        return bool(np.may_share_memory(a, b, max_work=max_work))
+
+    def shares_memory(self, a, b, max_work=None) -> bool:
+        """As NumPy's, for arrays only (see :meth:`may_share_memory`)."""
+        _arrays_only("shares_memory", a, b)
+        return bool(np.shares_memory(a, b, max_work=max_work))
+
     def __getattr__(self, name: str) -> Any:
         value = getattr(np, name)
         if not callable(value) or isinstance(value, type):
@@ -225,6 +237,13 @@ class CountingModule(types.ModuleType):
 
 
 PACKAGE = str(Path(__file__).resolve().parent)
+
+
+def _arrays_only(name: str, *args) -> None:
+    for a in args:
+        if not isinstance(a, np.ndarray):
+            raise TypeError(f"{name} on the device takes arrays only, got {type(a).__name__} "
+                            "(CuPy's crashes the process on None)")
 
 
 def _current_op() -> str:

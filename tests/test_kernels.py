@@ -220,6 +220,27 @@ def test_gpu_check_without_a_gpu_does_what_the_cpu_can_and_says_so(tmp_path, cap
         assert report["compile"].startswith("not run")
 
 
+def test_gpu_check_records_a_failing_part_and_runs_the_others(tmp_path, monkeypatch, capsys):
+    """A part that raises (as the static-buffer part first did on a GPU, there by crashing) is
+    reported with its traceback under ``errors`` and in ``failed``; the parts after it still run,
+    the JSON is written, the exit status is 1; ``--skip`` leaves parts out."""
+    import json
+
+    from cifarnet.bench import gpu_check
+
+    def broken(*args):
+        raise RuntimeError("planted")
+
+    monkeypatch.setattr(gpu_check, "variants_section", broken)
+    out = tmp_path / "check.json"
+    assert gpu_check.main(["--out", str(out), "--skip", "compile"]) == 1
+    report = json.loads(out.read_text())
+    assert report["failed"] == ["variants: RuntimeError: planted"]
+    assert "planted" in report["errors"]["variants"] and "Traceback" in report["errors"]["variants"]
+    assert "compile" not in report and report["launches"]["counted_on_cpu"]["resnet32"]["fused"] > 0
+    assert "variants: failed" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize("activation", ["relu", "gelu"])
 def test_batch_norm_writing_the_next_convolution_s_columns_gives_what_im2col_of_its_output_gives(activation):
     """The fused batch norm with ``columns`` (:mod:`cifarnet.kernels.bn_columns`, its twin here) writes

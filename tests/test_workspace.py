@@ -260,3 +260,32 @@ def test_on_the_device_path_the_fused_kernels_compute_into_static_buffers_with_t
     assert np.array_equal(grads[True], grads[False])
     assert seen[0] == seen[1] == seen[2] and len(set(seen[0])) > 20
     assert inside == [True, True, True]                               # the workspace's arena, not the allocator
+
+
+@pytest.mark.parametrize("fused", [False, True])
+@pytest.mark.parametrize("name", ["resnet20", "simplecnn"])
+def test_on_the_device_path_static_buffers_take_a_model_whose_nodes_return_their_input(name, fused):
+    """Without dropout (``dropout=0``: the layer hands its input on) a node's output is a view of its
+    input, which the plan must not ask the device module about as if it were an array: CuPy's
+    ``may_share_memory`` given None crashed the process (H200, CuPy 14.2); the counting stand-in
+    refuses it. Three steps in static buffers on the stand-in give the gradients of steps without."""
+    from cifarnet.counting import counting_backend
+    from cifarnet.functional.dispatch import use_fused_kernels
+
+    backend = counting_backend()
+    with pytest.raises(TypeError, match="arrays only"):
+        backend.xp.may_share_memory(None, backend.xp.zeros(3))
+    rng = np.random.default_rng(5)
+    x = backend.xp.asarray(rng.standard_normal((8, 32, 32, 3)).astype(np.float32))
+    y = backend.xp.asarray(np.arange(8) % 10)
+    use_fused_kernels(fused)
+    try:
+        grads = {}
+        for static in (False, True):
+            model = build_model(model_description(name, dropout=0.0), seed=0).to(backend)
+            for _ in range(3):
+                forward_backward(model, SoftmaxCrossEntropy(), x, y, workers=1, static_buffers=static)
+            grads[static] = FlatStore.of(model).grads.view(np.ndarray).copy()
+    finally:
+        use_fused_kernels(False)
+    assert np.array_equal(grads[True], grads[False])

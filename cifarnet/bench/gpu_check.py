@@ -1,6 +1,6 @@
 """The one command to run when a GPU is lent: is the CuPy path right, how many launches, how fast.
 
-    python -m cifarnet.bench.gpu_check --out docs/gpu_check.json     # under 5 minutes on any NVIDIA GPU
+    python -m cifarnet.bench.gpu_check --out docs/gpu_check.json     # 43 s on an H200 (CuPy 14.2)
 
 Needs the ``cuda12`` (or ``cuda13``) extra on the GPU machine; PyTorch with CUDA, if importable,
 adds its times and counts the kernels a step launches. Without a GPU it says so, does what the CPU
@@ -10,11 +10,18 @@ launch counts of :mod:`cifarnet.counting`) and exits 0. Exit status 1 when a che
 The JSON (``--out``): ``{"machine", "cupy", "gpu": {name, compute_capability, memory_gib, driver,
 runtime} or null, "why_no_gpu", "compile": [{kernel, arch, dtype, registers, spill_stores,
 spill_loads}], "variants": [{op, variant, case, dtype, on, max_rel_error, ok}], "step": [{model,
-kernels, loss_rel_error, grad_rel_error, param_rel_error, read_back_ok, ok}], "launches":
-{"counted_on_cpu": {model: {reference,
-fused}}, "on_gpu": {model: {kernels: count}} or null}, "timing": [{model, what, batch, kernels,
-framework, median_ms or images_per_s}], "failed": [names of failed checks]}``; error ratios are the
+kernels, loss_rel_error, grad_rel_error, param_rel_error, read_back_ok, ok}], "static": {model, batch,
+kernels, pool_mallocs_per_step: {allocated, static}, same_addresses, outputs_checked, inside_arena,
+grad_rel_error, ok} or null, "launches": {"counted_on_cpu": {model: {reference, fused}}, "on_gpu":
+{model/kernels: count} or null}, "timing": [{model, what, batch, kernels, framework, median_ms}],
+"failed": [names of failed checks], "errors": {part or case: traceback}}``; error ratios are the
 largest absolute difference over the largest absolute reference value.
+
+Each part (``compile``, ``variants``, ``step``, ``static``, ``launches``, ``timing``; ``--skip``
+leaves some out) and each case within one runs on when another raised: the exception goes into
+``failed`` and its traceback into ``errors``, and the JSON is rewritten after every part, so a run
+cut short keeps what it found. A crash of the process itself (a segmentation fault in a library)
+cannot be caught: run it with ``python -X faulthandler`` and ``--skip`` the part that crashed.
 """
 from __future__ import annotations
 
@@ -23,6 +30,7 @@ import json
 import statistics
 import sys
 import time
+import traceback
 from pathlib import Path
 
 import numpy as np
@@ -197,7 +205,7 @@ def gpu_kernel_count(model_name: str, backend, batch: int) -> int | None:
     return sum(1 for e in prof.events() if e.device_type.name == "CUDA")
 
 
-def time_step(model_name: str, backend, batch: int, repeats: int = 10) -> float:
+def time_step(model_name: str, backend, batch: int, repeats: int = 10, static_buffers: bool = False) -> float:
     """Median ms of a training step (forward, backward, SGD) on ``backend``; one line on out-of-memory."""
     from ..optim import SGD
     from ..training import train_step
@@ -209,7 +217,7 @@ def time_step(model_name: str, backend, batch: int, repeats: int = 10) -> float:
     try:
         for i in range(repeats + 3):
             start = time.perf_counter()
-            train_step(model, loss_fn, optimizer, x, y, workers=1)
+            train_step(model, loss_fn, optimizer, x, y, workers=1, static_buffers=static_buffers)
             backend.synchronize()
             if i >= 3:
                 times.append(1e3 * (time.perf_counter() - start))
@@ -220,13 +228,18 @@ def time_step(model_name: str, backend, batch: int, repeats: int = 10) -> float:
     return statistics.median(times)
 
 
+SECTIONS = ("compile", "variants", "step", "static", "launches", "timing")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m cifarnet.bench.gpu_check", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", default="gpu_check.json", help="the JSON report (default: gpu_check.json)")
     parser.add_argument("--batch", type=int, default=128, help="ResNet-32 batch for the timings")
+    parser.add_argument("--skip", nargs="*", default=[], choices=SECTIONS, metavar="PART",
+                        help=f"parts not to run, of: {', '.join(SECTIONS)}")
     args = parser.parse_args(argv)
-    report: dict = {"machine": machine_description(), "failed": []}
+    report: dict = {"machine": machine_description(), "failed": [], "errors": {}}
     ok, why = cupy_available()
     report["gpu"], report["why_no_gpu"] = None, None if ok else why
     try:
@@ -244,6 +257,52 @@ def main(argv: list[str] | None = None) -> int:
     print(f"cifarnet gpu_check on {report['machine']}: " + (report["gpu"]["name"] if ok else f"no GPU ({why}); "
                                                              "running what the CPU can"), flush=True)
     archs = [f"sm_{report['gpu']['compute_capability']}"] if ok else ["sm_80", "sm_90"]
+    out = Path(args.out)
+    sections = [("compile", lambda: compile_section(report, archs)),
+                ("variants", lambda: variants_section(report, backend, ok)),
+                ("step", lambda: step_section(report, backend, ok)),
+                ("static", lambda: static_section(report, backend, ok)),
+                ("launches", lambda: launches_section(report, backend, ok)),
+                ("timing", lambda: timing_section(report, backend, ok, args.batch))]
+    for name, run in sections:
+        if name not in args.skip:
+            run_section(report, name, run, out)
+    Path(args.out).write_text(json.dumps(report, indent=2))
+    for line in summary(report):
+        print(line)
+    print(f"written to {args.out}")
+    return 1 if report["failed"] else 0
+
+
+def run_section(report: dict, name: str, run, out: Path) -> None:
+    """Run one part of the check; an exception is recorded (name, traceback) instead of ending the
+    check, the kernel setting is put back, and the JSON is rewritten so a run cut short keeps what it
+    found."""
+    start = time.perf_counter()
+    try:
+        run()
+    except Exception:  # noqa: BLE001 - the first run on a GPU: keep every other part's findings
+        report["errors"][name] = traceback.format_exc()
+        report["failed"].append(f"{name}: {traceback.format_exc().strip().splitlines()[-1]}")
+        print(f"{name}: failed\n{report['errors'][name]}", file=sys.stderr, flush=True)
+    finally:
+        use_fused_kernels(False)
+    print(f"{name}: {time.perf_counter() - start:.1f} s", flush=True)
+    out.write_text(json.dumps(report, indent=2))
+
+
+def guarded(report: dict, label: str, run, *args):
+    """``run(*args)``, or None with the failure recorded under ``label`` (its traceback in ``errors``)."""
+    try:
+        return run(*args)
+    except Exception:  # noqa: BLE001 - one case failing must not hide the others
+        report["errors"][label] = traceback.format_exc()
+        report["failed"].append(f"{label}: {traceback.format_exc().strip().splitlines()[-1]}")
+        print(f"{label}: failed\n{report['errors'][label]}", file=sys.stderr, flush=True)
+        return None
+
+
+def compile_section(report: dict, archs: list[str]) -> None:
     report["compile"] = []
     try:
         for kernel in KERNELS.values():
@@ -256,36 +315,115 @@ def main(argv: list[str] | None = None) -> int:
         report["failed"].append(f"compile: {err}")
     except Exception as err:  # noqa: BLE001 - no CuPy or no NVRTC library here: say so, go on
         report["compile"] = f"not run: {type(err).__name__}: {err}"
+
+
+def variants_section(report: dict, backend, ok: bool) -> None:
     report["variants"] = []
     for op, case, cargs, kwargs in CASES:
         variants = [v for v in ("reference", "cupy", FUSED) if v in op.variants] if ok else [FUSED]
         for variant in variants:
             for dtype in (np.float64, np.float32):
                 use_fused_kernels(variant == FUSED)
-                result = check_variant(op, variant, case, cargs, kwargs, dtype, backend if ok else NUMPY)
-                report["variants"].append(result)
-                if not result["ok"]:
-                    report["failed"].append(f"variant {op.name}/{variant}/{case}/{result['dtype']}")
-    use_fused_kernels(False)
-    report["step"] = [check_step("resnet20", backend, fused) for fused in (False, True)] if ok else []
-    report["failed"] += [f"step {s['model']} {s['kernels']}" for s in report["step"] if not s["ok"]]
-    report["launches"] = {"counted_on_cpu": cpu_launch_counts(), "on_gpu": None}
+                label = f"variant {op.name}/{variant}/{case}/{np.dtype(dtype).name}"
+                result = guarded(report, label, check_variant, op, variant, case, cargs, kwargs, dtype,
+                                 backend if ok else NUMPY)
+                if result is not None:
+                    report["variants"].append(result)
+                    if not result["ok"]:
+                        report["failed"].append(label)
+
+
+def step_section(report: dict, backend, ok: bool) -> None:
+    report["step"] = []
+    for fused in (False, True) if ok else ():
+        label = f"step resnet20 {'fused' if fused else 'reference'}"
+        result = guarded(report, label, check_step, "resnet20", backend, fused)
+        if result is not None:
+            report["step"].append(result)
+            if not result["ok"]:
+                report["failed"].append(label)
+
+
+def launches_section(report: dict, backend, ok: bool) -> None:
+    report["launches"] = {"counted_on_cpu": cpu_launch_counts(), "on_gpu": {} if ok else None}
+    for kernels in ("reference", "fused") if ok else ():
+        use_fused_kernels(kernels == "fused")
+        report["launches"]["on_gpu"][f"resnet32/{kernels}"] = guarded(
+            report, f"launches on the GPU, {kernels}", gpu_kernel_count, "resnet32", backend, 16)
+
+
+def static_section(report: dict, backend, ok: bool) -> None:
+    """ResNet-20 with ``backend.kernels=fused`` and static buffers on the GPU: the plan's outputs at
+    the same device addresses in three steps and inside its workspace's arena, the pool allocations a
+    step makes (CuPy's allocator wrapped to count them), and the gradients against a step without."""
+    report["static"] = None
+    if not ok:
+        return
+    import cupy
+
+    from ..layers.base import TRAIN
+    from ..store import FlatStore
+    from ..training.plan import TrainingPlan
+    from ..training.step import forward_backward
+
+    pool, mallocs_now = cupy.get_default_memory_pool(), [0]
+
+    def counting_malloc(size):
+        mallocs_now[0] += 1
+        return pool.malloc(size)
+
+    use_fused_kernels(True)
+    rng = np.random.default_rng(4)
+    x = backend.asarray(rng.standard_normal((16, 32, 32, 3)).astype(np.float32))
+    y = backend.asarray(np.arange(16) % 10)
+    grads, mallocs = {}, {}
+    for static in (False, True):
+        model = build_model(model_description("resnet20", dropout=0.0), seed=0).to(backend)
+        counts = []
+        for _ in range(3):
+            mallocs_now[0] = 0
+            cupy.cuda.set_allocator(counting_malloc)
+            try:
+                forward_backward(model, SoftmaxCrossEntropy(), x, y, workers=1, static_buffers=static)
+                backend.synchronize()
+            finally:
+                cupy.cuda.set_allocator(pool.malloc)
+            counts.append(mallocs_now[0])
+        grads[static], mallocs[static] = to_numpy(FlatStore.of(model).grads).copy(), counts
+    plan = TrainingPlan.of(model)
+    workspace = plan.workspace(0)
+    arena = workspace.arrays()[-1]
+    addresses, inside = [], []
+    for _ in range(3):
+        logits, tape = plan.forward(x, TRAIN, workspace=workspace)
+        outputs = [tape.outputs[i] for i, node in enumerate(plan.nodes)
+                   if node.kind in ("conv", "batchnorm", "global_avg_pool")]
+        addresses.append([int(out.data.ptr) for out in outputs])
+        inside.append(all(arena.data.ptr <= out.data.ptr < arena.data.ptr + arena.nbytes for out in outputs))
+        plan.backward(tape, backend.xp.ones_like(logits), FlatStore.of(model).grad_views, workspace=workspace)
+    backend.synchronize()
+    report["static"] = {"model": "resnet20", "batch": 16, "kernels": "fused",
+                        "pool_mallocs_per_step": {"allocated": mallocs[False], "static": mallocs[True]},
+                        "same_addresses": addresses[0] == addresses[1] == addresses[2],
+                        "outputs_checked": len(addresses[0]), "inside_arena": all(inside),
+                        "grad_rel_error": _error(grads[True], grads[False])}
+    report["static"]["ok"] = (report["static"]["same_addresses"] and report["static"]["inside_arena"]
+                              and report["static"]["grad_rel_error"] <= 1e-5)
+    if not report["static"]["ok"]:
+        report["failed"].append("static buffers")
+
+
+def timing_section(report: dict, backend, ok: bool, batch: int) -> None:
     report["timing"] = []
+    for kernels in ("reference", "fused", "fused, static buffers") if ok else ():
+        use_fused_kernels(kernels != "reference")
+        median = guarded(report, f"timing {kernels}", time_step, "resnet32", backend, batch, 10, "static" in kernels)
+        if median is not None:
+            report["timing"].append({"model": "resnet32", "what": "training step", "batch": batch,
+                                     "kernels": kernels, "framework": "cifarnet", "median_ms": median})
+    use_fused_kernels(False)
     if ok:
-        report["launches"]["on_gpu"] = {}
-        for kernels in ("reference", "fused"):
-            use_fused_kernels(kernels == "fused")
-            report["launches"]["on_gpu"][f"resnet32/{kernels}"] = gpu_kernel_count("resnet32", backend, 16)
-            report["timing"].append({"model": "resnet32", "what": "training step", "batch": args.batch,
-                                     "kernels": kernels, "framework": "cifarnet",
-                                     "median_ms": time_step("resnet32", backend, args.batch)})
-        use_fused_kernels(False)
-        report["timing"] += torch_times(args.batch)
-    Path(args.out).write_text(json.dumps(report, indent=2))
-    for line in summary(report):
-        print(line)
-    print(f"written to {args.out}")
-    return 1 if report["failed"] else 0
+        report["timing"] += guarded(report, "timing torch", torch_times, batch) or []
 
 
 def torch_times(batch: int) -> list[dict]:
@@ -316,21 +454,27 @@ def torch_times(batch: int) -> list[dict]:
 
 
 def summary(report: dict) -> list[str]:
-    variants = report["variants"]
+    variants = report.get("variants", [])
     lines = [f"variants: {sum(v['ok'] for v in variants)} of {len(variants)} within tolerance "
              f"(on {variants[0]['on'] if variants else '-'})"]
-    if isinstance(report["compile"], list):
+    if isinstance(report.get("compile"), list):
         spills = [c for c in report["compile"] if c["spill_stores"] or c["spill_loads"]]
         lines.append(f"compiled: {len(report['compile'])} kernel builds, {len(spills)} with spills")
     else:
-        lines.append(f"compiled: {report['compile']}")
-    for model, counts in report["launches"]["counted_on_cpu"].items():
+        lines.append(f"compiled: {report.get('compile', 'not run')}")
+    for model, counts in report.get("launches", {}).get("counted_on_cpu", {}).items():
         lines.append(f"launches of a {model} forward-backward counted on the CPU: {counts['reference']} "
                      f"(reference), {counts['fused']} (fused)")
+    for what, count in (report.get("launches", {}).get("on_gpu") or {}).items():
+        lines.append(f"kernels a {what} forward-backward launched on the GPU (batch 16): {count}")
+    if report.get("static"):
+        st = report["static"]
+        lines.append(f"static buffers: addresses kept {st['same_addresses']}, in the arena {st['inside_arena']}, "
+                     f"pool allocations per step {st['pool_mallocs_per_step']}, gradients {st['grad_rel_error']:.1e}")
     lines += [f"step {s['model']} ({s['kernels']}): loss {s['loss_rel_error']:.1e}, gradients "
-              f"{s['grad_rel_error']:.1e} from NumPy's" for s in report["step"]]
+              f"{s['grad_rel_error']:.1e} from NumPy's" for s in report.get("step", [])]
     lines += [f"{t['framework']} {t['model']} {t['what']} (batch {t['batch']}, {t['kernels']}): "
-              f"{t['median_ms']:.1f} ms" for t in report["timing"]]
+              f"{t['median_ms']:.1f} ms" for t in report.get("timing", [])]
     lines.append("failed: " + (", ".join(report["failed"]) or "nothing"))
     return lines
 

@@ -264,9 +264,10 @@ class TrainingPlan:
                     on_ready(self.parameters[position])
                 if workspace is not None:
                     produced = [g for g in input_grads if g is not None]
-                    for dead in (d, self._own_output(tape, position, xp)):   # what it read, what it wrote: if
-                        if not _shares(dead, produced, xp) and not _shares(dead, grads.values(), xp):   # nothing
-                            workspace.release(dead)             # pending holds it, its buffer is free
+                    for dead in (d, self._own_output(tape, position, xp)):   # what it read, what it wrote
+                        if dead is not None and not _shares(dead, produced, xp) \
+                                and not _shares(dead, grads.values(), xp):   # (none: a view of its input): if
+                            workspace.release(dead)             # nothing pending holds it, its buffer is free
                 tape.outputs[position] = None                   # (without a workspace: the allocator's to reuse)
                 for i, g, needed in zip(node.inputs, input_grads, needs, strict=True):
                     if needed and g is not None and g is not grads.get(i):     # (not added onto already)
