@@ -210,7 +210,8 @@ def test_gpu_check_without_a_gpu_does_what_the_cpu_can_and_says_so(tmp_path, cap
     assert report["gpu"] is None and report["why_no_gpu"] and "no GPU" in printed
     assert report["failed"] == [] and report["step"] == [] and report["timing"] == []
     assert {v["variant"] for v in report["variants"]} == {"cupy-fused"} and all(v["ok"] for v in report["variants"])
-    assert {v["op"] for v in report["variants"]} == {"conv2d", "batch_norm", "relu", "softmax_cross_entropy",
+    assert {v["op"] for v in report["variants"]} == {"conv2d", "batch_norm", "batch_norm_act", "relu",
+                                                     "softmax_cross_entropy",
                                                      "global_avg_pool", "sgd_update", "step_summary"}
     counts = report["launches"]["counted_on_cpu"]
     assert counts["resnet32"]["fused"] < 600 < counts["resnet32"]["reference"]

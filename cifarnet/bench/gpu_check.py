@@ -36,7 +36,16 @@ from pathlib import Path
 import numpy as np
 
 from ..backend import NUMPY, cupy_available, get_backend, to_numpy
-from ..functional import batch_norm, conv2d, global_avg_pool, relu, sgd_update, softmax_cross_entropy, step_summary
+from ..functional import (
+    batch_norm,
+    batch_norm_act,
+    conv2d,
+    global_avg_pool,
+    relu,
+    sgd_update,
+    softmax_cross_entropy,
+    step_summary,
+)
 from ..functional.dispatch import FUSED, use_fused_kernels
 from ..kernels import KERNELS, KernelCompileError, compile_report
 from ..losses import SoftmaxCrossEntropy
@@ -62,6 +71,11 @@ CASES = [
     (batch_norm, "features, training, batch 3", [_r(3, 5) * 3 - 1, *_bn(5)], {"training": True}),
     (batch_norm, "images, eval", [_r(3, 4, 4, 3), *_bn(3)], {"training": False}),
     (relu, "images", [_r(2, 3, 4, 5)], {}),
+    (batch_norm_act, "relu, training", [_r(4, 5, 3, 6) * 2 + 1, *_bn(6)], {"training": True, "activation": "relu"}),
+    (batch_norm_act, "relu after a residual", [_r(3, 4, 4, 5) * 2, *_bn(5)],
+     {"training": True, "activation": "relu", "residual": _r(3, 4, 4, 5, seed=7)}),
+    (batch_norm_act, "gelu, training, 40 channels", [_r(2, 5, 5, 40) * 2 - 1, *_bn(40)],
+     {"training": True, "activation": "gelu"}),
     (conv2d, "3x3, dx added onto a gradient", [_r(2, 8, 8, 16), _r(3, 3, 16, 16, seed=1), None],
      {"stride": 1, "padding": 1, "backward": {"dx_add": _r(2, 8, 8, 16, seed=3)}}),
     (softmax_cross_entropy, "300 rows, smoothed", [_r(300, 10) * 3, np.arange(300) % 10], {"label_smoothing": 0.1}),
@@ -122,7 +136,8 @@ def check_variant(op, variant: str, case: str, args, kwargs, dtype, backend) -> 
                                                                for k, v in backward_kwargs.items()})
     dx_var, grads_var = tried.backward(saved_var, backend.asarray(dout, dtype=dtype),
                                        **{k: _to(backend, v, dtype) for k, v in backward_kwargs.items()})
-    errors += [_error(dx_var, dx_ref)] + [_error(grads_var[k], grads_ref[k]) for k in grads_ref]
+    pairs = zip(dx_var, dx_ref, strict=True) if isinstance(dx_ref, tuple) else [(dx_var, dx_ref)]   # with a residual's
+    errors += [_error(a, b) for a, b in pairs] + [_error(grads_var[k], grads_ref[k]) for k in grads_ref]
     return _verdict(op, variant, case, dtype, backend, errors)
 
 

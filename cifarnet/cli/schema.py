@@ -92,7 +92,7 @@ class BackendConfig:
     name: str = "numpy"
     dtype: str = "float32"
     keep_freed_memory: bool = True       # NumPy: reuse freed memory instead of re-faulting it (cifarnet.memory)
-    kernels: str = "reference"           # CuPy: "fused" takes the fused CUDA kernels (cifarnet.kernels), unvalidated
+    kernels: str = "fused"               # CuPy: the fused CUDA kernels (cifarnet.kernels); "reference": CuPy ops
 
 
 @dataclass

@@ -52,12 +52,13 @@ def accepted(target: Callable, options: dict[str, Any]) -> dict[str, Any]:
 
 def make_backend(backend_cfg: dict[str, Any]):
     """The backend ``backend_cfg["name"]`` names; on NumPy, keep freed memory for reuse unless
-    ``keep_freed_memory`` is false (see :mod:`cifarnet.memory`); on CuPy, the fused kernels if
-    ``kernels`` is ``fused`` (:mod:`cifarnet.functional.fused`; ``reference`` by default)."""
-    kernels = backend_cfg.get("kernels", "reference")
+    ``keep_freed_memory`` is false (see :mod:`cifarnet.memory`); on CuPy, the fused kernels
+    (:mod:`cifarnet.functional.fused`) unless ``kernels`` is ``reference`` (CuPy's own expressions,
+    the formulas as written; ``docs/gpu.md`` has both on an H200)."""
+    kernels = backend_cfg.get("kernels", "fused")
     if kernels not in ("reference", "fused"):
         raise ConfigError(f"backend.kernels must be 'reference' or 'fused', got {kernels!r}")
-    use_fused_kernels(kernels == "fused")
+    use_fused_kernels(kernels == "fused" and backend_cfg["name"] == "cupy")   # (a process-wide switch)
     backend = get_backend(backend_cfg["name"])
     if backend.name == "numpy" and backend_cfg.get("keep_freed_memory", True):
         keep_freed_memory()
