@@ -217,23 +217,3 @@ def test_on_cupy_the_fused_kernels_are_the_default_and_the_switch_leaves_numpy_a
     with pytest.raises(ConfigError, match="must be 'reference' or 'fused'"):
         make_backend({"name": "numpy", "kernels": "tuned"})
 
-
-def test_cupy_over_several_processes_with_synchronised_batch_norm_takes_the_reference_kernels(caplog):
-    """The fused batch norm refuses a reducer across processes, so the default (fused) would stop such
-    a run; the runner takes the reference kernels there and says so, and only there."""
-    from types import SimpleNamespace
-
-    from cifarnet.experiment.training import backend_settings
-
-    def settings(name="cupy", size=2, sync=True, **backend):
-        cfg = {"backend": {"name": name, **backend}, "trainer": {"sync_batchnorm": sync}}
-        return backend_settings(cfg, SimpleNamespace(size=size, rank=0)).get("kernels")
-
-    with caplog.at_level("INFO", logger="cifarnet.experiment"):
-        assert settings(kernels="fused") == "reference"
-    assert "normalises over all 2 processes" in caplog.text
-    assert settings() == "reference"                                  # the default, unset
-    assert settings(kernels="fused", sync=False) == "fused"
-    assert settings(kernels="fused", size=1) == "fused"
-    assert settings(name="numpy", kernels="fused") == "fused"          # NumPy ignores the key
-    assert settings(kernels="reference", size=1) == "reference"

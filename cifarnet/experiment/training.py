@@ -90,20 +90,6 @@ def train(cfg: dict[str, Any], run_dir: str | Path, resume_from: ckpt.Checkpoint
     return run(build(cfg, run_dir, resume_from, resume_command, overrides, hooks, comm))
 
 
-def backend_settings(cfg, comm) -> dict:
-    """``cfg["backend"]``, except that CuPy over several processes with synchronised batch norm takes
-    the reference kernels (said in the log): the fused batch norm sees one device's batch."""
-    backend_cfg = dict(cfg["backend"])
-    if (backend_cfg["name"] == "cupy" and backend_cfg.get("kernels", "fused") == "fused" and comm.size > 1
-            and cfg["trainer"].get("sync_batchnorm", True)):
-        backend_cfg["kernels"] = "reference"
-        if comm.rank == 0:
-            log.info("backend.kernels=reference: the fused batch norm normalises one device's batch, and "
-                     "trainer.sync_batchnorm normalises over all %d processes' (sync_batchnorm=false keeps "
-                     "the fused kernels)", comm.size)
-    return backend_cfg
-
-
 def build(cfg: dict[str, Any], run_dir: str | Path, resume_from: ckpt.Checkpoint | None = None,
           resume_command=None, overrides: list[str] | None = None, hooks: Sequence[Hook] = (),
           comm: Communicator = LOCAL) -> Run:
@@ -127,7 +113,7 @@ def build(cfg: dict[str, Any], run_dir: str | Path, resume_from: ckpt.Checkpoint
     # a resumed run keeps the checkpoint's own description, whatever the presets say today
     description = dict(resume_from.meta["model"]) if resume_from is not None else describe_model(cfg["model"])
     init_from = ckpt.resolve(cfg["init_from"], prefer="best") if cfg.get("init_from") and not resume_from else None
-    backend = make_backend(backend_settings(cfg, comm))   # first: it sets the allocator up before any thread allocates
+    backend = make_backend(cfg["backend"])        # first: it sets the allocator up before any thread allocates
     trackers = make_trackers(cfg.get("logger")) if writes else []
     dataset = load_data(cfg["data"], seed)
     if writes:
