@@ -72,6 +72,24 @@ DONE = Request()
 LOCAL = Communicator()
 
 
+def packed_sum(values: tuple, allreduce) -> tuple:
+    """``values`` (arrays and numbers) summed by one ``allreduce`` of a float64 buffer holding them
+    all, each handed back in its own dtype and shape (two float32 summands added in float64 and
+    rounded back give float32's own sum; more than two may round differently from a sum in rank
+    order)."""
+    import numpy as np
+
+    arrays = [np.asarray(v) for v in values]
+    packed = np.concatenate([a.astype(np.float64).ravel() for a in arrays])
+    allreduce(packed)
+    out, start = [], 0
+    for value, a in zip(values, arrays, strict=True):
+        part = packed[start:start + a.size].reshape(a.shape).astype(a.dtype)
+        start += a.size
+        out.append(part if isinstance(value, np.ndarray) else part.item())
+    return tuple(out)
+
+
 def rank_zeros(comm: Communicator, decision: bool) -> bool:
     """Rank 0's ``decision``, on every member (a time limit read off clocks that may disagree)."""
     if comm.size == 1:

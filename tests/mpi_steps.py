@@ -1,5 +1,6 @@
 """Three training steps of a model, the way :class:`cifarnet.training.trainer.Trainer` takes them:
-as one process with threads, or (run under ``mpiexec``) as one rank of several.
+as one process with threads, or (run under ``mpiexec``, or started on a shared-memory world:
+:mod:`cifarnet.distributed.shm`) as one rank of several.
 
 ``python tests/mpi_steps.py MODEL OUT.npz [WORKERS [BATCH [COUNT [DTYPE]]]]`` under ``mpiexec -n 2``: rank 0 writes
 the step losses and the final weights to ``OUT.npz``. :func:`steps` is the same in-process.
@@ -51,9 +52,14 @@ def _numpy():
 
 if __name__ == "__main__":
     from cifarnet.blas import limited_blas_threads
-    from cifarnet.distributed.mpi import MPICommunicator
+    from cifarnet.distributed.shm import SharedMemoryCommunicator, in_shared_world
 
-    comm = MPICommunicator()
+    if in_shared_world():
+        comm = SharedMemoryCommunicator.from_environment()
+    else:
+        from cifarnet.distributed.mpi import MPICommunicator
+
+        comm = MPICommunicator()
     with limited_blas_threads(1):
         numbers, dtype = sys.argv[3:6], sys.argv[6:7]
         losses, weights = steps(sys.argv[1], comm, *(int(a) for a in numbers), *dtype)

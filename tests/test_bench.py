@@ -71,12 +71,17 @@ def test_shape_benchmark_runs_and_reports(tmp_path):
     assert torch_rows is None or [r["channels"] for r in torch_rows] == [16, 32, 64]
 
 
-def test_processes_benchmark_runs_and_reports():
-    pytest.importorskip("mpi4py", reason="needs the [mpi] extra")
+@pytest.mark.parametrize("transports", [["shm"], ["shm", "mpi"]])
+def test_processes_benchmark_runs_and_reports(transports):
+    if "mpi" in transports:
+        pytest.importorskip("mpi4py", reason="needs the [mpi] extra")
     done = subprocess.run([sys.executable, "-m", "cifarnet.bench.processes", "--model", "simplecnn", "--batch", "32",
-                           "--steps", "1", "--rounds", "1"], capture_output=True, text=True, timeout=300)
+                           "--steps", "1", "--rounds", "1", "--transport", *transports], capture_output=True,
+                          text=True, timeout=300)
     assert done.returncode == 0, done.stderr
-    assert "round 1: 2 processes x 1 threads" in done.stdout and "median step:" in done.stdout
+    for transport in transports:
+        assert f"2 processes x 1 threads ({transport})" in done.stdout.splitlines()[1]      # round 1
+        assert f"median step: 2 processes x 1 threads ({transport})" in done.stdout
 
 
 def test_machine_description_tells_cpu_generations_apart():

@@ -1,8 +1,10 @@
-"""Training over several processes on MPI (:mod:`cifarnet.distributed`): the same arithmetic as one
+"""Training over several processes (:mod:`cifarnet.distributed`): the same arithmetic as one
 process with threads, one run directory, and nothing lost when a rank is signalled, killed or fails.
 
-Every test starts real ranks through ``mpiexec`` (the mpich wheel's) and carries a timeout, so a
-hang fails instead of blocking CI. They skip, with the reason, where the ``[mpi]`` extra is missing.
+Every test starts real ranks and carries a timeout, so a hang fails instead of blocking CI. The
+launcher's tests run on both transports (``trainer.transport=shm``, the launcher's own ranks on
+shared memory, and ``mpi``, through ``mpiexec``); those that need MPI (``mpi`` and a user's own
+``mpiexec``) skip, with the reason, where the ``[mpi]`` extra is missing.
 """
 from __future__ import annotations
 
@@ -40,6 +42,13 @@ def mpi_ranks(test):
     for mark in needs_mpi:
         test = mark(test)
     return test
+
+
+def launched(test):
+    """Mark a test of the launcher: slow, once per transport (``transport``), MPI's skipped without
+    the [mpi] extra."""
+    transports = pytest.mark.parametrize("transport", ["shm", pytest.param("mpi", marks=needs_mpi[1])])
+    return pytest.mark.slow(transports(test))
 LONG = [*TINY, "data.train_size=2048", "trainer.epochs=60", "trainer.progress=false"]   # long enough to interrupt
 
 
@@ -105,11 +114,11 @@ def test_threads_within_processes_take_the_steps_of_one_process_with_all_those_t
         np.testing.assert_allclose(two[name], value, rtol=1e-10, atol=1e-12, err_msg=name)
 
 
-@mpi_ranks
-def test_a_two_process_run_is_one_run_with_the_metrics_of_one_process(tmp_path):
+@launched
+def test_a_two_process_run_is_one_run_with_the_metrics_of_one_process(tmp_path, transport):
     one = cifarnet(tmp_path, *TINY, "trainer.epochs=2", "trainer.workers=2", "hydra.run.dir=one")
     two = cifarnet(tmp_path, *TINY, "trainer.epochs=2", "trainer.processes=2", "trainer.workers=1",
-                   "hydra.run.dir=two")
+                   f"trainer.transport={transport}", "hydra.run.dir=two")
     assert one.returncode == 0 and two.returncode == 0, two.stdout + two.stderr
     np.testing.assert_allclose(metrics(tmp_path / "two"), metrics(tmp_path / "one"), rtol=1e-4)
     run = tmp_path / "two"
@@ -140,16 +149,16 @@ def test_a_users_own_mpiexec_runs_the_same_run_in_rank_zeros_directory(tmp_path)
                                   "spreads over the ranks; in a sweep, give each job trainer.processes=N instead"]
 
 
-@mpi_ranks
-def test_resume_a_two_process_checkpoint_in_one_process(tmp_path):
+@launched
+def test_resume_a_two_process_checkpoint_in_one_process(tmp_path, transport):
     """Epoch 1 on 2 processes; epoch 2 continued on 2 processes and, from the same checkpoint, on 1
     process with 2 threads: the same metrics and weights up to the reduction's rounding."""
     first = cifarnet(tmp_path, *TINY, "trainer.epochs=1", "trainer.processes=2", "trainer.workers=1",
-                     "hydra.run.dir=first")
+                     f"trainer.transport={transport}", "hydra.run.dir=first")
     assert first.returncode == 0, first.stderr
     start = tmp_path / "first" / "checkpoints" / "epoch001_numpy.npz"
     two = cifarnet(tmp_path, f"resume={start}", "trainer.epochs=2", "trainer.processes=2", "trainer.workers=1",
-                   "hydra.run.dir=two")
+                   f"trainer.transport={transport}", "hydra.run.dir=two")
     one = cifarnet(tmp_path, f"resume={start}", "trainer.epochs=2", "trainer.processes=1", "trainer.workers=2",
                    "hydra.run.dir=one")
     assert two.returncode == 0 and one.returncode == 0, two.stderr + one.stderr
@@ -161,10 +170,10 @@ def test_resume_a_two_process_checkpoint_in_one_process(tmp_path):
 
 
 # -- faults ---------------------------------------------------------------------------------------
-def start_long_run(tmp_path: Path, *extra: str) -> subprocess.Popen:
+def start_long_run(tmp_path: Path, transport: str, *extra: str) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-m", "cifarnet", *LONG, "trainer.processes=2", "trainer.workers=1",
-                             "hydra.run.dir=run", *extra], cwd=tmp_path, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+                             f"trainer.transport={transport}", "hydra.run.dir=run", *extra], cwd=tmp_path,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
 def wait_for_epoch(run: Path, proc: subprocess.Popen, timeout: float = 90) -> None:
@@ -193,10 +202,10 @@ def assert_resumable(run: Path) -> Path:
     return interrupts[0]
 
 
-@mpi_ranks
+@launched
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
-def test_a_signal_to_the_launcher_stops_every_rank_at_one_step_with_one_checkpoint(tmp_path, signum):
-    proc = start_long_run(tmp_path)
+def test_a_signal_to_the_launcher_stops_every_rank_at_one_step_with_one_checkpoint(tmp_path, signum, transport):
+    proc = start_long_run(tmp_path, transport)
     wait_for_epoch(tmp_path / "run", proc)
     proc.send_signal(signum)
     out, err = proc.communicate(timeout=60)
@@ -211,9 +220,9 @@ def test_a_signal_to_the_launcher_stops_every_rank_at_one_step_with_one_checkpoi
     assert rank_pids() == []
 
 
-@mpi_ranks
-def test_a_signal_to_one_rank_stops_them_all_with_rank_zeros_checkpoint(tmp_path):
-    proc = start_long_run(tmp_path)
+@launched
+def test_a_signal_to_one_rank_stops_them_all_with_rank_zeros_checkpoint(tmp_path, transport):
+    proc = start_long_run(tmp_path, transport)
     wait_for_epoch(tmp_path / "run", proc)
     pids = rank_pids()
     assert len(pids) == 2, pids
@@ -224,9 +233,9 @@ def test_a_signal_to_one_rank_stops_them_all_with_rank_zeros_checkpoint(tmp_path
     assert rank_pids() == []
 
 
-@mpi_ranks
-def test_a_killed_rank_ends_the_others_within_seconds_with_earlier_checkpoints_intact(tmp_path):
-    proc = start_long_run(tmp_path)
+@launched
+def test_a_killed_rank_ends_the_others_within_seconds_with_earlier_checkpoints_intact(tmp_path, transport):
+    proc = start_long_run(tmp_path, transport)
     wait_for_epoch(tmp_path / "run", proc)
     pids = rank_pids()
     os.kill(pids[-1], signal.SIGKILL)
@@ -349,13 +358,18 @@ def test_without_mpi_trainer_processes_fails_in_one_line(tmp_path, monkeypatch):
         launch.find_mpiexec()
 
 
-@mpi_ranks
-def test_on_a_terminal_rank_zero_draws_the_progress_bar_through_mpiexec(tmp_path):
+@launched
+def test_on_a_terminal_rank_zero_draws_the_progress_bar(tmp_path, transport):
+    import fcntl
     import pty
     import select
+    import struct
+    import termios
 
-    args = [sys.executable, "-m", "cifarnet", *TINY, "trainer.epochs=1", "trainer.processes=2", "trainer.workers=1"]
+    args = [sys.executable, "-m", "cifarnet", *TINY, "trainer.epochs=1", "trainer.processes=2", "trainer.workers=1",
+            f"trainer.transport={transport}"]
     master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 100, 0, 0))   # a terminal's size (tqdm draws to it)
     proc = subprocess.Popen([*args, "hydra.run.dir=tty"], cwd=tmp_path, stdin=slave, stdout=slave, stderr=slave)
     os.close(slave)
     out, deadline = b"", time.monotonic() + 120
@@ -376,7 +390,7 @@ def test_on_a_terminal_rank_zero_draws_the_progress_bar_through_mpiexec(tmp_path
     text = out.decode(errors="replace")
     assert "epoch 1/1:" in text and "batch" in text and "\r" in text          # tqdm's bar, drawn in place
     piped = cifarnet(tmp_path, *TINY, "trainer.epochs=1", "trainer.processes=2", "trainer.workers=1",
-                     "hydra.run.dir=piped")
+                     f"trainer.transport={transport}", "hydra.run.dir=piped")
     assert piped.returncode == 0 and "epoch 1/1:" not in piped.stdout + piped.stderr   # no bar into a pipe
 
 
@@ -384,7 +398,8 @@ def test_several_processes_on_cupy_are_refused_in_one_line(tmp_path):
     done = cifarnet(tmp_path, *TINY, "backend=cupy", "trainer.processes=2", "hydra.run.dir=run")
     assert done.returncode == 1 and not (tmp_path / "run").exists()
     assert errors_in(done) == ["cifarnet: error: several processes train on backend=numpy only (their exchanges go "
-                               "through MPI on the host; a GPU path over NCCL is not built: docs/distributed.md)"]
+                               "through the host's memory or MPI; a GPU path over NCCL is not built: "
+                               "docs/distributed.md)"]
 
 
 @mpi_ranks
@@ -422,11 +437,11 @@ def test_an_exit_status_of_143_is_a_stop_only_with_rank_zeros_interrupt_checkpoi
     monkeypatch.setattr(launch, "find_mpiexec", lambda: str(fake))
     if agreed:
         with pytest.raises(TrainingInterrupted) as stop:
-            launch.launch({"run_dir": str(run)}, 2)
+            launch.launch({"run_dir": str(run), "cfg": {"trainer": {"transport": "mpi"}}}, 2)
         assert stop.value.signum == signal.SIGTERM and stop.value.checkpoint == interrupt
     else:
         with pytest.raises(launch.LaunchError, match="training processes failed"):
-            launch.launch({"run_dir": str(run)}, 2)
+            launch.launch({"run_dir": str(run), "cfg": {"trainer": {"transport": "mpi"}}}, 2)
 
 
 def test_the_launcher_s_line_names_the_failed_rank_and_how_to_resume(tmp_path):

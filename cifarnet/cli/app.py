@@ -209,8 +209,8 @@ def _train(plain: dict, run_dir: Path, resume, resume_command, overrides: list[s
     processes = int(plain["trainer"].get("processes", 1))
     resume_path = None if resume is None else resume.path
     if (processes > 1 or in_mpi_job()) and plain["backend"]["name"] != "numpy":
-        raise ConfigError("several processes train on backend=numpy only (their exchanges go through MPI on the "
-                          "host; a GPU path over NCCL is not built: docs/distributed.md)")
+        raise ConfigError("several processes train on backend=numpy only (their exchanges go through the host's "
+                          "memory or MPI; a GPU path over NCCL is not built: docs/distributed.md)")
     if in_mpi_job():
         if processes not in (1, world_size()):
             raise ConfigError(f"trainer.processes={processes} under mpiexec with {world_size()} ranks: leave it at 1 "

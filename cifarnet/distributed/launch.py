@@ -1,15 +1,17 @@
-"""``trainer.processes=N`` on one machine: start N ranks through ``mpiexec`` and wait for them.
+"""``trainer.processes=N`` on one machine: start N ranks and wait for them.
 
 The launcher is the Hydra job the user started: it has composed the config and made the run
 directory. It writes the run's spec (:func:`cifarnet.distributed.rank.make_spec`) to a temporary
-file, starts ``mpiexec -n N python -m cifarnet.distributed.rank SPEC`` in a session of its
-own (so a Ctrl-C on the terminal reaches the launcher alone), and passes SIGINT and SIGTERM on to
-every rank, which stop together at the next step with rank 0's checkpoint (:mod:`.rank`). On a
-terminal, rank 0 draws the progress bars (mpiexec passes them through). Its exit
-is the run's: 0, 130/143 after a signal, or 1 with one line when a rank failed: that rank's own
-line is above it; a rank that died without one (killed by SIGKILL, say) is named with the signal,
-found by watching the ranks' processes and from mpiexec's exit status. The line ends with the
-command that resumes the run, as Ctrl-C's does.
+file and starts the ranks, ``python -m cifarnet.distributed.rank SPEC``, each in a session of its
+own (so a Ctrl-C on the terminal reaches the launcher alone): with ``trainer.transport=shm`` (the
+default) it starts them itself, after making the shared-memory world they exchange through
+(:mod:`.shm`; :mod:`.local` watches them); with ``mpi``, through ``mpiexec -n N``. It passes SIGINT
+and SIGTERM on to every rank, which stop together at the next step with rank 0's checkpoint
+(:mod:`.rank`). On a terminal, rank 0 draws the progress bars. Its exit is the run's: 0, 130/143
+after a signal, or 1 with one line when a rank failed: that rank's own line is above it; a rank
+that died without one (killed by SIGKILL, say) is named with the signal, found by watching the
+ranks' processes (and, under mpiexec, from its exit status). The line ends with the command that
+resumes the run, as Ctrl-C's does.
 """
 from __future__ import annotations
 
@@ -29,6 +31,7 @@ from ..errors import CifarnetError
 from ..threads import default_workers
 from ..training.metrics import TERMINAL_VARIABLE
 from ..training.signals import TrainingInterrupted, resume_command
+from .local import local_command, run_local
 
 log = logging.getLogger("cifarnet")
 
@@ -46,8 +49,9 @@ def find_mpiexec() -> str:
     except ImportError:
         found = None
     if found is None:
-        raise LaunchError("trainer.processes > 1 needs mpi4py and an MPI library with mpiexec: "
-                          "pip install 'cifarnet[mpi]' (mpi4py and the mpich wheel)")
+        raise LaunchError("trainer.transport=mpi needs mpi4py and an MPI library with mpiexec: "
+                          "pip install 'cifarnet[mpi]' (mpi4py and the mpich wheel), or "
+                          "trainer.transport=shm on one machine")
     return found
 
 
@@ -117,13 +121,15 @@ def wait_watching(ranks: subprocess.Popen, folder: Path) -> tuple[int, list[tupl
 
 
 def failure_message(processes: int, status: int, first: list[tuple[int, int]], failed: list[int],
-                    run_dir: Path, others: list[str]) -> str:
+                    run_dir: Path, others: list[str], starter: str = "mpiexec") -> str:
     """The launcher's line for ranks that did not finish: which rank, why, and how to go on.
 
     ``failed``: ranks that reported an error (their own line is above); ``first``: ``(rank, pid)``
     of the first rank seen to end, or of the several found ended together (then the line names
-    them all and does not guess which went first); ``status``: mpiexec's, which for a rank killed
-    by a signal is the signal's number (MPICH)."""
+    them all and does not guess which went first); ``status``: the exit status (``starter``'s,
+    mpiexec's or the launcher's own reading of the ranks'), which for a rank killed by a signal is
+    the signal's number (as MPICH reports it)."""
+    exit_status = f"mpiexec exit status {status}" if starter == "mpiexec" else f"exit status {status}"
     names = {s.value: s.name for s in signal.Signals}
     killed = names.get(status) if status > signal.SIGINT else None     # 1 and 2 are more likely exit statuses
     cause = "; kill -9 or the out-of-memory killer" if status == signal.SIGKILL else ""
@@ -135,18 +141,17 @@ def failure_message(processes: int, status: int, first: list[tuple[int, int]], f
         what = f"rank {failed[0]} of {processes} failed (its message is above)"
     elif len(first) > 1 and killed:
         rest = "the other" if len(first) == 2 else "the others"
-        what = f"{together}: one was killed by {killed} (signal {status}{cause}) and mpiexec stopped {rest}"
+        what = f"{together}: one was killed by {killed} (signal {status}{cause}) and {starter} stopped {rest}"
     elif len(first) > 1:
-        what = f"{together}, without a message (mpiexec exit status {status})"
+        what = f"{together}, without a message ({exit_status})"
     elif first and killed:
         what = f"rank {first[0][0]} of {processes} (pid {first[0][1]}) was killed by {killed} (signal {status}{cause})"
     elif first:
-        what = (f"rank {first[0][0]} of {processes} (pid {first[0][1]}) ended without a message "
-                f"(mpiexec exit status {status})")
+        what = f"rank {first[0][0]} of {processes} (pid {first[0][1]}) ended without a message ({exit_status})"
     elif killed:
-        what = f"the {processes} training processes failed: one was killed by {killed} (mpiexec exit status {status})"
+        what = f"the {processes} training processes failed: one was killed by {killed} ({exit_status})"
     else:
-        what = f"the {processes} training processes failed (mpiexec exit status {status})"
+        what = f"the {processes} training processes failed ({exit_status})"
     if not any((run_dir / "checkpoints").glob("*.npz")):
         return f"{what}; the other ranks were stopped; no checkpoint was written yet"
     return (f"{what}; the other ranks were stopped; the checkpoints in {run_dir / 'checkpoints'} are intact; "
@@ -162,10 +167,13 @@ def launch(spec: dict[str, Any], processes: int) -> dict[str, Any]:
     """Run ``spec`` on ``processes`` ranks of this machine; returns rank 0's ``result.json``.
 
     Raises:
-        LaunchError: no MPI, or a rank failed.
+        LaunchError: an unknown transport, no MPI (``transport=mpi``), or a rank failed.
         TrainingInterrupted: a signal stopped the run (the resumable checkpoint is named).
     """
-    mpiexec = find_mpiexec()
+    transport = spec.get("cfg", {}).get("trainer", {}).get("transport", "shm")
+    if transport not in ("shm", "mpi"):
+        raise LaunchError(f"trainer.transport must be 'shm' or 'mpi', got {transport!r}")
+    mpiexec = find_mpiexec() if transport == "mpi" else None
     run_dir = Path(spec["run_dir"])
     cores = default_workers()
     if processes > cores:
@@ -184,14 +192,19 @@ def launch(spec: dict[str, Any], processes: int) -> dict[str, Any]:
                 except (ValueError, ProcessLookupError):
                     pass
 
-        log.info("starting %d processes: %s", processes, " ".join(rank_command("mpiexec", processes, spec_file)))
+        command = rank_command("mpiexec", processes, spec_file) if mpiexec else local_command(spec_file)
+        log.info("starting %d processes (%s): %s", processes, transport, " ".join(command))
         interrupts_before = _interrupts(run_dir)
         previous = {s: signal.signal(s, forward) for s in (signal.SIGINT, signal.SIGTERM)}
         try:
             terminal = {TERMINAL_VARIABLE: "1"} if sys.stderr.isatty() else {}     # rank 0 draws the bars
-            ranks = subprocess.Popen(rank_command(mpiexec, processes, spec_file), stdin=subprocess.DEVNULL,
-                                     start_new_session=True, env=dict(os.environ, **terminal))
-            status, first = wait_watching(ranks, Path(tmp))
+            env = dict(os.environ, **terminal)
+            if mpiexec:
+                ranks = subprocess.Popen(rank_command(mpiexec, processes, spec_file), stdin=subprocess.DEVNULL,
+                                         start_new_session=True, env=env)
+                status, first = wait_watching(ranks, Path(tmp))
+            else:
+                status, first = run_local(spec_file, processes, env)
             failed = sorted(int(p.stem.removeprefix("rank")) for p in Path(tmp).glob("rank*.failed"))
         finally:
             for s, handler in previous.items():
@@ -204,5 +217,6 @@ def launch(spec: dict[str, Any], processes: int) -> dict[str, Any]:
         newest = [p for p in (run_dir / "checkpoints").glob("*.npz") if ckpt.position(p)]
         raise TrainingInterrupted(stopped, max(newest, key=ckpt.position) if newest else None)
     if status != 0:
-        raise LaunchError(failure_message(processes, status, first, failed, run_dir, spec.get("others", [])))
+        raise LaunchError(failure_message(processes, status, first, failed, run_dir, spec.get("others", []),
+                                          starter="mpiexec" if mpiexec else "the launcher"))
     return json.loads((run_dir / "result.json").read_text())

@@ -3,9 +3,7 @@ from __future__ import annotations
 
 from typing import Any
 
-import numpy as np
-
-from ..comm import Communicator
+from ..comm import Communicator, packed_sum
 
 
 def mpi():
@@ -51,15 +49,7 @@ class MPICommunicator(Communicator):
         local.Free()
 
     def sum(self, *values) -> tuple:
-        arrays = [np.asarray(v) for v in values]
-        packed = np.concatenate([a.astype(np.float64).ravel() for a in arrays])
-        self.comm.Allreduce(self.MPI.IN_PLACE, packed)
-        out, start = [], 0
-        for value, a in zip(values, arrays, strict=True):
-            part = packed[start:start + a.size].reshape(a.shape).astype(a.dtype)
-            start += a.size
-            out.append(part if isinstance(value, np.ndarray) else part.item())
-        return tuple(out)
+        return packed_sum(values, self.allreduce)
 
     def allreduce(self, buffer) -> None:
         self.comm.Allreduce(self.MPI.IN_PLACE, buffer)

@@ -8,8 +8,9 @@ all ranks agree on the run directory and the config whatever their clocks and fi
 
 Rank 0 logs (to the console and, appending, to the run's ``cifarnet.log``), writes the checkpoints,
 ``metrics.csv`` and ``result.json`` and talks to the trackers; the others log errors only. A rank
-that fails prints one line and aborts the job (``MPI_Abort``), so no rank waits on a collective
-for one that has gone; rank 0 writes every file atomically, so an abort leaves no partial file.
+that fails prints one line and aborts the job (``MPI_Abort``; on shared memory its launcher ends
+the others), so no rank waits on a collective for one that has gone; rank 0 writes every file
+atomically, so an abort leaves no partial file.
 """
 from __future__ import annotations
 
@@ -23,11 +24,13 @@ from pathlib import Path
 from typing import Any
 
 from .. import checkpoint as ckpt
+from ..comm import Communicator
 from ..errors import expected_message
 from ..experiment import train
 from ..training.signals import TrainingInterrupted, raise_terminated, resume_command
 from .agreement import RankMismatch, check_agreement, identity
 from .mpi import MPICommunicator
+from .shm import SharedMemoryCommunicator, in_shared_world
 
 log = logging.getLogger("cifarnet")
 
@@ -66,7 +69,7 @@ def setup_logging(rank: int, run_dir: Path) -> None:
         root.setLevel(logging.CRITICAL)
 
 
-def run(spec: dict[str, Any], comm: MPICommunicator) -> dict[str, Any]:
+def run(spec: dict[str, Any], comm: Communicator) -> dict[str, Any]:
     """Train as ``spec`` says, as this rank."""
     run_dir = Path(spec["run_dir"])
     resume = ckpt.resolve(spec["resume"], prefer="newest") if spec["resume"] else None
@@ -84,7 +87,7 @@ def note_failure(folder: str | Path | None, rank: int) -> None:
         (Path(folder) / f"rank{rank}.failed").touch()
 
 
-def finish(spec: dict[str, Any], comm: MPICommunicator, argv: list[str] | None = None) -> None:
+def finish(spec: dict[str, Any], comm: Communicator, argv: list[str] | None = None) -> None:
     """Check that every rank runs the same code and command (:class:`RankMismatch`, raised on rank 0
     and a quiet exit 1 elsewhere), then :func:`run`, with every way out turned into this rank's exit:
     0 when done; 130/143 when a signal stopped the run (every rank at the same step, after rank 0's
@@ -150,11 +153,12 @@ def follow() -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """``python -m cifarnet.distributed.rank SPEC_FILE``: the launcher's ranks."""
+    """``python -m cifarnet.distributed.rank SPEC_FILE``: the launcher's ranks, on its shared-memory
+    world (:mod:`.shm`, told in the environment) or under its ``mpiexec``."""
     argv = sys.argv[1:] if argv is None else argv
     spec_file = Path(argv[0])
     spec = json.loads(spec_file.read_text())
-    comm = MPICommunicator()
+    comm = SharedMemoryCommunicator.from_environment() if in_shared_world() else MPICommunicator()
     (spec_file.parent / f"rank{comm.rank}.pid").write_text(str(os.getpid()))     # for the launcher's signals
     setup_logging(comm.rank, Path(spec["run_dir"]))
     try:

@@ -28,9 +28,12 @@ class TrainerSettings:
         nonfinite: ``"stop"`` raises :class:`NonFiniteError`; ``"skip"`` drops the batch and counts it.
         workers: threads each training batch is split between, batch norm synchronised
             (:mod:`cifarnet.parallel`); None: one per core, 1: none.
-        processes: processes one run is spread over (data-parallel, on MPI: :mod:`cifarnet.distributed`;
+        processes: processes one run is spread over (data-parallel: :mod:`cifarnet.distributed`;
             each takes its share of every batch); 1: this process alone. ``workers`` then counts the
             threads of each process (None: the cores of its machine shared among its processes).
+        transport: how the processes exchange: ``"shm"``, shared memory on this machine
+            (:mod:`cifarnet.distributed.shm`; nothing to install), or ``"mpi"``, ranks started by
+            ``mpiexec`` (the ``[mpi]`` extra; what a user's own ``mpiexec`` over several machines uses).
         sync_batchnorm: with several processes, batch norm normalises over the global batch (its
             per-channel sums cross the processes twice per layer and step: the same arithmetic as
             one process); False: over each process's share (its own statistics, PyTorch DDP's
@@ -65,6 +68,7 @@ class TrainerSettings:
     nonfinite: str = "stop"
     workers: int | None = None
     processes: int = 1
+    transport: str = "shm"
     sync_batchnorm: bool = True
     stop_after_minutes: float | None = None
     ema_every: int = 0
@@ -88,6 +92,8 @@ class TrainerSettings:
                              f"{self.ema_every}, {self.ema_decay}, {self.ema_power}")
         if self.processes < 1:
             raise InvalidValue(f"trainer.processes must be >= 1, got {self.processes}")
+        if self.transport not in ("shm", "mpi"):
+            raise InvalidValue(f"trainer.transport must be 'shm' or 'mpi', got {self.transport!r}")
         if self.stop_after_minutes is not None and self.stop_after_minutes <= 0:
             raise InvalidValue(f"trainer.stop_after_minutes must be > 0 (or null), got {self.stop_after_minutes}")
 
