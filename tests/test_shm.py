@@ -156,3 +156,22 @@ def test_a_world_refuses_what_it_cannot_hold():
         comm.close()
     finally:
         remove_world(world)
+
+
+def test_a_memory_file_system_without_room_refuses_the_world_in_one_line(monkeypatch, tmp_path):
+    """``/dev/shm`` too small (a container's 64 MB, mostly taken): the world is refused when it is made,
+    nothing is left behind, instead of a rank dying of SIGBUS at its first exchange."""
+    import errno
+
+    from cifarnet.distributed import shm
+
+    def full(fd, offset, length):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    before = set(Path("/dev/shm").glob("cifarnet-world-*")) if Path("/dev/shm").is_dir() else set()
+    monkeypatch.setattr(shm.os, "posix_fallocate", full)
+    with pytest.raises(shm.WorldBroken, match=r"no room for the ranks' shared memory \(16 MB in .*No space left on "
+                                              r"device\); free some, or use trainer.transport=mpi"):
+        create_world(2)
+    after = set(Path("/dev/shm").glob("cifarnet-world-*")) if Path("/dev/shm").is_dir() else set()
+    assert after == before
