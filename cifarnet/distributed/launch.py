@@ -30,7 +30,7 @@ from .. import checkpoint as ckpt
 from ..errors import CifarnetError
 from ..threads import default_workers
 from ..training.metrics import TERMINAL_VARIABLE
-from ..training.signals import TrainingInterrupted, resume_command
+from ..training.signals import Terminated, TrainingInterrupted, resume_command
 from .local import local_command, run_local
 
 log = logging.getLogger("cifarnet")
@@ -71,7 +71,7 @@ def _gone(pid: int) -> bool:
         return True
 
 
-def wait_watching(ranks: subprocess.Popen, folder: Path) -> tuple[int, list[tuple[int, int]]]:
+def wait_watching(ranks: subprocess.Popen, folder: Path, each_look=None) -> tuple[int, list[tuple[int, int]]]:
     """Wait for ``mpiexec``; returns its exit status and ``(rank, pid)`` of the first rank to end
     while it still ran (empty if none did), or of every rank found ended at that first look (when
     this thread woke only after mpiexec had already stopped the others). The ranks write
@@ -83,7 +83,8 @@ def wait_watching(ranks: subprocess.Popen, folder: Path) -> tuple[int, list[tupl
     The first to exit is not always the one that failed: mpiexec stops the others as soon as the
     failed rank's connections close, which happens early in its exit, and a small rank stopped then
     can finish exiting before a large one killed a moment earlier. Where pidfds are missing,
-    ``/proc`` is polled instead."""
+    ``/proc`` is polled instead. ``each_look`` (if given) is called at every look (the launcher
+    delivers a signal to ranks that started after it came)."""
     import select
 
     pids: dict[int, int] = {}
@@ -92,6 +93,8 @@ def wait_watching(ranks: subprocess.Popen, folder: Path) -> tuple[int, list[tupl
     first: list[tuple[int, int]] = []
     try:
         while True:
+            if each_look is not None:
+                each_look()
             try:
                 return ranks.wait(timeout=0 if fds and not first else POLL_S), first   # pidfds wait below
             except subprocess.TimeoutExpired:
@@ -183,14 +186,30 @@ def launch(spec: dict[str, Any], processes: int) -> dict[str, Any]:
         spec_file = Path(tmp) / "spec.json"
         spec_file.write_text(json.dumps(dict(spec, launcher_dir=tmp)))     # ranks leave their pids and failures there
         received: list[int] = []
+        signalled: set[int] = set()
 
         def forward(signum, frame) -> None:
             received.append(signum)
+            signalled.clear()                   # every rank gets this one
+            deliver()
+
+        def deliver() -> None:
+            """The signal received, to each rank that has written its pid file (its handlers are
+            in place from then on) and not had it yet: one that arrives while the ranks start up
+            reaches each as soon as it is ready, instead of being lost."""
+            if not received:
+                return
             for pid_file in Path(tmp).glob("rank*.pid"):
                 try:
-                    os.kill(int(pid_file.read_text()), signum)
-                except (ValueError, ProcessLookupError):
-                    pass
+                    pid = int(pid_file.read_text())
+                except ValueError:              # being written: the next look finds it
+                    continue
+                if pid not in signalled:
+                    signalled.add(pid)
+                    try:
+                        os.kill(pid, received[-1])
+                    except ProcessLookupError:
+                        pass
 
         command = rank_command("mpiexec", processes, spec_file) if mpiexec else local_command(spec_file)
         log.info("starting %d processes (%s): %s", processes, transport, " ".join(command))
@@ -202,9 +221,9 @@ def launch(spec: dict[str, Any], processes: int) -> dict[str, Any]:
             if mpiexec:
                 ranks = subprocess.Popen(rank_command(mpiexec, processes, spec_file), stdin=subprocess.DEVNULL,
                                          start_new_session=True, env=env)
-                status, first = wait_watching(ranks, Path(tmp))
+                status, first = wait_watching(ranks, Path(tmp), deliver)
             else:
-                status, first = run_local(spec_file, processes, env)
+                status, first = run_local(spec_file, processes, env, deliver)
             failed = sorted(int(p.stem.removeprefix("rank")) for p in Path(tmp).glob("rank*.failed"))
         finally:
             for s, handler in previous.items():
@@ -214,6 +233,8 @@ def launch(spec: dict[str, Any], processes: int) -> dict[str, Any]:
     agreed_stop = _interrupts(run_dir).items() - interrupts_before.items()      # written during this launch
     stopped = received[0] if received else (status - 128 if status in (130, 143) and agreed_stop else None)
     if stopped is not None:
+        if not agreed_stop:                     # the ranks stopped before their training loop (which would
+            raise KeyboardInterrupt if stopped == signal.SIGINT else Terminated()   # have said so): as one process
         newest = [p for p in (run_dir / "checkpoints").glob("*.npz") if ckpt.position(p)]
         raise TrainingInterrupted(stopped, max(newest, key=ckpt.position) if newest else None)
     if status != 0:

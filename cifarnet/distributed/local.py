@@ -31,15 +31,18 @@ def _status(returncode: int) -> int:
     return -returncode if returncode < 0 else returncode
 
 
-def run_local(spec_file: Path, processes: int, env: dict[str, str]) -> tuple[int, list[tuple[int, int]]]:
-    """Start the ranks and wait for all of them; ``(status, first)`` as the module docstring says."""
+def run_local(spec_file: Path, processes: int, env: dict[str, str],
+              each_look=None) -> tuple[int, list[tuple[int, int]]]:
+    """Start the ranks and wait for all of them; ``(status, first)`` as the module docstring says.
+    ``each_look`` (if given) is called every :data:`POLL_S` while they run (the launcher delivers
+    a signal to ranks that were not ready for it when it came)."""
     world = create_world(processes)
     ranks: list[subprocess.Popen] = []
     try:
         for rank in range(processes):
             ranks.append(subprocess.Popen(local_command(spec_file), stdin=subprocess.DEVNULL, start_new_session=True,
                                           env=dict(env, **world_environment(world, rank, processes))))
-        return _wait(ranks)
+        return _wait(ranks, each_look)
     finally:
         for process in ranks:                 # an exception here (a signal's handler raised): end them all
             if process.poll() is None:
@@ -48,10 +51,12 @@ def run_local(spec_file: Path, processes: int, env: dict[str, str]) -> tuple[int
         remove_world(world)
 
 
-def _wait(ranks: list[subprocess.Popen]) -> tuple[int, list[tuple[int, int]]]:
+def _wait(ranks: list[subprocess.Popen], each_look=None) -> tuple[int, list[tuple[int, int]]]:
     first: list[tuple[int, int]] = []
     status = 0
     while True:
+        if each_look is not None:
+            each_look()
         codes = [process.poll() for process in ranks]
         if not first:
             failed = [rank for rank, code in enumerate(codes) if code is not None and code != 0 and code not in STOPS]

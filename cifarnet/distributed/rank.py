@@ -27,7 +27,7 @@ from .. import checkpoint as ckpt
 from ..comm import Communicator
 from ..errors import expected_message
 from ..experiment import train
-from ..training.signals import TrainingInterrupted, raise_terminated, resume_command
+from ..training.signals import Terminated, TrainingInterrupted, raise_terminated, resume_command
 from .agreement import RankMismatch, check_agreement, identity
 from .mpi import MPICommunicator
 from .shm import SharedMemoryCommunicator, in_shared_world
@@ -87,6 +87,17 @@ def note_failure(folder: str | Path | None, rank: int) -> None:
         (Path(folder) / f"rank{rank}.failed").touch()
 
 
+def _stopped(err: BaseException, comm: Communicator) -> None:
+    """A signal before the training loop had its handlers: exit 130/143 quietly (the launcher, which
+    forwarded it to every rank, says so once). Under MPI through ``MPI_Abort``: another rank may be
+    inside a collective, which no signal interrupts, waiting for this one; on shared memory the
+    others' waits take their own signal."""
+    status = 128 + (signal.SIGTERM if isinstance(err, Terminated) else signal.SIGINT)
+    if isinstance(comm, MPICommunicator):
+        comm.abort(status)
+    sys.exit(status)
+
+
 def finish(spec: dict[str, Any], comm: Communicator, argv: list[str] | None = None) -> None:
     """Check that every rank runs the same code and command (:class:`RankMismatch`, raised on rank 0
     and a quiet exit 1 elsewhere), then :func:`run`, with every way out turned into this rank's exit:
@@ -100,10 +111,14 @@ def finish(spec: dict[str, Any], comm: Communicator, argv: list[str] | None = No
             raise
         note_failure(spec.get("launcher_dir"), comm.rank)
         sys.exit(1)
+    except (KeyboardInterrupt, Terminated) as err:
+        _stopped(err, comm)
     try:
         run(spec, comm)
     except TrainingInterrupted as err:
         sys.exit(128 + err.signum)
+    except (KeyboardInterrupt, Terminated) as err:     # a signal before the training loop had its handlers
+        _stopped(err, comm)
     except BaseException as err:  # noqa: BLE001 - one line, then every rank ends
         message = expected_message(err)
         if message is None:
@@ -159,10 +174,13 @@ def main(argv: list[str] | None = None) -> None:
     spec_file = Path(argv[0])
     spec = json.loads(spec_file.read_text())
     comm = SharedMemoryCommunicator.from_environment() if in_shared_world() else MPICommunicator()
+    signal.signal(signal.SIGTERM, raise_terminated)       # before the launcher may signal it (its pid file)
     (spec_file.parent / f"rank{comm.rank}.pid").write_text(str(os.getpid()))     # for the launcher's signals
-    setup_logging(comm.rank, Path(spec["run_dir"]))
     try:
+        setup_logging(comm.rank, Path(spec["run_dir"]))
         finish(spec, comm, argv)
+    except (KeyboardInterrupt, Terminated) as err:
+        _stopped(err, comm)
     except RankMismatch as err:
         note_failure(spec_file.parent, comm.rank)
         print(f"cifarnet: error: {err}", file=sys.stderr, flush=True)
