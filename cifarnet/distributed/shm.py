@@ -74,7 +74,10 @@ def create_world(size: int, slot_bytes: int = SLOT_BYTES) -> Path:
     nbytes = world_bytes(size, slot_bytes)
     try:
         try:
-            os.posix_fallocate(fd, 0, nbytes)
+            if hasattr(os, "posix_fallocate"):
+                os.posix_fallocate(fd, 0, nbytes)
+            else:                                           # (macOS) sparse: the pages come as written
+                os.ftruncate(fd, nbytes)
         except OSError as err:
             os.close(fd)
             fd = -1
