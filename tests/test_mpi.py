@@ -424,6 +424,12 @@ def test_on_a_terminal_rank_zero_draws_the_progress_bar(tmp_path, transport):
     assert piped.returncode == 0 and "epoch 1/1:" not in piped.stdout + piped.stderr   # no bar into a pipe
 
 
+def test_an_unknown_transport_is_refused_in_one_line_before_any_rank_starts(tmp_path):
+    done = cifarnet(tmp_path, *TINY, "trainer.processes=2", "trainer.transport=tcp", "hydra.run.dir=run")
+    assert done.returncode == 1 and not (tmp_path / "run").exists()
+    assert errors_in(done) == ["cifarnet: error: trainer.transport must be 'shm' or 'mpi', got 'tcp'"]
+
+
 def test_several_processes_on_cupy_are_refused_in_one_line(tmp_path):
     done = cifarnet(tmp_path, *TINY, "backend=cupy", "trainer.processes=2", "hydra.run.dir=run")
     assert done.returncode == 1 and not (tmp_path / "run").exists()
