@@ -142,8 +142,9 @@ def test_the_launcher_s_ranks_end_together_and_leave_no_world_behind(tmp_path, m
 def test_a_world_refuses_what_it_cannot_hold():
     world = create_world(1, 4096)
     try:
-        comm = SharedMemoryCommunicator(world, 0, 1)
         assert world.stat().st_size == world_bytes(1, 4096)
+        comm = SharedMemoryCommunicator(world, 0, 1)
+        assert not world.exists()                                   # mapped by every rank: its name is gone
         data = np.arange(5000.0)                                    # 1 rank: its own values back, in chunks
         comm.allreduce(data)
         assert np.array_equal(data, np.arange(5000.0))

@@ -2,7 +2,9 @@
 
 The launcher (:mod:`.launch`) makes a *world*, one file in ``/dev/shm`` (a memory-backed file
 system; another temporary folder where there is none) that every rank maps, then starts the ranks
-with its path, their rank and their number in the environment. The file holds:
+with its path, their rank and their number in the environment; once every rank has mapped it, rank
+0 removes its name (the memory lives on in the mappings, and nothing is left behind even if every
+process is killed). The file holds:
 
 - a header of 64-bit integers: the abort flag, each rank's arrival count (a cache line each, so
   two ranks never write one line) and each rank's pid;
@@ -141,6 +143,8 @@ class SharedMemoryCommunicator(Communicator):
         self._parent = os.getppid()
         self._pids[rank] = os.getpid()
         self._arrive()                       # every rank has mapped the world and written its pid
+        if rank == 0:                        # so its name can go: the mappings stay, and nothing is left in
+            remove_world(self.path)          # /dev/shm however the ranks and the launcher end
 
     @classmethod
     def from_environment(cls) -> SharedMemoryCommunicator:
