@@ -202,18 +202,38 @@ def test_a_model_s_config_shows_the_values_its_preset_gives(composer, model):
 
 
 def test_on_cupy_the_fused_kernels_are_the_default_and_the_switch_leaves_numpy_alone(composer, monkeypatch):
-    """``backend=cupy`` composes ``kernels: fused`` (checked on an H200: docs/gpu.md); the runner's
-    backend turns the process-wide switch on only for CuPy (the counting stand-in, also named
-    ``cupy``, must not inherit it from a NumPy run); another value is refused in one line."""
+    """``backend=cupy`` composes ``kernels: auto`` (the fused kernels, checked on an H200: docs/gpu.md);
+    the runner's backend turns the process-wide switch on only for CuPy (the counting stand-in, also
+    named ``cupy``, must not inherit it from a NumPy run); another value is refused in one line."""
     from cifarnet.experiment import make_backend
     from cifarnet.experiment.components import ConfigError
     from cifarnet.functional import dispatch
 
-    assert composer("backend=cupy")["backend"]["kernels"] == "fused"
+    assert composer("backend=cupy")["backend"]["kernels"] == "auto"
     assert composer("backend=cupy", "backend.kernels=reference")["backend"]["kernels"] == "reference"
     monkeypatch.setitem(dispatch._fused, "on", True)
     make_backend({"name": "numpy", "kernels": "fused", "keep_freed_memory": False})
     assert dispatch._fused["on"] is False
-    with pytest.raises(ConfigError, match="must be 'reference' or 'fused'"):
+    with pytest.raises(ConfigError, match="must be 'auto', 'fused' or 'reference'"):
         make_backend({"name": "numpy", "kernels": "tuned"})
 
+
+@pytest.mark.parametrize("model, kernels, fused_after", [("resnet20", "auto", True), ("airbench94", "auto", False),
+                                                         ("airbench94", "fused", True)])
+def test_auto_kernels_keep_a_model_off_fused_forms_that_have_not_run_on_a_gpu(monkeypatch, caplog, model, kernels,
+                                                                              fused_after):
+    """``auto``: a model with GELU (airbench94), whose fused forms have run only on the CPU's twins,
+    takes the reference kernels and the log says why; a ReLU network keeps the fused ones; ``fused``
+    takes them for any model (opt-in); NumPy's runs are left alone."""
+    from cifarnet.experiment import settle_kernels
+    from cifarnet.functional import dispatch
+    from cifarnet.models import build_model, model_description
+
+    net = build_model(model_description(model), seed=0)
+    monkeypatch.setitem(dispatch._fused, "on", True)
+    with caplog.at_level("INFO", logger="cifarnet.experiment"):
+        settle_kernels({"name": "cupy", "kernels": kernels}, net)
+    assert dispatch._fused["on"] is fused_after
+    assert ("fused forms for gelu have not run on a GPU" in caplog.text) is (not fused_after)
+    settle_kernels({"name": "numpy", "kernels": "auto"}, net)
+    assert dispatch._fused["on"] is fused_after

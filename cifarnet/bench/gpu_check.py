@@ -282,7 +282,7 @@ def main(argv: list[str] | None = None) -> int:
     for name, run in sections:
         if name not in args.skip:
             run_section(report, name, run, out)
-    Path(args.out).write_text(json.dumps(report, indent=2))
+    out.write_text(json.dumps(report, indent=2))
     for line in summary(report):
         print(line)
     print(f"written to {args.out}")
@@ -295,11 +295,7 @@ def run_section(report: dict, name: str, run, out: Path) -> None:
     found."""
     start = time.perf_counter()
     try:
-        run()
-    except Exception:  # noqa: BLE001 - the first run on a GPU: keep every other part's findings
-        report["errors"][name] = traceback.format_exc()
-        report["failed"].append(f"{name}: {traceback.format_exc().strip().splitlines()[-1]}")
-        print(f"{name}: failed\n{report['errors'][name]}", file=sys.stderr, flush=True)
+        guarded(report, name, run)
     finally:
         use_fused_kernels(False)
     print(f"{name}: {time.perf_counter() - start:.1f} s", flush=True)

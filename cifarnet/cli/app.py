@@ -235,7 +235,7 @@ def _check_model_matches(plain: dict, explicit: list[str], checkpoint: ckpt.Chec
 
 
 def _predict(plain: dict, explicit: list[str], run_dir: Path) -> float:
-    from ..experiment import make_backend
+    from ..experiment import make_backend, settle_kernels
     from ..models import restore_model
     from ..predict import find_images, format_rows, predict, write_csv
 
@@ -246,7 +246,9 @@ def _predict(plain: dict, explicit: list[str], run_dir: Path) -> float:
     check_run_dir(run_dir, "predict", bool(plain.get("overwrite")))
     backend = make_backend(plain["backend"])
     paths = find_images(plain["images"])
-    rows = predict(restore_model(checkpoint, backend), checkpoint, paths, backend, plain["topk"])
+    model = restore_model(checkpoint, backend)
+    settle_kernels(plain["backend"], model)
+    rows = predict(model, checkpoint, paths, backend, plain["topk"])
     run_dir.mkdir(parents=True, exist_ok=True)
     write_csv(rows, run_dir / "predictions.csv")
     skipped = len(paths) - len(rows)

@@ -92,7 +92,7 @@ class BackendConfig:
     name: str = "numpy"
     dtype: str = "float32"
     keep_freed_memory: bool = True       # NumPy: reuse freed memory instead of re-faulting it (cifarnet.memory)
-    kernels: str = "fused"               # CuPy: the fused CUDA kernels (cifarnet.kernels); "reference": CuPy ops
+    kernels: str = "auto"                # CuPy: fused CUDA kernels where checked on a GPU; "fused", "reference"
 
 
 @dataclass

@@ -21,6 +21,7 @@ from .components import (
                          make_loaders,
                          make_lr_schedule_from,
                          make_optimizer,
+                         settle_kernels,
 )
 from .report import format_eval_report, write_json
 from .resume import carry_best_checkpoint, merge_with_checkpoint
@@ -28,4 +29,4 @@ from .training import train
 
 __all__ = ["ConfigError", "carry_best_checkpoint", "describe_model", "dtype_of", "evaluate_checkpoint",
            "format_eval_report", "load_data", "make_backend", "make_loaders", "make_lr_schedule_from",
-           "make_optimizer", "merge_with_checkpoint", "restore_model", "train", "write_json"]
+           "make_optimizer", "merge_with_checkpoint", "restore_model", "settle_kernels", "train", "write_json"]

@@ -11,7 +11,7 @@ from ..inference.tta import LEVELS
 from ..models import restore_model
 from ..run_dir import check as check_run_dir
 from ..training import evaluate
-from .components import ConfigError, dtype_of, load_data, make_backend
+from .components import ConfigError, dtype_of, load_data, make_backend, settle_kernels
 from .report import write_json
 
 
@@ -38,6 +38,7 @@ def evaluate_checkpoint(cfg: dict[str, Any], checkpoint: ckpt.Checkpoint, run_di
     run_dir.mkdir(parents=True, exist_ok=True)
     backend, dtype = make_backend(cfg["backend"]), dtype_of(cfg)
     model = restore_model(checkpoint, backend, dtype)
+    settle_kernels(cfg["backend"], model)
     dataset = load_data(cfg["data"], int(cfg["seed"]))
     names = checkpoint.meta.get("class_names") or dataset.class_names
     if len(names) != dataset.num_classes:

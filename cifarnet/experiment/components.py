@@ -36,6 +36,19 @@ def enum_value(v: Any) -> Any:
     return getattr(v, "value", v)
 
 
+def settle_kernels(backend_cfg: dict[str, Any], model) -> None:
+    """With ``backend.kernels=auto`` on CuPy, the reference kernels for a model with a layer whose fused
+    forms have not run on a GPU (:data:`UNCHECKED_ON_GPU`: GELU, airbench94's), said in the log;
+    ``fused`` takes them anyway, ``reference`` never."""
+    if backend_cfg["name"] != "cupy" or backend_cfg.get("kernels", "auto") != "auto":
+        return
+    unchecked = sorted({layer.kind for _, layer in model.walk() if getattr(layer, "kind", None) in UNCHECKED_ON_GPU})
+    if unchecked:
+        use_fused_kernels(False)
+        log.info("backend.kernels=auto: the reference kernels, since the fused forms for %s have not run on a GPU "
+                 "yet (backend.kernels=fused takes them anyway: docs/gpu.md)", ", ".join(unchecked))
+
+
 def accepted(target: Callable, options: dict[str, Any]) -> dict[str, Any]:
     """The ``options`` that ``target`` (a function or class) takes. A composed config holds no
     others (its schema is read off the same signature); the config saved in a checkpoint of an
@@ -50,15 +63,20 @@ def accepted(target: Callable, options: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in options.items() if k in parameters}
 
 
+KERNEL_SETTINGS = ("auto", "fused", "reference")
+UNCHECKED_ON_GPU = ("gelu",)     # layer kinds whose fused kernel forms have not run on a GPU (docs/gpu.md)
+
+
 def make_backend(backend_cfg: dict[str, Any]):
     """The backend ``backend_cfg["name"]`` names; on NumPy, keep freed memory for reuse unless
     ``keep_freed_memory`` is false (see :mod:`cifarnet.memory`); on CuPy, the fused kernels
     (:mod:`cifarnet.functional.fused`) unless ``kernels`` is ``reference`` (CuPy's own expressions,
-    the formulas as written; ``docs/gpu.md`` has both on an H200)."""
-    kernels = backend_cfg.get("kernels", "fused")
-    if kernels not in ("reference", "fused"):
-        raise ConfigError(f"backend.kernels must be 'reference' or 'fused', got {kernels!r}")
-    use_fused_kernels(kernels == "fused" and backend_cfg["name"] == "cupy")   # (a process-wide switch)
+    the formulas as written; ``docs/gpu.md`` has both on an H200). With ``auto`` (the default) a
+    model may still take the reference kernels: :func:`settle_kernels`."""
+    kernels = backend_cfg.get("kernels", "auto")
+    if kernels not in KERNEL_SETTINGS:
+        raise ConfigError(f"backend.kernels must be 'auto', 'fused' or 'reference', got {kernels!r}")
+    use_fused_kernels(kernels != "reference" and backend_cfg["name"] == "cupy")   # (a process-wide switch)
     backend = get_backend(backend_cfg["name"])
     if backend.name == "numpy" and backend_cfg.get("keep_freed_memory", True):
         keep_freed_memory()

@@ -37,6 +37,7 @@ from .components import (
     make_lr_schedule_from,
     make_optimizer,
     normalization_for,
+    settle_kernels,
 )
 from .report import tta_words, write_json
 from .resume import carry_best_checkpoint
@@ -132,6 +133,7 @@ def build(cfg: dict[str, Any], run_dir: str | Path, resume_from: ckpt.Checkpoint
                           "from the data")
     description["num_classes"] = dataset.num_classes
     model = build_model(description, dataset.image_shape, seed=seed, dtype=dtype)
+    settle_kernels(cfg["backend"], model)
     if init_from is not None:
         load_initial_weights(model, description, init_from)
     data_init_seconds = resume_from.meta.get("data_init_seconds", 0.0) if resume_from is not None else 0.0

@@ -13,7 +13,7 @@ Update ops (the optimizers' in-place parameter updates) have ``apply`` instead o
 
 **Fused kernels.** A variant registered as ``"cupy-fused"`` (:mod:`cifarnet.functional.fused`: CUDA
 kernels of :mod:`cifarnet.kernels`, each with a NumPy twin) is used for CuPy arrays only while
-:func:`use_fused_kernels` is on (``backend.kernels=fused``, the runner's default on CuPy since the
+:func:`use_fused_kernels` is on (``backend.kernels=fused``, or ``auto``, the runner's default on CuPy since the
 kernels passed ``cifarnet.bench.gpu_check`` on an H200; off in a bare process). On NumPy arrays such
 a variant runs its twins, which is how the variant harness checks it on the CPU.
 """
