@@ -218,22 +218,27 @@ def test_on_cupy_the_fused_kernels_are_the_default_and_the_switch_leaves_numpy_a
         make_backend({"name": "numpy", "kernels": "tuned"})
 
 
-@pytest.mark.parametrize("model, kernels, fused_after", [("resnet20", "auto", True), ("airbench94", "auto", False),
-                                                         ("airbench94", "fused", True)])
+@pytest.mark.parametrize("model, kernels, unchecked, fused_after", [
+    ("resnet20", "auto", None, True), ("airbench94", "auto", None, True),           # every kind ran on a GPU
+    ("airbench94", "auto", ("gelu",), False), ("resnet20", "auto", ("gelu",), True),
+    ("airbench94", "fused", ("gelu",), True)])
 def test_auto_kernels_keep_a_model_off_fused_forms_that_have_not_run_on_a_gpu(monkeypatch, caplog, model, kernels,
-                                                                              fused_after):
-    """``auto``: a model with GELU (airbench94), whose fused forms have run only on the CPU's twins,
-    takes the reference kernels and the log says why; a ReLU network keeps the fused ones; ``fused``
-    takes them for any model (opt-in); NumPy's runs are left alone."""
+                                                                              unchecked, fused_after):
+    """``auto``: a model with a layer kind whose fused forms have not run on a GPU (here GELU, named
+    as such) takes the reference kernels and the log says why; a model without one keeps the fused
+    kernels; ``fused`` takes them for any model (opt-in); NumPy's runs are left alone. Today no kind
+    is unchecked (GELU's forms passed gpu_check on an H200), so airbench94 takes the fused ones."""
     from cifarnet.experiment import settle_kernels
+    from cifarnet.experiment.components import UNCHECKED_ON_GPU
     from cifarnet.functional import dispatch
     from cifarnet.models import build_model, model_description
 
+    assert UNCHECKED_ON_GPU == ()
     net = build_model(model_description(model), seed=0)
     monkeypatch.setitem(dispatch._fused, "on", True)
     with caplog.at_level("INFO", logger="cifarnet.experiment"):
-        settle_kernels({"name": "cupy", "kernels": kernels}, net)
+        settle_kernels({"name": "cupy", "kernels": kernels}, net, unchecked)
     assert dispatch._fused["on"] is fused_after
     assert ("fused forms for gelu have not run on a GPU" in caplog.text) is (not fused_after)
-    settle_kernels({"name": "numpy", "kernels": "auto"}, net)
+    settle_kernels({"name": "numpy", "kernels": "auto"}, net, unchecked)
     assert dispatch._fused["on"] is fused_after

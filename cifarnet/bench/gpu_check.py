@@ -50,6 +50,7 @@ from ..functional.dispatch import FUSED, use_fused_kernels
 from ..kernels import KERNELS, KernelCompileError, compile_report
 from ..losses import SoftmaxCrossEntropy
 from ..models import build_model, model_description
+from ..models.data_init import fit_to_data
 from . import machine_description
 
 
@@ -150,16 +151,20 @@ def _verdict(op, variant: str, case: str, dtype, backend, errors: list[float]) -
 
 def check_step(model_name: str, backend, fused: bool) -> dict:
     """One training step on ``backend`` against NumPy's, float32, the same weights: the loss, the
-    gradients, the step's read-back (loss, correct) and the weights after an SGD update."""
+    gradients, the step's read-back (loss, correct) and the weights after an SGD update. Dropout
+    is off where the model has it, so both sides compute the same function."""
     from ..optim import SGD
     from ..training.step import forward_backward, read_back
 
     results = {}
     for where in (NUMPY, backend):
         use_fused_kernels(fused and where is backend)
-        model = build_model(model_description(model_name, dropout=0.0), seed=0).to(where)
+        model = build_model(_without_dropout(model_name), seed=0)
         rng = np.random.default_rng(0)
-        x = where.asarray(rng.standard_normal((16, 32, 32, 3)).astype(np.float32))
+        images = rng.standard_normal((16, 32, 32, 3)).astype(np.float32)
+        fit_to_data(model, images)          # airbench94's whitening filters, from the step's images
+        model = model.to(where)
+        x = where.asarray(images)
         y = where.asarray(rng.integers(0, 10, 16))
         result = forward_backward(model, SoftmaxCrossEntropy(), x, y, workers=1)
         grads = to_numpy(model.store.grads).copy()
@@ -175,6 +180,14 @@ def check_step(model_name: str, backend, fused: bool) -> dict:
     return {"model": model_name, "kernels": "fused" if fused else "reference", "loss_rel_error": loss_err,
             "grad_rel_error": grad_err, "param_rel_error": param_err, "read_back_ok": read_back_ok,
             "ok": loss_err <= 1e-4 and grad_err <= 1e-2 and param_err <= 1e-3 and read_back_ok}
+
+
+def _without_dropout(model_name: str) -> dict:
+    description = model_description(model_name)
+    return {**description, "dropout": 0.0} if "dropout" in description else description
+
+
+STEP_MODELS = ("resnet20", "airbench94")    # airbench94: batch norm + GELU, whitening, max-pool
 
 
 def cpu_launch_counts() -> dict:
@@ -346,9 +359,9 @@ def variants_section(report: dict, backend, ok: bool) -> None:
 
 def step_section(report: dict, backend, ok: bool) -> None:
     report["step"] = []
-    for fused in (False, True) if ok else ():
-        label = f"step resnet20 {'fused' if fused else 'reference'}"
-        result = guarded(report, label, check_step, "resnet20", backend, fused)
+    for model_name, fused in [(m, f) for m in STEP_MODELS for f in (False, True)] if ok else ():
+        label = f"step {model_name} {'fused' if fused else 'reference'}"
+        result = guarded(report, label, check_step, model_name, backend, fused)
         if result is not None:
             report["step"].append(result)
             if not result["ok"]:

@@ -129,8 +129,9 @@ def train(args, cfg: dict) -> dict:
     loader = BatchLoader(data.train, d["batch_size"], norm, shuffle=True, drop_last=True, seed=args.seed,
                          augmentation=augmentation)
     test = BatchLoader(data.test, 2000, norm)
-    channels_last = lambda x: torch.from_numpy(x).permute(0, 3, 1, 2)        # noqa: E731 - NHWC is channels-last
-    net = build().float().to(memory_format=torch.channels_last)
+    device = torch.device(getattr(args, "device", "cpu"))
+    channels_last = lambda x: torch.from_numpy(x).to(device).permute(0, 3, 1, 2)  # noqa: E731 - NHWC is channels-last
+    net = build().float().to(device, memory_format=torch.channels_last)
     started = time.perf_counter()
     with torch.no_grad():
         first = channels_last(norm(data.train.images[:cfg["model"].get("fit_images") or 5000]))
@@ -150,7 +151,7 @@ def train(args, cfg: dict) -> dict:
         for x, y in loader.epoch(epoch, stop_batch=min(len(loader), total - epoch * len(loader))):
             for group, start in zip(opt.param_groups, initial, strict=True):
                 group["lr"] = start * factor(step)
-            labels = torch.from_numpy(y)
+            labels = torch.from_numpy(y).to(device)
             logits = net(channels_last(x))
             loss = torch.nn.functional.cross_entropy(logits, labels, label_smoothing=t["label_smoothing"],
                                                      reduction="sum")
@@ -176,6 +177,7 @@ def train(args, cfg: dict) -> dict:
     final_seconds = time.perf_counter() - tick
     summary = {"seed": args.seed, "steps": step, "test_acc": rows[-1][4], "test_acc_tta": tta_accuracy,
                "tta": cfg["eval"]["tta"], "torch": torch.__version__, "threads": torch.get_num_threads(),
+               "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
                "time": {"data_init_seconds": round(init_seconds, 3), "training_seconds": round(training_seconds, 3),
                         "final_evaluation_seconds": round(final_seconds, 3),
                         "total_seconds": round(init_seconds + training_seconds + final_seconds, 3)}}
@@ -217,7 +219,7 @@ def evaluate_torch(net, loader, to_torch, tta: int) -> tuple[float, float]:
                 logits = 0.5 * net(images) + 0.5 * net(images.flip(-1))
             else:
                 logits = net(images)
-            labels = torch.from_numpy(y)
+            labels = torch.from_numpy(y).to(logits.device)
             correct += int((logits.argmax(1) == labels).sum())
             loss += float(torch.nn.functional.cross_entropy(logits, labels, reduction="sum"))
             n += len(y)
