@@ -27,6 +27,48 @@ def test_gelu_is_the_tanh_form_and_within_5e_4_of_the_erf_form():
     assert 1e-4 < np.abs(out - erf_form).max() < 5e-4          # the two forms differ, by this little
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_gelu_in_blocks_is_the_same_to_the_bit_whatever_the_block(rng, dtype):
+    """The NumPy GELU works a block at a time (for the cache): blocks of 7 elements (a ragged last
+    one), a view that is not contiguous, and no kept tanh give exactly what one block of everything
+    gives, and match the reference's formulas."""
+    from cifarnet.functional.activation import GeluNumpy, GeluReference
+
+    x = (rng.standard_normal((3, 5, 4, 6)) * 3).astype(dtype)[:, ::2]          # not contiguous
+    dout = rng.standard_normal(x.shape).astype(dtype)
+    whole, saved = GeluNumpy.forward(x, chunk_bytes=1 << 30)
+    blocks, saved_blocks = GeluNumpy.forward(x, chunk_bytes=7 * x.itemsize)
+    unkept, none = GeluNumpy.forward(x, keep=False, chunk_bytes=7 * x.itemsize)
+    assert np.array_equal(blocks, whole) and np.array_equal(unkept, whole) and none is None
+    assert np.array_equal(saved_blocks[1], saved[1])
+    d_whole = GeluNumpy.backward(saved, dout, chunk_bytes=1 << 30)[0]
+    d_blocks = GeluNumpy.backward(saved_blocks, dout[:, :, ::-1][:, :, ::-1], chunk_bytes=7 * x.itemsize)[0]
+    assert np.array_equal(d_blocks, d_whole)
+    reference, ref_saved = GeluReference.forward(x.astype(np.float64))
+    tolerance = 1e-6 if dtype == np.float32 else 1e-14
+    np.testing.assert_allclose(whole, reference, rtol=tolerance, atol=tolerance)
+    np.testing.assert_allclose(d_whole, GeluReference.backward(ref_saved, dout.astype(np.float64))[0],
+                               rtol=tolerance, atol=tolerance)
+
+
+@pytest.mark.parametrize("keep", [True, False])
+def test_batch_norm_gelu_in_row_blocks_gives_the_output_of_one_block(rng, keep):
+    """The fused batch norm + GELU (NumPy) applies GELU to each row block as it is written: blocks of
+    one row (of 8 rows) give the output of one block of everything, kept or not."""
+    from cifarnet.functional.batchnorm_act import batch_norm_act
+
+    impl = batch_norm_act.variants["numpy"]
+    x = rng.standard_normal((2, 4, 5, 3)) * 2 + 1
+    gamma, beta = rng.uniform(0.5, 2, 3), rng.standard_normal(3)
+    outs = []
+    for chunk in (1 << 30, 1):
+        out, saved = impl.forward(x, gamma, beta, np.zeros(3), np.ones(3), activation="gelu", training=True,
+                                  keep=keep, chunk_bytes=chunk)
+        outs.append(out)
+        assert (saved is None) is (not keep)
+    assert np.array_equal(outs[0], outs[1])
+
+
 @pytest.mark.parametrize("training", [True, False])
 def test_fixed_scale_batch_norm_trains_only_its_shift(backend, rng, training):
     layer = BatchNorm(5, momentum=0.4, eps=1e-12, scale=False)

@@ -31,7 +31,7 @@ from ..backend import array_module
 from ..comm import LOCAL
 from ..kernels import batchnorm_act as kernels
 from ..kernels.bn_columns import bn_act_columns
-from .activation import GeluNumpy, GeluReference, ReluReference
+from .activation import GELU_CHUNK_BYTES, GeluNumpy, GeluReference, ReluReference, gelu_blocks
 from .batchnorm import (
     BatchNormReference,
     _check,
@@ -146,6 +146,10 @@ class BatchNormActNumpy:
         scale_row, shift_row = tile(scale, width), tile(shift, width)
         out = pooled(workspace, source.shape, source.dtype)
         relu = activation == "relu"
+        if not relu:                                           # GELU's output, and its tanh (kept or a block's)
+            result = pooled(workspace, out.shape, out.dtype)
+            t = take(workspace, "gelu tanh", out.shape, out.dtype) if keep else \
+                scratch(workspace, "gelu tanh block", (min(GELU_CHUNK_BYTES // out.itemsize, out.size),), out.dtype)
         for a, b in spans:
             block = np.multiply(source[a:b], scale_row, out=out[a:b])
             block += shift_row
@@ -153,10 +157,12 @@ class BatchNormActNumpy:
                 block += res[a:b]
             if relu:
                 np.maximum(block, block.dtype.type(0), out=block)
+            else:                                              # while the block is in cache
+                gelu_blocks(block.reshape(-1), t[a:b].reshape(-1) if keep else t, result[a:b].reshape(-1))
         if relu:
             act_saved, result = out, out
         else:
-            result, act_saved = GeluNumpy.forward(out, keep=keep)
+            act_saved = (out, t, workspace) if keep else None
         saved = (kept, recentre, invstd, m, gamma, reducer, activation, act_saved, res is not None, spans, workspace,
                  offset)
         return result.reshape(x.shape), (saved if keep else None)
@@ -175,7 +181,8 @@ class BatchNormActNumpy:
             for a, b in spans:
                 np.multiply(g[a:b], np.greater(act_saved[a:b], 0, out=mask[:b - a]), out=d[a:b])
         else:
-            d = GeluNumpy.backward(act_saved, g)[0]            # a new array (rows)
+            d = GeluNumpy.backward(act_saved, g, out=g if reuse or contiguous is not dout else
+                                   scratch(workspace, "gelu gradient", g.shape, g.dtype))[0]
         centred = kept if recentre is None else kept - tile(recentre, width)
         dgamma, dbeta = gradient_sums(d, centred, invstd, c, grads_out, offset)   # this part's share
         grads = {"gamma": dgamma, "beta": dbeta}

@@ -156,10 +156,14 @@ def use_winograd(c_in: int, c_out: int, kernel: tuple[int, int], stride: int, pa
     return min(c_in, c_out) >= (WINOGRAD_MIN_CHANNELS if side_by_side() else WINOGRAD_MIN_CHANNELS_ALONE)
 
 
-def flipped_kernel(W):
+def flipped_kernel(W, dtype=None, workspace=None):
     """``(KH, KW, C_in, C_out) -> (KH, KW, C_out, C_in)``, rotated 180 degrees: the kernel whose
-    stride-1 correlation with ``dout`` is the input gradient."""
-    return np.ascontiguousarray(W[::-1, ::-1].transpose(0, 1, 3, 2))
+    stride-1 correlation with ``dout`` is the input gradient; in ``dtype`` (default W's), a scratch
+    array of ``workspace``'s if given."""
+    kh, kw, c_in, c_out = W.shape
+    out = scratch(workspace, "flipped kernel", (kh, kw, c_out, c_in), dtype or W.dtype)
+    out[...] = W[::-1, ::-1].transpose(0, 1, 3, 2)
+    return out
 
 
 def patch_for(kernel: tuple[int, int], stride: int, block) -> tuple:
@@ -289,7 +293,7 @@ class Conv2dNumpy:
             grads = {"W": _backward_im2col(x, W, dout, stride, p, blk, block, chunk, dx_im2col, dW, want_dw=True,
                                            workspace=workspace, add=add)}
         if dx_winograd:
-            filters = wino.transform_filters(flipped_kernel(W).astype(dx.dtype, copy=False), workspace)
+            filters = wino.transform_filters(flipped_kernel(W, dx.dtype, workspace), workspace)
             wino.correlate_into(dx, dout, filters, (kh - 1 - p, kw - 1 - p), workspace=workspace, add=add)
         if has_bias:
             grads["b"] = channel_sums(rows(np.ascontiguousarray(dout)), c_out, out=target(grads_out, "b"))

@@ -197,22 +197,26 @@ def _backward_wide(saved, dout):
     images = chunk or max(1, WIDE_CHUNK_BYTES // max(1, x[0].nbytes))
     for start in range(0, n, images):
         part = slice(start, start + images)
-        _route_wide(x[part], out[part], dout[part], dx[part], k)
+        _route_wide(x[part], out[part], dout[part], dx[part], k, workspace)
     return dx, {}
 
 
-def _route_wide(x, out, dout, dx, k: int) -> None:
-    """``dout`` to each window's first maximum, into ``dx``'s covered part (images of one chunk)."""
+def _route_wide(x, out, dout, dx, k: int, workspace=None) -> None:
+    """``dout`` to each window's first maximum, into ``dx``'s covered part (images of one chunk); the
+    chunk's temporaries ``workspace``'s scratch if given."""
     ho, wo = out.shape[1:3]
     v, dv = _windows(x, k, ho, wo), _windows(dx, k, ho, wo)
-    hit = v == out[:, :, None, :, None, :]                                # every window's maxima, in one pass
+    hit = np.equal(v, out[:, :, None, :, None, :],                        # every window's maxima, in one pass
+                   out=scratch(workspace, "window maxima", v.shape, np.bool_))
     if np.count_nonzero(hit) == out.size:                                 # one per window: no ties to break
         np.multiply(dout[:, :, None, :, None, :], hit, out=dv)
         return
-    left = dout.copy()                                                    # not yet routed to a maximum
+    left = scratch(workspace, "not yet routed", dout.shape, dout.dtype)   # not yet routed to a maximum
+    np.copyto(left, dout)
+    is_max = scratch(workspace, "window maximum", out.shape, np.bool_)
     for a in range(k):
         for b in range(k):
-            np.multiply(left, v[:, :, a, :, b] == out, out=dv[:, :, a, :, b])
+            np.multiply(left, np.equal(v[:, :, a, :, b], out, out=is_max), out=dv[:, :, a, :, b])
             if a < k - 1 or b < k - 1:
                 left -= dv[:, :, a, :, b]                                 # taken: ties go to the first
 

@@ -33,7 +33,7 @@ class GELU(Layer):
     kind = "gelu"
 
     def forward(self, x, mode: Mode = EVAL):
-        return gelu.forward(x, keep=mode.keep)
+        return gelu.forward(x, keep=mode.keep, workspace=mode.workspace)
 
     def backward(self, ctx, dout, need_dx: bool = True, into=None):
         return gelu.backward(ctx, dout)

@@ -91,7 +91,8 @@ class Whitening(Layer):
     def forward(self, x, mode: Mode = EVAL):
         if x.ndim != 4 or x.shape[-1] != self.in_channels:
             raise ValueError(f"Whitening expects (N, H, W, {self.in_channels}) input, got {x.shape}")
-        return conv2d.forward(x, self.buffers["W"], self.params["b"], stride=1, padding=0, keep=mode.keep)
+        return conv2d.forward(x, self.buffers["W"], self.params["b"], stride=1, padding=0, keep=mode.keep,
+                              workspace=mode.workspace)
 
     def backward(self, ctx, dout, need_dx: bool = True, into=None):
         """The bias gradient (the filters do not train), and the input gradient if asked for; as the
