@@ -75,6 +75,31 @@ def test_a_step_off_the_plan_allocates_from_there_on_and_is_planned_again():
     assert pooled(None, (2,), np.float32).shape == (2,)
 
 
+def test_a_max_pool_backward_stays_on_the_plan_whether_or_not_its_windows_hold_ties():
+    """The wide max-pool backward breaks ties on a slower path; it asks the workspace for the same
+    arrays either way, so steps alternating between inputs with ties (whole numbers) and without
+    follow the recorded plan: no allocation after the first steps, and the gradients are the
+    reference's (every window's gradient to its first maximum)."""
+    from cifarnet.functional.pooling import MaxPoolReference, max_pool2d
+
+    impl = max_pool2d.variants["numpy"]
+    rng = np.random.default_rng(3)
+    smooth = rng.standard_normal((3, 6, 6, 32))
+    tied = rng.integers(0, 3, smooth.shape).astype(np.float64)          # many ties in every window
+    dout = rng.standard_normal((3, 3, 3, 32))
+    ws, allocations = Workspace(), []
+    for step, x in enumerate([tied, smooth] * 3):
+        ws.release_all()
+        ws.reset_scratch()
+        out, saved = impl.forward(x, kernel=2, chunk=1, workspace=ws)
+        ws.reset_scratch()
+        dx, _ = impl.backward(saved, dout)
+        want, _ = MaxPoolReference.backward(MaxPoolReference.forward(x, kernel=2)[1], dout)
+        np.testing.assert_array_equal(dx, want)
+        allocations.append(ws.allocations)
+    assert allocations[2:] == [allocations[1]] * 4                       # planned after the first step, then none
+
+
 def _step(model, x, y, workers):
     forward_backward(model, SoftmaxCrossEntropy(), x, y, workers, static_buffers=True)
 

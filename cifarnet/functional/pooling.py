@@ -203,17 +203,19 @@ def _backward_wide(saved, dout):
 
 def _route_wide(x, out, dout, dx, k: int, workspace=None) -> None:
     """``dout`` to each window's first maximum, into ``dx``'s covered part (images of one chunk); the
-    chunk's temporaries ``workspace``'s scratch if given."""
+    chunk's temporaries ``workspace``'s scratch if given, all three asked for whether or not the
+    chunk has ties, so that a step's requests do not depend on the data (a step that asked for
+    others than the recorded step would leave the workspace's plan and be planned anew)."""
     ho, wo = out.shape[1:3]
     v, dv = _windows(x, k, ho, wo), _windows(dx, k, ho, wo)
-    hit = np.equal(v, out[:, :, None, :, None, :],                        # every window's maxima, in one pass
-                   out=scratch(workspace, "window maxima", v.shape, np.bool_))
+    hit = scratch(workspace, "window maxima", v.shape, np.bool_)
+    left = scratch(workspace, "not yet routed", dout.shape, dout.dtype)
+    is_max = scratch(workspace, "window maximum", out.shape, np.bool_)
+    np.equal(v, out[:, :, None, :, None, :], out=hit)                     # every window's maxima, in one pass
     if np.count_nonzero(hit) == out.size:                                 # one per window: no ties to break
         np.multiply(dout[:, :, None, :, None, :], hit, out=dv)
         return
-    left = scratch(workspace, "not yet routed", dout.shape, dout.dtype)   # not yet routed to a maximum
-    np.copyto(left, dout)
-    is_max = scratch(workspace, "window maximum", out.shape, np.bool_)
+    np.copyto(left, dout)                                                 # not yet routed to a maximum
     for a in range(k):
         for b in range(k):
             np.multiply(left, np.equal(v[:, :, a, :, b], out, out=is_max), out=dv[:, :, a, :, b])
