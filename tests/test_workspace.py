@@ -88,7 +88,7 @@ def test_a_max_pool_backward_stays_on_the_plan_whether_or_not_its_windows_hold_t
     tied = rng.integers(0, 3, smooth.shape).astype(np.float64)          # many ties in every window
     dout = rng.standard_normal((3, 3, 3, 32))
     ws, allocations = Workspace(), []
-    for step, x in enumerate([tied, smooth] * 3):
+    for x in [tied, smooth] * 3:
         ws.release_all()
         ws.reset_scratch()
         out, saved = impl.forward(x, kernel=2, chunk=1, workspace=ws)
@@ -98,6 +98,20 @@ def test_a_max_pool_backward_stays_on_the_plan_whether_or_not_its_windows_hold_t
         np.testing.assert_array_equal(dx, want)
         allocations.append(ws.allocations)
     assert allocations[2:] == [allocations[1]] * 4                       # planned after the first step, then none
+
+
+def test_steps_that_leave_the_plan_every_time_are_reported_once_and_an_epoch_s_last_batch_is_not(caplog):
+    """Three steps in a row planned anew (requests that depend on the data) log one warning; the
+    pattern of an epoch's smaller last batch (planned anew, then the full batch planned again, then
+    followed) never does."""
+    ws = Workspace()
+    with caplog.at_level("WARNING", logger="cifarnet.workspace"):
+        for last in [1000, 1000, 1000, 600, 1000, 1000, 1000] * 3:    # epochs ending in a smaller batch
+            _toy_step(ws, last=last)
+        assert "planned anew" not in caplog.text
+        for last in [700, 900, 700, 900, 700, 900]:                    # a request's size changes every step
+            _toy_step(ws, last=last)
+    assert caplog.text.count("3 steps in a row asked for other arrays") == 1
 
 
 def _step(model, x, y, workers):

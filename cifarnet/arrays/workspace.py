@@ -30,12 +30,17 @@ The training plan keeps its last node's output (the logits) out of the workspace
 """
 from __future__ import annotations
 
+import logging
 from math import prod
 from typing import Any
 
 import numpy as np
 
 from ..memory import give_back_freed_memory
+
+log = logging.getLogger("cifarnet.workspace")
+
+REPLANS_TO_WARN = 3     # steps in a row that left the plan: a request that depends on the data
 
 
 class _Store:
@@ -96,6 +101,8 @@ class _Plan:
         self.following = False                # this step repeats the record so far
         self.step_module = np                 # the array module of this step's requests
         self.live: dict[int, int] = {}        # address of a live array -> its request
+        self.replans = 0                      # steps in a row planned anew (after the first two)
+        self.warned = False
 
     def _event(self, event: tuple) -> None:
         if self.following and (len(self.events) >= len(self.expected) or self.expected[len(self.events)] != event):
@@ -139,7 +146,15 @@ class _Plan:
         anew from this step's record (allocating the arena)."""
         followed = self.following and len(self.events) == len(self.expected)
         if not followed and self.events:
+            self.replans = self.replans + 1 if self.arena is not None or self.expected else 0
+            if self.replans >= REPLANS_TO_WARN and not self.warned:
+                self.warned = True
+                log.warning("static buffers: %d steps in a row asked for other arrays than the step before, so "
+                            "each was planned anew (a new arena every step: slower than without static buffers); "
+                            "an op's requests depend on its data", self.replans)
             self._plan(make_arena)
+        elif followed:
+            self.replans = 0
         self.events, self.sizes, self.live = [], [], {}
         self.following = self.arena is not None
 

@@ -53,7 +53,8 @@ class TrainerSettings:
             the CPU it is no faster (0-2% slower) and holds up to 6% more memory
             (docs/performance.md, "The training plan", rounds two and three). The NumPy variants
             and the fused CuPy kernels (``backend.kernels=fused``) take one; CuPy's reference path
-            does not.
+            does not. Steps that keep asking for other arrays than the step before (a request that
+            depends on the data: a bug) are planned anew each time, and the log says so once.
         handle_signals: turn SIGINT/SIGTERM into a checkpoint and :class:`TrainingInterrupted`
             (not a config key: the library's callers may want their own handlers).
     """
