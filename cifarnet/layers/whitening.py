@@ -14,11 +14,12 @@ from typing import Any
 
 import numpy as np
 
+from ..arrays.rows import channel_sums, rows
 from ..arrays.windows import output_size
-from ..backend import backend_of, to_numpy
+from ..backend import array_module, backend_of, to_numpy
 from ..errors import InvalidValue
 from ..functional import conv2d
-from ..functional.destination import sum_into, target
+from ..functional.destination import target
 from .base import EVAL, Layer, Mode, Shape, deliver
 from .conv import infer_conv, onnx_conv
 from .kinds import Kind, register_kind
@@ -96,9 +97,14 @@ class Whitening(Layer):
 
     def backward(self, ctx, dout, need_dx: bool = True, into=None):
         """The bias gradient (the filters do not train), and the input gradient if asked for; as the
-        first layer it is not, and the bias gradient is a sum over the batch's pixels."""
+        first layer it is not, and the bias gradient is a sum over the batch's pixels, taken over
+        rows of ``W*C`` values (:func:`cifarnet.arrays.rows.channel_sums`): summed over the three
+        leading axes at once, CuPy reduced the 24 channels in 24 blocks, 11.8 ms of a 50 ms airbench94
+        step on an H200 (NumPy: 17 -> 4.8 ms at 512 images)."""
         if not need_dx:
-            return None, deliver({"b": sum_into(dout, (0, 1, 2), target(into, "b"))}, into, self.kind)
+            xp = array_module(dout)
+            sums = channel_sums(rows(xp.ascontiguousarray(dout)), dout.shape[-1], out=target(into, "b"))
+            return None, deliver({"b": sums}, into, self.kind)
         dx, grads = conv2d.backward(ctx, dout, need_dx=True, grads_out=None if into is None else {"b": into["b"]})
         return dx, deliver({"b": grads["b"]}, into, self.kind)
 
