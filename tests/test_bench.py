@@ -181,3 +181,17 @@ def test_the_busy_core_benchmark_times_an_epoch_idle_and_beside_a_busy_process(t
     assert len(spinners) == 1
     with pytest.raises(ProcessLookupError):             # the spinner is gone (killed and reaped)
         os.kill(spinners[0], 0)
+
+
+def test_the_pytorch_twin_asked_for_a_gpu_it_cannot_see_says_so_in_one_line(monkeypatch):
+    """``bench.torch_train --device cuda`` with a PyTorch that sees no GPU ends before loading data,
+    with one line naming the device and the way out (a stand-in ``torch``: torch is never installed
+    with cifarnet)."""
+    import types
+
+    from cifarnet.bench import torch_train
+
+    fake = types.SimpleNamespace(__version__="2.13.0+cpu", cuda=types.SimpleNamespace(is_available=lambda: False))
+    monkeypatch.setitem(sys.modules, "torch", fake)
+    with pytest.raises(SystemExit, match=r"--device cuda: PyTorch 2\.13\.0\+cpu sees no CUDA device.*--device cpu"):
+        torch_train.main(["--experiment", "airbench94", "--device", "cuda", "--root", "/nonexistent", "--out", "t.csv"])

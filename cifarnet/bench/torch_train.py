@@ -5,6 +5,7 @@
         --state torch_resnet32_fast.pt --stop-after-minutes 150          # in pieces: run it again to continue
     python -m cifarnet.bench.torch_train --experiment resnet32_fast --init cifarnet --epochs 3 ...
     python -m cifarnet.bench.torch_train --experiment airbench94 --seed 0 --out torch_airbench94_seed0.csv
+    python -m cifarnet.bench.torch_train --experiment airbench94 --device cuda --out ab.csv   # on a GPU (docs/gpu.md)
 
 The recipe is cifarnet's own: the config ``python -m cifarnet model=<model>`` (or
 ``+experiment=<name>``) composes gives the batch size, optimizer (SGD, Adam or AdamW with the same
@@ -200,6 +201,9 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     args = parse_args(argv)
+    if args.device != "cpu" and not torch.cuda.is_available():
+        raise SystemExit(f"cifarnet: error: --device {args.device}: PyTorch {torch.__version__} sees no CUDA device "
+                         "(a CPU build, or no GPU visible); --device cpu runs on the processor")
     if args.experiment == "airbench94":                   # its own loop: whitening, lookahead, TTA
         from .torch_airbench import train as train_airbench
 
