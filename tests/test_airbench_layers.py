@@ -54,19 +54,26 @@ def test_gelu_in_blocks_is_the_same_to_the_bit_whatever_the_block(rng, dtype):
 @pytest.mark.parametrize("keep", [True, False])
 def test_batch_norm_gelu_in_row_blocks_gives_the_output_of_one_block(rng, keep):
     """The fused batch norm + GELU (NumPy) applies GELU to each row block as it is written: blocks of
-    one row (of 8 rows) give the output of one block of everything, kept or not."""
+    one row (of 8 rows) give the output of one block of everything, kept or not, and (kept) the
+    same input and parameter gradients, so each block's tanh was kept in its place."""
     from cifarnet.functional.batchnorm_act import batch_norm_act
 
     impl = batch_norm_act.variants["numpy"]
     x = rng.standard_normal((2, 4, 5, 3)) * 2 + 1
+    dout = rng.standard_normal(x.shape)
     gamma, beta = rng.uniform(0.5, 2, 3), rng.standard_normal(3)
-    outs = []
+    outs, backs = [], []
     for chunk in (1 << 30, 1):
         out, saved = impl.forward(x, gamma, beta, np.zeros(3), np.ones(3), activation="gelu", training=True,
                                   keep=keep, chunk_bytes=chunk)
         outs.append(out)
         assert (saved is None) is (not keep)
+        if keep:
+            dx, grads = impl.backward(saved, dout.copy())
+            backs.append([dx, grads["gamma"], grads["beta"]])
     assert np.array_equal(outs[0], outs[1])
+    if keep:
+        assert all(np.array_equal(a, b) for a, b in zip(*backs, strict=True))
 
 
 @pytest.mark.parametrize("training", [True, False])

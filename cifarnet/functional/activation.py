@@ -96,6 +96,16 @@ def gelu_slope_blocks(x, t, dout, d, chunk_bytes: int | None = None, workspace=N
         np.multiply(slope, dout[a:a + step], out=d[a:a + step])
 
 
+def gelu_arrays(shape: tuple, dtype, keep: bool, workspace=None, chunk_bytes: int | None = None):
+    """``(out, t)`` for :func:`gelu_blocks`: the output (``workspace``'s pooled array: a node's
+    output), and the tanh, the scope's own array when kept for the backward, else a block's scratch."""
+    step = max(1, (chunk_bytes or GELU_CHUNK_BYTES) // np.dtype(dtype).itemsize)
+    size = int(np.prod(shape))
+    t = take(workspace, "gelu tanh", shape, dtype) if keep else \
+        scratch(workspace, "gelu tanh block", (min(step, size),), dtype)
+    return pooled(workspace, shape, dtype), t
+
+
 @gelu.implementation("numpy")
 class GeluNumpy:
     """The reference's formulas rearranged for fewer passes over memory, in place, and a block of
@@ -111,10 +121,7 @@ class GeluNumpy:
     @staticmethod
     def forward(x, *, keep: bool = True, chunk_bytes: int | None = None, workspace=None):
         x = np.ascontiguousarray(x)
-        out = pooled(workspace, x.shape, x.dtype)
-        step = max(1, (chunk_bytes or GELU_CHUNK_BYTES) // x.itemsize)
-        t = take(workspace, "gelu tanh", x.shape, x.dtype) if keep else \
-            scratch(workspace, "gelu tanh block", (min(step, x.size),), x.dtype)
+        out, t = gelu_arrays(x.shape, x.dtype, keep, workspace, chunk_bytes)
         gelu_blocks(x.reshape(-1), t.reshape(-1), out.reshape(-1), chunk_bytes)
         return out, ((x, t, workspace) if keep else None)
 

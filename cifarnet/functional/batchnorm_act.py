@@ -31,7 +31,7 @@ from ..backend import array_module
 from ..comm import LOCAL
 from ..kernels import batchnorm_act as kernels
 from ..kernels.bn_columns import bn_act_columns
-from .activation import GELU_CHUNK_BYTES, GeluNumpy, GeluReference, ReluReference, gelu_blocks
+from .activation import GeluNumpy, GeluReference, ReluReference, gelu_arrays, gelu_blocks
 from .batchnorm import (
     BatchNormReference,
     _check,
@@ -147,9 +147,7 @@ class BatchNormActNumpy:
         out = pooled(workspace, source.shape, source.dtype)
         relu = activation == "relu"
         if not relu:                                           # GELU's output, and its tanh (kept or a block's)
-            result = pooled(workspace, out.shape, out.dtype)
-            t = take(workspace, "gelu tanh", out.shape, out.dtype) if keep else \
-                scratch(workspace, "gelu tanh block", (min(GELU_CHUNK_BYTES // out.itemsize, out.size),), out.dtype)
+            result, t = gelu_arrays(out.shape, out.dtype, keep, workspace)
         for a, b in spans:
             block = np.multiply(source[a:b], scale_row, out=out[a:b])
             block += shift_row
