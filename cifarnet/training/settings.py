@@ -7,6 +7,7 @@ import time
 from dataclasses import dataclass
 
 from ..errors import InvalidValue
+from ..idle_cores import SETTINGS
 
 log = logging.getLogger("cifarnet.training.trainer")
 
@@ -55,6 +56,10 @@ class TrainerSettings:
             and the fused CuPy kernels (``backend.kernels=fused``) take one; CuPy's reference path
             does not. Steps that keep asking for other arrays than the step before (a request that
             depends on the data: a bug) are planned anew each time, and the log says so once.
+        keep_cores_awake: ``auto`` (on a virtual machine whose idle cores halt at once, while a batch is
+            split between threads), ``always`` (whenever it is) or ``never``: spinners at the lowest
+            priority keep idle cores from halting while the threads wait for each other
+            (:mod:`cifarnet.idle_cores`).
         handle_signals: turn SIGINT/SIGTERM into a checkpoint and :class:`TrainingInterrupted`
             (not a config key: the library's callers may want their own handlers).
     """
@@ -77,6 +82,7 @@ class TrainerSettings:
     ema_power: float = 3.0
     lookahead: bool = True
     static_buffers: bool = False
+    keep_cores_awake: str = "auto"
     handle_signals: bool = True
 
     def __post_init__(self) -> None:
@@ -95,6 +101,9 @@ class TrainerSettings:
             raise InvalidValue(f"trainer.processes must be >= 1, got {self.processes}")
         if self.transport not in ("shm", "mpi"):
             raise InvalidValue(f"trainer.transport must be 'shm' or 'mpi', got {self.transport!r}")
+        if self.keep_cores_awake not in SETTINGS:
+            raise InvalidValue(f"trainer.keep_cores_awake must be one of {', '.join(SETTINGS)}, got "
+                               f"{self.keep_cores_awake!r}")
         if self.stop_after_minutes is not None and self.stop_after_minutes <= 0:
             raise InvalidValue(f"trainer.stop_after_minutes must be > 0 (or null), got {self.stop_after_minutes}")
 

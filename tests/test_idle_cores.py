@@ -1,0 +1,128 @@
+"""Spinners that keep idle cores from halting (cifarnet.idle_cores): when they start, what they are
+(lowest priority, a session of their own), and that none outlives the training or its parent."""
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from cifarnet.errors import InvalidValue
+from cifarnet.idle_cores import cores_halt_at_once, keep_cores_awake, wanted
+from cifarnet.training.settings import TrainerSettings
+
+linux_only = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="SCHED_IDLE and /proc are Linux's")
+
+
+def fake_sys(tmp_path: Path, driver: str | None, poll_ns: str | None) -> Path:
+    if driver is not None:
+        (tmp_path / "devices/system/cpu/cpuidle").mkdir(parents=True)
+        (tmp_path / "devices/system/cpu/cpuidle/current_driver").write_text(driver + "\n")
+    if poll_ns is not None:
+        (tmp_path / "module/haltpoll/parameters").mkdir(parents=True)
+        (tmp_path / "module/haltpoll/parameters/guest_halt_poll_ns").write_text(poll_ns + "\n")
+    return tmp_path
+
+
+@pytest.mark.parametrize("driver, poll_ns, halts", [
+    ("haltpoll", "0", True), ("haltpoll", "200000", False), ("intel_idle", None, False), (None, None, False),
+    ("haltpoll", None, False), ("haltpoll", "junk", False)])
+def test_cores_halt_at_once_only_under_haltpoll_without_polling(tmp_path, driver, poll_ns, halts):
+    assert cores_halt_at_once(fake_sys(tmp_path, driver, poll_ns)) is halts
+
+
+@linux_only
+def test_spinners_are_wanted_for_split_batches_as_the_setting_says(tmp_path):
+    halting, polling = fake_sys(tmp_path / "a", "haltpoll", "0"), fake_sys(tmp_path / "b", "haltpoll", "50000")
+    assert wanted("auto", 2, halting) and not wanted("auto", 2, polling)
+    assert wanted("always", 2, polling) and not wanted("never", 2, halting)
+    assert not wanted("always", 1, halting) and not wanted("auto", 1, halting)     # one thread waits for none
+    with pytest.raises(ValueError, match="keep_cores_awake must be one of auto, always, never, got 'yes'"):
+        wanted("yes", 2)
+    with pytest.raises(InvalidValue, match="trainer.keep_cores_awake must be one of auto, always, never"):
+        TrainerSettings(keep_cores_awake="sometimes")
+    assert TrainerSettings().keep_cores_awake == "auto"
+
+
+def gone(pid: int) -> bool:
+    """The process ended (absent, or a zombie nobody reaped: this machine's pid 1 may not reap)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] in ("Z", "X")
+    except FileNotFoundError:
+        return True
+
+
+@linux_only
+def test_spinners_run_at_idle_priority_in_their_own_session_and_stop_with_the_block():
+    with keep_cores_awake("always", 2, cores=2) as spinners:
+        assert len(spinners) == 2
+        for spinner in spinners:
+            assert spinner.poll() is None
+            assert os.sched_getscheduler(spinner.pid) == os.SCHED_IDLE
+            assert os.getsid(spinner.pid) == spinner.pid                  # Ctrl-C at a terminal misses them
+    assert all(spinner.poll() is not None for spinner in spinners)
+    with keep_cores_awake("never", 2) as none:
+        assert none == []
+
+
+@linux_only
+def test_a_spinner_ends_when_its_parent_is_killed():
+    """The parent starts a spinner, reports its pid and is killed with SIGKILL (no clean-up runs):
+    the spinner ends within seconds (PR_SET_PDEATHSIG, or its check of the parent)."""
+    code = ("import os, signal, sys; from cifarnet.idle_cores import start_spinners; "
+            "s = start_spinners(1)[0]; print(s.pid, flush=True); os.kill(os.getpid(), signal.SIGKILL)")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.returncode == -9, done.stderr
+    pid = int(done.stdout.split()[0])
+    deadline = time.monotonic() + 10
+    while not gone(pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert gone(pid)
+
+
+def spinner_children() -> list[int]:
+    """Pids of this process's children that are spinners (by their command line)."""
+    pids = []
+    for task in Path(f"/proc/{os.getpid()}/task").iterdir():
+        for pid in (task / "children").read_text().split():
+            try:
+                if b"SCHED_IDLE" in Path(f"/proc/{pid}/cmdline").read_bytes():
+                    pids.append(int(pid))
+            except FileNotFoundError:
+                pass
+    return pids
+
+
+@linux_only
+@pytest.mark.parametrize("setting, workers, expected", [("always", 2, 2), ("never", 2, 0), ("always", 1, 0)])
+def test_the_trainer_keeps_cores_awake_while_it_trains_a_split_batch(tmp_path, setting, workers, expected):
+    """During training (seen by a hook at each step) the trainer has one spinner per core when the
+    batch is split between threads and the setting asks for it; after ``fit`` none is left."""
+    from cifarnet.data import BatchLoader, Normalization, load_dataset
+    from cifarnet.models import build_model, model_description
+    from cifarnet.optim import SGD
+    from cifarnet.training.hooks import Hook
+    from cifarnet.training.trainer import Trainer
+
+    class Children(Hook):
+        seen: list[int] = []
+
+        def log_step(self, step, lr):
+            self.seen.append(len(spinner_children()))
+
+    data = load_dataset("synthetic", train_size=64, test_size=32)
+    norm = Normalization.from_images(data.train.images)
+    train = BatchLoader(data.train, 32, norm, shuffle=True, drop_last=True, seed=0, prefetch=0)
+    test = BatchLoader(data.test, 32, norm, prefetch=0)
+    settings = TrainerSettings(epochs=1, progress=False, handle_signals=False, workers=workers,
+                               keep_cores_awake=setting)
+    probe = Children()
+    trainer = Trainer(build_model(model_description("resnet20"), seed=0), SGD(lr=0.01), lambda s: 0.01, None,
+                      train, {"test": test}, 10, tmp_path, settings, {"backend": "numpy"}, hooks=[probe])
+    assert (trainer.group.size if trainer.group is not None else 1) == workers     # the batch is split so
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(os, "sched_getaffinity", lambda _: {0, 1})         # two cores, whatever this machine has
+        trainer.fit()
+    assert probe.seen == [expected, expected]
+    assert spinner_children() == []
