@@ -13,8 +13,10 @@ it, :func:`keep_cores_awake` starts one process per core that spins at the lowes
 has (``SCHED_IDLE``): it runs only when its core would otherwise be idle, so the core does not
 halt, and a woken thread takes the core back at once (a context switch inside the guest). It is
 what OpenMP runtimes do with their own waiting threads (``OMP_WAIT_POLICY=active``). The spinners
-import nothing of cifarnet, sit in a session of their own (a Ctrl-C at the terminal does not reach
-them), end when they are stopped, and end by themselves when their parent does, however it ends
+import nothing of cifarnet, sit in a process group of their own and ignore SIGINT (a Ctrl-C at the
+terminal is the trainer's to handle), stay in its session (with Linux's scheduling autogroups a new
+session would be weighed as an equal of the trainer's, whatever the priority inside it), end when
+they are stopped, and end by themselves when their parent does, however it ends
 (``PR_SET_PDEATHSIG``, and a check of the parent's pid as a fallback).
 
 ``trainer.keep_cores_awake``: ``auto`` (the default) starts them while a run trains with its batch
@@ -40,6 +42,7 @@ SETTINGS = ("auto", "always", "never")
 SPINNER = """
 import ctypes, os, signal, sys
 parent = int(sys.argv[1])
+signal.signal(signal.SIGINT, signal.SIG_IGN)
 try:
     ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)
 except (OSError, AttributeError):
@@ -75,8 +78,11 @@ def wanted(setting: str, threads: int, sys_root: Path = Path("/sys")) -> bool:
 def start_spinners(count: int) -> list[subprocess.Popen]:
     """``count`` spinner processes (see the module docstring)."""
     command = [sys.executable, "-S", "-c", SPINNER, str(os.getpid())]
+    # A process group of its own (a Ctrl-C at the terminal goes to the foreground group only), but
+    # this session: a new session would be a new scheduling autogroup, which Linux weighs against
+    # this one as an equal, whatever the priority inside it (the spinners then took half the CPU).
     spinners = [subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                 stderr=subprocess.DEVNULL, start_new_session=True) for _ in range(count)]
+                                 stderr=subprocess.DEVNULL, process_group=0) for _ in range(count)]
     for spinner in spinners:            # lowest priority from now (the spinner sets it too: no window)
         with contextlib.suppress(OSError):
             os.sched_setscheduler(spinner.pid, os.SCHED_IDLE, os.sched_param(0))

@@ -53,17 +53,48 @@ def gone(pid: int) -> bool:
         return True
 
 
+def autogroup(pid) -> str | None:
+    try:
+        return Path(f"/proc/{pid}/autogroup").read_text().split()[0]
+    except OSError:                                  # a kernel without scheduling autogroups
+        return None
+
+
 @linux_only
-def test_spinners_run_at_idle_priority_in_their_own_session_and_stop_with_the_block():
+def test_spinners_run_at_idle_priority_in_their_own_group_and_stop_with_the_block():
+    """Lowest priority; a process group of their own (a Ctrl-C at the terminal is not theirs) in
+    this session and so this scheduling autogroup (in another, Linux would weigh them as an equal)."""
     with keep_cores_awake("always", 2, cores=2) as spinners:
         assert len(spinners) == 2
         for spinner in spinners:
             assert spinner.poll() is None
             assert os.sched_getscheduler(spinner.pid) == os.SCHED_IDLE
-            assert os.getsid(spinner.pid) == spinner.pid                  # Ctrl-C at a terminal misses them
+            assert os.getpgid(spinner.pid) == spinner.pid and os.getsid(spinner.pid) == os.getsid(0)
+            assert autogroup(spinner.pid) == autogroup(os.getpid())
     assert all(spinner.poll() is not None for spinner in spinners)
     with keep_cores_awake("never", 2) as none:
         assert none == []
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+@linux_only
+def test_a_spinner_yields_its_core_to_a_busy_process():
+    """A spinner and a busy process on the same core: the busy one keeps nearly all of it (at equal
+    priority, or in another autogroup, the spinner would take about half)."""
+    code = "import time; end = time.perf_counter() + 1.5\nwhile time.perf_counter() < end: pass"
+    core = min(os.sched_getaffinity(0))
+    with keep_cores_awake("always", 2, cores=1) as (spinner,):
+        os.sched_setaffinity(spinner.pid, {core})
+        busy = subprocess.Popen([sys.executable, "-c", code])
+        os.sched_setaffinity(busy.pid, {core})
+        before = cpu_seconds(spinner.pid)
+        busy.wait(timeout=60)
+        spun = cpu_seconds(spinner.pid) - before
+    assert spun < 0.25, f"the spinner took {spun:.2f} s of the busy process's 1.5 s"
 
 
 @linux_only
