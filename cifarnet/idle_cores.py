@@ -9,8 +9,8 @@ cold. The two threads of a ResNet-32 step then use about a quarter more CPU time
 processes doing the same work (docs/performance.md, round eight).
 
 The remedy where one has root is the guest's own setting (``guest_halt_poll_ns``, README). Without
-it, :func:`keep_cores_awake` starts one process per core that spins at the lowest priority Linux
-has (``SCHED_IDLE``): it runs only when its core would otherwise be idle, so the core does not
+it, :func:`keep_cores_awake` starts one process per thread (at most one per core) that spins at
+the lowest priority Linux has (``SCHED_IDLE``): it runs only when its core would otherwise be idle, so the core does not
 halt, and a woken thread takes the core back at once (a context switch inside the guest). It is
 what OpenMP runtimes do with their own waiting threads (``OMP_WAIT_POLICY=active``). The spinners
 import nothing of cifarnet, sit in a process group of their own and ignore SIGINT (a Ctrl-C at the
@@ -100,13 +100,13 @@ def stop_spinners(spinners: list[subprocess.Popen]) -> None:
 
 @contextlib.contextmanager
 def keep_cores_awake(setting: str, threads: int, cores: int | None = None) -> Iterator[list[subprocess.Popen]]:
-    """Run the block with one spinner per core (``cores``, default: those this process may run on)
-    if :func:`wanted` says so; yields the spinners (an empty list when none). They are stopped when
-    the block ends, however it ends."""
+    """Run the block with one spinner per thread of the split batch, at most one per core
+    (``cores``, default: those this process may run on), if :func:`wanted` says so; yields the
+    spinners (an empty list when none). They are stopped when the block ends, however it ends."""
     if not wanted(setting, threads):
         yield []
         return
-    count = cores if cores is not None else len(os.sched_getaffinity(0))
+    count = min(threads, cores if cores is not None else len(os.sched_getaffinity(0)))
     spinners = start_spinners(count)
     log.info("keeping %d idle cores from halting while %d threads train (trainer.keep_cores_awake=%s: "
              "docs/performance.md, round eight)", count, threads, setting)

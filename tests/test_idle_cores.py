@@ -76,6 +76,13 @@ def test_spinners_run_at_idle_priority_in_their_own_group_and_stop_with_the_bloc
         assert none == []
 
 
+@linux_only
+@pytest.mark.parametrize("threads, cores, count", [(2, 2, 2), (3, 2, 2), (2, 8, 2)])
+def test_one_spinner_per_thread_at_most_one_per_core(threads, cores, count):
+    with keep_cores_awake("always", threads, cores=cores) as spinners:
+        assert len(spinners) == count
+
+
 def cpu_seconds(pid: int) -> float:
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
@@ -87,7 +94,7 @@ def test_a_spinner_yields_its_core_to_a_busy_process():
     priority, or in another autogroup, the spinner would take about half)."""
     code = "import time; end = time.perf_counter() + 1.5\nwhile time.perf_counter() < end: pass"
     core = min(os.sched_getaffinity(0))
-    with keep_cores_awake("always", 2, cores=1) as (spinner,):
+    with keep_cores_awake("always", 2, cores=1) as (spinner,):                 # one core: one spinner
         os.sched_setaffinity(spinner.pid, {core})
         busy = subprocess.Popen([sys.executable, "-c", code])
         os.sched_setaffinity(busy.pid, {core})
@@ -128,8 +135,8 @@ def spinner_children() -> list[int]:
 @linux_only
 @pytest.mark.parametrize("setting, workers, expected", [("always", 2, 2), ("never", 2, 0), ("always", 1, 0)])
 def test_the_trainer_keeps_cores_awake_while_it_trains_a_split_batch(tmp_path, setting, workers, expected):
-    """During training (seen by a hook at each step) the trainer has one spinner per core when the
-    batch is split between threads and the setting asks for it; after ``fit`` none is left."""
+    """During training (seen by a hook at each step) the trainer has one spinner per thread (here two
+    threads on two cores) when the batch is split and the setting asks for it; after ``fit`` none is left."""
     from cifarnet.data import BatchLoader, Normalization, load_dataset
     from cifarnet.models import build_model, model_description
     from cifarnet.optim import SGD
