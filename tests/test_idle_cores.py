@@ -1,6 +1,7 @@
 """Spinners that keep idle cores from halting (cifarnet.idle_cores): when they start, what they are
 (lowest priority, a session of their own), and that none outlives the training or its parent."""
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -164,3 +165,53 @@ def test_the_trainer_keeps_cores_awake_while_it_trains_a_split_batch(tmp_path, s
         trainer.fit()
     assert probe.seen == [expected, expected]
     assert spinner_children() == []
+
+
+def spinners_of(parent: int) -> list[int]:
+    """Pids of live spinners started by ``parent`` (found by their command line, which names it)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                argv = (entry / "cmdline").read_bytes().split(b"\0")
+            except OSError:
+                continue
+            if len(argv) > 2 and b"SCHED_IDLE" in argv[-3] and argv[-2] == str(parent).encode() and \
+                    not gone(int(entry.name)):
+                found.append(int(entry.name))
+    return found
+
+
+@linux_only
+@pytest.mark.slow
+@pytest.mark.parametrize("signum, code", [(signal.SIGINT, 130), (signal.SIGKILL, -9)])
+def test_no_spinner_outlives_a_run_stopped_by_ctrl_c_or_killed(tmp_path, signum, code):
+    """A run whose batch is split between two threads, with spinners (``always``), started as a
+    terminal starts a job (a process group of its own): a Ctrl-C (SIGINT to that group, which the
+    spinners are not in) stops it as usual (exit 130, a resumable checkpoint) and its spinners are
+    gone; killed with SIGKILL, no clean-up runs and they end with it all the same."""
+    from .cli_helpers import TINY
+
+    run = subprocess.Popen([sys.executable, "-m", "cifarnet", *TINY, "model=resnet20", "trainer.epochs=50",
+                            "trainer.workers=2", "trainer.keep_cores_awake=always", "trainer.progress=false",
+                            f"hydra.run.dir={tmp_path / 'run'}"], cwd=tmp_path, stdout=subprocess.PIPE,
+                           stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 120
+        while len(spinners_of(run.pid)) < 2 and run.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.1)
+        spinners = spinners_of(run.pid)
+        assert len(spinners) == 2, run.stdout.read() if run.poll() is not None else "no spinners in 120 s"
+        os.killpg(run.pid, signum)
+        output = run.communicate(timeout=120)[0]
+    finally:
+        if run.poll() is None:
+            os.killpg(run.pid, signal.SIGKILL)
+            run.wait()
+    assert run.returncode == code, output
+    if signum == signal.SIGINT:
+        assert "resume=" in output
+    deadline = time.monotonic() + 10
+    while any(not gone(pid) for pid in spinners) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert all(gone(pid) for pid in spinners)
