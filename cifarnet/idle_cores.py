@@ -10,18 +10,21 @@ processes doing the same work (docs/performance.md, round eight).
 
 The remedy where one has root is the guest's own setting (``guest_halt_poll_ns``, README). Without
 it, :func:`keep_cores_awake` starts one process per thread (at most one per core) that spins at
-the lowest priority Linux has (``SCHED_IDLE``): it runs only when its core would otherwise be idle, so the core does not
-halt, and a woken thread takes the core back at once (a context switch inside the guest). It is
-what OpenMP runtimes do with their own waiting threads (``OMP_WAIT_POLICY=active``). The spinners
+the lowest priority Linux has (``SCHED_IDLE``): it runs only when its core would otherwise be
+idle, so the core does not halt, and a woken thread takes the core back at once (a context switch
+inside the guest). It is what OpenMP runtimes do with their own waiting threads
+(``OMP_WAIT_POLICY=active``). It pays where the threads wait often: ResNet-32's two-thread step
+took 0.958 of the time without, but airbench94's, whose calls are long and waits few, 1.028
+(docs/performance.md, round eight), so it is off unless asked for. The spinners
 import nothing of cifarnet, sit in a process group of their own and ignore SIGINT (a Ctrl-C at the
 terminal is the trainer's to handle), stay in its session (with Linux's scheduling autogroups a new
 session would be weighed as an equal of the trainer's, whatever the priority inside it), end when
 they are stopped, and end by themselves when their parent does, however it ends
 (``PR_SET_PDEATHSIG``, and a check of the parent's pid as a fallback).
 
-``trainer.keep_cores_awake``: ``auto`` (the default) starts them while a run trains with its batch
-split between threads on a machine whose cores halt at once (:func:`cores_halt_at_once`);
-``always`` whenever the batch is split; ``never`` not at all.
+``trainer.keep_cores_awake``: ``never`` (the default) starts none; ``auto`` starts them while a run
+trains with its batch split between threads on a machine whose cores halt at once
+(:func:`cores_halt_at_once`); ``always`` whenever the batch is split.
 """
 from __future__ import annotations
 

@@ -44,7 +44,7 @@ def test_benchmark_trains_as_the_model_config_recommends(name):
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="idle-core spinners are Linux's")
 def test_benchmark_starts_idle_core_spinners_as_the_runner_would():
     """The timing child starts the runner's idle-core spinners by the same setting (the runner's
-    default, ``auto``, unless told), one per thread of a split batch (at most one per core), none for one."""
+    default, ``never``, unless told), one per thread of a split batch (at most one per core), none for one."""
     from cifarnet.bench.models import timed_run
     from cifarnet.training.settings import TrainerSettings
 
@@ -52,7 +52,7 @@ def test_benchmark_starts_idle_core_spinners_as_the_runner_would():
     assert timed_run("cifarnet", **split, keep_cores_awake="always")["spinners"] == min(2, len(os.sched_getaffinity(0)))
     assert timed_run("cifarnet", **split, keep_cores_awake="never")["spinners"] == 0
     assert timed_run("cifarnet", **dict(split, workers=1), keep_cores_awake="always")["spinners"] == 0
-    assert TrainerSettings().keep_cores_awake == timed_run.__defaults__[-1] == "auto"
+    assert TrainerSettings().keep_cores_awake == timed_run.__defaults__[-1] == "never"
 
 
 def test_data_benchmark_runs_on_synthetic_data(tmp_path):

@@ -43,7 +43,7 @@ def test_spinners_are_wanted_for_split_batches_as_the_setting_says(tmp_path):
         wanted("yes", 2)
     with pytest.raises(InvalidValue, match="trainer.keep_cores_awake must be one of auto, always, never"):
         TrainerSettings(keep_cores_awake="sometimes")
-    assert TrainerSettings().keep_cores_awake == "auto"
+    assert TrainerSettings().keep_cores_awake == "never"                         # opt-in
 
 
 def gone(pid: int) -> bool:

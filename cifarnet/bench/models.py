@@ -5,14 +5,14 @@
     python -m cifarnet.bench.models --no-torch --breakdown   # per-layer forward/backward times
     python -m cifarnet.bench.models --models resnet32 --workers 1   # training unsplit, one thread
     python -m cifarnet.bench.models --models resnet32 --static-buffers   # trainer.static_buffers=true
-    python -m cifarnet.bench.models --models resnet32 --keep-cores-awake never   # no idle-core spinners
+    python -m cifarnet.bench.models --models resnet32 --keep-cores-awake auto    # idle-core spinners
     python -m cifarnet.bench.models --models airbench94 --batch 1024  # airbench's recipe and batch
 
 For each model it reports the median training-step time (forward, loss, backward, SGD update on
 one fixed random batch, after warm-up, with the batch split between threads as each model's
 config recommends: ``trainer.workers``, and one BLAS thread per worker, as the runner computes;
-with the runner's idle-core spinners where it would start them, ``trainer.keep_cores_awake``:
-:mod:`cifarnet.idle_cores`),
+with idle-core spinners where the runner would start them under the same
+``trainer.keep_cores_awake``, off by default: :mod:`cifarnet.idle_cores`),
 training and evaluation images per second (batches of
 500 through the inference path evaluation uses), and the peak resident memory during training.
 When ``torch`` is importable the same measurements run on equivalent PyTorch models
@@ -213,7 +213,7 @@ def layer_breakdown(runner: CifarnetRunner, repeats: int = 3) -> list[tuple[str,
 
 def timed_run(framework: str, name: str, batch: int, backend: str, steps: int, eval_batches: int,
               workers: int | None = None, preload: str | None = None, static_buffers: bool = False,
-              keep_cores_awake: str = "auto") -> dict:
+              keep_cores_awake: str = "never") -> dict:
     """Run one framework's timings in a fresh process (see :func:`_timing_child`), with ``preload``
     (a shared library, e.g. jemalloc) in its ``LD_PRELOAD``."""
     code = ("from cifarnet.bench.models import _timing_child; "
@@ -227,7 +227,7 @@ def timed_run(framework: str, name: str, batch: int, backend: str, steps: int, e
 
 
 def _timing_child(framework: str, name: str, batch: int, backend: str, steps: int, eval_batches: int,
-                  workers: int | None = None, static_buffers: bool = False, keep_cores_awake: str = "auto") -> None:
+                  workers: int | None = None, static_buffers: bool = False, keep_cores_awake: str = "never") -> None:
     """Warm up, time ``steps`` training steps, note the peak RSS, then time ``eval_batches``
     evaluation batches; print the results as one JSON line."""
     if framework != "torch":      # as the runner: one BLAS thread per worker, idle-core spinners if it would
@@ -278,7 +278,7 @@ def torch_available() -> bool:
 
 def measure(name: str, batch: int, rounds: int, steps: int, eval_batches: int, backend: str, with_torch: bool,
             breakdown: bool, workers: int | None = None, torch_preload: str | None = None,
-            static_buffers: bool = False, keep_cores_awake: str = "auto") -> dict:
+            static_buffers: bool = False, keep_cores_awake: str = "never") -> dict:
     """Time ``name`` in ``rounds`` rounds; each round runs each framework in its own fresh process.
 
     One process per framework and round, alternating: the machine's drift then hits both alike,
@@ -373,8 +373,8 @@ def main(argv: list[str] | None = None) -> int:
                                                     "trainer.workers: 1 for simplecnn, one per core otherwise)")
     parser.add_argument("--static-buffers", action="store_true",
                         help="cifarnet's steps in buffers allocated once (trainer.static_buffers=true)")
-    parser.add_argument("--keep-cores-awake", default="auto", choices=("auto", "always", "never"),
-                        help="cifarnet's idle-core spinners, as trainer.keep_cores_awake (default: auto, the runner's)")
+    parser.add_argument("--keep-cores-awake", default="never", choices=("auto", "always", "never"),
+                        help="idle-core spinners, as trainer.keep_cores_awake (default never, as the runner)")
     parser.add_argument("--no-torch", action="store_true", help="skip the PyTorch comparison")
     parser.add_argument("--breakdown", action="store_true", help="per-layer forward/backward times")
     parser.add_argument("--json", help="also write the results to this file")
