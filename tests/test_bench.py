@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from cifarnet.bench.models import DEFAULT_BATCH, DEFAULT_WORKERS
+from cifarnet.bench.models import DEFAULT_BATCH, DEFAULT_WORKERS, KEEP_CORES_AWAKE
 
 pytestmark = pytest.mark.slow          # runs the benchmarks' command lines
 
@@ -28,7 +28,7 @@ def test_model_benchmark_runs_and_reports(tmp_path):
 
 @pytest.mark.parametrize("name", ["simplecnn", "resnet32"])
 def test_benchmark_trains_as_the_model_config_recommends(name):
-    """The bench times each model with its config's batch size and trainer.workers."""
+    """The bench times each model with its config's batch size, trainer.workers and keep_cores_awake."""
     from hydra import compose, initialize_config_dir
 
     from cifarnet.cli import schema
@@ -39,6 +39,7 @@ def test_benchmark_trains_as_the_model_config_recommends(name):
         cfg = compose(config_name="config", overrides=[f"model={name}"])
     assert cfg["trainer"]["workers"] == DEFAULT_WORKERS.get(name)
     assert cfg["data"]["batch_size"] == DEFAULT_BATCH.get(name, 128)
+    assert cfg["trainer"]["keep_cores_awake"] == KEEP_CORES_AWAKE.get(name, "never")
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="idle-core spinners are Linux's")

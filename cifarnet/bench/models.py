@@ -5,14 +5,14 @@
     python -m cifarnet.bench.models --no-torch --breakdown   # per-layer forward/backward times
     python -m cifarnet.bench.models --models resnet32 --workers 1   # training unsplit, one thread
     python -m cifarnet.bench.models --models resnet32 --static-buffers   # trainer.static_buffers=true
-    python -m cifarnet.bench.models --models resnet32 --keep-cores-awake auto    # idle-core spinners
+    python -m cifarnet.bench.models --models resnet32 --keep-cores-awake never   # no idle-core spinners
     python -m cifarnet.bench.models --models airbench94 --batch 1024  # airbench's recipe and batch
 
 For each model it reports the median training-step time (forward, loss, backward, SGD update on
 one fixed random batch, after warm-up, with the batch split between threads as each model's
 config recommends: ``trainer.workers``, and one BLAS thread per worker, as the runner computes;
-with idle-core spinners where the runner would start them under the same
-``trainer.keep_cores_awake``, off by default: :mod:`cifarnet.idle_cores`),
+with idle-core spinners where the runner would start them under the model config's
+``trainer.keep_cores_awake``: :mod:`cifarnet.idle_cores`),
 training and evaluation images per second (batches of
 500 through the inference path evaluation uses), and the peak resident memory during training.
 When ``torch`` is importable the same measurements run on equivalent PyTorch models
@@ -53,6 +53,7 @@ from . import machine_description
 
 DEFAULT_BATCH = {"simplecnn": 64, "airbench94": 1024}
 DEFAULT_WORKERS = {"simplecnn": 1}    # as conf/model/*.yaml recommend (trainer.workers); None: one per core
+KEEP_CORES_AWAKE = {"resnet32": "auto"}   # as they recommend trainer.keep_cores_awake; the rest: never
 EVAL_BATCH = 500
 AIRBENCH_GROUPS = [{"kind": "batchnorm", "lr_scale": 64.0}, {"match": "whiten.b", "frozen_after_epochs": 3}]
 WARM_UP_S = 2.0          # each timing process first runs training steps for this long (at least 3)
@@ -373,8 +374,8 @@ def main(argv: list[str] | None = None) -> int:
                                                     "trainer.workers: 1 for simplecnn, one per core otherwise)")
     parser.add_argument("--static-buffers", action="store_true",
                         help="cifarnet's steps in buffers allocated once (trainer.static_buffers=true)")
-    parser.add_argument("--keep-cores-awake", default="never", choices=("auto", "always", "never"),
-                        help="idle-core spinners, as trainer.keep_cores_awake (default never, as the runner)")
+    parser.add_argument("--keep-cores-awake", choices=("auto", "always", "never"),
+                        help="idle-core spinners, trainer.keep_cores_awake (default: the model config's)")
     parser.add_argument("--no-torch", action="store_true", help="skip the PyTorch comparison")
     parser.add_argument("--breakdown", action="store_true", help="per-layer forward/backward times")
     parser.add_argument("--json", help="also write the results to this file")
@@ -393,7 +394,7 @@ def main(argv: list[str] | None = None) -> int:
         workers = args.workers if args.workers is not None else DEFAULT_WORKERS.get(name)
         results.append(measure(name, batch, args.rounds, steps, eval_batches, args.backend, with_torch,
                                args.breakdown, workers, args.torch_preload, args.static_buffers,
-                               args.keep_cores_awake))
+                               args.keep_cores_awake or KEEP_CORES_AWAKE.get(name, "never")))
     peak = sgemm_rate()
     print_report(results, peak)
     if args.json:
