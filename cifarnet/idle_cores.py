@@ -86,7 +86,7 @@ def start_spinners(count: int) -> list[subprocess.Popen]:
     # this one as an equal, whatever the priority inside it (the spinners then took half the CPU).
     spinners = [subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                                  stderr=subprocess.DEVNULL, process_group=0) for _ in range(count)]
-    for spinner in spinners:            # lowest priority from now (the spinner sets it too: no window)
+    for spinner in spinners:            # lowest priority at once (the spinner also sets it itself)
         with contextlib.suppress(OSError):
             os.sched_setscheduler(spinner.pid, os.SCHED_IDLE, os.sched_param(0))
     return spinners

@@ -349,7 +349,7 @@ def print_report(results: list[dict], peak: float | None = None) -> None:
     print("cifarnet training threads per batch (trainer.workers): "
           + ", ".join(f"{res['model']} {res.get('workers') or 'one per core'}" for res in results))
     print("cifarnet idle-core spinners (trainer.keep_cores_awake): "
-          + ", ".join(f"{res['model']} {res.get('spinners') or 'none'} ({res.get('keep_cores_awake', 'auto')})"
+          + ", ".join(f"{res['model']} {res.get('spinners') or 'none'} ({res.get('keep_cores_awake', 'never')})"
                       for res in results))
     for res in results:
         if "layers" in res:
