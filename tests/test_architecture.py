@@ -6,8 +6,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "cifarnet"
 
 # Lowest first; a module may import modules of its own rank or below (docs/architecture.md).
 RANKS = [
-    {"backend", "counting", "registry", "files", "comm", "blas", "threads", "idle_cores", "memory", "pretrained",
-     "errors"},
+    {"backend", "counting", "registry", "files", "comm", "blas", "threads", "memory", "pretrained", "errors"},
     {"arrays", "kernels"},
     {"functional"},
     {"store", "checkpoint"},

@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from cifarnet.bench.models import DEFAULT_BATCH, DEFAULT_WORKERS, KEEP_CORES_AWAKE
+from cifarnet.bench.models import DEFAULT_BATCH, DEFAULT_WORKERS
 
 pytestmark = pytest.mark.slow          # runs the benchmarks' command lines
 
@@ -28,7 +28,7 @@ def test_model_benchmark_runs_and_reports(tmp_path):
 
 @pytest.mark.parametrize("name", ["simplecnn", "resnet32"])
 def test_benchmark_trains_as_the_model_config_recommends(name):
-    """The bench times each model with its config's batch size, trainer.workers and keep_cores_awake."""
+    """The bench times each model with its config's batch size and trainer.workers."""
     from hydra import compose, initialize_config_dir
 
     from cifarnet.cli import schema
@@ -39,21 +39,6 @@ def test_benchmark_trains_as_the_model_config_recommends(name):
         cfg = compose(config_name="config", overrides=[f"model={name}"])
     assert cfg["trainer"]["workers"] == DEFAULT_WORKERS.get(name)
     assert cfg["data"]["batch_size"] == DEFAULT_BATCH.get(name, 128)
-    assert cfg["trainer"]["keep_cores_awake"] == KEEP_CORES_AWAKE.get(name, "never")
-
-
-@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="idle-core spinners are Linux's")
-def test_benchmark_starts_idle_core_spinners_as_the_runner_would():
-    """The timing child starts the runner's idle-core spinners by the same setting (the runner's
-    default, ``never``, unless told), one per thread of a split batch (at most one per core), none for one."""
-    from cifarnet.bench.models import timed_run
-    from cifarnet.training.settings import TrainerSettings
-
-    split = dict(name="resnet20", batch=32, backend="numpy", steps=1, eval_batches=1, workers=2)
-    assert timed_run("cifarnet", **split, keep_cores_awake="always")["spinners"] == min(2, len(os.sched_getaffinity(0)))
-    assert timed_run("cifarnet", **split, keep_cores_awake="never")["spinners"] == 0
-    assert timed_run("cifarnet", **dict(split, workers=1), keep_cores_awake="always")["spinners"] == 0
-    assert TrainerSettings().keep_cores_awake == timed_run.__defaults__[-1] == "never"
 
 
 def test_data_benchmark_runs_on_synthetic_data(tmp_path):

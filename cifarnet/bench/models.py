@@ -5,14 +5,11 @@
     python -m cifarnet.bench.models --no-torch --breakdown   # per-layer forward/backward times
     python -m cifarnet.bench.models --models resnet32 --workers 1   # training unsplit, one thread
     python -m cifarnet.bench.models --models resnet32 --static-buffers   # trainer.static_buffers=true
-    python -m cifarnet.bench.models --models resnet32 --keep-cores-awake never   # no idle-core spinners
     python -m cifarnet.bench.models --models airbench94 --batch 1024  # airbench's recipe and batch
 
 For each model it reports the median training-step time (forward, loss, backward, SGD update on
 one fixed random batch, after warm-up, with the batch split between threads as each model's
-config recommends: ``trainer.workers``, and one BLAS thread per worker, as the runner computes;
-with idle-core spinners where the runner would start them under the model config's
-``trainer.keep_cores_awake``: :mod:`cifarnet.idle_cores`),
+config recommends: ``trainer.workers``, and one BLAS thread per worker, as the runner computes),
 training and evaluation images per second (batches of
 500 through the inference path evaluation uses), and the peak resident memory during training.
 When ``torch`` is importable the same measurements run on equivalent PyTorch models
@@ -53,7 +50,6 @@ from . import machine_description
 
 DEFAULT_BATCH = {"simplecnn": 64, "airbench94": 1024}
 DEFAULT_WORKERS = {"simplecnn": 1}    # as conf/model/*.yaml recommend (trainer.workers); None: one per core
-KEEP_CORES_AWAKE = {"resnet32": "auto"}   # as they recommend trainer.keep_cores_awake; the rest: never
 EVAL_BATCH = 500
 AIRBENCH_GROUPS = [{"kind": "batchnorm", "lr_scale": 64.0}, {"match": "whiten.b", "frozen_after_epochs": 3}]
 WARM_UP_S = 2.0          # each timing process first runs training steps for this long (at least 3)
@@ -213,13 +209,12 @@ def layer_breakdown(runner: CifarnetRunner, repeats: int = 3) -> list[tuple[str,
 
 
 def timed_run(framework: str, name: str, batch: int, backend: str, steps: int, eval_batches: int,
-              workers: int | None = None, preload: str | None = None, static_buffers: bool = False,
-              keep_cores_awake: str = "never") -> dict:
+              workers: int | None = None, preload: str | None = None, static_buffers: bool = False) -> dict:
     """Run one framework's timings in a fresh process (see :func:`_timing_child`), with ``preload``
     (a shared library, e.g. jemalloc) in its ``LD_PRELOAD``."""
     code = ("from cifarnet.bench.models import _timing_child; "
             f"_timing_child({framework!r}, {name!r}, {batch}, {backend!r}, {steps}, {eval_batches}, {workers!r}, "
-            f"{static_buffers!r}, {keep_cores_awake!r})")
+            f"{static_buffers!r})")
     env = dict(os.environ, LD_PRELOAD=preload) if preload else None
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=1800, env=env)
     if done.returncode != 0:
@@ -228,22 +223,19 @@ def timed_run(framework: str, name: str, batch: int, backend: str, steps: int, e
 
 
 def _timing_child(framework: str, name: str, batch: int, backend: str, steps: int, eval_batches: int,
-                  workers: int | None = None, static_buffers: bool = False, keep_cores_awake: str = "never") -> None:
+                  workers: int | None = None, static_buffers: bool = False) -> None:
     """Warm up, time ``steps`` training steps, note the peak RSS, then time ``eval_batches``
     evaluation batches; print the results as one JSON line."""
-    if framework != "torch":      # as the runner: one BLAS thread per worker, idle-core spinners if it would
+    if framework != "torch":                           # as the runner computes: one BLAS thread per worker
         from ..blas import limited_blas_threads
-        from ..idle_cores import keep_cores_awake as awake
-        from ..parallel import BLAS_THREADS_PER_WORKER, parts_for
+        from ..parallel import BLAS_THREADS_PER_WORKER
 
-        runner = CifarnetRunner(name, batch, backend, workers, static_buffers)
-        threads = parts_for(batch, workers, runner.backend.xp)
-        with limited_blas_threads(BLAS_THREADS_PER_WORKER), awake(keep_cores_awake, threads) as spinners:
-            return _time_runner(runner, steps, eval_batches, spinners=len(spinners))
+        with limited_blas_threads(BLAS_THREADS_PER_WORKER):
+            return _time_runner(CifarnetRunner(name, batch, backend, workers, static_buffers), steps, eval_batches)
     _time_runner(TorchRunner(name, batch), steps, eval_batches)
 
 
-def _time_runner(runner, steps: int, eval_batches: int, spinners: int = 0) -> None:
+def _time_runner(runner, steps: int, eval_batches: int) -> None:
     warm_until = time.perf_counter() + WARM_UP_S       # warm-up: first-touch allocations, thread pools,
     for done in range(100):                            # PyTorch's kernel selection
         runner.step()
@@ -253,7 +245,7 @@ def _time_runner(runner, steps: int, eval_batches: int, spinners: int = 0) -> No
     peak = peak_rss_of_this_process_mb()              # training only: before the 500-image eval batches
     runner.eval_batch()
     eval_times = [runner.eval_batch() for _ in range(eval_batches)]
-    print(json.dumps({"step_s": step_times, "eval_s": eval_times, "peak_rss_mb": peak, "spinners": spinners}))
+    print(json.dumps({"step_s": step_times, "eval_s": eval_times, "peak_rss_mb": peak}))
 
 
 def peak_rss_of_this_process_mb() -> float:
@@ -279,7 +271,7 @@ def torch_available() -> bool:
 
 def measure(name: str, batch: int, rounds: int, steps: int, eval_batches: int, backend: str, with_torch: bool,
             breakdown: bool, workers: int | None = None, torch_preload: str | None = None,
-            static_buffers: bool = False, keep_cores_awake: str = "never") -> dict:
+            static_buffers: bool = False) -> dict:
     """Time ``name`` in ``rounds`` rounds; each round runs each framework in its own fresh process.
 
     One process per framework and round, alternating: the machine's drift then hits both alike,
@@ -291,10 +283,9 @@ def measure(name: str, batch: int, rounds: int, steps: int, eval_batches: int, b
     for _ in range(rounds):
         for key in frameworks:
             runs[key].append(timed_run(key, name, batch, backend, steps, eval_batches, workers,
-                                       torch_preload if key == "torch" else None, static_buffers, keep_cores_awake))
+                                       torch_preload if key == "torch" else None, static_buffers))
     result = {"model": name, "batch": batch, "backend": backend, "workers": workers, "torch_preload": torch_preload,
-              "static_buffers": static_buffers, "keep_cores_awake": keep_cores_awake,
-              "spinners": max(run.get("spinners", 0) for run in runs["cifarnet"]),
+              "static_buffers": static_buffers,
               "train_gflop_per_step": round(2 * batch * training_multiply_adds(
                   build_model(model_description(name), seed=0)) / 1e9, 1)}
     for key in frameworks:
@@ -348,9 +339,6 @@ def print_report(results: list[dict], peak: float | None = None) -> None:
             print(f"PyTorch ran with LD_PRELOAD={res['torch_preload']}")
     print("cifarnet training threads per batch (trainer.workers): "
           + ", ".join(f"{res['model']} {res.get('workers') or 'one per core'}" for res in results))
-    print("cifarnet idle-core spinners (trainer.keep_cores_awake): "
-          + ", ".join(f"{res['model']} {res.get('spinners') or 'none'} ({res.get('keep_cores_awake', 'never')})"
-                      for res in results))
     for res in results:
         if "layers" in res:
             print(f"\nper-layer time, {res['model']} batch {res['batch']}, training on one thread (median ms):")
@@ -374,8 +362,6 @@ def main(argv: list[str] | None = None) -> int:
                                                     "trainer.workers: 1 for simplecnn, one per core otherwise)")
     parser.add_argument("--static-buffers", action="store_true",
                         help="cifarnet's steps in buffers allocated once (trainer.static_buffers=true)")
-    parser.add_argument("--keep-cores-awake", choices=("auto", "always", "never"),
-                        help="idle-core spinners, trainer.keep_cores_awake (default: the model config's)")
     parser.add_argument("--no-torch", action="store_true", help="skip the PyTorch comparison")
     parser.add_argument("--breakdown", action="store_true", help="per-layer forward/backward times")
     parser.add_argument("--json", help="also write the results to this file")
@@ -393,8 +379,7 @@ def main(argv: list[str] | None = None) -> int:
         eval_batches = 8 if name == "simplecnn" else 2
         workers = args.workers if args.workers is not None else DEFAULT_WORKERS.get(name)
         results.append(measure(name, batch, args.rounds, steps, eval_batches, args.backend, with_torch,
-                               args.breakdown, workers, args.torch_preload, args.static_buffers,
-                               args.keep_cores_awake or KEEP_CORES_AWAKE.get(name, "never")))
+                               args.breakdown, workers, args.torch_preload, args.static_buffers))
     peak = sgemm_rate()
     print_report(results, peak)
     if args.json:

@@ -7,7 +7,6 @@ import time
 from dataclasses import dataclass
 
 from ..errors import InvalidValue
-from ..idle_cores import SETTINGS
 
 log = logging.getLogger("cifarnet.training.trainer")
 
@@ -56,10 +55,6 @@ class TrainerSettings:
             and the fused CuPy kernels (``backend.kernels=fused``) take one; CuPy's reference path
             does not. Steps that keep asking for other arrays than the step before (a request that
             depends on the data: a bug) are planned anew each time, and the log says so once.
-        keep_cores_awake: ``never`` (the default), ``auto`` (on a virtual machine whose idle cores halt
-            at once, while a batch is split between threads) or ``always`` (whenever it is): spinners
-            at the lowest priority keep idle cores from halting while the threads wait for each other
-            (:mod:`cifarnet.idle_cores`; ResNet-32's step 4% faster, airbench94's 3% slower).
         handle_signals: turn SIGINT/SIGTERM into a checkpoint and :class:`TrainingInterrupted`
             (not a config key: the library's callers may want their own handlers).
     """
@@ -82,7 +77,6 @@ class TrainerSettings:
     ema_power: float = 3.0
     lookahead: bool = True
     static_buffers: bool = False
-    keep_cores_awake: str = "never"
     handle_signals: bool = True
 
     def __post_init__(self) -> None:
@@ -101,9 +95,6 @@ class TrainerSettings:
             raise InvalidValue(f"trainer.processes must be >= 1, got {self.processes}")
         if self.transport not in ("shm", "mpi"):
             raise InvalidValue(f"trainer.transport must be 'shm' or 'mpi', got {self.transport!r}")
-        if self.keep_cores_awake not in SETTINGS:
-            raise InvalidValue(f"trainer.keep_cores_awake must be one of {', '.join(SETTINGS)}, got "
-                               f"{self.keep_cores_awake!r}")
         if self.stop_after_minutes is not None and self.stop_after_minutes <= 0:
             raise InvalidValue(f"trainer.stop_after_minutes must be > 0 (or null), got {self.stop_after_minutes}")
 

@@ -12,7 +12,6 @@ from typing import Any
 import numpy as np
 
 from ..comm import LOCAL, Communicator, rank_zeros
-from ..idle_cores import keep_cores_awake
 from ..losses import SoftmaxCrossEntropy
 from ..schedules import set_dropout_rate
 from ..schedules.lr import total_steps
@@ -71,9 +70,7 @@ class Trainer:
         if self.average is not None and not self.average.average:      # not continued from a checkpoint
             self.average.start(self.model)
         self.keeper.clean()
-        threads = self.group.size if self.group is not None else 1
-        with self.stop.listening(self.settings.handle_signals), keep_cores_awake(self.settings.keep_cores_awake,
-                                                                                 threads):
+        with self.stop.listening(self.settings.handle_signals):
             try:
                 while self.state.epoch < self.epochs and not self.stopped_early:
                     epoch_started = time.perf_counter()
