@@ -95,6 +95,25 @@ def get_backend(name: str) -> Backend:
     raise InvalidValue(f"unknown backend {name!r}; known backends: {', '.join(BACKEND_NAMES)}")
 
 
+def use_tf32(backend: Backend, allowed: bool) -> None:
+    """Let CuPy's float32 matrix products (every convolution and linear layer's) run on tensor cores
+    in TF32 when ``allowed``: inputs rounded to a 10-bit mantissa, products summed in float32
+    (cuBLAS ``CUBLAS_COMPUTE_32F_FAST_TF32``; NVIDIA Ampere and later, where CuPy otherwise warns
+    and stays in float32). Plain float32 when not. A process-wide setting of CuPy's products, as
+    PyTorch's ``torch.backends.cuda.matmul.allow_tf32``; float64 is never affected.
+
+    Raises:
+        InvalidValue: ``allowed`` on NumPy (the CPU has no TF32).
+    """
+    if backend.name != "cupy":
+        if allowed:
+            raise InvalidValue("TF32 is a mode of NVIDIA tensor cores: it needs the CuPy backend")
+        return
+    from cupy._core import _routines_linalg as linalg      # CuPy's own switch (what CUPY_TF32=1 sets)
+
+    linalg.set_compute_type(np.float32, linalg.COMPUTE_TYPE_TF32 if allowed else linalg.COMPUTE_TYPE_DEFAULT)
+
+
 def cupy_available() -> tuple[bool, str]:
     """Whether the CuPy backend can run here, and if not, a short reason (for skipping tests)."""
     try:

@@ -218,6 +218,19 @@ def test_on_cupy_the_fused_kernels_are_the_default_and_the_switch_leaves_numpy_a
         make_backend({"name": "numpy", "kernels": "tuned"})
 
 
+def test_tf32_is_off_by_default_and_refused_on_numpy_in_one_line(composer):
+    """``backend.tf32`` (CuPy's float32 products in TF32) composes false on both backends and true
+    when asked; with ``backend=numpy`` the runner refuses it, naming the key and what NumPy does."""
+    from cifarnet.experiment import make_backend
+    from cifarnet.experiment.components import ConfigError
+
+    assert composer("backend=cupy")["backend"]["tf32"] is False and composer()["backend"]["tf32"] is False
+    assert composer("backend=cupy", "backend.tf32=true")["backend"]["tf32"] is True
+    with pytest.raises(ConfigError, match=r"backend.tf32=true needs backend=cupy .*backend=numpy computes in float32"):
+        make_backend({"name": "numpy", "tf32": True, "keep_freed_memory": False})
+    make_backend({"name": "numpy", "tf32": False, "keep_freed_memory": False})
+
+
 @pytest.mark.parametrize("model, kernels, unchecked, fused_after", [
     ("resnet20", "auto", None, True), ("airbench94", "auto", None, True),           # every kind ran on a GPU
     ("airbench94", "auto", ("gelu",), False), ("resnet20", "auto", ("gelu",), True),

@@ -35,7 +35,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..backend import NUMPY, cupy_available, get_backend, to_numpy
+from ..backend import NUMPY, cupy_available, get_backend, to_numpy, use_tf32
 from ..functional import (
     batch_norm,
     batch_norm_act,
@@ -439,9 +439,14 @@ def static_section(report: dict, backend, ok: bool) -> None:
 
 def timing_section(report: dict, backend, ok: bool, batch: int) -> None:
     report["timing"] = []
-    for kernels in ("reference", "fused", "fused, static buffers") if ok else ():
+    for kernels in ("reference", "fused", "fused, static buffers", "fused, TF32") if ok else ():
         use_fused_kernels(kernels != "reference")
-        median = guarded(report, f"timing {kernels}", time_step, "resnet32", backend, batch, 10, "static" in kernels)
+        use_tf32(backend, "TF32" in kernels)
+        try:
+            median = guarded(report, f"timing {kernels}", time_step, "resnet32", backend, batch, 10,
+                             "static" in kernels)
+        finally:
+            use_tf32(backend, False)
         if median is not None:
             report["timing"].append({"model": "resnet32", "what": "training step", "batch": batch,
                                      "kernels": kernels, "framework": "cifarnet", "median_ms": median})
@@ -463,18 +468,24 @@ def torch_times(batch: int) -> list[dict]:
     model = build("resnet32").cuda()
     opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
     x, y = torch.randn(batch, 3, 32, 32, device="cuda"), torch.randint(0, 10, (batch,), device="cuda")
-    times = []
-    for i in range(13):
-        torch.cuda.synchronize()
-        start = time.perf_counter()
-        opt.zero_grad(set_to_none=True)
-        torch.nn.functional.cross_entropy(model(x), y).backward()
-        opt.step()
-        torch.cuda.synchronize()
-        if i >= 3:
-            times.append(1e3 * (time.perf_counter() - start))
-    return [{"model": "resnet32", "what": "training step", "batch": batch, "kernels": "eager",
-             "framework": f"torch {torch.__version__}", "median_ms": statistics.median(times)}]
+    rows, default_tf32 = [], torch.backends.cudnn.allow_tf32
+    for tf32 in (default_tf32, not default_tf32):          # its default (TF32 convolutions), then the other
+        torch.backends.cudnn.allow_tf32 = tf32
+        times = []
+        for i in range(13):
+            torch.cuda.synchronize()
+            start = time.perf_counter()
+            opt.zero_grad(set_to_none=True)
+            torch.nn.functional.cross_entropy(model(x), y).backward()
+            opt.step()
+            torch.cuda.synchronize()
+            if i >= 3:
+                times.append(1e3 * (time.perf_counter() - start))
+        rows.append({"model": "resnet32", "what": "training step", "batch": batch,
+                     "kernels": "eager, TF32 convolutions" if tf32 else "eager, float32",
+                     "framework": f"torch {torch.__version__}", "median_ms": statistics.median(times)})
+    torch.backends.cudnn.allow_tf32 = default_tf32
+    return rows
 
 
 def summary(report: dict) -> list[str]:

@@ -93,6 +93,7 @@ class BackendConfig:
     dtype: str = "float32"
     keep_freed_memory: bool = True       # NumPy: reuse freed memory instead of re-faulting it (cifarnet.memory)
     kernels: str = "auto"                # CuPy: fused CUDA kernels where checked on a GPU; "fused", "reference"
+    tf32: bool = False                   # CuPy: float32 products on tensor cores in TF32 (10-bit mantissa)
 
 
 @dataclass

@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from ..backend import get_backend
+from ..backend import get_backend, use_tf32
 from ..data import DATA_SOURCES, Augmentation, BatchLoader, Dataset, Normalization, load_dataset
 from ..data.normalize import CIFAR10_STATS
 from ..errors import InvalidValue
@@ -76,12 +76,19 @@ def make_backend(backend_cfg: dict[str, Any]):
     ``keep_freed_memory`` is false (see :mod:`cifarnet.memory`); on CuPy, the fused kernels
     (:mod:`cifarnet.functional.fused`) unless ``kernels`` is ``reference`` (CuPy's own expressions,
     the formulas as written; ``docs/gpu.md`` has both on an H200). With ``auto`` (the default) a
-    model may still take the reference kernels: :func:`settle_kernels`."""
-    kernels = backend_cfg.get("kernels", "auto")
+    model may still take the reference kernels: :func:`settle_kernels`. ``tf32`` (CuPy only): the
+    float32 products on tensor cores in TF32 (:func:`cifarnet.backend.use_tf32`)."""
+    kernels, tf32 = backend_cfg.get("kernels", "auto"), bool(backend_cfg.get("tf32", False))
     if kernels not in KERNEL_SETTINGS:
         raise ConfigError(f"backend.kernels must be 'auto', 'fused' or 'reference', got {kernels!r}")
+    if tf32 and backend_cfg["name"] != "cupy":
+        raise ConfigError(f"backend.tf32=true needs backend=cupy (TF32 is a mode of NVIDIA tensor cores); "
+                          f"backend={backend_cfg['name']} computes in {backend_cfg.get('dtype', 'float32')}")
     use_fused_kernels(kernels != "reference" and backend_cfg["name"] == "cupy")   # (a process-wide switch)
     backend = get_backend(backend_cfg["name"])
+    use_tf32(backend, tf32)                                                        # (so is this)
+    if tf32:
+        log.info("backend.tf32: float32 products (convolutions, linear layers) on tensor cores in TF32")
     if backend.name == "numpy" and backend_cfg.get("keep_freed_memory", True):
         keep_freed_memory()
     return backend
